@@ -1,0 +1,59 @@
+/*
+ * tern error codes.
+ *
+ * Every tern function that can fail returns an int: 0 on success, a negative
+ * code on failure.  System errors are returned as -errno (as libuv does), and
+ * tern's own conditions use the codes below, which sit far below any errno.
+ * nng's positive error numbers are converted at one boundary (tern_from_nng).
+ */
+#ifndef TERN_ERROR_H
+#define TERN_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* XX(NAME, value, "message") */
+#define TERN_ERRNO_MAP(XX)                                                    \
+	XX(EPROTO, -10001, "protocol violation by the peer")                  \
+	XX(EVERSION, -10002, "peer speaks another protocol version")          \
+	XX(EMSG, -10003, "malformed message")                                 \
+	XX(ERANGE, -10004, "range outside guest memory")                      \
+	XX(ETIMEDOUT, -10005, "timed out")                                    \
+	XX(ECLOSED, -10006, "closed")                                         \
+	XX(ECANCELED, -10007, "cancelled")                                    \
+	XX(ENOTSUP, -10008, "not supported on this machine")                  \
+	XX(EVERIFY, -10009, "memory digests differ after migration")          \
+	XX(EPEER, -10010, "the peer reported an error")                       \
+	XX(EACTOR, -10011, "an actor exited abnormally")                      \
+	XX(EKILLED, -10012, "an actor was killed")                            \
+	XX(EINVAL, -10013, "invalid argument")                                \
+	XX(ENOMEM, -10014, "out of memory")                                   \
+	XX(ECONVERGE, -10015, "migration did not converge before the timeout") \
+	XX(EAUTH, -10016, "authentication failed")                            \
+	XX(ESTATE, -10017, "operation not valid in this state")               \
+	XX(ENNG, -10018, "message queue failure")
+
+enum tern_error {
+#define XX(name, value, msg) TERN_##name = (value),
+	TERN_ERRNO_MAP(XX)
+#undef XX
+};
+
+/* tern_strerror returns a static, human-readable description of err, which
+ * may be a tern code or a negated errno.  It never returns NULL. */
+const char *tern_strerror(int err);
+
+/* tern_err_name returns the symbolic name of err ("TERN_EPROTO", "ECONNREFUSED"
+ * for -ECONNREFUSED, ...).  It never returns NULL. */
+const char *tern_err_name(int err);
+
+/* tern_from_nng converts an nng error number (positive) to a tern code.
+ * NNG_ETIMEDOUT becomes TERN_ETIMEDOUT, NNG_ECLOSED TERN_ECLOSED, NNG_ENOMEM
+ * TERN_ENOMEM, a system error -errno, anything else TERN_ENNG. 0 stays 0. */
+int tern_from_nng(int nng_err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TERN_ERROR_H */

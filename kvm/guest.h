@@ -1,0 +1,141 @@
+/*
+ * The guest as the migration sees it: memory regions, dirty tracking, vCPU
+ * pause/resume, state save/load, behind an ops table so that backends
+ * (simvm, later kvm) are interchangeable.  kvm/ knows nothing of actors.
+ *
+ * Pages are 4 KiB (TERN_PAGE_SIZE).  simvm has one region at gpa 0.
+ */
+#ifndef TERN_KVM_GUEST_H
+#define TERN_KVM_GUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvm/bitmap.h"
+
+#define TERN_PAGE_SIZE 4096ull
+#define TERN_PAGE_SHIFT 12
+
+enum tern_fill { TERN_FILL_ZERO = 0, TERN_FILL_RANDOM = 1, TERN_FILL_PERCENT = 2 };
+enum tern_backing { TERN_BACKING_MEMFD = 0, TERN_BACKING_ANON_THP = 1 };
+enum tern_workload { TERN_WORKLOAD_IDLE = 0, TERN_WORKLOAD_MEMTOUCH = 1 };
+enum tern_pattern { TERN_PATTERN_SEQ = 0, TERN_PATTERN_RANDOM = 1 };
+enum tern_guest_role { TERN_GUEST_SOURCE = 0, TERN_GUEST_DESTINATION = 1 };
+
+/* Parsed form of "simvm:mem=1G,vcpus=2,fill=random,backing=memfd,
+ * workload=memtouch:ws=256M,rate=200M,pattern=random,seed=1". */
+struct tern_guest_config {
+	char backend[16]; /* "simvm" */
+	uint64_t mem_size;  /* bytes, page-aligned, > 0 */
+	uint32_t vcpus;     /* 1..256 */
+	uint32_t fill;      /* enum tern_fill */
+	uint32_t fill_pct;  /* with TERN_FILL_PERCENT: 0..100 */
+	uint32_t backing;   /* enum tern_backing */
+	uint32_t workload;  /* enum tern_workload */
+	uint64_t ws_size;   /* memtouch working set in bytes (default: mem/4) */
+	uint64_t rate;      /* memtouch dirty rate in bytes/s (0: as fast as it can) */
+	uint32_t pattern;   /* enum tern_pattern */
+	uint64_t seed;
+};
+
+/* tern_guest_spec_parse parses spec into *cfg (defaults filled in).  On
+ * error returns TERN_EINVAL and writes a one-line reason naming the bad key
+ * or value into err. */
+int tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err, size_t errlen);
+
+/* tern_guest_spec_format writes the canonical spec of cfg (parseable back). */
+int tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t len);
+
+/* tern_parse_size parses "4096", "64K", "256M", "1G", "1T" (powers of 1024)
+ * into bytes.  0 or TERN_EINVAL. */
+int tern_parse_size(const char *s, uint64_t *out);
+
+struct tern_guest_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *host; /* mapping of the whole region */
+	int fd;        /* memfd, or -1 for anonymous memory */
+	uint64_t fd_offset;
+};
+
+struct tern_guest;
+
+/* Per-guest statistics the backend keeps. */
+struct tern_guest_stats {
+	uint64_t build_ns;        /* create + fill */
+	uint64_t last_pause_ns;   /* latency of the last pause */
+	uint64_t last_resume_ns;  /* latency of the last resume */
+	uint64_t harvests;        /* dirty harvests done */
+	uint64_t workload_steps;  /* memtouch writes done by all vCPUs */
+};
+
+struct tern_guest_ops {
+	const char *name;
+	/* create builds the guest.  SOURCE: memory filled, vCPUs running the
+	 * workload.  DESTINATION: memory empty (reads as zero), vCPUs created
+	 * but paused until resume (after state_load). */
+	int (*create)(struct tern_guest *g, const struct tern_guest_config *cfg, int role);
+	/* destroy stops and joins every vCPU thread, releases memory and fds.
+	 * Safe on a partially created guest. */
+	void (*destroy)(struct tern_guest *g);
+	/* pause returns once no vCPU runs guest code; idempotent. */
+	int (*pause)(struct tern_guest *g);
+	/* resume lets the vCPUs run again; idempotent. */
+	int (*resume)(struct tern_guest *g);
+	/* dirty_start write-protects all memory and begins tracking. */
+	int (*dirty_start)(struct tern_guest *g);
+	/* dirty_harvest ORs into bm (one bit per page of the guest) every page
+	 * written since the previous harvest (or dirty_start), re-arms tracking
+	 * for them, and adds their number to *pages. */
+	int (*dirty_harvest)(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages);
+	int (*dirty_stop)(struct tern_guest *g);
+	/* state_save writes the vCPU/device state into buf. */
+	int (*state_save)(struct tern_guest *g, void *buf, size_t cap, size_t *len);
+	/* state_load validates and applies a state blob (guest paused). */
+	int (*state_load)(struct tern_guest *g, const void *buf, size_t len);
+};
+
+struct tern_guest {
+	const struct tern_guest_ops *ops;
+	struct tern_guest_config cfg;
+	int role;
+	struct tern_guest_region region; /* simvm: exactly one, at gpa 0 */
+	uint64_t npages;
+	struct tern_guest_stats stats;
+	void *priv; /* backend state */
+};
+
+/* tern_guest_create builds a guest for cfg->backend.  On failure returns a
+ * negative code, writes a one-line reason into err (naming a missing kernel
+ * feature, e.g. "userfaultfd WP_ASYNC not supported"), and frees everything. */
+int tern_guest_create(struct tern_guest **g, const struct tern_guest_config *cfg, int role,
+    char *err, size_t errlen);
+void tern_guest_destroy(struct tern_guest *g);
+
+/* tern_guest_populate installs page-table entries for [gpa, gpa+len) ahead
+ * of data (MADV_POPULATE_WRITE; fallocate first for a memfd) so that writes
+ * do not fault page by page. */
+int tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len);
+
+/* tern_guest_range_ok reports whether [gpa, gpa+len) lies inside guest
+ * memory (overflow-safe). */
+bool tern_guest_range_ok(const struct tern_guest *g, uint64_t gpa, uint64_t len);
+
+/* tern_guest_hva returns the host address of gpa (range already checked). */
+uint8_t *tern_guest_hva(const struct tern_guest *g, uint64_t gpa);
+
+/* tern_guest_digest hashes all guest memory (XXH3-64).  Holes of a memfd
+ * are hashed as zeros without being read (reading would allocate them). */
+int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
+
+/* tern_guest_check verifies the workload's invariant in guest memory (each
+ * memtouch vCPU's ledger matches its pages) with the guest paused or not
+ * (it pauses and resumes around the check).  Returns 0, or TERN_EVERIFY with
+ * a reason in why.  *progress (may be NULL) gets the sum of the vCPUs'
+ * step counters stored in guest memory. */
+int tern_guest_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen);
+
+extern const struct tern_guest_ops tern_simvm_ops;
+
+#endif /* TERN_KVM_GUEST_H */

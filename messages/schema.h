@@ -1,0 +1,100 @@
+/*
+ * The one schema of every actor message and every wire-frame header.
+ *
+ * Each message is one line of TERN_MESSAGES: X(NAME, name, id).  Its fields
+ * are listed by the macro TERN_FIELDS_<NAME>(F), one F(TYPE, field) per field,
+ * in wire order.  messages/msg.h turns this table into the type enum, one
+ * struct per message, the name table and the msgpack codec; nothing else in
+ * tern spells a message out by hand.
+ *
+ * Field types:
+ *   U32, U64, I32, I64, F64, BOOL  scalars
+ *   STR     NUL-terminated text, at most TERN_STR_MAX-1 bytes (char[])
+ *   BIN     opaque bytes, struct tern_bin (borrowed from the decoded buffer)
+ *   RANGES  (gpa, len) pairs, struct tern_ranges (borrowed, little-endian)
+ *
+ * Ids: application messages 0x0001-0x0fff, wire frames 0x1000-0x1fff,
+ * runtime (system) messages 0xf000 and above, as the Pony runtime reserves
+ * its system ids above the application range.
+ */
+#ifndef TERN_MESSAGES_SCHEMA_H
+#define TERN_MESSAGES_SCHEMA_H
+
+/* ---- runtime (system) messages ---- */
+#define TERN_FIELDS_SYS_STOP(F)
+#define TERN_FIELDS_SYS_EXIT(F)                                                \
+	F(U32, actor) F(STR, name) F(U32, reason) F(I32, code) F(STR, why)
+#define TERN_FIELDS_PING(F) F(U64, value) F(STR, text)
+
+/* ---- source-side actor messages ---- */
+/* Coordinator -> DirtyLogActor: begin background harvesting. */
+#define TERN_FIELDS_DIRTY_START(F) F(U32, period_ms) F(U32, window_ms)
+/* Coordinator -> DirtyLogActor request: hand over the accumulated set. */
+#define TERN_FIELDS_DIRTY_TAKE(F) F(BOOL, final)
+/* DirtyLogActor reply: `set` is a handle (struct tern_dirty_set *) that the
+ * coordinator owns until it sends DIRTY_GIVE back. */
+#define TERN_FIELDS_DIRTY_SET(F)                                               \
+	F(U64, set) F(U64, pages) F(U64, rate_pps) F(U64, harvest_ns)
+#define TERN_FIELDS_DIRTY_GIVE(F) F(U64, set)
+#define TERN_FIELDS_DIRTY_STOP(F)
+/* Work item on the shared chunk queue: a descriptor, never page data. */
+#define TERN_FIELDS_CHUNK(F)                                                   \
+	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags)
+/* ConnectionActor -> Coordinator: the destination acknowledged a chunk. */
+#define TERN_FIELDS_CHUNK_DONE(F)                                              \
+	F(U64, chunk) F(U32, conn) F(U64, bytes) F(U64, wire_ns)
+/* ConnectionActor -> Coordinator: the connection failed; `chunks` lists the
+ * unacknowledged chunk ids (as (id, 0) pairs) for re-queueing. */
+#define TERN_FIELDS_CONN_DOWN(F)                                               \
+	F(U32, conn) F(I32, code) F(STR, why) F(RANGES, chunks)
+/* Coordinator <-> ConnectionActor 0: a control frame to send / received. */
+#define TERN_FIELDS_CTL_OUT(F) F(BIN, frame)
+#define TERN_FIELDS_CTL_IN(F) F(BIN, frame)
+
+/* ---- wire frame headers (connection 0 carries control and data) ---- */
+#define TERN_FIELDS_W_HELLO(F)                                                 \
+	F(U64, magic) F(U32, version) F(STR, migration) F(U32, conn)           \
+	F(U32, nconns) F(STR, auth)
+#define TERN_FIELDS_W_HELLO_ACK(F)                                             \
+	F(U32, version) F(I32, status) F(STR, why) F(U64, time_ns)
+#define TERN_FIELDS_W_CONFIG(F)                                                \
+	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest)         \
+	F(BOOL, verify)
+/* Page data: `len` bytes of raw payload follow the header. */
+#define TERN_FIELDS_W_PAGES(F) F(U64, chunk) F(U64, gpa) F(U64, len)
+#define TERN_FIELDS_W_ACK(F) F(U64, chunk) F(I32, status)
+/* Device/vCPU state: the payload follows the header. */
+#define TERN_FIELDS_W_STATE(F) F(U64, len)
+#define TERN_FIELDS_W_DIGEST(F) F(U64, digest) F(U64, hash_ns)
+#define TERN_FIELDS_W_COMPLETE(F)
+/* The response to every control request: step names the request type. */
+#define TERN_FIELDS_W_RESULT(F)                                                \
+	F(U32, step) F(I32, status) F(STR, why) F(U64, value)
+#define TERN_FIELDS_W_ABORT(F) F(I32, code) F(STR, why)
+
+#define TERN_MESSAGES(X)                                                       \
+	X(PING, ping, 0x0001)                                                  \
+	X(DIRTY_START, dirty_start, 0x0010)                                    \
+	X(DIRTY_TAKE, dirty_take, 0x0011)                                      \
+	X(DIRTY_SET, dirty_set, 0x0012)                                        \
+	X(DIRTY_GIVE, dirty_give, 0x0013)                                      \
+	X(DIRTY_STOP, dirty_stop, 0x0014)                                      \
+	X(CHUNK, chunk, 0x0020)                                                \
+	X(CHUNK_DONE, chunk_done, 0x0021)                                      \
+	X(CONN_DOWN, conn_down, 0x0022)                                        \
+	X(CTL_OUT, ctl_out, 0x0023)                                            \
+	X(CTL_IN, ctl_in, 0x0024)                                              \
+	X(W_HELLO, w_hello, 0x1001)                                            \
+	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                    \
+	X(W_CONFIG, w_config, 0x1003)                                          \
+	X(W_PAGES, w_pages, 0x1004)                                            \
+	X(W_ACK, w_ack, 0x1005)                                                \
+	X(W_STATE, w_state, 0x1006)                                            \
+	X(W_DIGEST, w_digest, 0x1007)                                          \
+	X(W_COMPLETE, w_complete, 0x1008)                                      \
+	X(W_RESULT, w_result, 0x1009)                                          \
+	X(W_ABORT, w_abort, 0x100a)                                            \
+	X(SYS_STOP, sys_stop, 0xf001)                                          \
+	X(SYS_EXIT, sys_exit, 0xf002)
+
+#endif /* TERN_MESSAGES_SCHEMA_H */
