@@ -94,6 +94,10 @@ struct tern_guest_ops {
 	int (*state_save)(struct tern_guest *g, void *buf, size_t cap, size_t *len);
 	/* state_load validates and applies a state blob (guest paused). */
 	int (*state_load)(struct tern_guest *g, const void *buf, size_t len);
+	/* check verifies the workload's invariant in guest memory for
+	 * tern_guest_check (pausing around it if the guest runs, never
+	 * resuming a guest the caller paused).  NULL: nothing to check. */
+	int (*check)(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen);
 };
 
 struct tern_guest {
@@ -104,6 +108,10 @@ struct tern_guest {
 	uint64_t npages;
 	struct tern_guest_stats stats;
 	void *priv; /* backend state */
+	/* why is the backend's one-line reason for its last failure (create,
+	 * dirty_start, state_load, ...), naming a missing kernel feature where
+	 * that is the cause; "" when there is none. */
+	char why[192];
 };
 
 /* tern_guest_create builds a guest for cfg->backend.  On failure returns a

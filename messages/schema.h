@@ -37,9 +37,13 @@
 	F(U64, set) F(U64, pages) F(U64, rate_pps) F(U64, harvest_ns)
 #define TERN_FIELDS_DIRTY_GIVE(F) F(U64, set)
 #define TERN_FIELDS_DIRTY_STOP(F)
-/* Work item on the shared chunk queue: a descriptor, never page data. */
+/* Work item on the shared chunk queue: a descriptor, never page data.  The
+ * chunk is the dirty pages of `set` (a struct tern_bitmap *, read-only while
+ * the iteration runs) inside the window [gpa, gpa+len): `pages` pages in at
+ * most TERN_CHUNK_MAX_RUNS runs. */
 #define TERN_FIELDS_CHUNK(F)                                                   \
-	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags)
+	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags)       \
+	F(U64, set) F(U64, pages)
 /* ConnectionActor -> Coordinator: the destination acknowledged a chunk. */
 #define TERN_FIELDS_CHUNK_DONE(F)                                              \
 	F(U64, chunk) F(U32, conn) F(U64, bytes) F(U64, wire_ns)
@@ -48,8 +52,14 @@
 #define TERN_FIELDS_CONN_DOWN(F)                                               \
 	F(U32, conn) F(I32, code) F(STR, why) F(RANGES, chunks)
 /* Coordinator <-> ConnectionActor 0: a control frame to send / received. */
-#define TERN_FIELDS_CTL_OUT(F) F(BIN, frame)
-#define TERN_FIELDS_CTL_IN(F) F(BIN, frame)
+#define TERN_FIELDS_CTL_OUT(F) F(BIN, frame) F(BIN, payload)
+#define TERN_FIELDS_CTL_IN(F) F(BIN, frame) F(BIN, payload)
+/* Coordinator -> driver: one progress sample per iteration and per second. */
+#define TERN_FIELDS_PROGRESS(F)                                                \
+	F(U32, iter) F(STR, state) F(U64, transferred) F(U64, remaining)       \
+	F(U64, dirty_pps) F(U64, bw_bps) F(U64, eta_ms) F(U64, elapsed_ms)
+/* Destination ConnectionActor -> ReceiverCoordinator: pages written. */
+#define TERN_FIELDS_PAGES_IN(F) F(U32, conn) F(U64, bytes) F(U64, frames)
 
 /* ---- wire frame headers (connection 0 carries control and data) ---- */
 #define TERN_FIELDS_W_HELLO(F)                                                 \
@@ -60,8 +70,8 @@
 #define TERN_FIELDS_W_CONFIG(F)                                                \
 	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest)         \
 	F(BOOL, verify)
-/* Page data: `len` bytes of raw payload follow the header. */
-#define TERN_FIELDS_W_PAGES(F) F(U64, chunk) F(U64, gpa) F(U64, len)
+/* Page data: the payload is the bytes of every range, in order. */
+#define TERN_FIELDS_W_PAGES(F) F(U64, chunk) F(RANGES, ranges)
 #define TERN_FIELDS_W_ACK(F) F(U64, chunk) F(I32, status)
 /* Device/vCPU state: the payload follows the header. */
 #define TERN_FIELDS_W_STATE(F) F(U64, len)
@@ -84,6 +94,8 @@
 	X(CONN_DOWN, conn_down, 0x0022)                                        \
 	X(CTL_OUT, ctl_out, 0x0023)                                            \
 	X(CTL_IN, ctl_in, 0x0024)                                              \
+	X(PROGRESS, progress, 0x0025)                                          \
+	X(PAGES_IN, pages_in, 0x0026)                                          \
 	X(W_HELLO, w_hello, 0x1001)                                            \
 	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                    \
 	X(W_CONFIG, w_config, 0x1003)                                          \
@@ -96,5 +108,8 @@
 	X(W_ABORT, w_abort, 0x100a)                                            \
 	X(SYS_STOP, sys_stop, 0xf001)                                          \
 	X(SYS_EXIT, sys_exit, 0xf002)
+
+/* Most runs (ranges) in one chunk / one W_PAGES frame. */
+#define TERN_CHUNK_MAX_RUNS 256
 
 #endif /* TERN_MESSAGES_SCHEMA_H */

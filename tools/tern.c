@@ -1,1 +1,440 @@
-int main(void) { return 0; }
+/*
+ * tern: the command-line front end of libtern.
+ *
+ *   tern send --to HOST:PORT --guest SPEC [options]
+ *   tern receive --listen HOST:PORT [options]
+ *   tern demo [options]
+ *
+ * A thin layer: it parses arguments, prints progress and the summary, and
+ * maps the outcome to the exit status (0 completed, 1 migration failed,
+ * 2 bad usage).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kvm/guest.h"
+#include "tern/tern.h"
+
+#define DEMO_GUEST                                                             \
+	"simvm:mem=1G,vcpus=2,fill=random,workload=memtouch:ws=256M,rate=200M,pattern=random"
+
+static volatile int stop_requested;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: tern send --to HOST:PORT --guest SPEC [options]\n"
+	    "       tern receive --listen HOST:PORT [options]\n"
+	    "       tern demo [send options]\n"
+	    "\n"
+	    "Live-migrates a running guest's memory and state to another process over TCP.\n"
+	    "\n"
+	    "send options:\n"
+	    "  --to HOST:PORT          destination (required)\n"
+	    "  --guest SPEC            guest to build and migrate (required), e.g.\n"
+	    "                          " DEMO_GUEST "\n"
+	    "                          keys: mem=SIZE vcpus=N fill=zero|random|PERCENT\n"
+	    "                          backing=memfd|anon-thp workload=idle|memtouch\n"
+	    "                          (memtouch: ws=SIZE rate=SIZE/s pattern=seq|random) seed=N\n"
+	    "  --downtime-limit DUR    switch over when the expected downtime fits (300ms)\n"
+	    "  --timeout DUR           give up, source running, if not done by then (none)\n"
+	    "  --connections N         TCP connections, 1..%d (1)\n"
+	    "  --chunk-size SIZE       bytes of pages per work item (1M)\n"
+	    "  --dirty-period DUR      background dirty-log harvest period (30ms)\n"
+	    "  --verify                compare memory digests at switchover; fail on a difference\n"
+	    "  --auth TOKEN            shared secret checked in the handshake\n"
+	    "  --trace FILE            record every actor message and state change\n"
+	    "  --json                  print the summary as one JSON object on stdout\n"
+	    "\n"
+	    "receive options:\n"
+	    "  --listen HOST:PORT      address to listen on (port 0: any free port)\n"
+	    "  --exit-after-handoff    exit as soon as the guest runs here\n"
+	    "  --run-after DUR         run the guest this long after handoff, check it, exit\n"
+	    "                          (default: run until SIGINT/SIGTERM, then check)\n"
+	    "  --accept-timeout DUR    give up if no migration arrives (wait forever)\n"
+	    "  --no-populate           do not populate memory ahead of the data\n"
+	    "  --ready-fd FD           write the listening port to FD once listening\n"
+	    "  --auth TOKEN, --trace FILE, --json   as for send\n"
+	    "\n"
+	    "demo: runs a destination process and migrates " DEMO_GUEST "\n"
+	    "      to it over loopback with --verify (send options override).\n"
+	    "\n"
+	    "DUR: 300ms, 5s, 10m, 1h (a bare number is milliseconds).  SIZE: 4096, 64K, 1M, 1G.\n"
+	    "Exit status: 0 completed, 1 migration failed (source guest running), 2 bad usage.\n",
+	    TERN_MAX_CONNECTIONS);
+}
+
+static int
+parse_duration_ms(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno != 0 || end == s || v < 0)
+		return -1;
+	double mul = 1;
+	if (*end == '\0' || strcmp(end, "ms") == 0)
+		mul = 1;
+	else if (strcmp(end, "s") == 0)
+		mul = 1000;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		mul = 60000;
+	else if (strcmp(end, "h") == 0)
+		mul = 3600000;
+	else
+		return -1;
+	*out = (uint64_t)(v * mul);
+	return 0;
+}
+
+static int
+bad_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "tern: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'tern --help'.\n");
+	return 2;
+}
+
+static void
+human(char *buf, size_t len, double bytes)
+{
+	const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int i = 0;
+	while (bytes >= 1024 && i < 4) {
+		bytes /= 1024;
+		i++;
+	}
+	snprintf(buf, len, "%.1f %s", bytes, u[i]);
+}
+
+static void
+on_progress(const struct tern_progress *p, void *arg)
+{
+	(void)arg;
+	char t[32], r[32], bw[32];
+	human(t, sizeof(t), (double)p->transferred_bytes);
+	human(r, sizeof(r), (double)p->remaining_bytes);
+	human(bw, sizeof(bw), (double)p->bandwidth_bps);
+	fprintf(stderr,
+	    "\r\033[K%-10s iter %-3u sent %-10s left %-10s dirty %7" PRIu64
+	    " pg/s  bw %s/s  eta %" PRIu64 " ms  %" PRIu64 ".%01" PRIu64 " s",
+	    p->state, p->iteration, t, r, p->dirty_rate_pps, bw, p->eta_ms, p->elapsed_ms / 1000,
+	    (p->elapsed_ms % 1000) / 100);
+	fflush(stderr);
+}
+
+static void
+print_summary(const char *side, const struct tern_stats *s, int json)
+{
+	if (json) {
+		char buf[2048];
+		if (tern_stats_json(s, buf, sizeof(buf)) == 0)
+			printf("%s\n", buf);
+		fflush(stdout);
+		return;
+	}
+	char b[32], p[32], bw[32];
+	human(b, sizeof(b), (double)s->bytes_sent);
+	human(p, sizeof(p), (double)s->payload_bytes);
+	double secs = s->total_ms ? (double)s->total_ms / 1000.0 : 0;
+	human(bw, sizeof(bw), secs > 0 ? (double)s->payload_bytes / secs : 0);
+	printf("%s: %s\n", side, s->outcome);
+	printf("  total time       %" PRIu64 " ms (guest build %" PRIu64 " ms, reported apart)\n",
+	    s->total_ms, s->guest_build_ms);
+	if (strcmp(side, "source") == 0) {
+		printf("  downtime         %" PRIu64 " ms (expected %" PRIu64
+		       " ms, vCPU pause %" PRIu64 " us)\n",
+		    s->downtime_ms, s->expected_downtime_ms, s->pause_latency_us);
+		printf("  iterations       %" PRIu64 " (final: %" PRIu64 " pages while paused)\n",
+		    s->iterations, s->final_pages);
+		printf("  dirty rate       %" PRIu64 " pages/s\n", s->dirty_rate_pps);
+	}
+	printf("  bytes on wire    %s (%" PRIu64 " bytes)\n", b, s->bytes_sent);
+	printf("  page data        %s, %" PRIu64 " pages sent, %" PRIu64
+	       " untouched pages skipped\n",
+	    p, s->pages_sent, s->pages_skipped);
+	printf("  throughput       %s/s over the whole migration\n", bw);
+	if (s->verified)
+		printf("  verify           digests equal (hashing %" PRIu64 " ms, not in downtime)\n",
+		    s->verify_ms);
+	if (s->workload_ok)
+		printf("  workload         %s after resume (progress %" PRIu64 " -> %" PRIu64 ")\n",
+		    s->workload_ok > 0 ? "consistent and running" : "CORRUPT",
+		    s->workload_progress_at_resume, s->workload_progress_after);
+	fflush(stdout);
+}
+
+enum {
+	OPT_TO = 256, OPT_GUEST, OPT_DOWNTIME, OPT_TIMEOUT, OPT_CONNS, OPT_CHUNK, OPT_PERIOD,
+	OPT_VERIFY, OPT_AUTH, OPT_TRACE, OPT_JSON, OPT_LISTEN, OPT_EXIT_AFTER, OPT_RUN_AFTER,
+	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+	{ "to", required_argument, NULL, OPT_TO },
+	{ "guest", required_argument, NULL, OPT_GUEST },
+	{ "downtime-limit", required_argument, NULL, OPT_DOWNTIME },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "connections", required_argument, NULL, OPT_CONNS },
+	{ "chunk-size", required_argument, NULL, OPT_CHUNK },
+	{ "dirty-period", required_argument, NULL, OPT_PERIOD },
+	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "auth", required_argument, NULL, OPT_AUTH },
+	{ "trace", required_argument, NULL, OPT_TRACE },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "exit-after-handoff", no_argument, NULL, OPT_EXIT_AFTER },
+	{ "run-after", required_argument, NULL, OPT_RUN_AFTER },
+	{ "accept-timeout", required_argument, NULL, OPT_ACCEPT_TIMEOUT },
+	{ "no-populate", no_argument, NULL, OPT_NO_POPULATE },
+	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct cli {
+	struct tern_send_opts send;
+	struct tern_recv_opts recv;
+	int json;
+};
+
+/* Parses options common to every command; returns 0, or 2 on bad usage. */
+static int
+parse_opts(int argc, char **argv, struct cli *c)
+{
+	uint64_t v;
+	int opt;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_TO:
+			c->send.to = optarg;
+			break;
+		case OPT_GUEST:
+			c->send.guest = optarg;
+			break;
+		case OPT_DOWNTIME:
+			if (parse_duration_ms(optarg, &v) != 0 || v == 0 || v > 2000000)
+				return bad_usage("bad --downtime-limit '%s' (e.g. 300ms)", optarg);
+			c->send.downtime_limit_ms = (uint32_t)v;
+			break;
+		case OPT_TIMEOUT:
+			if (parse_duration_ms(optarg, &v) != 0 || v == 0)
+				return bad_usage("bad --timeout '%s' (e.g. 10m)", optarg);
+			c->send.timeout_ms = v;
+			break;
+		case OPT_CONNS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > TERN_MAX_CONNECTIONS)
+				return bad_usage("bad --connections '%s': must be 1..64", optarg);
+			c->send.connections = (uint32_t)n;
+			break;
+		}
+		case OPT_CHUNK:
+			if (tern_parse_size(optarg, &v) != 0 || v < TERN_PAGE_SIZE ||
+			    v > (32ull << 20) || v % TERN_PAGE_SIZE)
+				return bad_usage("bad --chunk-size '%s': 4K..32M, page multiple",
+				    optarg);
+			c->send.chunk_size = v;
+			break;
+		case OPT_PERIOD:
+			if (parse_duration_ms(optarg, &v) != 0 || v == 0 || v > 10000)
+				return bad_usage("bad --dirty-period '%s' (e.g. 30ms)", optarg);
+			c->send.dirty_period_ms = (uint32_t)v;
+			break;
+		case OPT_VERIFY:
+			c->send.verify = 1;
+			break;
+		case OPT_AUTH:
+			c->send.auth = c->recv.auth = optarg;
+			break;
+		case OPT_TRACE:
+			c->send.trace_path = c->recv.trace_path = optarg;
+			break;
+		case OPT_JSON:
+			c->json = 1;
+			break;
+		case OPT_LISTEN:
+			c->recv.listen = optarg;
+			break;
+		case OPT_EXIT_AFTER:
+			c->recv.exit_after_handoff = 1;
+			break;
+		case OPT_RUN_AFTER:
+			if (parse_duration_ms(optarg, &v) != 0 || v == 0)
+				return bad_usage("bad --run-after '%s' (e.g. 1s)", optarg);
+			c->recv.run_after_ms = v;
+			break;
+		case OPT_ACCEPT_TIMEOUT:
+			if (parse_duration_ms(optarg, &v) != 0 || v == 0)
+				return bad_usage("bad --accept-timeout '%s' (e.g. 30s)", optarg);
+			c->recv.accept_timeout_ms = v;
+			break;
+		case OPT_NO_POPULATE:
+			c->recv.no_populate = 1;
+			break;
+		case OPT_READY_FD: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 0 || n > 1 << 20)
+				return bad_usage("bad --ready-fd '%s'", optarg);
+			c->recv.ready_fd = (int)n;
+			break;
+		}
+		case OPT_HELP:
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			return bad_usage("%s", "unknown option");
+		}
+	}
+	if (optind < argc)
+		return bad_usage("unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+static int
+run_send(struct cli *c)
+{
+	char err[512] = "";
+	struct tern_stats st;
+	if (isatty(STDERR_FILENO))
+		c->send.progress = on_progress;
+	int rc = tern_migrate_send(&c->send, &st, err, sizeof(err));
+	if (c->send.progress)
+		fprintf(stderr, "\r\033[K");
+	if (rc != 0) {
+		fprintf(stderr, "tern: migration failed: %s\n", err[0] ? err : tern_strerror(rc));
+		if (st.handoff_unknown)
+			fprintf(stderr, "tern: the destination may be running the guest; the "
+					"source guest was left paused\n");
+	}
+	if (rc == 0 || strcmp(st.outcome, "aborted") == 0)
+		print_summary("source", &st, c->json);
+	return rc == 0 ? 0 : 1;
+}
+
+static int
+run_receive(struct cli *c)
+{
+	char err[512] = "";
+	struct tern_stats st;
+	c->recv.stop_flag = &stop_requested;
+	int rc = tern_migrate_receive(&c->recv, &st, err, sizeof(err));
+	if (rc != 0)
+		fprintf(stderr, "tern: receive failed: %s\n", err[0] ? err : tern_strerror(rc));
+	if (rc == 0 || st.outcome[0] == 'c')
+		print_summary("destination", &st, c->json);
+	return rc == 0 ? 0 : 1;
+}
+
+static int
+run_demo(struct cli *c, const char *self)
+{
+	int pfd[2];
+	if (pipe(pfd) != 0)
+		return 1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("tern: fork");
+		return 1;
+	}
+	if (pid == 0) {
+		char fdarg[16];
+		close(pfd[0]);
+		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
+		execl(self, self, "receive", "--listen", "127.0.0.1:0", "--ready-fd", fdarg,
+		    "--run-after", "1s", "--accept-timeout", "30s", c->json ? "--json" : NULL,
+		    (char *)NULL);
+		perror("tern: exec");
+		_exit(127);
+	}
+	close(pfd[1]);
+	char line[32] = "";
+	ssize_t n = read(pfd[0], line, sizeof(line) - 1);
+	close(pfd[0]);
+	int port = n > 0 ? atoi(line) : 0;
+	if (port <= 0) {
+		fprintf(stderr, "tern: the destination process did not start\n");
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+		return 1;
+	}
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	c->send.to = to;
+	if (c->send.guest == NULL)
+		c->send.guest = DEMO_GUEST;
+	c->send.verify = 1;
+	if (!c->json)
+		printf("demo: migrating %s\n      to a destination process (pid %d) on %s\n",
+		    c->send.guest, (int)pid, to);
+	fflush(stdout);
+	int rc = run_send(c);
+	int status = 0;
+	if (rc != 0)
+		kill(pid, SIGTERM);
+	waitpid(pid, &status, 0);
+	if (rc == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		rc = 1;
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	struct cli c = { .recv.ready_fd = -1 };
+	int rc = parse_opts(argc - 1, argv + 1, &c);
+	if (rc != 0)
+		return rc;
+	if (c.send.guest != NULL) {
+		struct tern_guest_config cfg;
+		char why[256];
+		if (tern_guest_spec_parse(c.send.guest, &cfg, why, sizeof(why)) != 0)
+			return bad_usage("bad --guest: %s", why);
+	}
+	if (strcmp(cmd, "send") == 0) {
+		if (c.send.to == NULL || c.send.guest == NULL)
+			return bad_usage("%s", "send needs --to HOST:PORT and --guest SPEC");
+		return run_send(&c);
+	}
+	if (strcmp(cmd, "receive") == 0) {
+		if (c.recv.listen == NULL)
+			return bad_usage("%s", "receive needs --listen HOST:PORT");
+		return run_receive(&c);
+	}
+	if (strcmp(cmd, "demo") == 0)
+		return run_demo(&c, "/proc/self/exe");
+	return bad_usage("unknown command '%s' (send, receive, demo)", cmd);
+}

@@ -1,0 +1,273 @@
+/*
+ * Source ConnectionActor.  Seed 004 sent one chunk and waited for its ack
+ * before the next (stop-and-wait, bounded by chunk / (chunk/throughput +
+ * rtt)); here a window of chunks is in flight and each ack returns a credit.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "actors/conn_send.h"
+#include "net/net.h"
+#include "net/wire.h"
+#include "tern/error.h"
+
+struct cs_flight {
+	uint64_t chunk;
+	uint64_t bytes;
+	uint64_t sent_ns;
+};
+
+struct cs_state {
+	struct tern_conn_send_args *a;
+	int fd;
+	int queue_fd;
+	int queue_watched;
+	struct cs_flight flight[TERN_CONN_WINDOW_MAX];
+	uint32_t inflight;
+	struct tern_wire_rx *rx;
+	uint8_t ranges[TERN_CHUNK_MAX_RUNS * 16];
+	struct iovec iov[TERN_CHUNK_MAX_RUNS];
+};
+
+static int
+cs_init(struct tern_actor *self, void *state, void *arg)
+{
+	struct cs_state *s = state;
+	struct tern_conn_send_args *a = arg;
+	s->a = a;
+	s->fd = -1;
+	if (a->window == 0 || a->window > TERN_CONN_WINDOW_MAX)
+		a->window = 4;
+	s->rx = malloc(sizeof(*s->rx));
+	if (s->rx == NULL)
+		return TERN_ENOMEM;
+	char why[TERN_STR_MAX] = "";
+	int rc = tern_net_connect(a->to, 5000, &s->fd, why, sizeof(why));
+	if (rc != 0) {
+		snprintf(a->err, sizeof(a->err), "%s", why);
+		return rc;
+	}
+	(void)tern_net_tune(s->fd);
+	rc = tern_wire_hello(s->fd, a->migration, a->conn, a->nconns, a->auth, 5000, why,
+	    sizeof(why), &a->peer_time_ns);
+	if (rc != 0) {
+		snprintf(a->err, sizeof(a->err), "handshake on connection %u with %s failed: %s",
+		    a->conn, a->to, why[0] ? why : tern_strerror(rc));
+		return rc;
+	}
+	rc = tern_net_set_deadline(s->fd, a->deadline_ms > 0 ? a->deadline_ms : 10000);
+	if (rc != 0)
+		return rc;
+	rc = tern_actor_watch_fd(self, s->fd, POLLIN);
+	if (rc != 0)
+		return rc;
+	s->queue_fd = tern_queue_fd(a->queue);
+	if (s->queue_fd < 0)
+		return s->queue_fd;
+	rc = tern_actor_watch_fd(self, s->queue_fd, POLLIN);
+	if (rc != 0)
+		return rc;
+	s->queue_watched = 1;
+	tern_actor_state(self, "connected");
+	return 0;
+}
+
+/* Builds the ranges and iovecs of the dirty pages of chunk c. */
+static int
+cs_build(struct cs_state *s, const struct tern_msg_chunk *c, uint32_t *nruns, uint64_t *bytes)
+{
+	const struct tern_bitmap *set = (const struct tern_bitmap *)(uintptr_t)c->set;
+	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT;
+	uint64_t end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
+	uint64_t first, count;
+	*nruns = 0;
+	*bytes = 0;
+	if (!tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits)
+		return TERN_ERANGE;
+	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
+		if (first >= end)
+			break;
+		if (first + count > end)
+			count = end - first;
+		if (*nruns == TERN_CHUNK_MAX_RUNS)
+			return TERN_EINVAL;
+		uint64_t gpa = first << TERN_PAGE_SHIFT, len = count << TERN_PAGE_SHIFT;
+		tern_ranges_put(s->ranges, *nruns, gpa, len);
+		s->iov[*nruns].iov_base = tern_guest_hva(s->a->guest, gpa);
+		s->iov[*nruns].iov_len = len;
+		(*nruns)++;
+		*bytes += len;
+	}
+	return 0;
+}
+
+static int
+cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg_chunk *c)
+{
+	uint32_t nruns;
+	uint64_t bytes;
+	int rc = cs_build(s, c, &nruns, &bytes);
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "bad chunk %llu", (unsigned long long)c->chunk);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_PAGES);
+	m.u.w_pages.chunk = c->chunk;
+	m.u.w_pages.ranges.pairs = s->ranges;
+	m.u.w_pages.ranges.count = nruns;
+	uint64_t wire = 0;
+	rc = tern_wire_send(s->fd, &m, s->iov, (int)nruns, &wire);
+	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
+		    s->a->conn, tern_strerror(rc));
+	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, bytes, tern_now_ns() };
+	return 0;
+}
+
+/* Pull work while there is window room; stop watching the queue when full so
+ * that the other connections get the work. */
+static int
+cs_pull(struct tern_actor *self, struct cs_state *s)
+{
+	while (s->inflight < s->a->window) {
+		struct tern_msg m;
+		int rc = tern_queue_take(s->a->queue, tern_actor_id(self), &m, 0);
+		if (rc == TERN_ETIMEDOUT)
+			break;
+		if (rc == TERN_ECLOSED)
+			return TERN_ACTOR_DONE;
+		if (rc != 0)
+			return tern_actor_fail(self, rc, "work queue failed");
+		if (m.type != TERN_MSG_CHUNK)
+			return tern_actor_fail(self, TERN_EPROTO, "unexpected work item");
+		rc = cs_send_chunk(self, s, &m.u.chunk);
+		if (rc != 0)
+			return rc;
+	}
+	if (s->inflight >= s->a->window && s->queue_watched) {
+		tern_actor_unwatch_fd(self, s->queue_fd);
+		s->queue_watched = 0;
+	}
+	return 0;
+}
+
+static int
+cs_ack(struct tern_actor *self, struct cs_state *s, const struct tern_msg_w_ack *ack)
+{
+	uint32_t i;
+	for (i = 0; i < s->inflight; i++)
+		if (s->flight[i].chunk == ack->chunk)
+			break;
+	if (i == s->inflight)
+		return tern_actor_fail(self, TERN_EPROTO, "connection %u: ack for chunk %llu not sent",
+		    s->a->conn, (unsigned long long)ack->chunk);
+	if (ack->status != 0)
+		return tern_actor_fail(self, ack->status, "destination refused chunk %llu: %s",
+		    (unsigned long long)ack->chunk, tern_strerror(ack->status));
+	struct cs_flight f = s->flight[i];
+	s->flight[i] = s->flight[--s->inflight];
+	atomic_fetch_add_explicit(&s->a->payload, f.bytes, memory_order_relaxed);
+	struct tern_msg d;
+	tern_msg_init(&d, TERN_MSG_CHUNK_DONE);
+	d.u.chunk_done.chunk = f.chunk;
+	d.u.chunk_done.conn = s->a->conn;
+	d.u.chunk_done.bytes = f.bytes;
+	d.u.chunk_done.wire_ns = tern_now_ns() - f.sent_ns;
+	int rc = tern_actor_send(self, s->a->coordinator, &d);
+	if (rc != 0)
+		return rc;
+	if (!s->queue_watched) {
+		rc = tern_actor_watch_fd(self, s->queue_fd, POLLIN);
+		if (rc != 0)
+			return rc;
+		s->queue_watched = 1;
+	}
+	return cs_pull(self, s);
+}
+
+static int
+cs_read(struct tern_actor *self, struct cs_state *s)
+{
+	struct tern_msg m;
+	uint64_t plen;
+	int rc = tern_wire_recv_header(s->fd, s->rx, &m, &plen);
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "connection %u: %s", s->a->conn,
+		    rc == TERN_ECLOSED ? "the destination closed the connection"
+				       : tern_strerror(rc));
+	if (m.type == TERN_MSG_W_ACK && plen == 0)
+		return cs_ack(self, s, &m.u.w_ack);
+	/* Control answers are small; anything big is a protocol violation. */
+	if (s->a->conn != 0 || plen > 65536)
+		return tern_actor_fail(self, TERN_EPROTO, "connection %u: unexpected %s frame",
+		    s->a->conn, tern_msg_name(m.type));
+	uint8_t payload[plen ? plen : 1];
+	if (plen && (rc = tern_wire_recv_exact(s->fd, payload, plen)) != 0)
+		return tern_actor_fail(self, rc, "connection 0: %s", tern_strerror(rc));
+	uint8_t hdr[TERN_WIRE_HEADER_MAX];
+	size_t hlen;
+	rc = tern_msg_encode(&m, hdr, sizeof(hdr), &hlen);
+	if (rc != 0)
+		return rc;
+	struct tern_msg in;
+	tern_msg_init(&in, TERN_MSG_CTL_IN);
+	in.u.ctl_in.frame = (struct tern_bin){ hdr, hlen };
+	in.u.ctl_in.payload = (struct tern_bin){ payload, plen };
+	return tern_actor_send(self, s->a->coordinator, &in);
+}
+
+static int
+cs_on_fd(struct tern_actor *self, void *state, int fd, short revents)
+{
+	struct cs_state *s = state;
+	if (fd == s->fd)
+		return cs_read(self, s);
+	if (revents & (POLLNVAL | POLLERR))
+		return TERN_ACTOR_DONE; /* the queue was closed */
+	return cs_pull(self, s);
+}
+
+static int
+cs_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
+{
+	struct cs_state *s = state;
+	if (m->type != TERN_MSG_CTL_OUT)
+		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
+		    tern_msg_name(m->type));
+	struct tern_msg f;
+	int rc = tern_msg_decode(m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len, &f);
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "bad control frame");
+	struct iovec iov = { (void *)m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len };
+	uint64_t wire = 0;
+	rc = tern_wire_send(s->fd, &f, &iov, iov.iov_len ? 1 : 0, &wire);
+	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "connection 0: sending %s failed: %s",
+		    tern_msg_name(f.type), tern_strerror(rc));
+	return 0;
+}
+
+static void
+cs_stop(struct tern_actor *self, void *state)
+{
+	struct cs_state *s = state;
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	free(s->rx);
+	s->rx = NULL;
+}
+
+const struct tern_actor_desc tern_conn_send_actor = {
+	.name = "conn-send",
+	.state_size = sizeof(struct cs_state),
+	.init = cs_init,
+	.handle = cs_handle,
+	.on_fd = cs_on_fd,
+	.stop = cs_stop,
+};

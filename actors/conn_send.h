@@ -1,0 +1,41 @@
+/*
+ * Source ConnectionActor: owns one TCP connection to the destination.
+ *
+ * init connects and runs the handshake.  Then it pulls CHUNK descriptors
+ * from the shared work queue only while it has window room (so a slow
+ * connection takes less work and never hoards a backlog), sends each chunk's
+ * pages straight from guest memory (one sendmsg over the mapping, no copy
+ * in user space), and reports every W_ACK to the coordinator as CHUNK_DONE.
+ * Connection 0 also carries control: CTL_OUT messages are sent as frames and
+ * every non-ACK frame received is forwarded to the coordinator as CTL_IN.
+ */
+#ifndef TERN_ACTORS_CONN_SEND_H
+#define TERN_ACTORS_CONN_SEND_H
+
+#include <stdatomic.h>
+
+#include "actors/actor.h"
+#include "kvm/guest.h"
+
+#define TERN_CONN_WINDOW_MAX 64
+
+struct tern_conn_send_args {
+	struct tern_guest *guest;
+	struct tern_queue *queue;
+	const char *to;
+	const char *migration;
+	const char *auth;
+	uint32_t conn, nconns;
+	uint32_t coordinator; /* receives CHUNK_DONE and CTL_IN */
+	uint32_t window;      /* chunks in flight (credits) */
+	int deadline_ms;      /* no progress for this long: the peer is gone */
+	char err[TERN_STR_MAX];
+	uint64_t peer_time_ns; /* destination clock at handshake */
+	/* Written by the actor, read by the coordinator for statistics. */
+	_Atomic uint64_t bytes;   /* bytes on the wire, both directions */
+	_Atomic uint64_t payload; /* page bytes acknowledged */
+};
+
+extern const struct tern_actor_desc tern_conn_send_actor;
+
+#endif /* TERN_ACTORS_CONN_SEND_H */

@@ -1,0 +1,651 @@
+/*
+ * Coordinator: the source's pre-copy state machine (see coordinator.h).
+ *
+ * Every iteration sends one dirty set: the coordinator cuts it into chunks
+ * (windows of the bitmap holding at most chunk_size of dirty pages and
+ * TERN_CHUNK_MAX_RUNS runs) and feeds them to the shared work queue as the
+ * connections acknowledge earlier ones, keeping a bounded number outstanding.
+ * When every chunk of an iteration is acknowledged (the destination has
+ * written it), it takes the next dirty set from the DirtyLogActor and decides:
+ * iterate again, or switch over when the expected downtime, measured wire
+ * bandwidth against the dirty bytes left, fits the limit.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "actors/coordinator.h"
+#include "net/wire.h"
+#include "tern/error.h"
+
+enum co_phase {
+	CO_SETUP,      /* waiting for W_CONFIG's result */
+	CO_BULK,       /* iteration 0: every populated page */
+	CO_ITERATE,    /* dirty sets */
+	CO_FINAL,      /* guest paused, sending the last dirty set */
+	CO_STATE,      /* waiting for W_STATE's result */
+	CO_DIGEST,     /* waiting for W_DIGEST's result */
+	CO_HANDOFF,    /* W_COMPLETE sent: the destination resumes */
+	CO_COMPLETED,
+	CO_ABORTED,
+};
+
+static const char *co_phase_names[] = { "setup", "bulk", "iterate", "switchover", "state",
+	"verify", "handoff", "completed", "aborted" };
+
+#define CO_STATE_MAX (1u << 20)
+
+struct co_state {
+	struct tern_coordinator_args *a;
+	struct tern_guest *g;
+	struct tern_queue *queue;
+	struct tern_actor *dirty_log;
+	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
+	uint32_t nconns;
+	enum co_phase phase;
+	int paused;
+
+	/* the set being sent */
+	struct tern_bitmap bulk;
+	struct tern_bitmap *cur;
+	int cur_lent; /* cur belongs to the DirtyLogActor */
+	uint64_t pos, chunk_pages, next_chunk;
+	int cut_done, have_pending;
+	struct tern_msg pending;
+	uint64_t put, done, max_outstanding;
+
+	/* iteration accounting */
+	uint32_t iter;
+	uint64_t iter_start_ns, iter_bytes, iter_pages;
+	uint64_t bw_bps, cum_bytes, cum_ns;
+	uint64_t dirty_pps, remaining;
+	uint64_t start_ns, pause_ns, verify_ns, expected_ms, last_progress_ns;
+	uint64_t state_len;
+	uint8_t *state_buf;
+};
+
+static void
+co_progress(struct tern_actor *self, struct co_state *s)
+{
+	struct tern_stats *st = s->a->stats;
+	uint64_t now = tern_now_ns();
+	s->last_progress_ns = now;
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_PROGRESS);
+	struct tern_msg_progress *p = &m.u.progress;
+	p->iter = s->iter;
+	snprintf(p->state, sizeof(p->state), "%s", co_phase_names[s->phase]);
+	p->transferred = st->payload_bytes;
+	p->remaining = s->remaining;
+	p->dirty_pps = s->dirty_pps;
+	p->bw_bps = s->bw_bps;
+	p->eta_ms = s->bw_bps ? s->remaining * 1000 / s->bw_bps : 0;
+	p->elapsed_ms = (now - s->start_ns) / 1000000;
+	(void)tern_actor_send(self, s->a->driver, &m);
+	tern_actor_counter(self, "remaining_bytes", (double)s->remaining);
+	tern_actor_counter(self, "bandwidth_bps", (double)s->bw_bps);
+}
+
+static void
+co_set_phase(struct tern_actor *self, struct co_state *s, enum co_phase p)
+{
+	s->phase = p;
+	tern_actor_state(self, co_phase_names[p]);
+}
+
+/* Ends the migration with the source guest running (unless the handoff may
+ * have happened).  Returns TERN_ACTOR_DONE: the coordinator's work is over. */
+static int
+co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int
+co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt, ...)
+{
+	if (s->phase == CO_ABORTED || s->phase == CO_COMPLETED)
+		return TERN_ACTOR_DONE;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->a->err, sizeof(s->a->err), fmt, ap);
+	va_end(ap);
+	s->a->result = code;
+	if (s->phase == CO_HANDOFF) {
+		/* W_COMPLETE went out: the destination may already run the guest.
+		 * Resuming here could run it twice, so it stays paused. */
+		s->a->stats->handoff_unknown = 1;
+	} else if (s->conns[0] != NULL) {
+		struct tern_msg ab, out;
+		uint8_t buf[512];
+		size_t len;
+		tern_msg_init(&ab, TERN_MSG_W_ABORT);
+		ab.u.w_abort.code = code;
+		snprintf(ab.u.w_abort.why, sizeof(ab.u.w_abort.why), "%s", s->a->err);
+		if (tern_msg_encode(&ab, buf, sizeof(buf), &len) == 0) {
+			tern_msg_init(&out, TERN_MSG_CTL_OUT);
+			out.u.ctl_out.frame = (struct tern_bin){ buf, len };
+			(void)tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
+		}
+	}
+	if (s->paused && !s->a->stats->handoff_unknown) {
+		(void)s->g->ops->resume(s->g);
+		s->paused = 0;
+	}
+	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
+	co_set_phase(self, s, CO_ABORTED);
+	return TERN_ACTOR_DONE;
+}
+
+static int
+co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *frame,
+    const void *payload, size_t plen)
+{
+	uint8_t buf[1024];
+	size_t len;
+	frame->time_ns = tern_now_ns();
+	int rc = tern_msg_encode(frame, buf, sizeof(buf), &len);
+	if (rc != 0)
+		return rc;
+	struct tern_msg out;
+	tern_msg_init(&out, TERN_MSG_CTL_OUT);
+	out.u.ctl_out.frame = (struct tern_bin){ buf, len };
+	out.u.ctl_out.payload = (struct tern_bin){ payload, plen };
+	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
+}
+
+/* Marks every populated page of a memfd guest (holes read as zero on a fresh
+ * destination and are skipped without being read); anonymous memory: all. */
+static int
+co_build_bulk(struct co_state *s)
+{
+	struct tern_guest *g = s->g;
+	int rc = tern_bitmap_init(&s->bulk, g->npages);
+	if (rc != 0)
+		return rc;
+	if (g->region.fd < 0) {
+		tern_bitmap_set_all(&s->bulk);
+		return 0;
+	}
+	off_t off = 0, size = (off_t)g->region.size;
+	while (off < size) {
+		off_t data = lseek(g->region.fd, off, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				break;
+			return -errno;
+		}
+		off_t hole = lseek(g->region.fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		if (hole > size)
+			hole = size;
+		uint64_t first = (uint64_t)data >> TERN_PAGE_SHIFT;
+		uint64_t last = ((uint64_t)hole + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
+		tern_bitmap_set_range(&s->bulk, first, last - first);
+		off = hole;
+	}
+	return 0;
+}
+
+/* Cuts the next chunk of cur starting at pos.  Returns 1 with *c filled, 0
+ * when the set is exhausted. */
+static int
+co_cut(struct co_state *s, struct tern_msg *c)
+{
+	uint64_t first, count, pages = 0, start = 0, end = 0;
+	uint32_t runs = 0;
+	while (pages < s->chunk_pages && runs < TERN_CHUNK_MAX_RUNS) {
+		uint64_t save = s->pos;
+		if (!tern_bitmap_next_run(s->cur, &s->pos, s->chunk_pages - pages, &first, &count))
+			break;
+		(void)save;
+		if (runs == 0)
+			start = first;
+		end = first + count;
+		pages += count;
+		runs++;
+	}
+	if (pages == 0)
+		return 0;
+	tern_msg_init(c, TERN_MSG_CHUNK);
+	c->u.chunk.iter = s->iter;
+	c->u.chunk.chunk = ++s->next_chunk;
+	c->u.chunk.gpa = start << TERN_PAGE_SHIFT;
+	c->u.chunk.len = (end - start) << TERN_PAGE_SHIFT;
+	c->u.chunk.set = (uint64_t)(uintptr_t)s->cur;
+	c->u.chunk.pages = pages;
+	return 1;
+}
+
+static int co_iteration_done(struct tern_actor *self, struct co_state *s);
+
+static int
+co_feed(struct tern_actor *self, struct co_state *s)
+{
+	while (s->put - s->done < s->max_outstanding) {
+		if (!s->have_pending) {
+			if (s->cut_done || !co_cut(s, &s->pending)) {
+				s->cut_done = 1;
+				break;
+			}
+			s->have_pending = 1;
+		}
+		int rc = tern_queue_put(s->queue, tern_actor_id(self), &s->pending, 0);
+		if (rc == TERN_ETIMEDOUT)
+			break; /* full: retried on the next ack or tick */
+		if (rc != 0)
+			return co_abort(self, s, rc, "work queue failed: %s", tern_strerror(rc));
+		s->have_pending = 0;
+		s->put++;
+		s->iter_pages += s->pending.u.chunk.pages;
+	}
+	if (s->cut_done && !s->have_pending && s->done == s->put)
+		return co_iteration_done(self, s);
+	return 0;
+}
+
+static int
+co_start_iteration(struct tern_actor *self, struct co_state *s, struct tern_bitmap *set,
+    int lent)
+{
+	s->cur = set;
+	s->cur_lent = lent;
+	s->pos = 0;
+	s->cut_done = 0;
+	s->have_pending = 0;
+	s->put = s->done = 0;
+	s->iter_bytes = s->iter_pages = 0;
+	s->iter_start_ns = tern_now_ns();
+	s->remaining = tern_bitmap_count(set) * TERN_PAGE_SIZE;
+	tern_actor_counter(self, "iteration", (double)s->iter);
+	return co_feed(self, s);
+}
+
+static int
+co_take(struct tern_actor *self, struct co_state *s, int final, struct tern_bitmap **set,
+    uint64_t *pages)
+{
+	struct tern_msg m, r;
+	tern_msg_init(&m, TERN_MSG_DIRTY_TAKE);
+	m.u.dirty_take.final = final;
+	int rc = tern_actor_request(self, tern_actor_id(s->dirty_log), &m, &r, 5000);
+	if (rc != 0)
+		return rc;
+	if (r.type != TERN_MSG_DIRTY_SET)
+		return TERN_EPROTO;
+	*set = (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
+	*pages = r.u.dirty_set.pages;
+	s->dirty_pps = r.u.dirty_set.rate_pps;
+	return 0;
+}
+
+static int
+co_give(struct tern_actor *self, struct co_state *s, struct tern_bitmap *set)
+{
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
+	m.u.dirty_give.set = (uint64_t)(uintptr_t)set;
+	return tern_actor_send(self, tern_actor_id(s->dirty_log), &m);
+}
+
+static int
+co_switchover(struct tern_actor *self, struct co_state *s, struct tern_bitmap *set)
+{
+	co_set_phase(self, s, CO_FINAL);
+	s->pause_ns = tern_now_ns();
+	int rc = s->g->ops->pause(s->g);
+	if (rc != 0)
+		return co_abort(self, s, rc, "cannot pause the guest: %s", tern_strerror(rc));
+	s->paused = 1;
+	s->a->stats->pause_latency_us = s->g->stats.last_pause_ns / 1000;
+	/* The last harvest: what the guest wrote since the set was taken. */
+	struct tern_bitmap *last;
+	uint64_t pages;
+	rc = co_take(self, s, 1, &last, &pages);
+	if (rc != 0)
+		return co_abort(self, s, rc, "final dirty-log harvest failed: %s",
+		    tern_strerror(rc));
+	tern_bitmap_or(set, last);
+	if ((rc = co_give(self, s, last)) != 0)
+		return co_abort(self, s, rc, "dirty-log actor gone");
+	s->iter++;
+	s->a->stats->final_pages = tern_bitmap_count(set);
+	return co_start_iteration(self, s, set, 1);
+}
+
+static int
+co_send_state(struct tern_actor *self, struct co_state *s)
+{
+	size_t len = 0;
+	int rc = s->g->ops->state_save(s->g, s->state_buf, CO_STATE_MAX, &len);
+	if (rc != 0)
+		return co_abort(self, s, rc, "cannot save guest state: %s", tern_strerror(rc));
+	s->state_len = len;
+	struct tern_msg f;
+	tern_msg_init(&f, TERN_MSG_W_STATE);
+	f.u.w_state.len = len;
+	co_set_phase(self, s, CO_STATE);
+	rc = co_send_ctl(self, s, &f, s->state_buf, len);
+	if (rc != 0)
+		return co_abort(self, s, rc, "cannot send the state: %s", tern_strerror(rc));
+	return 0;
+}
+
+static int
+co_iteration_done(struct tern_actor *self, struct co_state *s)
+{
+	uint64_t now = tern_now_ns(), ns = now - s->iter_start_ns;
+	struct tern_stats *st = s->a->stats;
+	st->iterations++;
+	s->cum_bytes += s->iter_bytes;
+	s->cum_ns += ns;
+	/* Small iterations measure latency, not bandwidth: trust them only
+	 * above 4 MiB, else use everything sent so far. */
+	if (s->iter_bytes >= (4u << 20) && ns > 0)
+		s->bw_bps = (uint64_t)((double)s->iter_bytes * 1e9 / (double)ns);
+	else if (s->cum_ns > 0 && s->cum_bytes > 0)
+		s->bw_bps = (uint64_t)((double)s->cum_bytes * 1e9 / (double)s->cum_ns);
+	s->remaining = 0;
+	co_progress(self, s);
+
+	if (s->phase == CO_FINAL) {
+		if (s->cur_lent && co_give(self, s, s->cur) != 0)
+			return co_abort(self, s, TERN_EACTOR, "dirty-log actor gone");
+		s->cur = NULL;
+		return co_send_state(self, s);
+	}
+	if (s->cur_lent && co_give(self, s, s->cur) != 0)
+		return co_abort(self, s, TERN_EACTOR, "dirty-log actor gone");
+	s->cur = NULL;
+
+	struct tern_bitmap *set;
+	uint64_t pages;
+	int rc = co_take(self, s, 0, &set, &pages);
+	if (rc != 0)
+		return co_abort(self, s, rc, "dirty-log harvest failed: %s", tern_strerror(rc));
+	uint64_t bytes = pages * TERN_PAGE_SIZE;
+	s->remaining = bytes;
+	uint64_t limit = s->a->opts->downtime_limit_ms ? s->a->opts->downtime_limit_ms : 300;
+	/* Expected downtime: the dirty bytes at measured bandwidth, plus the
+	 * vCPU pause and a round trip for the state and the confirmation. */
+	uint64_t expected = UINT64_MAX;
+	if (s->bw_bps > 0)
+		expected = bytes * 1000 / s->bw_bps + s->g->stats.last_pause_ns / 1000000 + 1;
+	else if (pages == 0)
+		expected = 0;
+	s->iter++;
+	if (expected <= limit) {
+		s->expected_ms = expected;
+		st->expected_downtime_ms = expected;
+		return co_switchover(self, s, set);
+	}
+	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
+	if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms) {
+		(void)co_give(self, s, set);
+		return co_abort(self, s, TERN_ECONVERGE,
+		    "did not converge in %" PRIu64 " ms: %" PRIu64 " dirty bytes at %" PRIu64
+		    " B/s would take %" PRIu64 " ms, limit %" PRIu64 " ms (dirty rate %" PRIu64
+		    " pages/s)",
+		    elapsed_ms, bytes, s->bw_bps, expected == UINT64_MAX ? 0 : expected, limit,
+		    s->dirty_pps);
+	}
+	if (s->phase != CO_ITERATE)
+		co_set_phase(self, s, CO_ITERATE);
+	return co_start_iteration(self, s, set, 1);
+}
+
+static int
+co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_result *r)
+{
+	struct tern_stats *st = s->a->stats;
+	if (r->status != 0)
+		return co_abort(self, s, r->status == TERN_EVERIFY ? TERN_EVERIFY : TERN_EPEER,
+		    "destination refused %s: %s", tern_msg_name(r->step),
+		    r->why[0] ? r->why : tern_strerror(r->status));
+	switch (s->phase) {
+	case CO_SETUP:
+		if (r->step != TERN_MSG_W_CONFIG)
+			break;
+		co_set_phase(self, s, CO_BULK);
+		st->pages_skipped = s->g->npages - tern_bitmap_count(&s->bulk);
+		return co_start_iteration(self, s, &s->bulk, 0);
+	case CO_STATE:
+		if (r->step != TERN_MSG_W_STATE)
+			break;
+		if (s->a->opts->verify) {
+			struct tern_msg f;
+			uint64_t t0 = tern_now_ns(), digest;
+			int rc = tern_guest_digest(s->g, &digest);
+			if (rc != 0)
+				return co_abort(self, s, rc, "digest failed: %s", tern_strerror(rc));
+			s->verify_ns += tern_now_ns() - t0;
+			tern_msg_init(&f, TERN_MSG_W_DIGEST);
+			f.u.w_digest.digest = digest;
+			co_set_phase(self, s, CO_DIGEST);
+			rc = co_send_ctl(self, s, &f, NULL, 0);
+			if (rc != 0)
+				return co_abort(self, s, rc, "cannot send the digest");
+			return 0;
+		}
+		/* fallthrough */
+	case CO_DIGEST: {
+		if (s->phase == CO_DIGEST) {
+			if (r->step != TERN_MSG_W_DIGEST)
+				break;
+			s->verify_ns += r->value; /* the destination's hashing time */
+			st->verified = 1;
+		}
+		struct tern_msg f;
+		tern_msg_init(&f, TERN_MSG_W_COMPLETE);
+		co_set_phase(self, s, CO_HANDOFF);
+		int rc = co_send_ctl(self, s, &f, NULL, 0);
+		if (rc != 0)
+			return co_abort(self, s, rc, "cannot send the handoff request");
+		return 0;
+	}
+	case CO_HANDOFF: {
+		if (r->step != TERN_MSG_W_COMPLETE)
+			break;
+		uint64_t now = tern_now_ns();
+		st->downtime_ms = (now - s->pause_ns - s->verify_ns) / 1000000;
+		st->verify_ms = s->verify_ns / 1000000;
+		st->total_ms = (now - s->start_ns) / 1000000;
+		snprintf(st->outcome, sizeof(st->outcome), "completed");
+		s->a->result = 0;
+		co_set_phase(self, s, CO_COMPLETED);
+		return TERN_ACTOR_DONE;
+	}
+	default:
+		break;
+	}
+	return co_abort(self, s, TERN_EPROTO, "unexpected result for %s in phase %s",
+	    tern_msg_name(r->step), co_phase_names[s->phase]);
+}
+
+static int
+co_ctl_in(struct tern_actor *self, struct co_state *s, const struct tern_msg *m)
+{
+	struct tern_msg f;
+	int rc = tern_msg_decode(m->u.ctl_in.frame.ptr, m->u.ctl_in.frame.len, &f);
+	if (rc != 0)
+		return co_abort(self, s, rc, "malformed control frame from the destination");
+	if (f.type == TERN_MSG_W_RESULT)
+		return co_result(self, s, &f.u.w_result);
+	if (f.type == TERN_MSG_W_ABORT)
+		return co_abort(self, s, TERN_EPEER, "destination aborted: %s", f.u.w_abort.why);
+	return co_abort(self, s, TERN_EPROTO, "unexpected %s frame from the destination",
+	    tern_msg_name(f.type));
+}
+
+static int
+co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
+{
+	struct co_state *s = state;
+	switch (m->type) {
+	case TERN_MSG_CHUNK_DONE:
+		s->done++;
+		s->iter_bytes += m->u.chunk_done.bytes;
+		s->a->stats->payload_bytes += m->u.chunk_done.bytes;
+		s->a->stats->pages_sent += m->u.chunk_done.bytes / TERN_PAGE_SIZE;
+		if (s->remaining >= m->u.chunk_done.bytes)
+			s->remaining -= m->u.chunk_done.bytes;
+		return co_feed(self, s);
+	case TERN_MSG_CTL_IN:
+		return co_ctl_in(self, s, m);
+	case TERN_MSG_SYS_EXIT: {
+		const struct tern_msg_sys_exit *e = &m->u.sys_exit;
+		return co_abort(self, s, e->code ? e->code : TERN_EACTOR, "%s: %s",
+		    e->name, e->why[0] ? e->why : "exited");
+	}
+	default:
+		return co_abort(self, s, TERN_EPROTO, "unexpected message %s",
+		    tern_msg_name(m->type));
+	}
+}
+
+static int
+co_tick(struct tern_actor *self, void *state)
+{
+	struct co_state *s = state;
+	uint64_t now = tern_now_ns();
+	if (s->phase == CO_BULK || s->phase == CO_ITERATE || s->phase == CO_FINAL) {
+		int rc = co_feed(self, s);
+		if (rc != 0)
+			return rc;
+	}
+	if (now - s->last_progress_ns >= 500000000ull)
+		co_progress(self, s);
+	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
+	/* Past the timeout before switchover: give up with the source running.
+	 * A stalled iteration (a peer that stopped acking) is caught here too. */
+	if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms &&
+	    s->phase <= CO_ITERATE)
+		return co_abort(self, s, TERN_ECONVERGE,
+		    "timed out after %" PRIu64 " ms in %s (iteration %u, %" PRIu64
+		    " bytes remaining)",
+		    elapsed_ms, co_phase_names[s->phase], s->iter, s->remaining);
+	return 0;
+}
+
+static int
+co_init(struct tern_actor *self, void *state, void *arg)
+{
+	struct co_state *s = state;
+	struct tern_coordinator_args *a = arg;
+	const struct tern_send_opts *o = a->opts;
+	s->a = a;
+	s->g = a->guest;
+	s->start_ns = tern_now_ns();
+	s->last_progress_ns = s->start_ns;
+	s->nconns = o->connections ? o->connections : 1;
+	uint64_t chunk = o->chunk_size ? o->chunk_size : (1u << 20);
+	s->chunk_pages = chunk / TERN_PAGE_SIZE ? chunk / TERN_PAGE_SIZE : 1;
+	a->result = TERN_ECANCELED;
+	a->stats->connections = s->nconns;
+	co_set_phase(self, s, CO_SETUP);
+
+	s->state_buf = malloc(CO_STATE_MAX);
+	if (s->state_buf == NULL)
+		return TERN_ENOMEM;
+	int rc = co_build_bulk(s);
+	if (rc != 0) {
+		snprintf(a->err, sizeof(a->err), "cannot map guest memory: %s", tern_strerror(rc));
+		return rc;
+	}
+	if ((rc = tern_queue_open(tern_actor_rt(self), "chunks", &s->queue)) != 0)
+		return rc;
+	a->dirty.guest = s->g;
+	a->dirty.period_ms = o->dirty_period_ms;
+	if ((rc = tern_spawn(tern_actor_rt(self), &tern_dirty_log_actor, &a->dirty,
+		 tern_actor_id(self), &s->dirty_log)) != 0) {
+		s->dirty_log = NULL;
+		snprintf(a->err, sizeof(a->err), "%s",
+		    a->dirty.err[0] ? a->dirty.err : tern_strerror(rc));
+		return rc;
+	}
+	for (uint32_t i = 0; i < s->nconns; i++) {
+		struct tern_conn_send_args *c = &a->conns[i];
+		c->guest = s->g;
+		c->queue = s->queue;
+		c->to = o->to;
+		c->migration = a->migration;
+		c->auth = o->auth;
+		c->conn = i;
+		c->nconns = s->nconns;
+		c->coordinator = tern_actor_id(self);
+		c->window = 4;
+		c->deadline_ms = 10000;
+		rc = tern_spawn(tern_actor_rt(self), &tern_conn_send_actor, c, tern_actor_id(self),
+		    &s->conns[i]);
+		if (rc != 0) {
+			s->conns[i] = NULL;
+			snprintf(a->err, sizeof(a->err), "%s", c->err[0] ? c->err : tern_strerror(rc));
+			return rc;
+		}
+	}
+	s->max_outstanding = (uint64_t)s->nconns * a->conns[0].window + 2;
+
+	struct tern_msg f;
+	tern_msg_init(&f, TERN_MSG_W_CONFIG);
+	f.u.w_config.mem_size = s->g->region.size;
+	f.u.w_config.page_size = TERN_PAGE_SIZE;
+	f.u.w_config.vcpus = s->g->cfg.vcpus;
+	f.u.w_config.verify = o->verify != 0;
+	rc = tern_guest_spec_format(&s->g->cfg, f.u.w_config.guest, sizeof(f.u.w_config.guest));
+	if (rc != 0)
+		return rc;
+	if ((rc = co_send_ctl(self, s, &f, NULL, 0)) != 0)
+		return rc;
+	tern_actor_set_tick(self, 20000000ull);
+	return 0;
+}
+
+static void
+co_stop_child(struct tern_actor **a)
+{
+	if (*a == NULL)
+		return;
+	tern_actor_stop(*a);
+	if (tern_actor_join(*a, 2000, NULL) != 0) {
+		tern_actor_kill(*a);
+		(void)tern_actor_join(*a, -1, NULL);
+	}
+	*a = NULL;
+}
+
+static void
+co_stop(struct tern_actor *self, void *state)
+{
+	struct co_state *s = state;
+	struct tern_coordinator_args *a = s->a;
+	if (a == NULL)
+		return;
+	/* Killed or failed before the handoff: the source guest runs again. */
+	if (s->paused && !a->stats->handoff_unknown && a->result != 0) {
+		(void)s->g->ops->resume(s->g);
+		s->paused = 0;
+	}
+	if (s->queue != NULL)
+		tern_queue_close(s->queue);
+	for (uint32_t i = 0; i < s->nconns; i++)
+		co_stop_child(&s->conns[i]);
+	co_stop_child(&s->dirty_log);
+	for (uint32_t i = 0; i < s->nconns; i++)
+		a->stats->bytes_sent += atomic_load(&a->conns[i].bytes);
+	a->stats->dirty_rate_pps = s->dirty_pps;
+	a->stats->bandwidth_bps = s->bw_bps;
+	tern_bitmap_fini(&s->bulk);
+	free(s->state_buf);
+	s->state_buf = NULL;
+}
+
+const struct tern_actor_desc tern_coordinator_actor = {
+	.name = "coordinator",
+	.state_size = sizeof(struct co_state),
+	.init = co_init,
+	.handle = co_handle,
+	.tick = co_tick,
+	.stop = co_stop,
+};

@@ -1,0 +1,37 @@
+/*
+ * Coordinator: the source's pre-copy state machine and the supervisor of
+ * every other source actor.
+ *
+ *   setup -> bulk -> iterate(n) -> switchover (guest paused) -> handoff
+ *         -> completed
+ *   any failure before the destination confirms -> aborted (guest running)
+ *
+ * init spawns the DirtyLogActor and the ConnectionActors (connecting and
+ * handshaking), then sends W_CONFIG.  It decides what to send (the memfd's
+ * data extents in bulk, then each dirty set), when the expected downtime
+ * fits the limit, and owns the statistics.  Progress goes to `driver` as
+ * PROGRESS messages.  It ends with TERN_ACTOR_DONE; the outcome is in args.
+ */
+#ifndef TERN_ACTORS_COORDINATOR_H
+#define TERN_ACTORS_COORDINATOR_H
+
+#include "actors/conn_send.h"
+#include "actors/dirty_log.h"
+#include "tern/tern.h"
+
+struct tern_coordinator_args {
+	struct tern_guest *guest;
+	const struct tern_send_opts *opts;
+	uint32_t driver; /* mailbox receiving PROGRESS */
+	char migration[64];
+	struct tern_dirty_log_args dirty;
+	struct tern_conn_send_args conns[TERN_MAX_CONNECTIONS];
+	/* outcome */
+	int result;
+	char err[TERN_STR_MAX];
+	struct tern_stats *stats;
+};
+
+extern const struct tern_actor_desc tern_coordinator_actor;
+
+#endif /* TERN_ACTORS_COORDINATOR_H */

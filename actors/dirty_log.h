@@ -1,0 +1,30 @@
+/*
+ * DirtyLogActor: harvests the guest's dirty log in the background and keeps
+ * an accumulated dirty set, so that taking the set is a swap.
+ *
+ * It owns nothing that outlives it: the two bitmaps it swaps live in the
+ * args (the caller allocates them for the guest's page count and frees them
+ * after joining every actor), and the coordinator holds one of them between
+ * DIRTY_TAKE and DIRTY_GIVE.
+ *
+ * Messages: DIRTY_TAKE (request; replied with DIRTY_SET), DIRTY_GIVE (the
+ * set comes back, cleared here), DIRTY_STOP.  Tracking starts in init and
+ * stops in stop.
+ */
+#ifndef TERN_ACTORS_DIRTY_LOG_H
+#define TERN_ACTORS_DIRTY_LOG_H
+
+#include "actors/actor.h"
+#include "kvm/guest.h"
+
+struct tern_dirty_log_args {
+	struct tern_guest *guest;
+	struct tern_bitmap maps[2]; /* allocated by the caller, npages bits */
+	uint32_t period_ms;         /* background harvest period (30 ms) */
+	uint32_t window_ms;         /* dirty-rate window (1000 ms) */
+	char err[TERN_STR_MAX];     /* init's reason on failure */
+};
+
+extern const struct tern_actor_desc tern_dirty_log_actor;
+
+#endif /* TERN_ACTORS_DIRTY_LOG_H */

@@ -1,0 +1,246 @@
+/*
+ * ReceiverCoordinator (see receiver.h).  Every control request gets a
+ * W_RESULT answer, errors included, so the source always learns why.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "actors/receiver.h"
+#include "net/wire.h"
+#include "tern/error.h"
+
+enum rc_phase { RC_LISTENING, RC_CONFIGURED, RC_STATE, RC_RESUMED, RC_ABORTED };
+static const char *rc_phase_names[] = { "listening", "configured", "state", "resumed",
+	"aborted" };
+
+struct rc_state {
+	struct tern_receiver_args *a;
+	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
+	enum rc_phase phase;
+	int state_loaded;
+};
+
+static void
+rc_set_phase(struct tern_actor *self, struct rc_state *s, enum rc_phase p)
+{
+	s->phase = p;
+	tern_actor_state(self, rc_phase_names[p]);
+}
+
+static int
+rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status,
+    uint64_t value, const char *why)
+{
+	struct tern_msg r, out;
+	uint8_t buf[1024];
+	size_t len;
+	tern_msg_init(&r, TERN_MSG_W_RESULT);
+	r.u.w_result.step = step;
+	r.u.w_result.status = status;
+	r.u.w_result.value = value;
+	snprintf(r.u.w_result.why, sizeof(r.u.w_result.why), "%s", why ? why : "");
+	r.time_ns = tern_now_ns();
+	int rc = tern_msg_encode(&r, buf, sizeof(buf), &len);
+	if (rc != 0)
+		return rc;
+	tern_msg_init(&out, TERN_MSG_CTL_OUT);
+	out.u.ctl_out.frame = (struct tern_bin){ buf, len };
+	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
+}
+
+static int
+rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int
+rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
+{
+	if (s->phase == RC_ABORTED)
+		return TERN_ACTOR_DONE;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->a->err, sizeof(s->a->err), fmt, ap);
+	va_end(ap);
+	s->a->result = code;
+	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
+	rc_set_phase(self, s, RC_ABORTED);
+	return TERN_ACTOR_DONE;
+}
+
+static int
+rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_config *c)
+{
+	char why[TERN_STR_MAX];
+	struct tern_guest_config cfg;
+	struct tern_guest *g = NULL;
+	if (s->phase != RC_LISTENING) {
+		(void)rc_answer(self, s, TERN_MSG_W_CONFIG, TERN_ESTATE, 0, "already configured");
+		return rc_fail(self, s, TERN_EPROTO, "second configuration from the source");
+	}
+	int rc = tern_guest_spec_parse(c->guest, &cfg, why, sizeof(why));
+	if (rc == 0 && (cfg.mem_size != c->mem_size || c->page_size != TERN_PAGE_SIZE)) {
+		rc = TERN_EINVAL;
+		snprintf(why, sizeof(why), "guest size/page size disagree with the spec");
+	}
+	if (rc == 0)
+		rc = tern_guest_create(&g, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
+	if (rc != 0) {
+		(void)rc_answer(self, s, TERN_MSG_W_CONFIG, rc, 0, why);
+		return rc_fail(self, s, rc, "cannot build the guest: %s", why);
+	}
+	atomic_store_explicit(&s->a->guest, g, memory_order_release);
+	s->a->stats->guest_build_ms = g->stats.build_ns / 1000000;
+	rc_set_phase(self, s, RC_CONFIGURED);
+	return rc_answer(self, s, TERN_MSG_W_CONFIG, 0, 0, NULL);
+}
+
+static int
+rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
+{
+	struct tern_msg f;
+	int rc = tern_msg_decode(m->u.ctl_in.frame.ptr, m->u.ctl_in.frame.len, &f);
+	if (rc != 0)
+		return rc_fail(self, s, rc, "malformed control frame");
+	struct tern_guest *g = atomic_load_explicit(&s->a->guest, memory_order_acquire);
+	const struct tern_bin *p = &m->u.ctl_in.payload;
+	switch (f.type) {
+	case TERN_MSG_W_CONFIG:
+		return rc_config(self, s, &f.u.w_config);
+	case TERN_MSG_W_STATE:
+		if (g == NULL || p->len != f.u.w_state.len) {
+			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "state out of order");
+			return rc_fail(self, s, TERN_EPROTO, "state before configuration");
+		}
+		rc = g->ops->state_load(g, p->ptr, p->len);
+		if (rc != 0) {
+			(void)rc_answer(self, s, f.type, rc, 0, "state rejected");
+			return rc_fail(self, s, rc, "guest state rejected: %s", tern_strerror(rc));
+		}
+		s->state_loaded = 1;
+		rc_set_phase(self, s, RC_STATE);
+		return rc_answer(self, s, f.type, 0, 0, NULL);
+	case TERN_MSG_W_DIGEST: {
+		if (g == NULL) {
+			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "no guest");
+			return rc_fail(self, s, TERN_EPROTO, "digest before configuration");
+		}
+		uint64_t t0 = tern_now_ns(), d = 0;
+		rc = tern_guest_digest(g, &d);
+		uint64_t ns = tern_now_ns() - t0;
+		if (rc == 0 && d != f.u.w_digest.digest) {
+			char why[128];
+			snprintf(why, sizeof(why),
+			    "memory digest mismatch: source %016" PRIx64 ", destination %016" PRIx64,
+			    f.u.w_digest.digest, d);
+			(void)rc_answer(self, s, f.type, TERN_EVERIFY, ns, why);
+			return rc_fail(self, s, TERN_EVERIFY, "%s", why);
+		}
+		if (rc != 0) {
+			(void)rc_answer(self, s, f.type, rc, ns, "digest failed");
+			return rc_fail(self, s, rc, "digest failed: %s", tern_strerror(rc));
+		}
+		s->a->stats->verified = 1;
+		s->a->stats->verify_ms = ns / 1000000;
+		return rc_answer(self, s, f.type, 0, ns, NULL);
+	}
+	case TERN_MSG_W_COMPLETE:
+		if (g == NULL || !s->state_loaded) {
+			(void)rc_answer(self, s, f.type, TERN_ESTATE, 0, "no state loaded");
+			return rc_fail(self, s, TERN_EPROTO, "handoff before the state");
+		}
+		if ((rc = g->ops->resume(g)) != 0) {
+			(void)rc_answer(self, s, f.type, rc, 0, "resume failed");
+			return rc_fail(self, s, rc, "cannot resume the guest: %s", tern_strerror(rc));
+		}
+		s->a->stats->total_ms = (tern_now_ns() - s->a->start_ns) / 1000000;
+		s->a->result = 0;
+		snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "completed");
+		rc_set_phase(self, s, RC_RESUMED);
+		(void)rc_answer(self, s, f.type, 0, g->stats.last_resume_ns, NULL);
+		return TERN_ACTOR_DONE;
+	case TERN_MSG_W_ABORT:
+		return rc_fail(self, s, TERN_ECANCELED, "the source aborted the migration: %s",
+		    f.u.w_abort.why);
+	default:
+		(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "unexpected request");
+		return rc_fail(self, s, TERN_EPROTO, "unexpected %s", tern_msg_name(f.type));
+	}
+}
+
+static int
+rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
+{
+	struct rc_state *s = state;
+	switch (m->type) {
+	case TERN_MSG_CTL_IN:
+		return rc_ctl(self, s, m);
+	case TERN_MSG_PAGES_IN:
+		s->a->stats->payload_bytes += m->u.pages_in.bytes;
+		s->a->stats->pages_sent += m->u.pages_in.bytes / TERN_PAGE_SIZE;
+		return 0;
+	case TERN_MSG_SYS_EXIT:
+		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_EACTOR,
+		    "%s", m->u.sys_exit.why[0] ? m->u.sys_exit.why : "a connection ended");
+	default:
+		return rc_fail(self, s, TERN_EPROTO, "unexpected message %s",
+		    tern_msg_name(m->type));
+	}
+}
+
+static int
+rc_init(struct tern_actor *self, void *state, void *arg)
+{
+	struct rc_state *s = state;
+	struct tern_receiver_args *a = arg;
+	s->a = a;
+	a->result = TERN_ECANCELED;
+	rc_set_phase(self, s, RC_LISTENING);
+	int rc = 0;
+	for (uint32_t i = 0; i < a->nconns; i++) {
+		struct tern_conn_recv_args *c = &a->conns[i];
+		c->conn = i;
+		c->receiver = tern_actor_id(self);
+		c->guest = &a->guest;
+		c->populate = !a->opts->no_populate;
+		if (rc == 0) {
+			/* The actor owns the fd from here on, failed or not. */
+			rc = tern_spawn(tern_actor_rt(self), &tern_conn_recv_actor, c,
+			    tern_actor_id(self), &s->conns[i]);
+			if (rc != 0)
+				s->conns[i] = NULL;
+		} else if (c->fd >= 0) {
+			close(c->fd);
+			c->fd = -1;
+		}
+	}
+	return rc;
+}
+
+static void
+rc_stop(struct tern_actor *self, void *state)
+{
+	struct rc_state *s = state;
+	if (s->a == NULL)
+		return;
+	for (uint32_t i = 0; i < s->a->nconns; i++) {
+		if (s->conns[i] == NULL)
+			continue;
+		tern_actor_stop(s->conns[i]);
+		if (tern_actor_join(s->conns[i], 2000, NULL) != 0) {
+			tern_actor_kill(s->conns[i]);
+			(void)tern_actor_join(s->conns[i], -1, NULL);
+		}
+		s->conns[i] = NULL;
+		s->a->stats->bytes_sent += atomic_load(&s->a->conns[i].bytes);
+	}
+}
+
+const struct tern_actor_desc tern_receiver_actor = {
+	.name = "receiver",
+	.state_size = sizeof(struct rc_state),
+	.init = rc_init,
+	.handle = rc_handle,
+	.stop = rc_stop,
+};

@@ -1,0 +1,31 @@
+/*
+ * ReceiverCoordinator: the destination's state machine.
+ *
+ *   listening -> configured -> memory -> state -> resumed | aborted
+ *
+ * It starts with connections already accepted and handshaken (the session
+ * accepts them), spawns one ConnectionActor per connection, builds the guest
+ * from W_CONFIG (vCPUs parked), loads W_STATE, checks W_DIGEST, and on
+ * W_COMPLETE resumes the guest and confirms.  It ends with TERN_ACTOR_DONE;
+ * the guest (if any) is handed to the caller in args->guest.
+ */
+#ifndef TERN_ACTORS_RECEIVER_H
+#define TERN_ACTORS_RECEIVER_H
+
+#include "actors/conn_recv.h"
+#include "tern/tern.h"
+
+struct tern_receiver_args {
+	const struct tern_recv_opts *opts;
+	uint32_t nconns;
+	struct tern_conn_recv_args conns[TERN_MAX_CONNECTIONS]; /* fds filled in */
+	struct tern_guest *_Atomic guest; /* out: owned by the caller after join */
+	int result;
+	char err[TERN_STR_MAX];
+	struct tern_stats *stats;
+	uint64_t start_ns;
+};
+
+extern const struct tern_actor_desc tern_receiver_actor;
+
+#endif /* TERN_ACTORS_RECEIVER_H */

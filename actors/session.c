@@ -1,0 +1,335 @@
+/*
+ * tern_migrate_send / tern_migrate_receive: the public entry points.  They build the
+ * runtime, the guest and the connections, spawn the coordinator of their
+ * side, relay progress to the caller's thread, and tear everything down on
+ * every path.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "actors/coordinator.h"
+#include "actors/receiver.h"
+#include "net/net.h"
+#include "net/wire.h"
+#include "tern/tern.h"
+
+static void
+session_err(char *err, size_t errlen, const char *fmt, const char *why)
+{
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, fmt, why);
+}
+
+static int
+session_trace(const char *path, const char *side, struct tern_trace **t, char *err,
+    size_t errlen)
+{
+	*t = NULL;
+	if (path == NULL || path[0] == '\0')
+		return 0;
+	int rc = tern_trace_open(t, path, side);
+	if (rc != 0)
+		session_err(err, errlen, "cannot write the trace: %s", tern_strerror(rc));
+	return rc;
+}
+
+int
+tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err, size_t errlen)
+{
+	struct tern_guest_config cfg;
+	struct tern_guest *g = NULL;
+	struct tern_runtime *rt = NULL;
+	struct tern_trace *trace = NULL;
+	struct tern_mailbox *mb = NULL;
+	struct tern_actor *co = NULL;
+	struct tern_coordinator_args *a = NULL;
+	char why[TERN_STR_MAX] = "";
+	int rc;
+
+	memset(stats, 0, sizeof(*stats));
+	snprintf(stats->outcome, sizeof(stats->outcome), "failed");
+	if (opts->connections > TERN_MAX_CONNECTIONS) {
+		snprintf(err, errlen, "--connections must be 1..%d", TERN_MAX_CONNECTIONS);
+		return TERN_EINVAL;
+	}
+	if ((rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why))) != 0) {
+		session_err(err, errlen, "bad guest spec: %s", why);
+		return rc;
+	}
+	if ((rc = session_trace(opts->trace_path, "source", &trace, err, errlen)) != 0)
+		return rc;
+	if ((rc = tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, why, sizeof(why))) != 0) {
+		session_err(err, errlen, "cannot build the guest: %s", why);
+		goto out;
+	}
+	stats->guest_build_ms = g->stats.build_ns / 1000000;
+	a = calloc(1, sizeof(*a));
+	if (a == NULL) {
+		rc = TERN_ENOMEM;
+		goto out;
+	}
+	if ((rc = tern_bitmap_init(&a->dirty.maps[0], g->npages)) != 0 ||
+	    (rc = tern_bitmap_init(&a->dirty.maps[1], g->npages)) != 0)
+		goto out;
+	if ((rc = tern_runtime_create(&rt, trace)) != 0 ||
+	    (rc = tern_mailbox_open(rt, "driver", &mb)) != 0) {
+		session_err(err, errlen, "cannot start the actor runtime: %s", tern_strerror(rc));
+		goto out;
+	}
+	a->guest = g;
+	a->opts = opts;
+	a->stats = stats;
+	a->driver = tern_mailbox_id(mb);
+	snprintf(a->migration, sizeof(a->migration), "%d-%" PRIu64, (int)getpid(), tern_now_ns());
+	rc = tern_spawn(rt, &tern_coordinator_actor, a, tern_mailbox_id(mb), &co);
+	if (rc != 0) {
+		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
+		goto out;
+	}
+	for (;;) {
+		struct tern_msg m;
+		rc = tern_mailbox_recv(mb, &m, -1);
+		if (rc != 0)
+			break;
+		if (m.type == TERN_MSG_SYS_EXIT && m.u.sys_exit.actor == tern_actor_id(co))
+			break;
+		if (m.type == TERN_MSG_PROGRESS && opts->progress != NULL) {
+			struct tern_progress p = {
+				.state = m.u.progress.state,
+				.iteration = m.u.progress.iter,
+				.transferred_bytes = m.u.progress.transferred,
+				.remaining_bytes = m.u.progress.remaining,
+				.dirty_rate_pps = m.u.progress.dirty_pps,
+				.bandwidth_bps = m.u.progress.bw_bps,
+				.eta_ms = m.u.progress.eta_ms,
+				.elapsed_ms = m.u.progress.elapsed_ms,
+			};
+			opts->progress(&p, opts->progress_arg);
+		}
+	}
+	struct tern_exit ex;
+	(void)tern_actor_join(co, -1, &ex);
+	co = NULL;
+	rc = a->result;
+	if (rc == 0 && ex.reason != TERN_EXIT_NORMAL)
+		rc = ex.code ? ex.code : TERN_EACTOR;
+	if (rc != 0)
+		session_err(err, errlen, "%s",
+		    a->err[0] ? a->err : (ex.why[0] ? ex.why : tern_strerror(rc)));
+out:
+	if (co != NULL) {
+		tern_actor_kill(co);
+		(void)tern_actor_join(co, -1, NULL);
+	}
+	tern_mailbox_close(mb);
+	tern_runtime_destroy(rt);
+	if (a != NULL) {
+		tern_bitmap_fini(&a->dirty.maps[0]);
+		tern_bitmap_fini(&a->dirty.maps[1]);
+		free(a);
+	}
+	tern_guest_destroy(g);
+	tern_trace_close(trace);
+	return rc;
+}
+
+/* Accepts connection 0, learns the connection count from its hello, then
+ * accepts the others of the same migration. */
+static int
+session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_args *a,
+    char *err, size_t errlen)
+{
+	char why[TERN_STR_MAX] = "";
+	struct tern_msg_w_hello hello;
+	char migration[TERN_STR_MAX];
+	int timeout = opts->accept_timeout_ms ? (int)opts->accept_timeout_ms : -1;
+	uint32_t have = 0, want = 1;
+	int rc = 0;
+
+	while (have < want) {
+		int fd = -1;
+		rc = tern_net_accept(lfd, have == 0 ? timeout : 10000, &fd);
+		if (rc != 0) {
+			if (have == 0)
+				snprintf(err, errlen, "no migration arrived: %s", tern_strerror(rc));
+			else
+				snprintf(err, errlen,
+				    "the source opened %u of %u connections: %s", have, want,
+				    tern_strerror(rc));
+			return rc;
+		}
+		rc = tern_wire_accept_hello(fd, opts->auth, 5000, &hello, why, sizeof(why));
+		if (rc != 0) {
+			close(fd);
+			if (have == 0) {
+				/* A stray client: report it and keep waiting. */
+				fprintf(stderr, "tern: refused a connection: %s\n", why);
+				continue;
+			}
+			snprintf(err, errlen, "connection %u refused: %s", have, why);
+			return rc;
+		}
+		if (have == 0) {
+			if (hello.conn != 0 || hello.nconns == 0 ||
+			    hello.nconns > TERN_MAX_CONNECTIONS) {
+				close(fd);
+				snprintf(err, errlen, "bad first connection (index %u of %u)",
+				    hello.conn, hello.nconns);
+				return TERN_EPROTO;
+			}
+			want = hello.nconns;
+			snprintf(migration, sizeof(migration), "%s", hello.migration);
+		} else if (strcmp(hello.migration, migration) != 0 || hello.conn >= want ||
+		    a->conns[hello.conn].fd >= 0) {
+			close(fd);
+			snprintf(err, errlen, "connection from another migration or a duplicate");
+			return TERN_EPROTO;
+		}
+		(void)tern_net_tune(fd);
+		a->conns[hello.conn].fd = fd;
+		have++;
+	}
+	a->nconns = want;
+	return 0;
+}
+
+int
+tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
+    size_t errlen)
+{
+	struct tern_runtime *rt = NULL;
+	struct tern_trace *trace = NULL;
+	struct tern_mailbox *mb = NULL;
+	struct tern_actor *rcv = NULL;
+	struct tern_receiver_args *a = NULL;
+	struct tern_guest *g = NULL;
+	int lfd = -1, rc;
+	char why[TERN_STR_MAX] = "";
+
+	memset(stats, 0, sizeof(*stats));
+	snprintf(stats->outcome, sizeof(stats->outcome), "failed");
+	if ((rc = tern_net_listen(opts->listen, &lfd, why, sizeof(why))) != 0) {
+		session_err(err, errlen, "%s", why);
+		return rc;
+	}
+	if (opts->ready_fd >= 0) {
+		char line[32];
+		int n = snprintf(line, sizeof(line), "%d\n", tern_net_local_port(lfd));
+		if (write(opts->ready_fd, line, (size_t)n) != n) {
+			rc = -errno;
+			session_err(err, errlen, "cannot write the ready fd: %s", tern_strerror(rc));
+			goto out;
+		}
+	}
+	if ((rc = session_trace(opts->trace_path, "destination", &trace, err, errlen)) != 0)
+		goto out;
+	a = calloc(1, sizeof(*a));
+	if (a == NULL) {
+		rc = TERN_ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < TERN_MAX_CONNECTIONS; i++)
+		a->conns[i].fd = -1;
+	a->opts = opts;
+	a->stats = stats;
+	if ((rc = session_accept(opts, lfd, a, err, errlen)) != 0)
+		goto out;
+	a->start_ns = tern_now_ns();
+	stats->connections = a->nconns;
+	if ((rc = tern_runtime_create(&rt, trace)) != 0 ||
+	    (rc = tern_mailbox_open(rt, "driver", &mb)) != 0) {
+		session_err(err, errlen, "cannot start the actor runtime: %s", tern_strerror(rc));
+		goto out;
+	}
+	rc = tern_spawn(rt, &tern_receiver_actor, a, tern_mailbox_id(mb), &rcv);
+	for (uint32_t i = 0; i < a->nconns; i++)
+		a->conns[i].fd = -1; /* the connection actors own and close them */
+	if (rc != 0) {
+		session_err(err, errlen, "cannot start the receiver: %s", tern_strerror(rc));
+		goto out;
+	}
+	for (;;) {
+		struct tern_msg m;
+		rc = tern_mailbox_recv(mb, &m, 200);
+		if (rc == 0 && m.type == TERN_MSG_SYS_EXIT && m.u.sys_exit.actor == tern_actor_id(rcv))
+			break;
+		if (rc != 0 && rc != TERN_ETIMEDOUT)
+			break;
+		if (opts->stop_flag != NULL && *opts->stop_flag) {
+			tern_actor_stop(rcv);
+		}
+	}
+	struct tern_exit ex;
+	(void)tern_actor_join(rcv, -1, &ex);
+	rcv = NULL;
+	rc = a->result;
+	g = atomic_load(&a->guest);
+	if (rc != 0) {
+		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
+		goto out;
+	}
+	/* The guest runs here now: keep it running, then check the workload. */
+	uint64_t p0 = 0, p1 = 0;
+	char cwhy[TERN_STR_MAX] = "";
+	(void)tern_guest_check(g, &p0, cwhy, sizeof(cwhy));
+	stats->workload_progress_at_resume = p0;
+	if (!opts->exit_after_handoff) {
+		uint64_t until = opts->run_after_ms ? tern_now_ns() + opts->run_after_ms * 1000000ull
+						    : UINT64_MAX;
+		while (tern_now_ns() < until && !(opts->stop_flag && *opts->stop_flag))
+			usleep(20000);
+		int crc = tern_guest_check(g, &p1, cwhy, sizeof(cwhy));
+		stats->workload_progress_after = p1;
+		stats->workload_ok = crc == 0 ? 1 : -1;
+		if (crc != 0) {
+			rc = crc;
+			session_err(err, errlen, "workload check failed after resume: %s", cwhy);
+		}
+	}
+out:
+	if (rcv != NULL) {
+		tern_actor_kill(rcv);
+		(void)tern_actor_join(rcv, -1, NULL);
+	}
+	if (a != NULL) {
+		for (int i = 0; i < TERN_MAX_CONNECTIONS; i++)
+			if (a->conns[i].fd >= 0)
+				close(a->conns[i].fd);
+		if (g == NULL)
+			g = atomic_load(&a->guest);
+		free(a);
+	}
+	tern_mailbox_close(mb);
+	tern_runtime_destroy(rt);
+	tern_guest_destroy(g);
+	if (lfd >= 0)
+		close(lfd);
+	tern_trace_close(trace);
+	return rc;
+}
+
+int
+tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
+{
+	int n = snprintf(buf, len,
+	    "{\"outcome\":\"%s\",\"total_ms\":%" PRIu64 ",\"downtime_ms\":%" PRIu64
+	    ",\"expected_downtime_ms\":%" PRIu64 ",\"guest_build_ms\":%" PRIu64
+	    ",\"verify_ms\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"payload_bytes\":%" PRIu64
+	    ",\"pages_sent\":%" PRIu64 ",\"pages_skipped\":%" PRIu64 ",\"iterations\":%" PRIu64
+	    ",\"final_pages\":%" PRIu64 ",\"dirty_rate_pps\":%" PRIu64
+	    ",\"bandwidth_bps\":%" PRIu64 ",\"pause_latency_us\":%" PRIu64
+	    ",\"connections\":%u,\"verified\":%s,\"handoff_unknown\":%s"
+	    ",\"workload_progress_at_resume\":%" PRIu64 ",\"workload_progress_after\":%" PRIu64
+	    ",\"workload_ok\":%d}",
+	    s->outcome, s->total_ms, s->downtime_ms, s->expected_downtime_ms, s->guest_build_ms,
+	    s->verify_ms, s->bytes_sent, s->payload_bytes, s->pages_sent, s->pages_skipped,
+	    s->iterations, s->final_pages, s->dirty_rate_pps, s->bandwidth_bps,
+	    s->pause_latency_us, s->connections, s->verified ? "true" : "false",
+	    s->handoff_unknown ? "true" : "false", s->workload_progress_at_resume,
+	    s->workload_progress_after, s->workload_ok);
+	return n < 0 || (size_t)n >= len ? TERN_EINVAL : 0;
+}

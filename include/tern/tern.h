@@ -1,0 +1,117 @@
+/*
+ * libtern: live migration of a running guest's memory and state.
+ *
+ * A VMM (or the `tern` CLI) calls tern_migrate_send on the source and
+ * tern_migrate_receive on the destination.  Both run the migration's actors on their
+ * own threads and return when the migration has ended, one way or the other:
+ *
+ *   - tern_migrate_send returns 0 once the destination has confirmed that it holds
+ *     every page and the state and that its guest runs.  On any failure
+ *     before that confirmation the source guest is running again when
+ *     tern_migrate_send returns (the one exception, TERN_EPEER with
+ *     stats->handoff_unknown set, is a control connection lost after the
+ *     final request was sent: the destination may already run the guest, so
+ *     the source guest is left paused, never both running).
+ *   - tern_migrate_receive returns 0 once the guest runs on this side.
+ *
+ * Errors are negative codes (tern/error.h); err gets a one-line reason.
+ */
+#ifndef TERN_TERN_H
+#define TERN_TERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TERN_MAX_CONNECTIONS 64
+
+/* A progress sample, delivered to the progress callback on the caller's
+ * thread (about once per iteration and at least once per second). */
+struct tern_progress {
+	const char *state; /* "bulk", "iterate", "switchover", ... */
+	uint32_t iteration;
+	uint64_t transferred_bytes; /* payload bytes acknowledged so far */
+	uint64_t remaining_bytes;   /* dirty bytes not yet sent */
+	uint64_t dirty_rate_pps;    /* pages/s over the sliding window */
+	uint64_t bandwidth_bps;     /* measured wire bandwidth, bytes/s */
+	uint64_t eta_ms;
+	uint64_t elapsed_ms;
+};
+
+typedef void (*tern_progress_fn)(const struct tern_progress *p, void *arg);
+
+struct tern_send_opts {
+	const char *to;          /* "HOST:PORT" of the destination */
+	const char *guest;       /* guest spec, "simvm:mem=1G,..." */
+	uint32_t connections;    /* 1..TERN_MAX_CONNECTIONS (0 means 1) */
+	uint64_t chunk_size;     /* bytes per work item (0: default) */
+	uint32_t downtime_limit_ms; /* 0: default 300 */
+	uint64_t timeout_ms;     /* 0: no timeout */
+	uint32_t dirty_period_ms;   /* background harvest period (0: 30) */
+	int verify;              /* compare memory digests at switchover */
+	const char *trace_path;  /* NULL: no trace */
+	const char *auth;        /* shared token, NULL/"": none */
+	tern_progress_fn progress;
+	void *progress_arg;
+};
+
+struct tern_recv_opts {
+	const char *listen;        /* "HOST:PORT" */
+	int ready_fd;              /* >= 0: write "PORT\n" there once listening */
+	uint64_t accept_timeout_ms; /* 0: wait forever for the source */
+	uint64_t run_after_ms;     /* keep the guest running this long after handoff, then check it */
+	int exit_after_handoff;    /* return as soon as the guest runs */
+	int no_populate;           /* do not populate memory ahead of data */
+	const char *trace_path;
+	const char *auth;
+	volatile int *stop_flag;   /* set non-zero (e.g. from SIGINT) to stop running the guest */
+};
+
+struct tern_stats {
+	/* both sides */
+	uint64_t total_ms;        /* migration start (guest built) to handoff */
+	uint64_t guest_build_ms;  /* building + filling the guest, reported apart */
+	uint64_t downtime_ms;     /* source pause -> destination confirmed running, hashing excluded */
+	uint64_t expected_downtime_ms; /* the estimate that allowed switchover */
+	uint64_t verify_ms;       /* digest time at switchover (not in downtime) */
+	uint64_t bytes_sent;      /* bytes on the wire, all frames */
+	uint64_t payload_bytes;   /* page data bytes */
+	uint64_t pages_sent;      /* data pages sent (with repeats) */
+	uint64_t pages_skipped;   /* never-populated pages skipped (known zero) */
+	uint64_t iterations;      /* pre-copy iterations including bulk and final */
+	uint64_t dirty_rate_pps;  /* last measured dirty rate */
+	uint64_t bandwidth_bps;   /* measured wire bandwidth used for the estimate */
+	uint64_t pause_latency_us;
+	uint64_t final_pages;     /* pages sent while paused */
+	int verified;             /* 1 digests compared equal, 0 not asked */
+	int handoff_unknown;      /* see tern_migrate_send */
+	uint32_t connections;
+	/* destination */
+	uint64_t workload_progress_at_resume;
+	uint64_t workload_progress_after;
+	int workload_ok;          /* 1 invariant held after running, -1 violated, 0 not checked */
+	uint64_t populate_ms;
+	char outcome[32];         /* "completed", "aborted", "failed" */
+};
+
+/* tern_send migrates a guest built from opts->guest (it is built and started
+ * first, then migrated).  Returns 0 or a negative code with err set. */
+int tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err,
+    size_t errlen);
+
+/* tern_receive takes one incoming migration and runs the guest. */
+int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
+    size_t errlen);
+
+/* tern_stats_json writes stats as one JSON object (stable field names). */
+int tern_stats_json(const struct tern_stats *s, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TERN_TERN_H */
