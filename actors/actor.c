@@ -151,7 +151,7 @@ rt_new_id(struct tern_runtime *rt)
 
 static void
 rt_trace(struct tern_runtime *rt, uint32_t kind, uint32_t actor, const char *name, uint32_t peer,
-    const struct tern_msg *m, uint64_t value, const char *text)
+         const struct tern_msg *m, uint64_t value, const char *text)
 {
 	struct tern_trace_record r;
 
@@ -189,7 +189,7 @@ rt_name(struct tern_runtime *rt, uint32_t id, char *buf, size_t cap)
  * of `from` (the slot may go away as soon as the lock is dropped). */
 static int
 rt_lookup(struct tern_runtime *rt, uint32_t from, uint32_t to, nng_socket *push, char *fname,
-    size_t fcap)
+          size_t fcap)
 {
 	int rc = TERN_ECLOSED;
 
@@ -215,12 +215,9 @@ rt_encode(const struct tern_msg *m, nng_msg **out)
 	int rv;
 
 	if (tern_msg_encode(m, buf, sizeof(buf), &len) == 0) {
-		if ((rv = nng_msg_alloc(&msg, 0)) != 0)
+		if ((rv = nng_msg_alloc(&msg, len)) != 0)
 			return tern_from_nng(rv);
-		if ((rv = nng_msg_append(msg, buf, len)) != 0) {
-			nng_msg_free(msg);
-			return tern_from_nng(rv);
-		}
+		memcpy(nng_msg_body(msg), buf, len);
 		*out = msg;
 		return 0;
 	}
@@ -234,7 +231,7 @@ rt_encode(const struct tern_msg *m, nng_msg **out)
 		nng_msg_free(msg);
 		return rc;
 	}
-	nng_msg_chop(msg, size - len);
+	(void)nng_msg_chop(msg, size - len); /* shrinking cannot fail */
 	*out = msg;
 	return 0;
 }
@@ -249,7 +246,7 @@ rt_decode(nng_msg *msg, struct tern_msg *m)
  * nng flags (NNG_FLAG_NONBLOCK: a full mailbox gives TERN_ETIMEDOUT). */
 static int
 rt_send(struct tern_runtime *rt, uint32_t from, const char *from_name, uint32_t to,
-    struct tern_msg *m, int flags)
+        struct tern_msg *m, int flags)
 {
 	char fname[64] = "";
 	nng_socket push;
@@ -258,8 +255,8 @@ rt_send(struct tern_runtime *rt, uint32_t from, const char *from_name, uint32_t 
 
 	if (m == NULL)
 		return TERN_EINVAL;
-	rc = rt_lookup(rt, from, to, &push,
-	    rt->trace != NULL && from_name == NULL ? fname : NULL, sizeof(fname));
+	rc = rt_lookup(rt, from, to, &push, rt->trace != NULL && from_name == NULL ? fname : NULL,
+	               sizeof(fname));
 	if (rc != 0)
 		return rc;
 	m->seq = atomic_fetch_add_explicit(&rt->seq, 1, memory_order_relaxed) + 1;
@@ -456,7 +453,7 @@ mbx_recv(struct rt_mbx *mb, nng_msg **out, uint64_t deadline, const atomic_bool 
  * tern_mailbox_request: everything that is not the reply is deferred. */
 static int
 mbx_request(struct rt_mbx *mb, uint32_t to, struct tern_msg *m, struct tern_msg *reply,
-    int timeout_ms, const atomic_bool *killed)
+            int timeout_ms, const atomic_bool *killed)
 {
 	uint64_t deadline = rt_deadline(timeout_ms);
 	nng_msg *msg;
@@ -473,7 +470,7 @@ mbx_request(struct rt_mbx *mb, uint32_t to, struct tern_msg *m, struct tern_msg 
 		if (rt_decode(msg, reply) == 0 && reply->re == m->seq) {
 			mb->held = msg;
 			rt_trace(mb->rt, TERN_TRACE_RECV, mb->id, mb->name, reply->from, reply, 0,
-			    NULL);
+			         NULL);
 			return 0;
 		}
 		/* Undecodable messages are deferred too: the owner's normal
@@ -534,7 +531,7 @@ tern_runtime_destroy(struct tern_runtime *rt)
 		tern_actor_kill(a);
 		if (tern_actor_join(a, RT_DESTROY_JOIN_MS, NULL) != 0) {
 			fprintf(stderr, "tern: actor %s (%u) did not exit in %d ms; leaking it\n",
-			    a->desc->name, a->mb.id, RT_DESTROY_JOIN_MS);
+			        a->desc->name, a->mb.id, RT_DESTROY_JOIN_MS);
 			uv_mutex_lock(&rt->mtx);
 			rt->actors = a->next;
 			if (a->next != NULL)
@@ -609,7 +606,7 @@ actor_dispatch(struct tern_actor *a, nng_msg *msg)
 	uint64_t t0 = uv_hrtime();
 	rc = a->desc->handle(a, a->state, &m);
 	rt_trace(a->rt, TERN_TRACE_RECV, a->mb.id, a->desc->name, m.from, &m, uv_hrtime() - t0,
-	    NULL);
+	         NULL);
 	/* BIN and RANGES fields borrowed from msg until the handler returned. */
 	nng_msg_free(msg);
 	return rc;
@@ -630,7 +627,8 @@ actor_drain(struct tern_actor *a, bool *more)
 			if (rv == NNG_EAGAIN)
 				return 0;
 			if (rv != 0)
-				return tern_actor_fail(a, tern_from_nng(rv), "mailbox receive failed");
+				return tern_actor_fail(a, tern_from_nng(rv),
+				                       "mailbox receive failed");
 		}
 		int rc = actor_dispatch(a, msg);
 		if (rc != 0)
@@ -699,11 +697,12 @@ actor_loop(struct tern_actor *a)
 			bool watched = false;
 			for (int j = 0; j < a->nwatch; j++)
 				watched = watched || a->watch[j].fd == p[i].fd;
-			if (!watched || a->desc->on_fd == NULL)
+			if (!watched)
 				continue;
 			if (actor_killed(a))
 				return TERN_EKILLED;
-			if ((rc = a->desc->on_fd(a, a->state, p[i].fd, p[i].revents)) != 0)
+			if (a->desc->on_fd != NULL &&
+			    (rc = a->desc->on_fd(a, a->state, p[i].fd, p[i].revents)) != 0)
 				return rc;
 			/* A closed fd never becomes valid again (its number may
 			 * be reused by someone else): stop polling it. */
@@ -733,10 +732,11 @@ actor_exit(struct tern_actor *a, int rc, bool report)
 		e->reason = TERN_EXIT_NORMAL;
 	}
 
-	a->desc->stop(a, a->state);
+	if (a->desc->stop != NULL)
+		a->desc->stop(a, a->state);
 	mbx_close(&a->mb);
 	rt_trace(a->rt, TERN_TRACE_EXIT, a->mb.id, a->desc->name, a->supervisor, NULL, e->reason,
-	    e->why);
+	         e->why);
 	if (report && a->supervisor != 0) {
 		struct tern_msg m;
 		tern_msg_init(&m, TERN_MSG_SYS_EXIT);
@@ -757,7 +757,7 @@ actor_main(void *arg)
 	int rc;
 
 	rt_trace(a->rt, TERN_TRACE_SPAWN, a->mb.id, a->desc->name, a->supervisor, NULL, 0,
-	    a->desc->name);
+	         a->desc->name);
 	rc = a->desc->init != NULL ? a->desc->init(a, a->state, a->arg) : 0;
 	if (rc != 0) {
 		/* tern_spawn returns rc; nobody is told, stop still runs. */
@@ -791,13 +791,12 @@ actor_free(struct tern_actor *a)
 
 int
 tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *arg,
-    uint32_t supervisor, struct tern_actor **out)
+           uint32_t supervisor, struct tern_actor **out)
 {
 	struct tern_actor *a;
 	int rc;
 
-	if (rt == NULL || desc == NULL || desc->handle == NULL || desc->stop == NULL ||
-	    out == NULL)
+	if (rt == NULL || desc == NULL || desc->handle == NULL || out == NULL)
 		return TERN_EINVAL;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return TERN_ENOMEM;
@@ -876,8 +875,8 @@ tern_actor_reply(struct tern_actor *self, const struct tern_msg *req, struct ter
 }
 
 int
-tern_actor_request(struct tern_actor *self, uint32_t to, struct tern_msg *m,
-    struct tern_msg *reply, int timeout_ms)
+tern_actor_request(struct tern_actor *self, uint32_t to, struct tern_msg *m, struct tern_msg *reply,
+                   int timeout_ms)
 {
 	return mbx_request(&self->mb, to, m, reply, timeout_ms, &self->killed);
 }
@@ -963,7 +962,7 @@ tern_actor_counter(struct tern_actor *self, const char *name, double value)
 {
 	if (self->rt->trace != NULL)
 		(void)tern_trace_counter(self->rt->trace, self->mb.id, self->desc->name, name,
-		    value);
+		                         value);
 }
 
 int
@@ -1067,7 +1066,7 @@ tern_mailbox_recv(struct tern_mailbox *mb, struct tern_msg *m, int timeout_ms)
 
 int
 tern_mailbox_request(struct tern_mailbox *mb, uint32_t to, struct tern_msg *m,
-    struct tern_msg *reply, int timeout_ms)
+                     struct tern_msg *reply, int timeout_ms)
 {
 	return mbx_request(&mb->mb, to, m, reply, timeout_ms, NULL);
 }

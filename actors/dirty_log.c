@@ -22,8 +22,9 @@ struct dl_sample {
 struct dl_state {
 	struct tern_dirty_log_args *args;
 	struct tern_guest *guest;
-	struct tern_bitmap *acc;   /* accumulating now */
-	struct tern_bitmap *spare; /* cleared, ready to swap in; NULL while lent */
+	struct tern_bitmap *acc; /* accumulating now */
+	struct tern_bitmap *spare[TERN_DIRTY_MAPS]; /* cleared, ready to swap in */
+	uint32_t nspare;
 	int tracking;
 	struct dl_sample samples[DL_SAMPLES];
 	uint32_t head, count;
@@ -79,7 +80,8 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 	s->args = arg;
 	s->guest = s->args->guest;
 	s->acc = &s->args->maps[0];
-	s->spare = &s->args->maps[1];
+	for (uint32_t i = 1; i < TERN_DIRTY_MAPS; i++)
+		s->spare[s->nspare++] = &s->args->maps[i];
 	if (s->args->period_ms == 0)
 		s->args->period_ms = 30;
 	if (s->args->window_ms == 0)
@@ -100,15 +102,14 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 static int
 dl_take(struct tern_actor *self, struct dl_state *s, const struct tern_msg *m)
 {
-	if (s->spare == NULL)
+	if (s->nspare == 0)
 		return tern_actor_fail(self, TERN_ESTATE,
-		    "DIRTY_TAKE while the previous set is still lent out");
+		    "DIRTY_TAKE while every set is lent out");
 	int rc = dl_harvest(self, s);
 	if (rc != 0)
 		return rc;
 	struct tern_bitmap *taken = s->acc;
-	s->acc = s->spare;
-	s->spare = NULL;
+	s->acc = s->spare[--s->nspare];
 	uint64_t now = tern_now_ns();
 	struct tern_msg r;
 	tern_msg_init(&r, TERN_MSG_DIRTY_SET);
@@ -130,12 +131,15 @@ dl_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return dl_take(self, s, m);
 	case TERN_MSG_DIRTY_GIVE: {
 		struct tern_bitmap *b = (struct tern_bitmap *)(uintptr_t)m->u.dirty_give.set;
-		if (b != &s->args->maps[0] && b != &s->args->maps[1])
-			return tern_actor_fail(self, TERN_EINVAL, "DIRTY_GIVE of an unknown set");
-		if (b == s->acc || b == s->spare)
-			return tern_actor_fail(self, TERN_ESTATE, "DIRTY_GIVE of a set not lent");
+		int known = 0;
+		for (uint32_t i = 0; i < TERN_DIRTY_MAPS; i++)
+			known |= b == &s->args->maps[i];
+		for (uint32_t i = 0; i < s->nspare; i++)
+			known &= b != s->spare[i];
+		if (!known || b == s->acc)
+			return tern_actor_fail(self, TERN_EINVAL, "DIRTY_GIVE of a set not lent");
 		tern_bitmap_clear_all(b);
-		s->spare = b;
+		s->spare[s->nspare++] = b;
 		return 0;
 	}
 	case TERN_MSG_DIRTY_STOP:

@@ -2,7 +2,7 @@
  * DirtyLogActor: harvests the guest's dirty log in the background and keeps
  * an accumulated dirty set, so that taking the set is a swap.
  *
- * It owns nothing that outlives it: the two bitmaps it swaps live in the
+ * It owns nothing that outlives it: the bitmaps it swaps live in the
  * args (the caller allocates them for the guest's page count and frees them
  * after joining every actor), and the coordinator holds one of them between
  * DIRTY_TAKE and DIRTY_GIVE.
@@ -17,9 +17,14 @@
 #include "actors/actor.h"
 #include "kvm/guest.h"
 
+#define TERN_DIRTY_MAPS 3
+
 struct tern_dirty_log_args {
 	struct tern_guest *guest;
-	struct tern_bitmap maps[2]; /* allocated by the caller, npages bits */
+	/* Allocated by the caller, npages bits each: one accumulates, the
+	 * coordinator may hold up to two (the set being decided on and the
+	 * final harvest at switchover). */
+	struct tern_bitmap maps[TERN_DIRTY_MAPS];
 	uint32_t period_ms;         /* background harvest period (30 ms) */
 	uint32_t window_ms;         /* dirty-rate window (1000 ms) */
 	char err[TERN_STR_MAX];     /* init's reason on failure */

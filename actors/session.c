@@ -72,9 +72,9 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 		rc = TERN_ENOMEM;
 		goto out;
 	}
-	if ((rc = tern_bitmap_init(&a->dirty.maps[0], g->npages)) != 0 ||
-	    (rc = tern_bitmap_init(&a->dirty.maps[1], g->npages)) != 0)
-		goto out;
+	for (int i = 0; i < TERN_DIRTY_MAPS; i++)
+		if ((rc = tern_bitmap_init(&a->dirty.maps[i], g->npages)) != 0)
+			goto out;
 	if ((rc = tern_runtime_create(&rt, trace)) != 0 ||
 	    (rc = tern_mailbox_open(rt, "driver", &mb)) != 0) {
 		session_err(err, errlen, "cannot start the actor runtime: %s", tern_strerror(rc));
@@ -128,8 +128,8 @@ out:
 	tern_mailbox_close(mb);
 	tern_runtime_destroy(rt);
 	if (a != NULL) {
-		tern_bitmap_fini(&a->dirty.maps[0]);
-		tern_bitmap_fini(&a->dirty.maps[1]);
+		for (int i = 0; i < TERN_DIRTY_MAPS; i++)
+			tern_bitmap_fini(&a->dirty.maps[i]);
 		free(a);
 	}
 	tern_guest_destroy(g);
@@ -207,7 +207,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	struct tern_actor *rcv = NULL;
 	struct tern_receiver_args *a = NULL;
 	struct tern_guest *g = NULL;
-	int lfd = -1, rc;
+	int lfd = -1, rc, fds_handed = 0;
 	char why[TERN_STR_MAX] = "";
 
 	memset(stats, 0, sizeof(*stats));
@@ -245,9 +245,10 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		session_err(err, errlen, "cannot start the actor runtime: %s", tern_strerror(rc));
 		goto out;
 	}
+	/* From here on the connection actors own the fds (the receiver closes
+	 * those it could not hand over). */
+	fds_handed = 1;
 	rc = tern_spawn(rt, &tern_receiver_actor, a, tern_mailbox_id(mb), &rcv);
-	for (uint32_t i = 0; i < a->nconns; i++)
-		a->conns[i].fd = -1; /* the connection actors own and close them */
 	if (rc != 0) {
 		session_err(err, errlen, "cannot start the receiver: %s", tern_strerror(rc));
 		goto out;
@@ -296,7 +297,7 @@ out:
 		(void)tern_actor_join(rcv, -1, NULL);
 	}
 	if (a != NULL) {
-		for (int i = 0; i < TERN_MAX_CONNECTIONS; i++)
+		for (int i = 0; !fds_handed && i < TERN_MAX_CONNECTIONS; i++)
 			if (a->conns[i].fd >= 0)
 				close(a->conns[i].fd);
 		if (g == NULL)

@@ -39,8 +39,8 @@ const char *
 tern_msg_name(uint32_t type)
 {
 	switch (type) {
-#define X(NAME, name, id)                                                      \
-	case TERN_MSG_##NAME:                                                  \
+#define X(NAME, name, id)                                                                          \
+	case TERN_MSG_##NAME:                                                                      \
 		return #NAME;
 		TERN_MESSAGES(X)
 #undef X
@@ -73,7 +73,46 @@ mp_be(const uint8_t *p, size_t k)
 	return v;
 }
 
-enum mp_kind { MP_FIXED, MP_RAW, MP_EXT, MP_ARRAY, MP_MAP };
+enum mp_kind { MP_FIXED, MP_RAW, MP_EXT, MP_ARRAY, MP_MAP, MP_BAD };
+
+/* The layout of tags 0xc0-0xdf: kind, bytes of length after the tag, and
+ * fixed payload bytes. */
+static const struct {
+	uint8_t kind, k, skip;
+} mp_tags[32] = {
+    [0xc0 - 0xc0] = {MP_FIXED, 0, 0},  /* nil */
+    [0xc1 - 0xc0] = {MP_BAD, 0, 0},    /* never used */
+    [0xc2 - 0xc0] = {MP_FIXED, 0, 0},  /* false */
+    [0xc3 - 0xc0] = {MP_FIXED, 0, 0},  /* true */
+    [0xc4 - 0xc0] = {MP_RAW, 1, 0},    /* bin 8 */
+    [0xc5 - 0xc0] = {MP_RAW, 2, 0},    /* bin 16 */
+    [0xc6 - 0xc0] = {MP_RAW, 4, 0},    /* bin 32 */
+    [0xc7 - 0xc0] = {MP_EXT, 1, 0},    /* ext 8 */
+    [0xc8 - 0xc0] = {MP_EXT, 2, 0},    /* ext 16 */
+    [0xc9 - 0xc0] = {MP_EXT, 4, 0},    /* ext 32 */
+    [0xca - 0xc0] = {MP_FIXED, 0, 4},  /* float 32 */
+    [0xcb - 0xc0] = {MP_FIXED, 0, 8},  /* float 64 */
+    [0xcc - 0xc0] = {MP_FIXED, 0, 1},  /* uint 8 */
+    [0xcd - 0xc0] = {MP_FIXED, 0, 2},  /* uint 16 */
+    [0xce - 0xc0] = {MP_FIXED, 0, 4},  /* uint 32 */
+    [0xcf - 0xc0] = {MP_FIXED, 0, 8},  /* uint 64 */
+    [0xd0 - 0xc0] = {MP_FIXED, 0, 1},  /* int 8 */
+    [0xd1 - 0xc0] = {MP_FIXED, 0, 2},  /* int 16 */
+    [0xd2 - 0xc0] = {MP_FIXED, 0, 4},  /* int 32 */
+    [0xd3 - 0xc0] = {MP_FIXED, 0, 8},  /* int 64 */
+    [0xd4 - 0xc0] = {MP_FIXED, 0, 2},  /* fixext 1 */
+    [0xd5 - 0xc0] = {MP_FIXED, 0, 3},  /* fixext 2 */
+    [0xd6 - 0xc0] = {MP_FIXED, 0, 5},  /* fixext 4 */
+    [0xd7 - 0xc0] = {MP_FIXED, 0, 9},  /* fixext 8 */
+    [0xd8 - 0xc0] = {MP_FIXED, 0, 17}, /* fixext 16 */
+    [0xd9 - 0xc0] = {MP_RAW, 1, 0},    /* str 8 */
+    [0xda - 0xc0] = {MP_RAW, 2, 0},    /* str 16 */
+    [0xdb - 0xc0] = {MP_RAW, 4, 0},    /* str 32 */
+    [0xdc - 0xc0] = {MP_ARRAY, 2, 0},  /* array 16 */
+    [0xdd - 0xc0] = {MP_ARRAY, 4, 0},  /* array 32 */
+    [0xde - 0xc0] = {MP_MAP, 2, 0},    /* map 16 */
+    [0xdf - 0xc0] = {MP_MAP, 4, 0},    /* map 32 */
+};
 
 int
 tern_mp_scan(const void *buf, size_t len, size_t *end)
@@ -85,61 +124,39 @@ tern_mp_scan(const void *buf, size_t len, size_t *end)
 	uint64_t pending = 1;
 
 	while (pending > 0) {
+		uint64_t skip = 0, items = 0;
+
 		if (off >= len)
 			return 1;
 		uint8_t b = p[off++];
-		enum mp_kind kind = MP_FIXED;
-		size_t k = 0;      /* length bytes after the tag */
-		uint64_t skip = 0; /* payload bytes */
-		uint64_t items = 0;
-
 		pending--;
-		if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+		if (b <= 0x7f || b >= 0xe0) { /* fixint */
 			continue;
-		if (b <= 0x8f) {
+		} else if (b <= 0x8f) { /* fixmap */
 			items = 2u * (b & 0x0fu);
-		} else if (b <= 0x9f) {
+		} else if (b <= 0x9f) { /* fixarray */
 			items = b & 0x0fu;
-		} else if (b <= 0xbf) {
+		} else if (b <= 0xbf) { /* fixstr */
 			skip = b & 0x1fu;
 		} else {
-			switch (b) {
-			case 0xc4: case 0xd9: kind = MP_RAW; k = 1; break;
-			case 0xc5: case 0xda: kind = MP_RAW; k = 2; break;
-			case 0xc6: case 0xdb: kind = MP_RAW; k = 4; break;
-			case 0xc7: kind = MP_EXT; k = 1; break;
-			case 0xc8: kind = MP_EXT; k = 2; break;
-			case 0xc9: kind = MP_EXT; k = 4; break;
-			case 0xca: skip = 4; break;
-			case 0xcb: skip = 8; break;
-			case 0xcc: case 0xd0: skip = 1; break;
-			case 0xcd: case 0xd1: skip = 2; break;
-			case 0xce: case 0xd2: skip = 4; break;
-			case 0xcf: case 0xd3: skip = 8; break;
-			case 0xd4: skip = 2; break;
-			case 0xd5: skip = 3; break;
-			case 0xd6: skip = 5; break;
-			case 0xd7: skip = 9; break;
-			case 0xd8: skip = 17; break;
-			case 0xdc: kind = MP_ARRAY; k = 2; break;
-			case 0xdd: kind = MP_ARRAY; k = 4; break;
-			case 0xde: kind = MP_MAP; k = 2; break;
-			case 0xdf: kind = MP_MAP; k = 4; break;
-			default: /* 0xc1: never used */
+			unsigned kind = mp_tags[b - 0xc0].kind, k = mp_tags[b - 0xc0].k;
+			uint64_t n;
+
+			if (kind == MP_BAD)
 				return TERN_EMSG;
+			skip = mp_tags[b - 0xc0].skip;
+			if (k > 0) {
+				if (len - off < k)
+					return 1;
+				n = mp_be(p + off, k);
+				off += k;
+				if (kind == MP_ARRAY)
+					items = n;
+				else if (kind == MP_MAP)
+					items = 2 * n;
+				else
+					skip = n + (kind == MP_EXT); /* ext: one type byte */
 			}
-		}
-		if (k > 0) {
-			if (len - off < k)
-				return 1;
-			uint64_t n = mp_be(p + off, k);
-			off += k;
-			if (kind == MP_ARRAY)
-				items = n;
-			else if (kind == MP_MAP)
-				items = 2 * n;
-			else
-				skip = n + (kind == MP_EXT); /* ext: one type byte */
 		}
 		if (items > len - off || pending + items > len - off)
 			return 1;
@@ -261,16 +278,16 @@ msg_pack(const struct tern_msg *m, struct msg_out *o)
 		return TERN_EMSG;
 
 	switch (m->type) {
-#define MSG_ENCODE_FIELD(type, name)                                           \
-	if (msg_put_##type(&pk, &b->name) != 0)                                \
+#define MSG_ENCODE_FIELD(type, name)                                                               \
+	if (msg_put_##type(&pk, &b->name) != 0)                                                    \
 		return TERN_EMSG;
-#define X(NAME, name, id)                                                      \
-	case TERN_MSG_##NAME: {                                                \
-		const struct tern_msg_##name *b = &m->u.name;                  \
-		(void)b;                                                       \
-		if (msgpack_pack_array(&pk, MSG_NFIELDS(NAME)) != 0)           \
-			return TERN_EMSG;                                      \
-		TERN_FIELDS_##NAME(MSG_ENCODE_FIELD) return 0;                 \
+#define X(NAME, name, id)                                                                          \
+	case TERN_MSG_##NAME: {                                                                    \
+		const struct tern_msg_##name *b = &m->u.name;                                      \
+		(void)b;                                                                           \
+		if (msgpack_pack_array(&pk, MSG_NFIELDS(NAME)) != 0)                               \
+			return TERN_EMSG;                                                          \
+		TERN_FIELDS_##NAME(MSG_ENCODE_FIELD) return 0;                                     \
 	}
 		TERN_MESSAGES(X)
 #undef X
@@ -423,16 +440,16 @@ msg_from_object(const msgpack_object *o, struct tern_msg *out)
 	nf = e[5].via.array.size;
 
 	switch (out->type) {
-#define MSG_DECODE_FIELD(type, name)                                           \
-	if (msg_get_##type(&f[i++], &b->name) != 0)                            \
+#define MSG_DECODE_FIELD(type, name)                                                               \
+	if (msg_get_##type(&f[i++], &b->name) != 0)                                                \
 		return TERN_EMSG;
-#define X(NAME, name, id)                                                      \
-	case TERN_MSG_##NAME: {                                                \
-		struct tern_msg_##name *b = &out->u.name;                      \
-		(void)b;                                                       \
-		if (nf != MSG_NFIELDS(NAME))                                   \
-			return TERN_EMSG;                                      \
-		TERN_FIELDS_##NAME(MSG_DECODE_FIELD) return 0;                 \
+#define X(NAME, name, id)                                                                          \
+	case TERN_MSG_##NAME: {                                                                    \
+		struct tern_msg_##name *b = &out->u.name;                                          \
+		(void)b;                                                                           \
+		if (nf != MSG_NFIELDS(NAME))                                                       \
+			return TERN_EMSG;                                                          \
+		TERN_FIELDS_##NAME(MSG_DECODE_FIELD) return 0;                                     \
 	}
 		TERN_MESSAGES(X)
 #undef X

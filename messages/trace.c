@@ -135,8 +135,8 @@ tern_trace_open(struct tern_trace **tp, const char *path, const char *side)
 	    msgpack_pack_uint32(&pk, TRACE_VERSION) != 0 ||
 	    trace_put_str(&pk, side, sizeof(((struct tern_trace_header *)0)->side)) != 0 ||
 	    msgpack_pack_int64(&pk, (int64_t)getpid()) != 0 ||
-	    msgpack_pack_uint64(&pk, (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec) !=
-		0 ||
+	    msgpack_pack_uint64(&pk, (uint64_t)wall.tv_sec * 1000000000u +
+	                                 (uint64_t)wall.tv_nsec) != 0 ||
 	    msgpack_pack_uint64(&pk, tern_now_ns()) != 0) {
 		rv = -EOVERFLOW; /* cannot happen: the header is ~70 bytes */
 		goto fail;
@@ -174,8 +174,7 @@ tern_trace_write(struct tern_trace *t, const struct tern_trace_record *r)
 	if (t == NULL)
 		return 0;
 	msgpack_packer_init(&pk, &o, trace_put);
-	if (msgpack_pack_array(&pk, TRACE_REC_LEN) != 0 ||
-	    msgpack_pack_uint32(&pk, r->kind) != 0 ||
+	if (msgpack_pack_array(&pk, TRACE_REC_LEN) != 0 || msgpack_pack_uint32(&pk, r->kind) != 0 ||
 	    msgpack_pack_uint64(&pk, r->mono_ns != 0 ? r->mono_ns : tern_now_ns()) != 0 ||
 	    msgpack_pack_uint32(&pk, r->actor) != 0 ||
 	    trace_put_str(&pk, r->actor_name, sizeof(r->actor_name)) != 0 ||
@@ -189,7 +188,7 @@ tern_trace_write(struct tern_trace *t, const struct tern_trace_record *r)
 
 int
 tern_trace_counter(struct tern_trace *t, uint32_t actor, const char *actor_name, const char *name,
-    double value)
+                   double value)
 {
 	struct tern_trace_record r;
 
@@ -300,7 +299,7 @@ out:
 
 int
 tern_trace_reader_open(struct tern_trace_reader **rp, const char *path,
-    struct tern_trace_header *hdr)
+                       struct tern_trace_header *hdr)
 {
 	struct tern_trace_reader *r;
 	struct tern_trace_header h;
@@ -370,7 +369,8 @@ tern_trace_reader_next(struct tern_trace_reader *r, struct tern_trace_record *re
 		goto bad;
 	e = r->up.data.via.array.ptr;
 	if (trace_get_u32(&e[0], &rec->kind) != 0 || rec->kind < TERN_TRACE_SPAWN ||
-	    rec->kind > TERN_TRACE_COUNTER || trace_get_u64(&e[1], UINT64_MAX, &rec->mono_ns) != 0 ||
+	    rec->kind > TERN_TRACE_COUNTER ||
+	    trace_get_u64(&e[1], UINT64_MAX, &rec->mono_ns) != 0 ||
 	    trace_get_u32(&e[2], &rec->actor) != 0 ||
 	    trace_get_str(&e[3], rec->actor_name, sizeof(rec->actor_name)) != 0 ||
 	    trace_get_u32(&e[4], &rec->peer) != 0 || trace_get_u32(&e[5], &rec->type) != 0 ||

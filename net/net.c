@@ -102,7 +102,7 @@ net_parse_port(const char *s, int *port)
  * address, IPv4), which only makes sense for listening. */
 static int
 net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, socklen_t *sslen,
-    char *err, size_t errlen)
+            char *err, size_t errlen)
 {
 	char host[256];
 	const char *hs, *he, *ps;
@@ -129,7 +129,8 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 			return TERN_EINVAL;
 		}
 		if (memchr(hs, ':', (size_t)(he - hs)) != NULL) {
-			net_seterr(err, errlen,
+			net_seterr(
+			    err, errlen,
 			    "bad address '%s': an IPv6 address needs brackets, as in [::1]:PORT",
 			    hostport);
 			return TERN_EINVAL;
@@ -138,7 +139,7 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 	}
 	if (net_parse_port(ps, &port) != 0) {
 		net_seterr(err, errlen, "bad address '%s': port '%s' is not a number in 0..65535",
-		    hostport, ps);
+		           hostport, ps);
 		return TERN_EINVAL;
 	}
 	if ((size_t)(he - hs) >= sizeof(host)) {
@@ -151,7 +152,7 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 	if (hostport[0] != '[' && (host[0] == '\0' || strcmp(host, "*") == 0)) {
 		if (!passive) {
 			net_seterr(err, errlen, "bad address '%s': no host to connect to",
-			    hostport);
+			           hostport);
 			return TERN_EINVAL;
 		}
 		/* "Any" means IPv4 any: dual-stack [::] fails where IPv6 is
@@ -167,7 +168,7 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 	if (hostport[0] == '[') {
 		if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) != 0) {
 			net_seterr(err, errlen, "bad address '%s': '%s' is not an IPv6 address",
-			    hostport, host);
+			           hostport, host);
 			return TERN_EINVAL;
 		}
 		*sslen = sizeof(struct sockaddr_in6);
@@ -183,8 +184,8 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 
 	rv = getaddrinfo(host, NULL, &hints, &res);
 	if (rv != 0 || res == NULL) {
-		net_seterr(err, errlen, "bad address '%s': cannot resolve '%s': %s", hostport,
-		    host, rv == EAI_SYSTEM ? strerror(errno) : gai_strerror(rv));
+		net_seterr(err, errlen, "bad address '%s': cannot resolve '%s': %s", hostport, host,
+		           rv == EAI_SYSTEM ? strerror(errno) : gai_strerror(rv));
 		if (res != NULL)
 			freeaddrinfo(res);
 		return TERN_EINVAL;
@@ -200,8 +201,8 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 }
 
 int
-tern_net_parse_addr(const char *hostport, struct sockaddr_storage *ss, socklen_t *sslen,
-    char *err, size_t errlen)
+tern_net_parse_addr(const char *hostport, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+                    size_t errlen)
 {
 	return net_resolve(hostport, true, ss, sslen, err, errlen);
 }
@@ -297,7 +298,7 @@ tern_net_connect(const char *hostport, int timeout_ms, int *fd, char *err, size_
 		rv = net_poll(s, POLLOUT, timeout_ms);
 		if (rv == TERN_ETIMEDOUT) {
 			net_seterr(err, errlen, "cannot connect to %s: no answer within %d ms",
-			    hostport, timeout_ms);
+			           hostport, timeout_ms);
 			close(s);
 			return rv;
 		}

@@ -88,7 +88,7 @@ wire_get(const uint8_t *p, int n)
  * after partial writes and signals. */
 static int
 wire_sendv(int fd, const uint8_t *head, size_t headlen, const struct iovec *payload, int iovcnt,
-    uint64_t *bytes)
+           uint64_t *bytes)
 {
 	size_t hoff = 0; /* bytes of head written */
 	int i = 0;       /* current payload iovec ... */
@@ -105,7 +105,7 @@ wire_sendv(int fd, const uint8_t *head, size_t headlen, const struct iovec *payl
 
 			if (payload[j].iov_len > o)
 				iov[n++] = (struct iovec){(char *)payload[j].iov_base + o,
-				    payload[j].iov_len - o};
+				                          payload[j].iov_len - o};
 		}
 		if (n == 0)
 			return 0;
@@ -143,7 +143,7 @@ wire_sendv(int fd, const uint8_t *head, size_t headlen, const struct iovec *payl
 
 int
 tern_wire_send(int fd, const struct tern_msg *m, const struct iovec *payload, int iovcnt,
-    uint64_t *bytes)
+               uint64_t *bytes)
 {
 	uint8_t stackbuf[WIRE_TXBUF], *buf = stackbuf;
 	struct tern_msg h;
@@ -187,10 +187,32 @@ tern_wire_send(int fd, const struct tern_msg *m, const struct iovec *payload, in
 	return rv;
 }
 
-/* wire_read reads exactly len bytes.  Returns 0, TERN_ECLOSED at EOF with
- * *got telling how far it came, TERN_ETIMEDOUT or -errno. */
+/* wire_until bounds the next receive by an absolute deadline (CLOCK_MONOTONIC
+ * ns): the kernel timeout restarts on every call, so a peer trickling a byte
+ * at a time would otherwise stretch the handshake without limit. */
 static int
-wire_read(int fd, void *dst, uint64_t len, uint64_t *got)
+wire_until(int fd, uint64_t deadline_ns)
+{
+	uint64_t now = tern_now_ns(), left;
+	struct timeval tv;
+
+	if (now >= deadline_ns)
+		return TERN_ETIMEDOUT;
+	left = deadline_ns - now;
+	tv.tv_sec = (time_t)(left / 1000000000u);
+	tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u);
+	if (tv.tv_sec == 0 && tv.tv_usec == 0)
+		tv.tv_usec = 1; /* zero would mean no timeout at all */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0)
+		return -errno;
+	return 0;
+}
+
+/* wire_read reads exactly len bytes, by deadline_ns if not 0.  Returns 0,
+ * TERN_ECLOSED at EOF with *got telling how far it came, TERN_ETIMEDOUT or
+ * -errno. */
+static int
+wire_read(int fd, void *dst, uint64_t len, uint64_t *got, uint64_t deadline_ns)
 {
 	uint8_t *p = dst;
 	uint64_t done = 0;
@@ -198,6 +220,10 @@ wire_read(int fd, void *dst, uint64_t len, uint64_t *got)
 
 	while (done < len) {
 		size_t want = len - done < WIRE_RECV_MAX ? (size_t)(len - done) : WIRE_RECV_MAX;
+
+		if (deadline_ns != 0 && (rv = wire_until(fd, deadline_ns)) != 0)
+			break;
+
 		ssize_t n = recv(fd, p + done, want, MSG_WAITALL);
 
 		if (n > 0) {
@@ -218,11 +244,26 @@ wire_read(int fd, void *dst, uint64_t len, uint64_t *got)
 	return rv;
 }
 
+static const char *
+wire_read_why(int rv)
+{
+	switch (rv) {
+	case TERN_ECLOSED:
+		return "connection closed";
+	case TERN_EPROTO:
+		return "connection closed inside a frame";
+	case TERN_ETIMEDOUT:
+		return "no frame before the deadline";
+	default:
+		return tern_strerror(rv);
+	}
+}
+
 /* wire_recv_header is tern_wire_recv_header with a reason for the error,
  * which the handshake passes on to the user. */
 static int
 wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *payload_len,
-    char *why, size_t whylen)
+                 uint64_t deadline_ns, char *why, size_t whylen)
 {
 	uint8_t pre[WIRE_PREFIX];
 	uint64_t got = 0, plen;
@@ -231,16 +272,12 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 
 	*payload_len = 0;
 	memset(m, 0, sizeof(*m));
-	rv = wire_read(fd, pre, sizeof(pre), &got);
+	rv = wire_read(fd, pre, sizeof(pre), &got, deadline_ns);
 	rx->bytes += got;
 	if (rv == TERN_ECLOSED && got > 0)
 		rv = TERN_EPROTO;
 	if (rv != 0) {
-		wire_seterr(why, whylen, "%s",
-		    rv == TERN_ECLOSED   ? "connection closed"
-		    : rv == TERN_EPROTO  ? "connection closed inside a frame"
-		    : rv == TERN_ETIMEDOUT ? "no frame before the deadline"
-					   : tern_strerror(rv));
+		wire_seterr(why, whylen, "%s", wire_read_why(rv));
 		return rv;
 	}
 	magic = (uint32_t)wire_get(pre, 4);
@@ -252,23 +289,20 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 	}
 	if (hlen == 0 || hlen > TERN_WIRE_HEADER_MAX) {
 		wire_seterr(why, whylen, "frame header length %u outside 1..%u", hlen,
-		    TERN_WIRE_HEADER_MAX);
+		            TERN_WIRE_HEADER_MAX);
 		return TERN_EPROTO;
 	}
 	if (plen > TERN_WIRE_PAYLOAD_MAX) {
 		wire_seterr(why, whylen, "frame payload length %llu over the limit %llu",
-		    (unsigned long long)plen, (unsigned long long)TERN_WIRE_PAYLOAD_MAX);
+		            (unsigned long long)plen, (unsigned long long)TERN_WIRE_PAYLOAD_MAX);
 		return TERN_EPROTO;
 	}
-	rv = wire_read(fd, rx->buf, hlen, &got);
+	rv = wire_read(fd, rx->buf, hlen, &got, deadline_ns);
 	rx->bytes += got;
 	if (rv == TERN_ECLOSED)
 		rv = TERN_EPROTO;
 	if (rv != 0) {
-		wire_seterr(why, whylen, "%s",
-		    rv == TERN_EPROTO ? "connection closed inside a frame"
-		    : rv == TERN_ETIMEDOUT ? "no frame before the deadline"
-					   : tern_strerror(rv));
+		wire_seterr(why, whylen, "%s", wire_read_why(rv));
 		return rv;
 	}
 	if (tern_msg_decode(rx->buf, hlen, m) != 0) {
@@ -277,7 +311,7 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 	}
 	if (m->type < WIRE_TYPE_MIN || m->type > WIRE_TYPE_MAX) {
 		wire_seterr(why, whylen, "%s (0x%x) is not a wire frame", tern_msg_name(m->type),
-		    m->type);
+		            m->type);
 		memset(m, 0, sizeof(*m));
 		return TERN_EMSG;
 	}
@@ -288,13 +322,13 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 int
 tern_wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *payload_len)
 {
-	return wire_recv_header(fd, rx, m, payload_len, NULL, 0);
+	return wire_recv_header(fd, rx, m, payload_len, 0, NULL, 0);
 }
 
 int
 tern_wire_recv_exact(int fd, void *dst, uint64_t len)
 {
-	int rv = wire_read(fd, dst, len, NULL);
+	int rv = wire_read(fd, dst, len, NULL, 0);
 
 	return rv == TERN_ECLOSED ? TERN_EPROTO : rv;
 }
@@ -340,6 +374,13 @@ wire_deadline_restore(int fd, const struct wire_deadline *d)
 	return 0;
 }
 
+/* wire_deadline_ns turns a handshake timeout into an absolute deadline. */
+static uint64_t
+wire_deadline_ns(int timeout_ms)
+{
+	return timeout_ms > 0 ? tern_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+}
+
 static void
 wire_strcpy(char *dst, const char *src)
 {
@@ -348,20 +389,21 @@ wire_strcpy(char *dst, const char *src)
 
 int
 tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, const char *auth,
-    int timeout_ms, char *why, size_t whylen, uint64_t *peer_time_ns)
+                int timeout_ms, char *why, size_t whylen, uint64_t *peer_time_ns)
 {
 	struct tern_wire_rx *rx;
 	struct wire_deadline saved;
 	struct tern_msg m;
 	uint64_t plen = 0;
 	char inner[TERN_STR_MAX] = "";
+	uint64_t until = wire_deadline_ns(timeout_ms);
 	int rv, rv2;
 
 	wire_seterr(why, whylen, "%s", "");
 	if ((migration != NULL && strlen(migration) >= TERN_STR_MAX) ||
 	    (auth != NULL && strlen(auth) >= TERN_STR_MAX)) {
 		wire_seterr(why, whylen, "migration id or auth token longer than %d bytes",
-		    TERN_STR_MAX - 1);
+		            TERN_STR_MAX - 1);
 		return TERN_EINVAL;
 	}
 	tern_msg_init(&m, TERN_MSG_W_HELLO);
@@ -378,18 +420,18 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 	if ((rv = wire_deadline_save(fd, &saved)) != 0) {
 		free(rx);
 		wire_seterr(why, whylen, "cannot read the socket's timeouts: %s",
-		    tern_strerror(rv));
+		            tern_strerror(rv));
 		return rv;
 	}
 	/* One deadline for sending the hello and for the answer. */
 	if ((rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0)) != 0) {
 		wire_seterr(why, whylen, "cannot set the handshake deadline: %s",
-		    tern_strerror(rv));
+		            tern_strerror(rv));
 		goto out;
 	}
 	rv = tern_wire_send(fd, &m, NULL, 0, NULL);
 	if (rv == 0)
-		rv = wire_recv_header(fd, rx, &m, &plen, inner, sizeof(inner));
+		rv = wire_recv_header(fd, rx, &m, &plen, until, inner, sizeof(inner));
 	if (rv == TERN_ECLOSED || rv == -ECONNRESET || rv == -EPIPE) {
 		wire_seterr(why, whylen, "peer closed the connection during the handshake");
 		rv = TERN_EPROTO;
@@ -412,7 +454,7 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 		wire_seterr(why, whylen, "%s", a->why[0] ? a->why : tern_strerror(rv));
 	} else if (m.u.w_hello_ack.version != TERN_WIRE_VERSION) {
 		wire_seterr(why, whylen, "destination speaks protocol version %u, this source %u",
-		    m.u.w_hello_ack.version, TERN_WIRE_VERSION);
+		            m.u.w_hello_ack.version, TERN_WIRE_VERSION);
 		rv = TERN_EVERSION;
 	} else if (peer_time_ns != NULL) {
 		*peer_time_ns = m.u.w_hello_ack.time_ns;
@@ -421,7 +463,7 @@ out:
 	rv2 = wire_deadline_restore(fd, &saved);
 	if (rv == 0 && rv2 != 0) {
 		wire_seterr(why, whylen, "cannot restore the socket's timeouts: %s",
-		    tern_strerror(rv2));
+		            tern_strerror(rv2));
 		rv = rv2;
 	}
 	free(rx);
@@ -466,13 +508,14 @@ wire_linger(int fd)
 
 int
 tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg_w_hello *hello,
-    char *why, size_t whylen)
+                       char *why, size_t whylen)
 {
 	struct tern_wire_rx *rx;
 	struct wire_deadline saved;
 	struct tern_msg m, ack;
 	uint64_t plen = 0;
 	char inner[TERN_STR_MAX] = "", reason[TERN_STR_MAX] = "";
+	uint64_t until = wire_deadline_ns(timeout_ms);
 	int rv, rv2;
 
 	wire_seterr(why, whylen, "%s", "");
@@ -482,17 +525,18 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	if ((rv = wire_deadline_save(fd, &saved)) != 0) {
 		free(rx);
 		wire_seterr(why, whylen, "cannot read the socket's timeouts: %s",
-		    tern_strerror(rv));
+		            tern_strerror(rv));
 		return rv;
 	}
 	rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0);
 	if (rv == 0)
-		rv = wire_recv_header(fd, rx, &m, &plen, inner, sizeof(inner));
+		rv = wire_recv_header(fd, rx, &m, &plen, until, inner, sizeof(inner));
 
 	const struct tern_msg_w_hello *h = &m.u.w_hello;
 
 	if (rv == TERN_ECLOSED) {
-		wire_seterr(reason, sizeof(reason), "source closed the connection before its hello");
+		wire_seterr(reason, sizeof(reason),
+		            "source closed the connection before its hello");
 		rv = TERN_EPROTO;
 	} else if (rv == TERN_EPROTO || rv == TERN_EMSG) {
 		/* Perhaps a tern of another version: it gets an answer too. */
@@ -504,23 +548,23 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 		wire_seterr(reason, sizeof(reason), "cannot read the hello: %s", tern_strerror(rv));
 	} else if (m.type != TERN_MSG_W_HELLO || plen != 0) {
 		wire_seterr(reason, sizeof(reason), "expected W_HELLO, got %s%s",
-		    tern_msg_name(m.type), plen != 0 ? " with a payload" : "");
+		            tern_msg_name(m.type), plen != 0 ? " with a payload" : "");
 		rv = TERN_EPROTO;
 	} else if (h->magic != TERN_WIRE_HELLO_MAGIC) {
 		wire_seterr(reason, sizeof(reason), "bad hello magic 0x%016llx",
-		    (unsigned long long)h->magic);
+		            (unsigned long long)h->magic);
 		rv = TERN_EPROTO;
 	} else if (h->version != TERN_WIRE_VERSION) {
 		wire_seterr(reason, sizeof(reason),
-		    "source speaks protocol version %u, this destination speaks %u", h->version,
-		    TERN_WIRE_VERSION);
+		            "source speaks protocol version %u, this destination speaks %u",
+		            h->version, TERN_WIRE_VERSION);
 		rv = TERN_EVERSION;
 	} else if (!wire_auth_ok(auth, h->auth)) {
 		wire_seterr(reason, sizeof(reason), "authentication failed: wrong token");
 		rv = TERN_EAUTH;
 	} else if (h->nconns == 0 || h->conn >= h->nconns) {
 		wire_seterr(reason, sizeof(reason), "connection index %u out of %u connections",
-		    h->conn, h->nconns);
+		            h->conn, h->nconns);
 		rv = TERN_EPROTO;
 	}
 
@@ -532,7 +576,7 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	rv2 = tern_wire_send(fd, &ack, NULL, 0, NULL);
 	if (rv == 0 && rv2 != 0) {
 		wire_seterr(reason, sizeof(reason), "cannot answer the hello: %s",
-		    tern_strerror(rv2));
+		            tern_strerror(rv2));
 		rv = rv2;
 	}
 	if (rv == 0 && hello != NULL)
@@ -542,7 +586,7 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	rv2 = wire_deadline_restore(fd, &saved);
 	if (rv == 0 && rv2 != 0) {
 		wire_seterr(reason, sizeof(reason), "cannot restore the socket's timeouts: %s",
-		    tern_strerror(rv2));
+		            tern_strerror(rv2));
 		rv = rv2;
 	}
 	wire_seterr(why, whylen, "%s", reason);

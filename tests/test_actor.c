@@ -105,10 +105,10 @@ ta_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		tern_msg_init(&q, TERN_MSG_PING);
 		q.u.ping.value = 7;
 		snprintf(q.u.ping.text, sizeof(q.u.ping.text), "%s",
-		    strcmp(t, "ask") == 0 ? "slowecho" : "ignore");
+		         strcmp(t, "ask") == 0 ? "slowecho" : "ignore");
 		int rc = tern_actor_request(self, (uint32_t)m->u.ping.value, &q, &r, 300);
 		return ta_reply(self, m, rc == 0 ? r.u.ping.value : (uint64_t)-rc,
-		    rc == 0 && r.re == q.seq ? "answered" : "unanswered");
+		                rc == 0 && r.re == q.seq ? "answered" : "unanswered");
 	}
 	if (strcmp(t, "fail") == 0)
 		return tern_actor_fail(self, -EIO, "failing on purpose %d", 42);
@@ -274,7 +274,7 @@ Test(actor, request_reply_and_timeout)
 	cr_assert_eq(tern_mailbox_request(f.mb, id, &m, &r, 100), TERN_ETIMEDOUT);
 	uint64_t waited = tern_now_ns() - t0;
 	cr_assert(waited >= 100000000ull && waited < 2000000000ull, "waited %llu ns",
-	    (unsigned long long)waited);
+	          (unsigned long long)waited);
 
 	/* Nothing arrives after the timeout either: the mailbox is empty. */
 	cr_assert_eq(tern_mailbox_recv(f.mb, &r, 0), TERN_ETIMEDOUT);
@@ -682,7 +682,7 @@ Test(actor, queue_each_item_once_and_close_wakes)
 	}
 	for (int i = 0; i < Q_ITEMS; i++)
 		cr_assert_eq(atomic_load(&seen[i]), 1, "item %d seen %d times", i,
-		    atomic_load(&seen[i]));
+		             atomic_load(&seen[i]));
 	struct tern_msg m;
 	cr_assert_eq(tern_queue_take(q, 0, &m, 0), TERN_ECLOSED);
 	cr_assert_eq(put_chunk(q, 0, 0), TERN_ECLOSED);
@@ -720,7 +720,7 @@ Test(actor, queue_idle_consumer_holds_nothing)
 			cr_assert_eq(put_chunk(q, j, 1000), 0);
 		for (uint64_t j = i; j < i + 5; j++) {
 			cr_assert_eq(tern_queue_take(q, 2, &m, 1000), 0, "item %llu held elsewhere",
-			    (unsigned long long)j);
+			             (unsigned long long)j);
 			cr_assert_eq(m.u.chunk.chunk, j);
 		}
 	}

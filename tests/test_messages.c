@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "messages/mpscan.h"
 #include "messages/msg.h"
 #include "tern/error.h"
 
@@ -128,7 +129,8 @@ FIELD_HELPER void
 check_BIN(const char *f, const struct tern_bin *a, const struct tern_bin *b)
 {
 	cr_assert_eq(a->len, b->len, "%s", f);
-	cr_assert_eq(memcmp(a->ptr, b->ptr, a->len), 0, "%s", f);
+	if (a->len > 0)
+		cr_assert_eq(memcmp(a->ptr, b->ptr, a->len), 0, "%s", f);
 }
 
 FIELD_HELPER void
@@ -148,49 +150,49 @@ check_RANGES(const char *f, const struct tern_ranges *a, const struct tern_range
 enum ftype { FT_U32, FT_U64, FT_I32, FT_I64, FT_F64, FT_BOOL, FT_STR, FT_BIN, FT_RANGES, FT_END };
 
 #define FILL_FIELD(type, f) fill_##type(&b->f, k++);
-#define X(NAME, name, id)                                                      \
-	static void fill_##name(struct tern_msg *m)                            \
-	{                                                                      \
-		struct tern_msg_##name *b = &m->u.name;                        \
-		unsigned k = id;                                               \
-		(void)b;                                                       \
-		(void)k;                                                       \
-		TERN_FIELDS_##NAME(FILL_FIELD)                                 \
+#define X(NAME, name, id)                                                                          \
+	static void fill_##name(struct tern_msg *m)                                                \
+	{                                                                                          \
+		struct tern_msg_##name *b = &m->u.name;                                            \
+		unsigned k = id;                                                                   \
+		(void)b;                                                                           \
+		(void)k;                                                                           \
+		TERN_FIELDS_##NAME(FILL_FIELD)                                                     \
 	}
 TERN_MESSAGES(X)
 #undef X
 
 #define CHECK_FIELD(type, f) check_##type(#f, &a->f, &b->f);
-#define X(NAME, name, id)                                                      \
-	static void check_##name(const struct tern_msg *ma, const struct tern_msg *mb) \
-	{                                                                      \
-		const struct tern_msg_##name *a = &ma->u.name, *b = &mb->u.name; \
-		(void)a;                                                       \
-		(void)b;                                                       \
-		TERN_FIELDS_##NAME(CHECK_FIELD)                                \
+#define X(NAME, name, id)                                                                          \
+	static void check_##name(const struct tern_msg *ma, const struct tern_msg *mb)             \
+	{                                                                                          \
+		const struct tern_msg_##name *a = &ma->u.name, *b = &mb->u.name;                   \
+		(void)a;                                                                           \
+		(void)b;                                                                           \
+		TERN_FIELDS_##NAME(CHECK_FIELD)                                                    \
 	}
 TERN_MESSAGES(X)
 #undef X
 
 /* field_<name>(m, i) points at field i of m, so tests can reach any field
  * of any message without naming it. */
-#define FIELD_PTR(type, f)                                                     \
-	if (i == n++)                                                          \
+#define FIELD_PTR(type, f)                                                                         \
+	if (i == n++)                                                                              \
 		return &b->f;
-#define X(NAME, name, id)                                                      \
-	static void *field_##name(struct tern_msg *m, uint32_t i)              \
-	{                                                                      \
-		struct tern_msg_##name *b = &m->u.name;                        \
-		uint32_t n = 0;                                                \
-		(void)b;                                                       \
-		(void)n;                                                       \
-		TERN_FIELDS_##NAME(FIELD_PTR) return NULL;                     \
+#define X(NAME, name, id)                                                                          \
+	static void *field_##name(struct tern_msg *m, uint32_t i)                                  \
+	{                                                                                          \
+		struct tern_msg_##name *b = &m->u.name;                                            \
+		uint32_t n = 0;                                                                    \
+		(void)b;                                                                           \
+		(void)n;                                                                           \
+		TERN_FIELDS_##NAME(FIELD_PTR) return NULL;                                         \
 	}
 TERN_MESSAGES(X)
 #undef X
 
 #define FIELD_TYPE(type, f) FT_##type,
-#define X(NAME, name, id)                                                      \
+#define X(NAME, name, id)                                                                          \
 	static const enum ftype types_##name[] = {TERN_FIELDS_##NAME(FIELD_TYPE) FT_END};
 TERN_MESSAGES(X)
 #undef X
@@ -205,7 +207,8 @@ struct schema_entry {
 };
 
 static const struct schema_entry schema[] = {
-#define X(NAME, name, id) {TERN_MSG_##NAME, #NAME, fill_##name, check_##name, field_##name, types_##name},
+#define X(NAME, name, id)                                                                          \
+	{TERN_MSG_##NAME, #NAME, fill_##name, check_##name, field_##name, types_##name},
     TERN_MESSAGES(X)
 #undef X
 };
@@ -244,8 +247,9 @@ check_borrowed(const char *f, const void *p, size_t len)
 {
 	/* Decoded BIN and RANGES point into the input (the last decode of enc). */
 	if (len > 0)
-		cr_assert((const uint8_t *)p >= enc && (const uint8_t *)p + len <= enc + sizeof(enc),
-		    "%s does not point into the input", f);
+		cr_assert((const uint8_t *)p >= enc &&
+		              (const uint8_t *)p + len <= enc + sizeof(enc),
+		          "%s does not point into the input", f);
 }
 
 static void
@@ -286,10 +290,10 @@ expect_reject(const void *buf, size_t len, const char *what)
 struct edit {
 	int env;                        /* envelope element to replace ... */
 	const msgpack_object *env_with; /* ... with this, when not NULL */
-	int env_delta;               /* +1: append nil to the envelope, -1: drop the body */
+	int env_delta;                  /* +1: append nil to the envelope, -1: drop the body */
 	int field;                      /* body element to replace ... */
 	const msgpack_object *with;     /* ... with this, when not NULL */
-	int body_delta;              /* +1: append nil to the body, -1: drop the last field */
+	int body_delta;                 /* +1: append nil to the body, -1: drop the last field */
 };
 
 #define EDIT(...) ((struct edit){__VA_ARGS__})
@@ -305,7 +309,8 @@ repack(const struct schema_entry *s, struct edit ed, msgpack_sbuffer *sb)
 	msgpack_packer pk;
 
 	msgpack_unpacked_init(&up);
-	cr_assert_eq(msgpack_unpack_next(&up, (const char *)enc, len, &off), MSGPACK_UNPACK_SUCCESS);
+	cr_assert_eq(msgpack_unpack_next(&up, (const char *)enc, len, &off),
+	             MSGPACK_UNPACK_SUCCESS);
 	const msgpack_object *e = up.data.via.array.ptr;
 	msgpack_object_array body = e[5].via.array;
 	uint32_t nenv = 6 + ed.env_delta, nbody = body.size + ed.body_delta;
@@ -442,7 +447,6 @@ Test(messages, empty_fields_round_trip)
 		tern_msg_init(&m, schema[i].type);
 		cr_assert_eq(tern_msg_encode(&m, enc, sizeof(enc), &len), 0);
 		cr_assert_eq(tern_msg_decode(enc, len, &d), 0, "%s", schema[i].name);
-		cr_assert_eq(memcmp(&d, &m, sizeof(d)) == 0 || nfields(&schema[i]) > 0, 1);
 		schema[i].check(&m, &d);
 	}
 }
@@ -750,8 +754,10 @@ Test(messages, huge_container_headers)
 	static const uint8_t a32[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x00};
 	static const uint8_t body32[] = {0x96, 0x01, 0, 0, 0, 0, 0xdd, 0xff, 0xff, 0xff, 0xff};
 	static const uint8_t m32[] = {0xdf, 0x7f, 0xff, 0xff, 0xff, 0x00, 0x00};
-	static const uint8_t s32[] = {0x96, 0x01, 0, 0, 0, 0, 0x92, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff};
-	static const uint8_t e32[] = {0x96, 0x01, 0, 0, 0, 0, 0x91, 0xc9, 0xff, 0xff, 0xff, 0xff, 0x01};
+	static const uint8_t s32[] = {0x96, 0x01, 0,    0,    0,    0,   0x92,
+	                              0x01, 0xdb, 0xff, 0xff, 0xff, 0xff};
+	static const uint8_t e32[] = {0x96, 0x01, 0,    0,    0,    0,   0x91,
+	                              0xc9, 0xff, 0xff, 0xff, 0xff, 0x01};
 
 	expect_reject(a32, sizeof(a32), "array32");
 	expect_reject(body32, sizeof(body32), "body array32");
@@ -772,6 +778,68 @@ rng(void)
 	return rng_state;
 }
 
+Test(messages, scan_every_msgpack_format)
+{
+	static char big[70000];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t end = 0;
+
+	/* One object holding every msgpack format family and width. */
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 40);
+	msgpack_pack_nil(&pk);
+	msgpack_pack_true(&pk);
+	msgpack_pack_false(&pk);
+	msgpack_pack_uint64(&pk, 5);
+	msgpack_pack_uint64(&pk, 200);
+	msgpack_pack_uint64(&pk, 60000);
+	msgpack_pack_uint64(&pk, 4000000000u);
+	msgpack_pack_uint64(&pk, UINT64_MAX);
+	msgpack_pack_int64(&pk, -5);
+	msgpack_pack_int64(&pk, -100);
+	msgpack_pack_int64(&pk, -30000);
+	msgpack_pack_int64(&pk, -2000000000);
+	msgpack_pack_int64(&pk, INT64_MIN);
+	msgpack_pack_float(&pk, 1.5f);
+	msgpack_pack_double(&pk, 2.5);
+	msgpack_pack_str_with_body(&pk, big, 5);
+	msgpack_pack_str_with_body(&pk, big, 200);
+	msgpack_pack_str_with_body(&pk, big, 3000);
+	msgpack_pack_str_with_body(&pk, big, 66000);
+	msgpack_pack_bin_with_body(&pk, big, 5);
+	msgpack_pack_bin_with_body(&pk, big, 3000);
+	msgpack_pack_bin_with_body(&pk, big, 66000);
+	for (size_t n = 1; n <= 16; n *= 2) /* fixext 1, 2, 4, 8, 16 */
+		msgpack_pack_ext_with_body(&pk, big, n, 7);
+	msgpack_pack_ext_with_body(&pk, big, 3, 7);
+	msgpack_pack_ext_with_body(&pk, big, 300, 7);
+	msgpack_pack_ext_with_body(&pk, big, 66000, 7);
+	msgpack_pack_array(&pk, 20); /* array 16 */
+	for (int i = 0; i < 20; i++)
+		msgpack_pack_nil(&pk);
+	msgpack_pack_map(&pk, 1);
+	msgpack_pack_nil(&pk);
+	msgpack_pack_nil(&pk);
+	msgpack_pack_map(&pk, 20); /* map 16 */
+	for (int i = 0; i < 40; i++)
+		msgpack_pack_uint64(&pk, (uint64_t)i);
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_array(&pk, 0);
+	for (int i = 34; i < 40; i++) /* pad to the 40 announced */
+		msgpack_pack_str_with_body(&pk, "", 0);
+
+	cr_assert_eq(tern_mp_scan(sb.data, sb.size, &end), 0);
+	cr_assert_eq(end, sb.size);
+	for (size_t cut = 0; cut < sb.size; cut += 1 + cut / 64)
+		cr_assert_eq(tern_mp_scan(sb.data, cut, &end), 1, "cut %zu", cut);
+	msgpack_sbuffer_destroy(&sb);
+
+	static const uint8_t never[] = {0x92, 0x01, 0xc1};
+	cr_assert_eq(tern_mp_scan(never, sizeof(never), &end), TERN_EMSG);
+}
+
 Test(messages, random_garbage)
 {
 	static uint8_t buf[512];
@@ -786,6 +854,17 @@ Test(messages, random_garbage)
 			buf[0] = 0x96;
 		int rv = tern_msg_decode(buf, len, &d);
 		cr_assert(rv == 0 || rv == TERN_EMSG, "rv %d", rv);
+
+		/* Where the scanner measures an object, msgpack-c agrees. */
+		size_t end, off = 0;
+		if (tern_mp_scan(buf, len, &end) == 0) {
+			msgpack_unpacked up;
+			msgpack_unpacked_init(&up);
+			int ur = msgpack_unpack_next(&up, (const char *)buf, len, &off);
+			cr_assert(ur == MSGPACK_UNPACK_SUCCESS || ur == MSGPACK_UNPACK_EXTRA_BYTES);
+			cr_assert_eq(off, end);
+			msgpack_unpacked_destroy(&up);
+		}
 	}
 }
 
@@ -807,7 +886,7 @@ Test(messages, mutated_encodings)
 			/* Whatever the decoder accepts, the encoder can send. */
 			accepted++;
 			cr_assert_eq(tern_msg_encode(&d, enc, sizeof(enc), &len2), 0, "%s",
-			    tern_msg_name(d.type));
+			             tern_msg_name(d.type));
 		}
 	}
 	cr_assert_gt(accepted, 0); /* flips inside STR/BIN payloads survive */

@@ -285,12 +285,12 @@ Test(trace, not_a_trace, .init = setup, .fini = teardown)
 	char path[128];
 	struct tern_trace_reader *rd = (void *)1;
 	/* ["tern-trace", 2, ...] and ["tern-trade", 1, ...] */
-	static const uint8_t v2[] = {0x96, 0xaa, 't', 'e', 'r', 'n', '-', 't', 'r', 'a', 'c', 'e',
-	    0x02, 0xa1, 's', 0x01, 0x01, 0x01};
-	static const uint8_t wrong[] = {0x96, 0xaa, 't', 'e', 'r', 'n', '-', 't', 'r', 'a', 'd', 'e',
-	    0x01, 0xa1, 's', 0x01, 0x01, 0x01};
-	static const uint8_t ok[] = {0x96, 0xaa, 't', 'e', 'r', 'n', '-', 't', 'r', 'a', 'c', 'e',
-	    0x01, 0xa1, 's', 0x01, 0x01, 0x01};
+	static const uint8_t v2[] = {0x96, 0xaa, 't', 'e',  'r',  'n', '-',  't',  'r',
+	                             'a',  'c',  'e', 0x02, 0xa1, 's', 0x01, 0x01, 0x01};
+	static const uint8_t wrong[] = {0x96, 0xaa, 't', 'e',  'r',  'n', '-',  't',  'r',
+	                                'a',  'd',  'e', 0x01, 0xa1, 's', 0x01, 0x01, 0x01};
+	static const uint8_t ok[] = {0x96, 0xaa, 't', 'e',  'r',  'n', '-',  't',  'r',
+	                             'a',  'c',  'e', 0x01, 0xa1, 's', 0x01, 0x01, 0x01};
 
 	path_of(path, sizeof(path), "x");
 	spit(path, "hello, world\n", 13);
