@@ -31,11 +31,16 @@ enum co_phase {
 	CO_DIGEST,     /* waiting for W_DIGEST's result */
 	CO_HANDOFF,    /* W_COMPLETE sent: the destination resumes */
 	CO_COMPLETED,
+	CO_ABORTING, /* W_ABORT sent, source running: waiting for the answer */
 	CO_ABORTED,
 };
 
 static const char *co_phase_names[] = { "setup", "bulk", "iterate", "switchover", "state",
-	"verify", "handoff", "completed", "aborted" };
+	"verify", "handoff", "completed", "aborting", "aborted" };
+
+/* How long an abort waits for the destination to acknowledge W_ABORT before
+ * closing the connections (so it learns why rather than seeing a reset). */
+#define CO_ABORT_WAIT_NS 1000000000ull
 
 #define CO_STATE_MAX (1u << 20)
 
@@ -66,6 +71,8 @@ struct co_state {
 	uint64_t start_ns, pause_ns, verify_ns, expected_ms, last_progress_ns;
 	uint64_t state_len;
 	uint8_t *state_buf;
+	int conn0_alive;
+	uint64_t abort_deadline_ns;
 };
 
 static void
@@ -97,6 +104,9 @@ co_set_phase(struct tern_actor *self, struct co_state *s, enum co_phase p)
 	tern_actor_state(self, co_phase_names[p]);
 }
 
+static int co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *frame,
+    const void *payload, size_t plen);
+
 /* Ends the migration with the source guest running (unless the handoff may
  * have happened).  Returns TERN_ACTOR_DONE: the coordinator's work is over. */
 static int
@@ -105,35 +115,35 @@ co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt,
 static int
 co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt, ...)
 {
-	if (s->phase == CO_ABORTED || s->phase == CO_COMPLETED)
+	if (s->phase >= CO_COMPLETED)
 		return TERN_ACTOR_DONE;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(s->a->err, sizeof(s->a->err), fmt, ap);
 	va_end(ap);
 	s->a->result = code;
+	int tell = 0;
 	if (s->phase == CO_HANDOFF) {
 		/* W_COMPLETE went out: the destination may already run the guest.
 		 * Resuming here could run it twice, so it stays paused. */
 		s->a->stats->handoff_unknown = 1;
-	} else if (s->conns[0] != NULL) {
-		struct tern_msg ab, out;
-		uint8_t buf[512];
-		size_t len;
+	} else if (s->conns[0] != NULL && s->conn0_alive) {
+		struct tern_msg ab;
 		tern_msg_init(&ab, TERN_MSG_W_ABORT);
 		ab.u.w_abort.code = code;
 		snprintf(ab.u.w_abort.why, sizeof(ab.u.w_abort.why), "%s", s->a->err);
-		if (tern_msg_encode(&ab, buf, sizeof(buf), &len) == 0) {
-			tern_msg_init(&out, TERN_MSG_CTL_OUT);
-			out.u.ctl_out.frame = (struct tern_bin){ buf, len };
-			(void)tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
-		}
+		tell = co_send_ctl(self, s, &ab, NULL, 0) == 0;
 	}
 	if (s->paused && !s->a->stats->handoff_unknown) {
 		(void)s->g->ops->resume(s->g);
 		s->paused = 0;
 	}
 	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
+	if (tell) {
+		s->abort_deadline_ns = tern_now_ns() + CO_ABORT_WAIT_NS;
+		co_set_phase(self, s, CO_ABORTING);
+		return 0;
+	}
 	co_set_phase(self, s, CO_ABORTED);
 	return TERN_ACTOR_DONE;
 }
@@ -483,6 +493,17 @@ static int
 co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 {
 	struct co_state *s = state;
+	if (m->type == TERN_MSG_SYS_EXIT && s->conns[0] != NULL &&
+	    m->u.sys_exit.actor == tern_actor_id(s->conns[0]))
+		s->conn0_alive = 0;
+	if (s->phase == CO_ABORTING) {
+		/* Only the answer to W_ABORT (or losing connection 0) matters now. */
+		if (m->type == TERN_MSG_SYS_EXIT && !s->conn0_alive)
+			return TERN_ACTOR_DONE;
+		if (m->type == TERN_MSG_CTL_IN)
+			return TERN_ACTOR_DONE;
+		return 0;
+	}
 	switch (m->type) {
 	case TERN_MSG_CHUNK_DONE:
 		s->done++;
@@ -510,6 +531,8 @@ co_tick(struct tern_actor *self, void *state)
 {
 	struct co_state *s = state;
 	uint64_t now = tern_now_ns();
+	if (s->phase == CO_ABORTING)
+		return now >= s->abort_deadline_ns ? TERN_ACTOR_DONE : 0;
 	if (s->phase == CO_BULK || s->phase == CO_ITERATE || s->phase == CO_FINAL) {
 		int rc = co_feed(self, s);
 		if (rc != 0)
@@ -549,11 +572,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	s->state_buf = malloc(CO_STATE_MAX);
 	if (s->state_buf == NULL)
 		return TERN_ENOMEM;
-	int rc = co_build_bulk(s);
-	if (rc != 0) {
-		snprintf(a->err, sizeof(a->err), "cannot map guest memory: %s", tern_strerror(rc));
-		return rc;
-	}
+	int rc;
 	if ((rc = tern_queue_open(tern_actor_rt(self), "chunks", &s->queue)) != 0)
 		return rc;
 	a->dirty.guest = s->g;
@@ -563,6 +582,13 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		s->dirty_log = NULL;
 		snprintf(a->err, sizeof(a->err), "%s",
 		    a->dirty.err[0] ? a->dirty.err : tern_strerror(rc));
+		return rc;
+	}
+	/* Only now, with every later write tracked, may the bulk set be read
+	 * off the memfd: a hole written before tracking started and after the
+	 * scan would be in neither set — a lost page. */
+	if ((rc = co_build_bulk(s)) != 0) {
+		snprintf(a->err, sizeof(a->err), "cannot map guest memory: %s", tern_strerror(rc));
 		return rc;
 	}
 	for (uint32_t i = 0; i < s->nconns; i++) {
@@ -586,6 +612,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		}
 	}
 	s->max_outstanding = (uint64_t)s->nconns * a->conns[0].window + 2;
+	s->conn0_alive = 1;
 
 	struct tern_msg f;
 	tern_msg_init(&f, TERN_MSG_W_CONFIG);

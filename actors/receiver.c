@@ -161,6 +161,7 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		(void)rc_answer(self, s, f.type, 0, g->stats.last_resume_ns, NULL);
 		return TERN_ACTOR_DONE;
 	case TERN_MSG_W_ABORT:
+		(void)rc_answer(self, s, f.type, 0, 0, NULL);
 		return rc_fail(self, s, TERN_ECANCELED, "the source aborted the migration: %s",
 		    f.u.w_abort.why);
 	default:
