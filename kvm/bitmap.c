@@ -94,7 +94,7 @@ tern_bitmap_or(struct tern_bitmap *dst, const struct tern_bitmap *src)
 
 bool
 tern_bitmap_next_run(const struct tern_bitmap *b, uint64_t *pos, uint64_t max_count,
-    uint64_t *first, uint64_t *count)
+                     uint64_t *first, uint64_t *count)
 {
 	uint64_t p = *pos, w, word, start, limit, end;
 

@@ -54,7 +54,7 @@ struct pm_scan_arg {
 #define GUEST_CTL_PAGES_MIN 64u
 
 static const struct tern_guest_ops *const guest_backends[] = {
-	&tern_simvm_ops,
+    &tern_simvm_ops,
 };
 
 static const struct tern_guest_ops *
@@ -133,22 +133,26 @@ guest_config_check(const struct tern_guest_config *cfg, char *err, size_t errlen
 	if (guest_backend_find(cfg->backend) == NULL) {
 		if (strcmp(cfg->backend, "kvm") == 0)
 			guest_errf(err, errlen,
-			    "backend 'kvm' is not available: this build has only simvm");
+			           "backend 'kvm' is not available: this build has only simvm");
 		else
 			guest_errf(err, errlen,
-			    "backend '%s' is unknown: this build has only simvm", cfg->backend);
+			           "backend '%s' is unknown: this build has only simvm",
+			           cfg->backend);
 		return TERN_EINVAL;
 	}
 	if (cfg->mem_size == 0 || cfg->mem_size % TERN_PAGE_SIZE != 0) {
-		guest_errf(err, errlen, "mem: %" PRIu64 " bytes is not a positive multiple of the %llu-byte page",
-		    cfg->mem_size, TERN_PAGE_SIZE);
+		guest_errf(err, errlen,
+		           "mem: %" PRIu64
+		           " bytes is not a positive multiple of the %llu-byte page",
+		           cfg->mem_size, TERN_PAGE_SIZE);
 		return TERN_EINVAL;
 	}
 	if (cfg->vcpus == 0 || cfg->vcpus > 256) {
 		guest_errf(err, errlen, "vcpus: %u is outside 1..256", cfg->vcpus);
 		return TERN_EINVAL;
 	}
-	if (cfg->fill > TERN_FILL_PERCENT || (cfg->fill == TERN_FILL_PERCENT && cfg->fill_pct > 100)) {
+	if (cfg->fill > TERN_FILL_PERCENT ||
+	    (cfg->fill == TERN_FILL_PERCENT && cfg->fill_pct > 100)) {
 		guest_errf(err, errlen, "fill: percentage %u is above 100", cfg->fill_pct);
 		return TERN_EINVAL;
 	}
@@ -162,7 +166,7 @@ guest_config_check(const struct tern_guest_config *cfg, char *err, size_t errlen
 	}
 	if (cfg->ws_size > cfg->mem_size) {
 		guest_errf(err, errlen, "ws: working set of %" PRIu64 " bytes exceeds mem=%" PRIu64,
-		    cfg->ws_size, cfg->mem_size);
+		           cfg->ws_size, cfg->mem_size);
 		return TERN_EINVAL;
 	}
 	if (cfg->workload == TERN_WORKLOAD_MEMTOUCH) {
@@ -172,15 +176,17 @@ guest_config_check(const struct tern_guest_config *cfg, char *err, size_t errlen
 
 		if (npages < ctl + cfg->vcpus) {
 			guest_errf(err, errlen,
-			    "mem: workload=memtouch with vcpus=%u needs at least %" PRIu64
-			    " pages (%" PRIu64 " control pages + one working-set page per vCPU)",
-			    cfg->vcpus, ctl + cfg->vcpus, ctl);
+			           "mem: workload=memtouch with vcpus=%u needs at least %" PRIu64
+			           " pages (%" PRIu64
+			           " control pages + one working-set page per vCPU)",
+			           cfg->vcpus, ctl + cfg->vcpus, ctl);
 			return TERN_EINVAL;
 		}
 		if (ws < cfg->vcpus) {
 			guest_errf(err, errlen,
-			    "ws: working set of %" PRIu64 " bytes gives fewer than one page per vCPU",
-			    cfg->ws_size);
+			           "ws: working set of %" PRIu64
+			           " bytes gives fewer than one page per vCPU",
+			           cfg->ws_size);
 			return TERN_EINVAL;
 		}
 	}
@@ -207,7 +213,7 @@ guest_parse_u64(const char *v, uint64_t *out)
  * came earlier: ws, rate and pattern belong to it. */
 static int
 guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, bool *ws_set,
-    char *err, size_t errlen)
+                char *err, size_t errlen)
 {
 	char *key = tok, *val = strchr(tok, '='), *sub = NULL;
 	uint64_t x;
@@ -219,7 +225,8 @@ guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, b
 	*val++ = '\0';
 	if (strcmp(key, "mem") == 0) {
 		if (tern_parse_size(val, &cfg->mem_size) != 0) {
-			guest_errf(err, errlen, "mem: '%s' is not a size (4096, 64K, 256M, 1G, 1T)", val);
+			guest_errf(err, errlen, "mem: '%s' is not a size (4096, 64K, 256M, 1G, 1T)",
+			           val);
 			return TERN_EINVAL;
 		}
 	} else if (strcmp(key, "vcpus") == 0) {
@@ -238,7 +245,7 @@ guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, b
 			cfg->fill_pct = (uint32_t)x;
 		} else {
 			guest_errf(err, errlen,
-			    "fill: '%s' is not zero, random or a percentage 0..100", val);
+			           "fill: '%s' is not zero, random or a percentage 0..100", val);
 			return TERN_EINVAL;
 		}
 	} else if (strcmp(key, "backing") == 0) {
@@ -266,13 +273,14 @@ guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, b
 		}
 		if (sub != NULL) {
 			if (!*seen_memtouch) {
-				guest_errf(err, errlen, "workload: idle takes no options ('%s')", sub);
+				guest_errf(err, errlen, "workload: idle takes no options ('%s')",
+				           sub);
 				return TERN_EINVAL;
 			}
 			return guest_parse_opt(sub, cfg, seen_memtouch, ws_set, err, errlen);
 		}
 	} else if (strcmp(key, "ws") == 0 || strcmp(key, "rate") == 0 ||
-	    strcmp(key, "pattern") == 0) {
+	           strcmp(key, "pattern") == 0) {
 		if (!*seen_memtouch) {
 			guest_errf(err, errlen, "%s: only valid after workload=memtouch", key);
 			return TERN_EINVAL;
@@ -318,7 +326,8 @@ tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err
 
 	guest_errf(err, errlen, "%s", "");
 	if (spec == NULL || strlen(spec) >= sizeof(buf)) {
-		guest_errf(err, errlen, "spec: missing or longer than %zu characters", sizeof(buf) - 1);
+		guest_errf(err, errlen, "spec: missing or longer than %zu characters",
+		           sizeof(buf) - 1);
 		return TERN_EINVAL;
 	}
 	strcpy(buf, spec);
@@ -327,8 +336,8 @@ tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err
 		*opts++ = '\0';
 	blen = strlen(buf);
 	if (blen == 0 || blen >= sizeof(cfg->backend)) {
-		guest_errf(err, errlen, "spec: backend '%s' is %s (expected 'simvm:key=value,...')", buf,
-		    blen == 0 ? "missing" : "unknown");
+		guest_errf(err, errlen, "spec: backend '%s' is %s (expected 'simvm:key=value,...')",
+		           buf, blen == 0 ? "missing" : "unknown");
 		return TERN_EINVAL;
 	}
 	memset(cfg, 0, sizeof(*cfg));
@@ -347,7 +356,7 @@ tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err
 	if (guest_backend_find(cfg->backend) == NULL)
 		return guest_config_check(cfg, err, errlen);
 	for (tok = opts ? strtok_r(opts, ",", &save) : NULL; tok != NULL;
-	    tok = strtok_r(NULL, ",", &save)) {
+	     tok = strtok_r(NULL, ",", &save)) {
 		if ((rv = guest_parse_opt(tok, cfg, &seen_memtouch, &ws_set, err, errlen)) != 0)
 			return rv;
 	}
@@ -388,14 +397,16 @@ tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t le
 	else
 		snprintf(fill, sizeof(fill), "%u", cfg->fill_pct);
 	if (cfg->workload == TERN_WORKLOAD_MEMTOUCH)
-		n = snprintf(buf, len,
+		n = snprintf(
+		    buf, len,
 		    "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=memtouch:ws=%s,rate=%s,"
 		    "pattern=%s,seed=%" PRIu64,
 		    cfg->backend, mem, cfg->vcpus, fill,
 		    cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd", ws, rate,
 		    cfg->pattern == TERN_PATTERN_SEQ ? "seq" : "random", cfg->seed);
 	else
-		n = snprintf(buf, len, "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=idle,seed=%" PRIu64,
+		n = snprintf(
+		    buf, len, "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=idle,seed=%" PRIu64,
 		    cfg->backend, mem, cfg->vcpus, fill,
 		    cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd", cfg->seed);
 	if (n < 0 || (size_t)n >= len)
@@ -404,8 +415,8 @@ tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t le
 }
 
 int
-tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, int role,
-    char *err, size_t errlen)
+tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, int role, char *err,
+                  size_t errlen)
 {
 	const struct tern_guest_ops *ops = NULL;
 	struct tern_guest *g;
@@ -578,7 +589,7 @@ guest_digest_anon(struct tern_guest *g, XXH3_state_t *st)
 		for (long i = 0; i < n; i++) {
 			guest_hash_zeros(st, vec[i].start - pos);
 			XXH3_64bits_update(st, (const void *)(uintptr_t)vec[i].start,
-			    vec[i].end - vec[i].start);
+			                   vec[i].end - vec[i].start);
 			pos = vec[i].end;
 		}
 		guest_hash_zeros(st, a.walk_end - pos);

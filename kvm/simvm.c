@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/futex.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -130,10 +131,15 @@ struct simvm {
 	bool quit;
 	uint32_t holds; /* internal pauses (check, state_save) */
 	uint32_t nrunning;
-	/* stop mirrors "must not run" for the step loop.  Relaxed is enough:
-	 * it only asks a vCPU to park; the guest-memory writes are ordered for
-	 * the pauser by the mutex the vCPU takes to report itself parked. */
-	atomic_bool stop;
+	/* ledger_live: the control pages hold ledgers (source, or a resumed
+	 * destination); before that, reading them would allocate memfd holes. */
+	bool ledger_live;
+	/* stop mirrors "must not run" for the step loop, and is the futex a
+	 * paced vCPU sleeps on so that a pause need not wait out its slot.
+	 * Relaxed is enough: it only asks a vCPU to park; the guest-memory
+	 * writes are ordered for the pauser by the mutex the vCPU takes to
+	 * report itself parked. */
+	atomic_uint stop;
 	uint32_t nthreads; /* vCPU threads started (joined by destroy) */
 	struct simvm_vcpu *vcpus;
 	uint64_t ws_first, ws_pages;
@@ -218,7 +224,8 @@ simvm_fill_run(struct tern_guest *g, uint64_t first, uint64_t end)
 
 	/* Populating the run first costs ~1.35 us/page on shmem against
 	 * ~10 us/page for first-touch faults (MACHINE.md). */
-	if ((rv = tern_guest_populate(g, first * TERN_PAGE_SIZE, (end - first) * TERN_PAGE_SIZE)) != 0)
+	if ((rv = tern_guest_populate(g, first * TERN_PAGE_SIZE, (end - first) * TERN_PAGE_SIZE)) !=
+	    0)
 		return rv;
 	for (uint64_t p = first; p < end; p++)
 		simvm_fill_page((uint64_t *)(g->region.host + p * TERN_PAGE_SIZE), g->cfg.seed, p);
@@ -311,14 +318,14 @@ simvm_map(struct tern_guest *g)
 		if (ftruncate(r->fd, (off_t)size) != 0) {
 			e = errno;
 			simvm_why(g, "ftruncate of the guest memfd to %" PRIu64 " bytes failed: %s",
-			    size, strerror(e));
+			          size, strerror(e));
 			return -e;
 		}
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
 		if (p == MAP_FAILED) {
 			e = errno;
 			simvm_why(g, "mmap of %" PRIu64 " bytes of guest memfd failed: %s", size,
-			    strerror(e));
+			          strerror(e));
 			return -e;
 		}
 		r->host = p;
@@ -328,15 +335,16 @@ simvm_map(struct tern_guest *g)
 	 * a huge-page boundary and every 2 MiB of it can be a huge page. */
 	r->fd = -1;
 	p = mmap(NULL, size + SIMVM_HUGE, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED) {
 		e = errno;
 		simvm_why(g, "mmap of %" PRIu64 " bytes of anonymous memory failed: %s", size,
-		    strerror(e));
+		          strerror(e));
 		return -e;
 	}
 	{
-		uint8_t *a = (uint8_t *)(((uintptr_t)p + SIMVM_HUGE - 1) & ~(uintptr_t)(SIMVM_HUGE - 1));
+		uint8_t *a =
+		    (uint8_t *)(((uintptr_t)p + SIMVM_HUGE - 1) & ~(uintptr_t)(SIMVM_HUGE - 1));
 
 		if (a > p)
 			munmap(p, (size_t)(a - p));
@@ -346,8 +354,9 @@ simvm_map(struct tern_guest *g)
 	}
 	if (madvise(r->host, size, MADV_HUGEPAGE) != 0) {
 		e = errno;
-		simvm_why(g, "madvise(MADV_HUGEPAGE) failed: %s (transparent huge pages not built in)",
-		    strerror(e));
+		simvm_why(g,
+		          "madvise(MADV_HUGEPAGE) failed: %s (transparent huge pages not built in)",
+		          strerror(e));
 		return -e;
 	}
 	return 0;
@@ -419,14 +428,20 @@ simvm_step(struct simvm *s, struct simvm_vcpu *c, struct simvm_ctl *ctl)
 	ctl->steps++;
 }
 
+/* simvm_sleep_until sleeps until CLOCK_MONOTONIC time t or a stop. */
 static void
-simvm_sleep_until(uint64_t t)
+simvm_sleep_until(struct simvm *s, uint64_t t)
 {
 	struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
-	    .tv_nsec = (long)(t % 1000000000ull)};
+	                      .tv_nsec = (long)(t % 1000000000ull)};
 
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-		;
+	/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline. */
+	while (atomic_load_explicit(&s->stop, memory_order_relaxed) == 0 && simvm_now() < t) {
+		if (syscall(SYS_futex, &s->stop, FUTEX_WAIT_BITSET_PRIVATE, 0, &ts, NULL,
+		            FUTEX_BITSET_MATCH_ANY) != 0 &&
+		    errno == ETIMEDOUT)
+			break;
+	}
 }
 
 static void
@@ -443,13 +458,13 @@ simvm_memtouch_run(struct simvm_vcpu *c)
 	unsigned __int128 credit = 0;
 	uint64_t next, now;
 
-	if (atomic_load_explicit(&c->halted, memory_order_relaxed) || ctl->magic != SIMVM_CTL_MAGIC ||
-	    ctl->vcpu != c->index) {
+	if (atomic_load_explicit(&c->halted, memory_order_relaxed) ||
+	    ctl->magic != SIMVM_CTL_MAGIC || ctl->vcpu != c->index) {
 		/* No ledger (e.g. a destination resumed without its memory):
 		 * the vCPU halts rather than scribble over memory. */
 		atomic_store_explicit(&c->halted, true, memory_order_relaxed);
 		while (!atomic_load_explicit(&s->stop, memory_order_relaxed))
-			simvm_sleep_until(simvm_now() + SIMVM_SLOT_NS);
+			simvm_sleep_until(s, simvm_now() + SIMVM_SLOT_NS);
 		return;
 	}
 	if (rate == 0) {
@@ -469,7 +484,7 @@ simvm_memtouch_run(struct simvm_vcpu *c)
 		now = simvm_now();
 		if (now > next + 10 * SIMVM_SLOT_NS)
 			next = now;
-		simvm_sleep_until(next);
+		simvm_sleep_until(s, next);
 	}
 }
 
@@ -505,7 +520,8 @@ simvm_gate_update(struct simvm *s)
 {
 	bool stop = s->quit || s->paused || s->holds > 0;
 
-	atomic_store_explicit(&s->stop, stop, memory_order_relaxed);
+	if (atomic_exchange_explicit(&s->stop, stop, memory_order_relaxed) != stop && stop)
+		syscall(SYS_futex, &s->stop, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 	if (!stop || s->quit)
 		pthread_cond_broadcast(&s->run_cv);
 }
@@ -516,7 +532,7 @@ simvm_count_steps(struct tern_guest *g, struct simvm *s)
 	uint64_t n = 0;
 
 	/* Lock held and nrunning == 0: the ledgers are stable. */
-	if (g->cfg.workload != TERN_WORKLOAD_MEMTOUCH)
+	if (g->cfg.workload != TERN_WORKLOAD_MEMTOUCH || !s->ledger_live)
 		return;
 	for (uint32_t v = 0; v < g->cfg.vcpus; v++)
 		if (simvm_ctl(g, v)->magic == SIMVM_CTL_MAGIC)
@@ -554,6 +570,7 @@ simvm_resume(struct tern_guest *g)
 	pthread_mutex_lock(&s->lock);
 	was = s->paused;
 	s->paused = false;
+	s->ledger_live = true;
 	/* Release only, as a KVM resume kicks vCPUs without waiting for them
 	 * to be scheduled: on 2 busy cores that wait is a scheduler timeslice
 	 * (~5 ms measured), which a throttle must not pay at every slice. */
@@ -675,25 +692,31 @@ simvm_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen)
 			i = ds / TERN_PAGE_SIZE - s->ws_first;
 			continue;
 		}
-		sums[i % cfg->vcpus] += __atomic_load_n((const uint64_t *)(g->region.host + off),
-		    __ATOMIC_RELAXED);
+		sums[i % cfg->vcpus] +=
+		    __atomic_load_n((const uint64_t *)(g->region.host + off), __ATOMIC_RELAXED);
 		i++;
 	}
 	for (uint32_t v = 0; v < cfg->vcpus && rv == 0; v++) {
 		const struct simvm_ctl *c = simvm_ctl(g, v);
 
 		if (c->magic != SIMVM_CTL_MAGIC || c->vcpu != v) {
-			snprintf(why, whylen, "vCPU %u: control page at gpa %#" PRIx64
-			    " holds no ledger (magic %#" PRIx64 ")", v, (uint64_t)(v * TERN_PAGE_SIZE), c->magic);
+			snprintf(why, whylen,
+			         "vCPU %u: control page at gpa %#" PRIx64
+			         " holds no ledger (magic %#" PRIx64 ")",
+			         v, (uint64_t)(v * TERN_PAGE_SIZE), c->magic);
 			rv = TERN_EVERIFY;
 		} else if (c->sum != sums[v]) {
-			snprintf(why, whylen, "vCPU %u: ledger sum %#" PRIx64 " != %#" PRIx64
-			    " summed over its %" PRIu64 " working-set pages after %" PRIu64 " steps",
-			    v, c->sum, sums[v], s->vcpus[v].own, c->steps);
+			snprintf(why, whylen,
+			         "vCPU %u: ledger sum %#" PRIx64 " != %#" PRIx64
+			         " summed over its %" PRIu64 " working-set pages after %" PRIu64
+			         " steps",
+			         v, c->sum, sums[v], s->vcpus[v].own, c->steps);
 			rv = TERN_EVERIFY;
 		} else if (c->steps < s->vcpus[v].loaded_steps) {
-			snprintf(why, whylen, "vCPU %u: %" PRIu64 " steps in memory, behind the %" PRIu64
-			    " of the loaded state", v, c->steps, s->vcpus[v].loaded_steps);
+			snprintf(why, whylen,
+			         "vCPU %u: %" PRIu64 " steps in memory, behind the %" PRIu64
+			         " of the loaded state",
+			         v, c->steps, s->vcpus[v].loaded_steps);
 			rv = TERN_EVERIFY;
 		}
 		n += c->steps;
@@ -763,12 +786,12 @@ simvm_state_save(struct tern_guest *g, void *buf, size_t cap, size_t *len)
 	simvm_hold(s);
 	for (uint32_t v = 0; v < g->cfg.vcpus; v++, p += SIMVM_STATE_VCPU) {
 		const struct simvm_ctl *c = simvm_ctl(g, v);
-		bool memtouch = g->cfg.workload == TERN_WORKLOAD_MEMTOUCH;
+		bool memtouch = g->cfg.workload == TERN_WORKLOAD_MEMTOUCH && s->ledger_live;
 
 		simvm_put64(p, memtouch && c->magic == SIMVM_CTL_MAGIC ? c->steps : 0);
 		simvm_put32(p + 8, atomic_load_explicit(&s->vcpus[v].halted, memory_order_relaxed)
-			? SIMVM_STATE_HALTED
-			: 0);
+		                       ? SIMVM_STATE_HALTED
+		                       : 0);
 		simvm_put32(p + 12, 0);
 	}
 	simvm_release(s);
@@ -788,16 +811,17 @@ simvm_state_load(struct tern_guest *g, const void *buf, size_t len)
 		return TERN_EMSG;
 	}
 	if (simvm_get32(p + 4) != SIMVM_STATE_VERSION) {
-		simvm_why(g, "state_load: state version %u, this build reads %u", simvm_get32(p + 4),
-		    SIMVM_STATE_VERSION);
+		simvm_why(g, "state_load: state version %u, this build reads %u",
+		          simvm_get32(p + 4), SIMVM_STATE_VERSION);
 		return TERN_EMSG;
 	}
 	if (simvm_get32(p + 8) != g->cfg.vcpus || simvm_get32(p + 12) != g->cfg.workload ||
 	    simvm_get64(p + 16) != g->cfg.mem_size) {
-		simvm_why(g, "state_load: state of a guest with vcpus=%u workload=%u mem=%" PRIu64
-		    ", this guest has vcpus=%u workload=%u mem=%" PRIu64, simvm_get32(p + 8),
-		    simvm_get32(p + 12), simvm_get64(p + 16), g->cfg.vcpus, g->cfg.workload,
-		    g->cfg.mem_size);
+		simvm_why(g,
+		          "state_load: state of a guest with vcpus=%u workload=%u mem=%" PRIu64
+		          ", this guest has vcpus=%u workload=%u mem=%" PRIu64,
+		          simvm_get32(p + 8), simvm_get32(p + 12), simvm_get64(p + 16),
+		          g->cfg.vcpus, g->cfg.workload, g->cfg.mem_size);
 		return TERN_EMSG;
 	}
 	if (len != need) {
@@ -808,7 +832,8 @@ simvm_state_load(struct tern_guest *g, const void *buf, size_t len)
 		const uint8_t *q = p + SIMVM_STATE_HDR + (size_t)v * SIMVM_STATE_VCPU;
 
 		if ((simvm_get32(q + 8) & ~SIMVM_STATE_HALTED) != 0 || simvm_get32(q + 12) != 0) {
-			simvm_why(g, "state_load: vCPU %u has unknown flags %#x", v, simvm_get32(q + 8));
+			simvm_why(g, "state_load: vCPU %u has unknown flags %#x", v,
+			          simvm_get32(q + 8));
 			return TERN_EMSG;
 		}
 	}
@@ -823,8 +848,9 @@ simvm_state_load(struct tern_guest *g, const void *buf, size_t len)
 		const uint8_t *q = p + SIMVM_STATE_HDR + (size_t)v * SIMVM_STATE_VCPU;
 
 		s->vcpus[v].loaded_steps = simvm_get64(q);
-		atomic_store_explicit(&s->vcpus[v].halted, (simvm_get32(q + 8) & SIMVM_STATE_HALTED) != 0,
-		    memory_order_relaxed);
+		atomic_store_explicit(&s->vcpus[v].halted,
+		                      (simvm_get32(q + 8) & SIMVM_STATE_HALTED) != 0,
+		                      memory_order_relaxed);
 	}
 	return 0;
 }
@@ -874,9 +900,11 @@ simvm_scan(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64
 			if (e == EINTR)
 				continue;
 			if (e == ENOTTY || (e == EINVAL && pos == base))
-				simvm_why(g, "PAGEMAP_SCAN ioctl not supported by this kernel (needs Linux >= 6.7)");
+				simvm_why(g, "PAGEMAP_SCAN ioctl not supported by this kernel "
+				             "(needs Linux >= 6.7)");
 			else
-				simvm_why(g, "PAGEMAP_SCAN of guest memory failed: %s", strerror(e));
+				simvm_why(g, "PAGEMAP_SCAN of guest memory failed: %s",
+				          strerror(e));
 			return e == ENOTTY ? TERN_ENOTSUP : -e;
 		}
 		for (long i = 0; i < got; i++) {
@@ -920,7 +948,7 @@ static const char *
 simvm_feature_name(uint64_t f)
 {
 	return f == UFFD_FEATURE_WP_ASYNC ? "UFFD_FEATURE_WP_ASYNC (Linux >= 6.7)"
-					  : "UFFD_FEATURE_WP_UNPOPULATED (Linux >= 6.4)";
+	                                  : "UFFD_FEATURE_WP_UNPOPULATED (Linux >= 6.4)";
 }
 
 static int
@@ -942,8 +970,10 @@ simvm_dirty_start(struct tern_guest *g)
 	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
 	if (fd < 0) {
 		e = errno;
-		simvm_why(g, "userfaultfd not available: %s (needs CONFIG_USERFAULTFD; unprivileged "
-		    "use needs vm.unprivileged_userfaultfd=1)", strerror(e));
+		simvm_why(g,
+		          "userfaultfd not available: %s (needs CONFIG_USERFAULTFD; unprivileged "
+		          "use needs vm.unprivileged_userfaultfd=1)",
+		          strerror(e));
 		return e == ENOSYS ? TERN_ENOTSUP : -e;
 	}
 	if (ioctl(fd, UFFDIO_API, &api) != 0) {
@@ -955,7 +985,8 @@ simvm_dirty_start(struct tern_guest *g)
 	close(fd);
 	for (uint64_t f = UFFD_FEATURE_WP_UNPOPULATED; f <= UFFD_FEATURE_WP_ASYNC; f <<= 1) {
 		if ((want & f) && !(api.features & f)) {
-			simvm_why(g, "userfaultfd %s not supported by this kernel", simvm_feature_name(f));
+			simvm_why(g, "userfaultfd %s not supported by this kernel",
+			          simvm_feature_name(f));
 			return TERN_ENOTSUP;
 		}
 	}
@@ -972,7 +1003,7 @@ simvm_dirty_start(struct tern_guest *g)
 		close(s->uffd);
 		s->uffd = -1;
 		simvm_why(g, "userfaultfd refused UFFD_FEATURE_WP_ASYNC|WP_UNPOPULATED: %s",
-		    strerror(e));
+		          strerror(e));
 		return TERN_ENOTSUP;
 	}
 	memset(&reg, 0, sizeof(reg));
@@ -983,9 +1014,11 @@ simvm_dirty_start(struct tern_guest *g)
 		e = errno;
 		close(s->uffd);
 		s->uffd = -1;
-		simvm_why(g, "userfaultfd write-protect registration of %s guest memory failed: %s%s",
+		simvm_why(
+		    g, "userfaultfd write-protect registration of %s guest memory failed: %s%s",
 		    g->region.fd >= 0 ? "shmem" : "anonymous", strerror(e),
-		    g->region.fd >= 0 ? " (shmem write-protect needs CONFIG_PTE_MARKER_UFFD_WP)" : "");
+		    g->region.fd >= 0 ? " (shmem write-protect needs CONFIG_PTE_MARKER_UFFD_WP)"
+		                      : "");
 		return e == EINVAL ? TERN_ENOTSUP : -e;
 	}
 	if ((rv = simvm_pagemap(g, s)) != 0 ||
@@ -1029,7 +1062,7 @@ simvm_dirty_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *page
 	}
 	if (bm == NULL || bm->nbits < g->npages) {
 		simvm_why(g, "dirty_harvest: bitmap smaller than the guest's %" PRIu64 " pages",
-		    g->npages);
+		          g->npages);
 		return TERN_EINVAL;
 	}
 	if ((rv = simvm_scan(g, s, bm, pages)) == 0)
@@ -1119,7 +1152,8 @@ simvm_create(struct tern_guest *g, const struct tern_guest_config *cfg, int role
 	for (uint32_t v = 0; v < cfg->vcpus; v++) {
 		s->vcpus[v].vm = s;
 		s->vcpus[v].index = v;
-		s->vcpus[v].own = s->ws_pages > v ? (s->ws_pages - v + cfg->vcpus - 1) / cfg->vcpus : 0;
+		s->vcpus[v].own =
+		    s->ws_pages > v ? (s->ws_pages - v + cfg->vcpus - 1) / cfg->vcpus : 0;
 	}
 	if (role == TERN_GUEST_SOURCE) {
 		if ((rv = simvm_fill(g)) != 0)
@@ -1129,14 +1163,15 @@ simvm_create(struct tern_guest *g, const struct tern_guest_config *cfg, int role
 	}
 	/* A destination's vCPUs exist but stay parked until resume. */
 	s->paused = role == TERN_GUEST_DESTINATION;
+	s->ledger_live = role == TERN_GUEST_SOURCE;
 	atomic_store_explicit(&s->stop, s->paused, memory_order_relaxed);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
 	for (uint32_t v = 0; v < cfg->vcpus; v++) {
 		char name[16];
 
-		if ((rv = pthread_create(&s->vcpus[v].thread, &attr, simvm_vcpu_main, &s->vcpus[v])) !=
-		    0) {
+		if ((rv = pthread_create(&s->vcpus[v].thread, &attr, simvm_vcpu_main,
+		                         &s->vcpus[v])) != 0) {
 			pthread_attr_destroy(&attr);
 			simvm_why(g, "cannot start vCPU thread %u: %s", v, strerror(rv));
 			return -rv;
@@ -1151,15 +1186,15 @@ simvm_create(struct tern_guest *g, const struct tern_guest_config *cfg, int role
 }
 
 const struct tern_guest_ops tern_simvm_ops = {
-	.name = "simvm",
-	.create = simvm_create,
-	.destroy = simvm_destroy,
-	.pause = simvm_pause,
-	.resume = simvm_resume,
-	.dirty_start = simvm_dirty_start,
-	.dirty_harvest = simvm_dirty_harvest,
-	.dirty_stop = simvm_dirty_stop,
-	.state_save = simvm_state_save,
-	.state_load = simvm_state_load,
-	.check = simvm_check,
+    .name = "simvm",
+    .create = simvm_create,
+    .destroy = simvm_destroy,
+    .pause = simvm_pause,
+    .resume = simvm_resume,
+    .dirty_start = simvm_dirty_start,
+    .dirty_harvest = simvm_dirty_harvest,
+    .dirty_stop = simvm_dirty_stop,
+    .state_save = simvm_state_save,
+    .state_load = simvm_state_load,
+    .check = simvm_check,
 };

@@ -5,6 +5,7 @@
  * KVM dirty_log_test does.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,10 +155,12 @@ Test(spec, full_forms_and_round_trip)
 
 	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
 		cr_assert_eq(tern_guest_spec_parse(specs[i], &c, err, sizeof(err)), 0, "%s: %s",
-		    specs[i], err);
+		             specs[i], err);
 		cr_assert_eq(tern_guest_spec_format(&c, buf, sizeof(buf)), 0);
-		cr_assert_eq(tern_guest_spec_parse(buf, &d, err, sizeof(err)), 0, "%s: %s", buf, err);
-		cr_assert_eq(memcmp(&c, &d, sizeof(c)), 0, "round trip of %s via %s", specs[i], buf);
+		cr_assert_eq(tern_guest_spec_parse(buf, &d, err, sizeof(err)), 0, "%s: %s", buf,
+		             err);
+		cr_assert_eq(memcmp(&c, &d, sizeof(c)), 0, "round trip of %s via %s", specs[i],
+		             buf);
 	}
 	cr_assert_neq(tern_guest_spec_format(&c, buf, 10), 0, "short buffer must fail");
 }
@@ -199,11 +202,11 @@ Test(spec, rejections_name_the_key)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		memset(err, 0, sizeof(err));
 		cr_assert_eq(tern_guest_spec_parse(bad[i].spec, &c, err, sizeof(err)), TERN_EINVAL,
-		    "%s must be rejected", bad[i].spec);
+		             "%s must be rejected", bad[i].spec);
 		cr_assert(err[0] != '\0', "%s: empty message", bad[i].spec);
 		cr_assert_null(strchr(err, '\n'), "%s: message must be one line", bad[i].spec);
 		cr_assert_not_null(strstr(err, bad[i].needle), "%s: '%s' does not name '%s'",
-		    bad[i].spec, err, bad[i].needle);
+		                   bad[i].spec, err, bad[i].needle);
 	}
 }
 
@@ -274,7 +277,8 @@ Test(bitmap, next_run_matches_naive_reference)
 				}
 		} else { /* runs of every length, some crossing words */
 			for (int r = 0; r < (mode == 2 ? 5 : 40); r++) {
-				uint64_t f = rnd(&s) % nbits, n = 1 + rnd(&s) % (mode == 2 ? 300 : 20);
+				uint64_t f = rnd(&s) % nbits,
+				         n = 1 + rnd(&s) % (mode == 2 ? 300 : 20);
 
 				if (n > nbits - f)
 					n = nbits - f;
@@ -304,8 +308,8 @@ Test(bitmap, next_run_matches_naive_reference)
 				nc++;
 			}
 			cr_assert_eq(first, nf, "nbits %" PRIu64 " max %" PRIu64, nbits, maxc);
-			cr_assert_eq(count, nc, "nbits %" PRIu64 " max %" PRIu64 " at %" PRIu64, nbits,
-			    maxc, nf);
+			cr_assert_eq(count, nc, "nbits %" PRIu64 " max %" PRIu64 " at %" PRIu64,
+			             nbits, maxc, nf);
 			cr_assert_eq(pos, p);
 		}
 		while (p < nbits && !ref[p])
@@ -346,9 +350,9 @@ Test(guest, create_1g_and_1t_zero_touch_nothing, .timeout = 30)
 	t = g->stats.build_ns;
 	tern_guest_destroy(g);
 	printf("create 1T fill=zero memfd: %.3f ms, with destroy %.3f ms\n", t / 1e6,
-	    (now_ns() - t0) / 1e6);
-	cr_assert_lt(t, 1000000000ull, "1T fill=zero must build in milliseconds, took %" PRIu64 " ns",
-	    t);
+	       (now_ns() - t0) / 1e6);
+	cr_assert_lt(t, 1000000000ull,
+	             "1T fill=zero must build in milliseconds, took %" PRIu64 " ns", t);
 
 	g = mkguest("simvm:mem=1T,backing=anon-thp", TERN_GUEST_SOURCE);
 	cr_assert_eq(g->region.fd, -1);
@@ -389,12 +393,41 @@ Test(guest, fill_random_and_percent, .timeout = 60)
 	}
 	cr_assert_eq(blocks * 512, nrand * PG, "exactly the random pages are allocated");
 	cr_assert(nrand > npages * 45 / 100 && nrand < npages * 55 / 100, "%" PRIu64 " of %" PRIu64,
-	    nrand, npages);
+	          nrand, npages);
 	tern_guest_destroy(g);
 
 	g = mkguest("simvm:mem=16M,fill=0", TERN_GUEST_SOURCE);
 	cr_assert_eq(fd_blocks(g), 0);
 	tern_guest_destroy(g);
+}
+
+static int
+count_fds(void)
+{
+	int n = 0;
+
+	for (int fd = 0; fd < 1024; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+Test(guest, create_failure_cleans_up)
+{
+	struct tern_guest_config c;
+	struct tern_guest *g = (void *)1;
+	char err[256];
+	int before = count_fds(), rv;
+
+	/* 256 TiB is more than the user address space: mmap fails after
+	 * memfd_create and ftruncate succeeded. */
+	cr_assert_eq(tern_guest_spec_parse("simvm:mem=256T,vcpus=4", &c, err, sizeof(err)), 0, "%s",
+	             err);
+	rv = tern_guest_create(&g, &c, TERN_GUEST_SOURCE, err, sizeof(err));
+	cr_assert_lt(rv, 0);
+	cr_assert_null(g);
+	cr_assert_not_null(strstr(err, "mmap"), "%s", err);
+	cr_assert_eq(count_fds(), before, "the memfd is closed on failure");
+	printf("expected failure: %s\n", err);
 }
 
 /* ---- digest ---- */
@@ -487,9 +520,10 @@ Test(guest, populate_makes_writes_cheaper, .timeout = 60)
 		twrite = now_ns() - t0;
 		printf("%s: first-touch writes %.1f ms/128M, populate %.1f ms/256M, writes after "
 		       "populate %.1f ms/128M\n",
-		    specs[k], tfault / 1e6, tpop / 1e6, twrite / 1e6);
+		       specs[k], tfault / 1e6, tpop / 1e6, twrite / 1e6);
 		for (uint64_t o = 0; o < g->region.size; o += PG)
-			cr_assert_eq(*(uint64_t *)(g->region.host + o), o ^ 0xabcdef, "offset %" PRIu64, o);
+			cr_assert_eq(*(uint64_t *)(g->region.host + o), o ^ 0xabcdef,
+			             "offset %" PRIu64, o);
 		tern_guest_destroy(g);
 	}
 }
@@ -498,9 +532,8 @@ Test(guest, populate_makes_writes_cheaper, .timeout = 60)
 
 Test(guest, pause_resume, .timeout = 30)
 {
-	struct tern_guest *g =
-	    mkguest("simvm:mem=16M,vcpus=2,fill=random,workload=memtouch:ws=4M,rate=0",
-		TERN_GUEST_SOURCE);
+	struct tern_guest *g = mkguest(
+	    "simvm:mem=16M,vcpus=2,fill=random,workload=memtouch:ws=4M,rate=0", TERN_GUEST_SOURCE);
 	uint64_t p0, p1, p2;
 
 	wait_progress(g, 0);
@@ -519,6 +552,19 @@ Test(guest, pause_resume, .timeout = 30)
 	p2 = wait_progress(g, p1);
 	cr_assert_gt(p2, p1, "steps advance after resume");
 	printf("resume latency %.1f us\n", g->stats.last_resume_ns / 1e3);
+	tern_guest_destroy(g);
+
+	/* A paced vCPU sleeping in its 1 ms slot is woken by the pause. */
+	g = mkguest("simvm:mem=16M,vcpus=2,workload=memtouch:ws=4M,rate=8M", TERN_GUEST_SOURCE);
+	wait_progress(g, 0);
+	cr_assert_eq(g->ops->pause(g), 0);
+	printf("pause latency of a paced guest %.1f us\n", g->stats.last_pause_ns / 1e3);
+	tern_guest_destroy(g);
+
+	/* A destination paused before any memory arrived reads nothing. */
+	g = mkguest("simvm:mem=16M,vcpus=2,workload=memtouch", TERN_GUEST_DESTINATION);
+	cr_assert_eq(g->ops->pause(g), 0);
+	cr_assert_eq(fd_blocks(g), 0);
 	tern_guest_destroy(g);
 
 	/* Idle vCPUs pause and resume at once. */
@@ -545,8 +591,8 @@ Test(guest, check_invariant, .timeout = 30)
 
 		for (int i = 0; i < 3; i++) {
 			sleep_ms(10);
-			cr_assert_eq(tern_guest_check(g, &q, why, sizeof(why)), 0, "%s: %s", specs[k],
-			    why);
+			cr_assert_eq(tern_guest_check(g, &q, why, sizeof(why)), 0, "%s: %s",
+			             specs[k], why);
 			cr_assert_geq(q, p);
 			p = q;
 		}
@@ -556,7 +602,8 @@ Test(guest, check_invariant, .timeout = 30)
 		cr_assert_eq(g->ops->pause(g), 0);
 		w = (uint64_t *)tern_guest_hva(g, (CTL_PAGES + 1) * PG);
 		*w += 1;
-		cr_assert_eq(tern_guest_check(g, &q, why, sizeof(why)), TERN_EVERIFY, "%s", specs[k]);
+		cr_assert_eq(tern_guest_check(g, &q, why, sizeof(why)), TERN_EVERIFY, "%s",
+		             specs[k]);
 		cr_assert_not_null(strstr(why, "vCPU 1"), "%s", why);
 		*w -= 1;
 		cr_assert_eq(tern_guest_check(g, &q, why, sizeof(why)), 0, "%s", why);
@@ -639,13 +686,13 @@ Test(guest, state_round_trip_and_rejection, .timeout = 30)
 /* expect_none_lost: every page of want is in got. */
 static void
 expect_none_lost(const struct tern_bitmap *got, const struct tern_bitmap *want, const char *what,
-    int iter)
+                 int iter)
 {
 	for (uint64_t w = 0; w < want->nwords; w++) {
 		uint64_t lost = want->words[w] & ~got->words[w];
 
-		cr_assert_eq(lost, 0, "%s iter %d: written page %" PRIu64 " not reported", what, iter,
-		    w * 64 + (uint64_t)(lost ? __builtin_ctzll(lost) : 0));
+		cr_assert_eq(lost, 0, "%s iter %d: written page %" PRIu64 " not reported", what,
+		             iter, w * 64 + (uint64_t)(lost ? __builtin_ctzll(lost) : 0));
 	}
 }
 
@@ -654,7 +701,7 @@ expect_none_lost(const struct tern_bitmap *got, const struct tern_bitmap *want, 
  * allocates and reports the whole huge page). */
 static void
 expect_no_extra(const struct tern_bitmap *got, const struct tern_bitmap *allowed, bool thp,
-    const char *what, int iter)
+                const char *what, int iter)
 {
 	for (uint64_t w = 0; w < got->nwords; w++) {
 		uint64_t extra = got->words[w] & ~allowed->words[w], page, blk;
@@ -667,14 +714,15 @@ expect_no_extra(const struct tern_bitmap *got, const struct tern_bitmap *allowed
 		blk = page / 512 * 512;
 		for (uint64_t p = blk; p < blk + 512 && p < allowed->nbits && !any; p++)
 			any = tern_bitmap_test(allowed, p);
-		cr_assert(any, "%s iter %d: clean page %" PRIu64 " reported outside written 2M blocks",
-		    what, iter, page);
+		cr_assert(any,
+		          "%s iter %d: clean page %" PRIu64 " reported outside written 2M blocks",
+		          what, iter, page);
 	}
 }
 
 static void
 expect_exact(const struct tern_bitmap *got, const struct tern_bitmap *want, bool thp,
-    const char *what, int iter)
+             const char *what, int iter)
 {
 	expect_none_lost(got, want, what, iter);
 	expect_no_extra(got, want, thp, what, iter);
@@ -739,15 +787,18 @@ dirty_exact(const char *spec)
 		/* Every reported written page carries this iteration's stamp. */
 		for (uint64_t p = 0, f, c; tern_bitmap_next_run(&want, &p, 0, &f, &c);)
 			for (uint64_t q = f; q < f + c; q++)
-				cr_assert_eq(((uint64_t *)(g->region.host + q * PG))[1], (uint64_t)it);
+				cr_assert_eq(((uint64_t *)(g->region.host + q * PG))[1],
+				             (uint64_t)it);
 		/* Nothing written since: the next harvest is empty. */
 		pages = 0;
 		tern_bitmap_clear_all(&got);
 		cr_assert_eq(g->ops->dirty_harvest(g, &got, &pages), 0);
-		cr_assert_eq(pages, 0, "%s iter %d: %" PRIu64 " pages re-reported", spec, it, pages);
+		cr_assert_eq(pages, 0, "%s iter %d: %" PRIu64 " pages re-reported", spec, it,
+		             pages);
 	}
 	if (g->region.fd >= 0)
-		cr_assert_gt(holes, 50, "%s: the test must write into holes (%" PRIu64 ")", spec, holes);
+		cr_assert_gt(holes, 50, "%s: the test must write into holes (%" PRIu64 ")", spec,
+		             holes);
 	cr_assert_eq(g->stats.harvests, 17);
 	cr_assert_eq(g->ops->dirty_stop(g), 0);
 	cr_assert_eq(g->ops->dirty_stop(g), 0, "dirty_stop is idempotent");
@@ -796,12 +847,12 @@ Test(dirty, exact_on_1t_memfd, .timeout = 60)
 	tharv = now_ns() - t0;
 	for (int i = 0; i < 100; i++)
 		cr_assert(tern_bitmap_test(&got, written[i]), "hole write to page %" PRIu64 " lost",
-		    written[i]);
+		          written[i]);
 	cr_assert_eq(tern_bitmap_count(&got), pages);
 	cr_assert_leq(pages, 100);
 	cr_assert_geq(pages, 99, "100 random pages of 2^28 (a collision is possible)");
 	printf("1T memfd: dirty_start %.2f ms, harvest of 100 hole writes %.2f ms\n", tstart / 1e6,
-	    tharv / 1e6);
+	       tharv / 1e6);
 	tern_bitmap_fini(&got);
 	tern_guest_destroy(g);
 }
@@ -867,15 +918,15 @@ dirty_concurrent(const char *spec)
 		}
 		for (uint64_t i = 0; i < ws_pages; i++)
 			cur[i] = __atomic_load_n((uint64_t *)(g->region.host + (ws_first + i) * PG),
-			    __ATOMIC_RELAXED);
+			                         __ATOMIC_RELAXED);
 		tern_bitmap_clear_all(hc);
 		pages = 0;
 		cr_assert_eq(g->ops->dirty_harvest(g, hc, &pages), 0, "%s", g->why);
 		/* Stamps were written before this harvest began: all in it. */
 		for (uint64_t p = n / 2; p < n; p++)
 			if (tern_bitmap_test(&want, p))
-				cr_assert(tern_bitmap_test(hc, p), "%s iter %d: stamp on %" PRIu64 " lost",
-				    spec, it, p);
+				cr_assert(tern_bitmap_test(hc, p),
+				          "%s iter %d: stamp on %" PRIu64 " lost", spec, it, p);
 		/* Nothing but control pages, working set and stamps. */
 		expect_no_extra(hc, &want, thp, spec, it);
 		if (it > 0) {
@@ -889,8 +940,9 @@ dirty_concurrent(const char *spec)
 					continue;
 				changed++;
 				cr_assert(tern_bitmap_test(hc, p) || tern_bitmap_test(hp, p),
-				    "%s iter %d: page %" PRIu64 " changed but was never reported", spec,
-				    it, p);
+				          "%s iter %d: page %" PRIu64
+				          " changed but was never reported",
+				          spec, it, p);
 			}
 		}
 		sleep_ms(5);
