@@ -90,6 +90,7 @@ struct tern_actor {
 	atomic_bool stop_retry; /* SYS_STOP did not fit: the actor queues it */
 
 	/* Owned by the actor's thread. */
+	uint64_t kill_at; /* fault injection (TERN_FAULT_KILL), 0: none */
 	uint64_t tick_period;
 	uint64_t next_tick;
 	struct pollfd watch[RT_WATCH_MAX];
@@ -660,6 +661,10 @@ actor_loop(struct tern_actor *a)
 			return rc;
 
 		uint64_t now = uv_hrtime();
+		if (a->kill_at != 0 && now >= a->kill_at) {
+			tern_actor_kill(a);
+			return TERN_EKILLED;
+		}
 		if (a->tick_period != 0 && a->desc->tick != NULL && now >= a->next_tick) {
 			if (actor_killed(a))
 				return TERN_EKILLED;
@@ -676,8 +681,13 @@ actor_loop(struct tern_actor *a)
 		if (more) {
 			ts = (struct timespec){0, 0};
 			tp = &ts;
-		} else if (a->tick_period != 0 && a->desc->tick != NULL) {
-			uint64_t d = a->next_tick > now ? a->next_tick - now : 0;
+		} else if ((a->tick_period != 0 && a->desc->tick != NULL) || a->kill_at != 0) {
+			uint64_t next = UINT64_MAX;
+			if (a->tick_period != 0 && a->desc->tick != NULL)
+				next = a->next_tick;
+			if (a->kill_at != 0 && a->kill_at < next)
+				next = a->kill_at;
+			uint64_t d = next > now ? next - now : 0;
 			ts.tv_sec = d / 1000000000u;
 			ts.tv_nsec = d % 1000000000u;
 			tp = &ts;
@@ -789,6 +799,36 @@ actor_free(struct tern_actor *a)
 	free(a);
 }
 
+/* Fault injection for tests that kill actors inside real processes:
+ * TERN_FAULT_KILL="name@ms[,name@ms...]" kills the first actor of that
+ * descriptor name spawned in this process, ms after its spawn. */
+static uint64_t
+rt_fault_kill_at(const char *name)
+{
+	static atomic_uint fired; /* one bit per list entry: each kills once */
+	const char *env = getenv("TERN_FAULT_KILL");
+	if (env == NULL || name == NULL)
+		return 0;
+	size_t n = strlen(name);
+	unsigned idx = 0;
+	for (const char *p = env; *p != '\0'; idx++) {
+		const char *at = strchr(p, '@');
+		if (at == NULL)
+			return 0;
+		char *end;
+		unsigned long ms = strtoul(at + 1, &end, 10);
+		if ((size_t)(at - p) == n && strncmp(p, name, n) == 0 && idx < 32) {
+			unsigned bit = 1u << idx;
+			if (!(atomic_fetch_or(&fired, bit) & bit))
+				return uv_hrtime() + (uint64_t)ms * 1000000u + 1;
+		}
+		p = *end == ',' ? end + 1 : end;
+		if (*end != ',' && *end != '\0')
+			return 0;
+	}
+	return 0;
+}
+
 int
 tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *arg,
            uint32_t supervisor, struct tern_actor **out)
@@ -810,6 +850,7 @@ tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *ar
 	a->arg = arg;
 	a->supervisor = supervisor;
 	atomic_init(&a->killed, false);
+	a->kill_at = rt_fault_kill_at(desc->name);
 	atomic_init(&a->stop_asked, false);
 	atomic_init(&a->stop_retry, false);
 	if ((rc = uv_mutex_init(&a->mtx)) != 0)

@@ -37,6 +37,26 @@ session_trace(const char *path, const char *side, struct tern_trace **t, char *e
 	return rc;
 }
 
+/* After a failed migration the source guest must be running: resume it
+ * (idempotent: the coordinator already did on every path it saw), then prove
+ * it with the workload's own progress counter. */
+static void
+session_source_alive(struct tern_guest *g, struct tern_stats *stats)
+{
+	uint64_t p0 = 0, p1 = 0;
+	char why[TERN_STR_MAX];
+	(void)g->ops->resume(g);
+	if (g->cfg.workload != TERN_WORKLOAD_MEMTOUCH)
+		return;
+	int rc = tern_guest_check(g, &p0, why, sizeof(why));
+	usleep(100000);
+	if (rc == 0)
+		rc = tern_guest_check(g, &p1, why, sizeof(why));
+	stats->workload_progress_at_resume = p0;
+	stats->workload_progress_after = p1;
+	stats->workload_ok = rc == 0 && p1 > p0 ? 1 : -1;
+}
+
 int
 tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err, size_t errlen)
 {
@@ -115,12 +135,23 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 	(void)tern_actor_join(co, -1, &ex);
 	co = NULL;
 	rc = a->result;
-	if (rc == 0 && ex.reason != TERN_EXIT_NORMAL)
-		rc = ex.code ? ex.code : TERN_EACTOR;
+	if (ex.reason != TERN_EXIT_NORMAL) {
+		if (rc == 0 || rc == TERN_ECANCELED)
+			rc = ex.reason == TERN_EXIT_KILLED ? TERN_EKILLED
+							  : (ex.code ? ex.code : TERN_EACTOR);
+		if (a->err[0] == '\0')
+			snprintf(a->err, sizeof(a->err), "the coordinator actor %s: %.180s",
+			    ex.reason == TERN_EXIT_KILLED ? "was killed" : "failed", ex.why);
+	}
 	if (rc != 0)
-		session_err(err, errlen, "%s",
-		    a->err[0] ? a->err : (ex.why[0] ? ex.why : tern_strerror(rc)));
+		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
 out:
+	if (rc != 0 && g != NULL && !stats->handoff_unknown) {
+		session_source_alive(g, stats);
+		snprintf(stats->outcome, sizeof(stats->outcome), "aborted");
+	} else if (rc != 0 && stats->handoff_unknown) {
+		snprintf(stats->outcome, sizeof(stats->outcome), "unknown");
+	}
 	if (co != NULL) {
 		tern_actor_kill(co);
 		(void)tern_actor_join(co, -1, NULL);
@@ -269,6 +300,14 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	rcv = NULL;
 	rc = a->result;
 	g = atomic_load(&a->guest);
+	if (ex.reason != TERN_EXIT_NORMAL) {
+		if (rc == 0 || rc == TERN_ECANCELED)
+			rc = ex.reason == TERN_EXIT_KILLED ? TERN_EKILLED
+							  : (ex.code ? ex.code : TERN_EACTOR);
+		if (a->err[0] == '\0')
+			snprintf(a->err, sizeof(a->err), "the receiver actor %s: %.180s",
+			    ex.reason == TERN_EXIT_KILLED ? "was killed" : "failed", ex.why);
+	}
 	if (rc != 0) {
 		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
 		goto out;

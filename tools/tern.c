@@ -327,7 +327,7 @@ run_send(struct cli *c)
 			fprintf(stderr, "tern: the destination may be running the guest; the "
 					"source guest was left paused\n");
 	}
-	if (rc == 0 || strcmp(st.outcome, "aborted") == 0)
+	if (rc == 0 || c->json || strcmp(st.outcome, "aborted") == 0)
 		print_summary("source", &st, c->json);
 	return rc == 0 ? 0 : 1;
 }
@@ -341,7 +341,7 @@ run_receive(struct cli *c)
 	int rc = tern_migrate_receive(&c->recv, &st, err, sizeof(err));
 	if (rc != 0)
 		fprintf(stderr, "tern: receive failed: %s\n", err[0] ? err : tern_strerror(rc));
-	if (rc == 0 || st.outcome[0] == 'c')
+	if (rc == 0 || c->json)
 		print_summary("destination", &st, c->json);
 	return rc == 0 ? 0 : 1;
 }

@@ -1,0 +1,72 @@
+/*
+ * Fault injection: actors killed inside real tern processes mid-migration
+ * (TERN_FAULT_KILL, see actors/actor.c).  Whatever dies, both processes end
+ * in bounded time with a reason, and the source guest is running again.
+ */
+#include <criterion/criterion.h>
+
+#include "tests/proc.h"
+
+#define TERN TERN_CLI_PATH
+#define GUEST "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=128M,rate=400M,pattern=random"
+
+static void
+run_with_fault(const char *side, const char *fault, const char *expect)
+{
+	struct proc r, s;
+	if (strcmp(side, "destination") == 0)
+		setenv("TERN_FAULT_KILL", fault, 1);
+	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
+		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
+	cr_assert_eq(proc_start(&r, ra, 1), 0);
+	unsetenv("TERN_FAULT_KILL");
+	int port = proc_ready_port(&r, 10000);
+	cr_assert_gt(port, 0);
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	if (strcmp(side, "source") == 0)
+		setenv("TERN_FAULT_KILL", fault, 1);
+	/* A 1 ms limit keeps it iterating until the fault hits. */
+	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit", "1ms",
+		"--timeout", "60s", "--json", NULL };
+	cr_assert_eq(proc_start(&s, sa, 0), 0);
+	unsetenv("TERN_FAULT_KILL");
+	uint64_t t0 = proc_now_ms();
+	cr_assert_eq(proc_wait(&s, 30000), 0, "source hung after %s was killed", fault);
+	cr_assert_eq(proc_wait(&r, 30000), 0, "destination hung after %s was killed", fault);
+	cr_log_info("%s killed: source ended after %llu ms: %s", fault,
+	    (unsigned long long)(proc_now_ms() - t0), s.errbuf);
+	cr_assert_eq(proc_exit_code(&s), 1, "source: %s", s.errbuf);
+	cr_assert_eq(proc_exit_code(&r), 1, "destination: %s", r.errbuf);
+	cr_assert(strstr(s.errbuf, expect) != NULL || strstr(r.errbuf, expect) != NULL,
+	    "no '%s' in the errors: source: %s destination: %s", expect, s.errbuf, r.errbuf);
+	/* The source guest runs again: its workload counter advances. */
+	cr_assert_eq(json_num(s.outbuf, "workload_ok"), 1, "source guest not running: %s",
+	    s.outbuf);
+	cr_assert_eq(json_num(s.outbuf, "handoff_unknown"), 0);
+}
+
+Test(fault, source_dirty_log_killed, .timeout = 120)
+{
+	run_with_fault("source", "dirty-log@800", "killed");
+}
+
+Test(fault, source_connection_killed, .timeout = 120)
+{
+	run_with_fault("source", "conn-send@800", "killed");
+}
+
+Test(fault, source_coordinator_killed, .timeout = 120)
+{
+	run_with_fault("source", "coordinator@800", "killed");
+}
+
+Test(fault, destination_connection_killed, .timeout = 120)
+{
+	run_with_fault("destination", "conn-recv@500", "killed");
+}
+
+Test(fault, destination_receiver_killed, .timeout = 120)
+{
+	run_with_fault("destination", "receiver@500", "killed");
+}
