@@ -19,6 +19,16 @@
 
 #define PROC_OUT_MAX (64 * 1024)
 
+/* The tern binary under test: $TERN_CLI (e.g. a TSan build of the CLI, so
+ * that whole migrations run under the sanitizer while criterion itself runs
+ * plain), else the one built with this tree. */
+static inline char *
+tern_cli(void)
+{
+	char *env = getenv("TERN_CLI");
+	return env != NULL && env[0] != '\0' ? env : (char *)TERN_CLI_PATH;
+}
+
 struct proc {
 	pid_t pid;
 	int out, err, ready; /* pipes from the child; ready: --ready-fd */

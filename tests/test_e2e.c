@@ -9,7 +9,7 @@
 
 #include "tests/proc.h"
 
-#define TERN TERN_CLI_PATH
+#define TERN tern_cli()
 
 static int
 start_receiver(struct proc *r, const char *extra1, const char *extra2)
@@ -253,4 +253,68 @@ Test(e2e, source_killed_destination_exits, .timeout = 120)
 Test(e2e, destination_killed_source_aborts, .timeout = 120)
 {
 	kill_midway(0);
+}
+
+#include "messages/trace.h"
+
+/* Counts records of a kind (and, when text is non-NULL, with that text). */
+static int
+trace_count(const char *path, uint32_t kind, const char *text, const char *actor)
+{
+	struct tern_trace_reader *rd;
+	struct tern_trace_header h;
+	struct tern_trace_record rec;
+	int n = 0, rc;
+	cr_assert_eq(tern_trace_reader_open(&rd, path, &h), 0, "cannot open %s", path);
+	while ((rc = tern_trace_reader_next(rd, &rec)) == 1) {
+		if (rec.kind != kind)
+			continue;
+		if (text != NULL && strcmp(rec.text, text) != 0)
+			continue;
+		if (actor != NULL && strcmp(rec.actor_name, actor) != 0)
+			continue;
+		n++;
+	}
+	cr_assert_eq(rc, 0, "trace %s is corrupt", path);
+	tern_trace_reader_close(rd);
+	return n;
+}
+
+Test(e2e, traces_record_both_sides, .timeout = 300)
+{
+	char spath[] = "/tmp/tern-e2e-src-XXXXXX", dpath[] = "/tmp/tern-e2e-dst-XXXXXX";
+	close(mkstemp(spath));
+	close(mkstemp(dpath));
+	struct proc r, s;
+	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
+		"--exit-after-handoff", "--trace", dpath, NULL };
+	cr_assert_eq(proc_start(&r, ra, 1), 0);
+	int port = proc_ready_port(&r, 10000);
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	char *sa[] = { TERN, "send", "--to", to, "--guest",
+		"simvm:mem=128M,fill=random,workload=memtouch:ws=32M,rate=20M", "--trace", spath,
+		NULL };
+	cr_assert_eq(proc_start(&s, sa, 0), 0);
+	cr_assert_eq(proc_wait(&s, 60000), 0);
+	cr_assert_eq(proc_wait(&r, 60000), 0);
+	cr_assert_eq(proc_exit_code(&s), 0, "%s", s.errbuf);
+	cr_assert_eq(proc_exit_code(&r), 0, "%s", r.errbuf);
+	/* Source: every actor spawned and exited, the state machine's path. */
+	cr_assert_eq(trace_count(spath, TERN_TRACE_SPAWN, NULL, "coordinator"), 1);
+	cr_assert_eq(trace_count(spath, TERN_TRACE_SPAWN, NULL, "dirty-log"), 1);
+	cr_assert_eq(trace_count(spath, TERN_TRACE_SPAWN, NULL, "conn-send"), 1);
+	cr_assert_geq(trace_count(spath, TERN_TRACE_EXIT, NULL, NULL), 3);
+	cr_assert_eq(trace_count(spath, TERN_TRACE_STATE, "bulk", "coordinator"), 1);
+	cr_assert_eq(trace_count(spath, TERN_TRACE_STATE, "switchover", "coordinator"), 1);
+	cr_assert_eq(trace_count(spath, TERN_TRACE_STATE, "completed", "coordinator"), 1);
+	cr_assert_gt(trace_count(spath, TERN_TRACE_SEND, NULL, "conn-send"), 10);
+	cr_assert_gt(trace_count(spath, TERN_TRACE_RECV, NULL, "coordinator"), 10);
+	cr_assert_gt(trace_count(spath, TERN_TRACE_COUNTER, "dirty_rate_pps", NULL), 0);
+	/* Destination. */
+	cr_assert_eq(trace_count(dpath, TERN_TRACE_STATE, "configured", "receiver"), 1);
+	cr_assert_eq(trace_count(dpath, TERN_TRACE_STATE, "resumed", "receiver"), 1);
+	cr_assert_gt(trace_count(dpath, TERN_TRACE_RECV, NULL, "receiver"), 10);
+	unlink(spath);
+	unlink(dpath);
 }

@@ -7,7 +7,7 @@
 
 #include "tests/proc.h"
 
-#define TERN TERN_CLI_PATH
+#define TERN tern_cli()
 #define GUEST "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=128M,rate=400M,pattern=random"
 
 static void
