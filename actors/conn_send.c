@@ -52,13 +52,21 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 		return rc;
 	}
 	(void)tern_net_tune(s->fd);
+	uint64_t t0 = tern_now_ns();
 	rc = tern_wire_hello(s->fd, a->migration, a->conn, a->nconns, a->auth, 5000, why,
 	    sizeof(why), &a->peer_time_ns);
+	uint64_t t1 = tern_now_ns();
 	if (rc != 0) {
 		snprintf(a->err, sizeof(a->err), "handshake on connection %u with %s failed: %s",
 		    a->conn, a->to, why[0] ? why : tern_strerror(rc));
 		return rc;
 	}
+	/* The destination's CLOCK_MONOTONIC minus ours, assuming the ack was
+	 * stamped half-way through the round trip: tern-trace merges the two
+	 * sides' traces with it. */
+	if (a->conn == 0 && a->peer_time_ns != 0)
+		tern_actor_counter(self, "peer_clock_offset_ns",
+		    (double)a->peer_time_ns - ((double)t0 + (double)t1) / 2.0);
 	rc = tern_net_set_deadline(s->fd, a->deadline_ms > 0 ? a->deadline_ms : 10000);
 	if (rc != 0)
 		return rc;
