@@ -800,31 +800,34 @@ actor_free(struct tern_actor *a)
 }
 
 /* Fault injection for tests that kill actors inside real processes:
- * TERN_FAULT_KILL="name@ms[,name@ms...]" kills the first actor of that
- * descriptor name spawned in this process, ms after its spawn. */
+ * TERN_FAULT_KILL="name[#k]@ms[,...]" kills the k-th (from 0; default 0)
+ * actor of that descriptor name spawned in this process, ms after its spawn
+ * (e.g. "conn-send#2@800": the third connection, 0.8 s in). */
+#define RT_FAULTS 16
 static uint64_t
 rt_fault_kill_at(const char *name)
 {
-	static atomic_uint fired; /* one bit per list entry: each kills once */
+	/* Spawns seen per list entry; each entry fires once. */
+	static atomic_uint seen[RT_FAULTS];
 	const char *env = getenv("TERN_FAULT_KILL");
 	if (env == NULL || name == NULL)
 		return 0;
 	size_t n = strlen(name);
-	unsigned idx = 0;
-	for (const char *p = env; *p != '\0'; idx++) {
-		const char *at = strchr(p, '@');
+	for (unsigned idx = 0; *env != '\0' && idx < RT_FAULTS; idx++) {
+		const char *at = strchr(env, '@');
 		if (at == NULL)
 			return 0;
+		const char *hash = memchr(env, '#', (size_t)(at - env));
+		size_t len = (size_t)((hash ? hash : at) - env);
+		unsigned long k = hash ? strtoul(hash + 1, NULL, 10) : 0;
 		char *end;
 		unsigned long ms = strtoul(at + 1, &end, 10);
-		if ((size_t)(at - p) == n && strncmp(p, name, n) == 0 && idx < 32) {
-			unsigned bit = 1u << idx;
-			if (!(atomic_fetch_or(&fired, bit) & bit))
-				return uv_hrtime() + (uint64_t)ms * 1000000u + 1;
-		}
-		p = *end == ',' ? end + 1 : end;
-		if (*end != ',' && *end != '\0')
+		if (len == n && strncmp(env, name, n) == 0 &&
+		    atomic_fetch_add(&seen[idx], 1) == k)
+			return uv_hrtime() + (uint64_t)ms * 1000000u + 1;
+		if (*end != ',')
 			return 0;
+		env = end + 1;
 	}
 	return 0;
 }

@@ -32,7 +32,7 @@ cr_init(struct tern_actor *self, void *state, void *arg)
 	s->ctl = malloc(CR_CTL_PAYLOAD_MAX);
 	if (s->rx == NULL || s->ctl == NULL)
 		return TERN_ENOMEM;
-	int rc = tern_net_set_deadline(s->a->fd, 10000);
+	int rc = tern_net_set_deadline(s->a->fd, s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000);
 	if (rc != 0)
 		return rc;
 	return tern_actor_watch_fd(self, s->a->fd, POLLIN);

@@ -22,6 +22,7 @@ struct tern_conn_recv_args {
 	uint32_t conn;
 	uint32_t receiver; /* ReceiverCoordinator: CTL_IN, PAGES_IN */
 	int populate;      /* populate ranges ahead of the data */
+	int deadline_ms;   /* no progress for this long: the source is gone */
 	/* Set (release) by the ReceiverCoordinator once the guest exists;
 	 * NULL until W_CONFIG was accepted. */
 	struct tern_guest *_Atomic *guest;

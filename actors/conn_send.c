@@ -132,7 +132,9 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
 		    s->a->conn, tern_strerror(rc));
-	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, bytes, tern_now_ns() };
+	uint64_t now = tern_now_ns(), zero = 0;
+	atomic_compare_exchange_strong(&s->a->first_send_ns, &zero, now);
+	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, bytes, now };
 	return 0;
 }
 
@@ -178,7 +180,10 @@ cs_ack(struct tern_actor *self, struct cs_state *s, const struct tern_msg_w_ack 
 		    (unsigned long long)ack->chunk, tern_strerror(ack->status));
 	struct cs_flight f = s->flight[i];
 	s->flight[i] = s->flight[--s->inflight];
-	atomic_fetch_add_explicit(&s->a->payload, f.bytes, memory_order_relaxed);
+	uint64_t total = atomic_fetch_add_explicit(&s->a->payload, f.bytes, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->a->chunks, 1, memory_order_relaxed);
+	atomic_store_explicit(&s->a->last_ack_ns, tern_now_ns(), memory_order_relaxed);
+	tern_actor_counter(self, "conn_payload_bytes", (double)(total + f.bytes));
 	struct tern_msg d;
 	tern_msg_init(&d, TERN_MSG_CHUNK_DONE);
 	d.u.chunk_done.chunk = f.chunk;
@@ -209,6 +214,9 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 				       : tern_strerror(rc));
 	if (m.type == TERN_MSG_W_ACK && plen == 0)
 		return cs_ack(self, s, &m.u.w_ack);
+	if (m.type == TERN_MSG_W_ABORT && s->a->conn != 0)
+		return tern_actor_fail(self, TERN_EPEER, "connection %u: destination: %s",
+		    s->a->conn, m.u.w_abort.why);
 	/* Control answers are small; anything big is a protocol violation. */
 	if (s->a->conn != 0 || plen > 65536)
 		return tern_actor_fail(self, TERN_EPROTO, "connection %u: unexpected %s frame",
@@ -264,6 +272,19 @@ static void
 cs_stop(struct tern_actor *self, void *state)
 {
 	struct cs_state *s = state;
+	if (s->a != NULL && s->inflight > 0) {
+		/* Hand the unacknowledged chunks back (best effort: if the
+		 * coordinator is gone there is nobody left to resend them). */
+		uint8_t pairs[TERN_CONN_WINDOW_MAX * 16];
+		struct tern_msg d;
+		tern_msg_init(&d, TERN_MSG_CONN_DOWN);
+		d.u.conn_down.conn = s->a->conn;
+		for (uint32_t i = 0; i < s->inflight; i++)
+			tern_ranges_put(pairs, i, s->flight[i].chunk, 0);
+		d.u.conn_down.chunks = (struct tern_ranges){ pairs, s->inflight };
+		(void)tern_actor_send(self, s->a->coordinator, &d);
+		s->inflight = 0;
+	}
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;

@@ -8,6 +8,10 @@
  * in user space), and reports every W_ACK to the coordinator as CHUNK_DONE.
  * Connection 0 also carries control: CTL_OUT messages are sent as frames and
  * every non-ACK frame received is forwarded to the coordinator as CTL_IN.
+ *
+ * However it ends (error, stop, kill), its stop callback sends CONN_DOWN
+ * listing the chunks still unacknowledged, so the coordinator can hand them
+ * to the surviving connections.
  */
 #ifndef TERN_ACTORS_CONN_SEND_H
 #define TERN_ACTORS_CONN_SEND_H
@@ -34,6 +38,8 @@ struct tern_conn_send_args {
 	/* Written by the actor, read by the coordinator for statistics. */
 	_Atomic uint64_t bytes;   /* bytes on the wire, both directions */
 	_Atomic uint64_t payload; /* page bytes acknowledged */
+	_Atomic uint64_t chunks;  /* chunks acknowledged */
+	_Atomic uint64_t first_send_ns, last_ack_ns;
 };
 
 extern const struct tern_actor_desc tern_conn_send_actor;

@@ -73,6 +73,18 @@ struct co_state {
 	uint8_t *state_buf;
 	int conn0_alive;
 	uint64_t abort_deadline_ns;
+
+	/* Chunks put on the queue and not yet acknowledged, by id, so that a
+	 * dead connection's chunks can be given to the others. */
+	struct co_out {
+		uint64_t id;
+		struct tern_msg chunk;
+	} *out;
+	uint32_t nout;
+	uint64_t *requeue; /* ids to put again, before new chunks */
+	uint32_t nrequeue;
+	uint32_t alive;    /* connections alive */
+	int conn_dead[TERN_MAX_CONNECTIONS];
 };
 
 static void
@@ -231,9 +243,52 @@ co_cut(struct co_state *s, struct tern_msg *c)
 
 static int co_iteration_done(struct tern_actor *self, struct co_state *s);
 
+static struct co_out *
+co_out_find(struct co_state *s, uint64_t id)
+{
+	for (uint32_t i = 0; i < s->nout; i++)
+		if (s->out[i].id == id)
+			return &s->out[i];
+	return NULL;
+}
+
+static void
+co_out_remove(struct co_state *s, uint64_t id)
+{
+	struct co_out *o = co_out_find(s, id);
+	if (o != NULL)
+		*o = s->out[--s->nout];
+}
+
+/* Puts back the chunks of a dead connection (they stay outstanding). */
+static int
+co_requeue(struct tern_actor *self, struct co_state *s)
+{
+	while (s->nrequeue > 0) {
+		struct co_out *o = co_out_find(s, s->requeue[s->nrequeue - 1]);
+		if (o == NULL) { /* acknowledged meanwhile after all */
+			s->nrequeue--;
+			continue;
+		}
+		int rc = tern_queue_put(s->queue, tern_actor_id(self), &o->chunk, 0);
+		if (rc == TERN_ETIMEDOUT)
+			return 0;
+		if (rc != 0)
+			return co_abort(self, s, rc, "work queue failed: %s", tern_strerror(rc));
+		s->nrequeue--;
+		s->a->stats->chunks_requeued++;
+	}
+	return 0;
+}
+
 static int
 co_feed(struct tern_actor *self, struct co_state *s)
 {
+	if (s->cur == NULL)
+		return 0; /* no iteration running (setup, or between sets) */
+	int rc = co_requeue(self, s);
+	if (rc != 0 || s->nrequeue > 0)
+		return rc;
 	while (s->put - s->done < s->max_outstanding) {
 		if (!s->have_pending) {
 			if (s->cut_done || !co_cut(s, &s->pending)) {
@@ -242,7 +297,7 @@ co_feed(struct tern_actor *self, struct co_state *s)
 			}
 			s->have_pending = 1;
 		}
-		int rc = tern_queue_put(s->queue, tern_actor_id(self), &s->pending, 0);
+		rc = tern_queue_put(s->queue, tern_actor_id(self), &s->pending, 0);
 		if (rc == TERN_ETIMEDOUT)
 			break; /* full: retried on the next ack or tick */
 		if (rc != 0)
@@ -250,6 +305,7 @@ co_feed(struct tern_actor *self, struct co_state *s)
 		s->have_pending = 0;
 		s->put++;
 		s->iter_pages += s->pending.u.chunk.pages;
+		s->out[s->nout++] = (struct co_out){ s->pending.u.chunk.chunk, s->pending };
 	}
 	if (s->cut_done && !s->have_pending && s->done == s->put)
 		return co_iteration_done(self, s);
@@ -506,6 +562,9 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	}
 	switch (m->type) {
 	case TERN_MSG_CHUNK_DONE:
+		if (co_out_find(s, m->u.chunk_done.chunk) == NULL)
+			return 0; /* a resent chunk acknowledged twice */
+		co_out_remove(s, m->u.chunk_done.chunk);
 		s->done++;
 		s->iter_bytes += m->u.chunk_done.bytes;
 		s->a->stats->payload_bytes += m->u.chunk_done.bytes;
@@ -515,8 +574,36 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return co_feed(self, s);
 	case TERN_MSG_CTL_IN:
 		return co_ctl_in(self, s, m);
+	case TERN_MSG_CONN_DOWN: {
+		const struct tern_msg_conn_down *d = &m->u.conn_down;
+		for (uint32_t i = 0; i < d->chunks.count && s->nrequeue < s->max_outstanding; i++) {
+			uint64_t id, unused;
+			tern_ranges_get(&d->chunks, i, &id, &unused);
+			if (co_out_find(s, id) != NULL)
+				s->requeue[s->nrequeue++] = id;
+		}
+		return co_feed(self, s);
+	}
 	case TERN_MSG_SYS_EXIT: {
 		const struct tern_msg_sys_exit *e = &m->u.sys_exit;
+		for (uint32_t i = 1; i < s->nconns; i++) {
+			if (s->conns[i] == NULL || e->actor != tern_actor_id(s->conns[i]) ||
+			    s->conn_dead[i])
+				continue;
+			/* A data connection died: the others take its work. */
+			s->conn_dead[i] = 1;
+			s->alive--;
+			s->a->stats->connections_lost++;
+			s->a->stats->conn[i].lost = 1;
+			uint32_t need = s->a->opts->connections_min ? s->a->opts->connections_min
+								    : s->nconns;
+			if (s->alive < need)
+				return co_abort(self, s, e->code ? e->code : TERN_EACTOR,
+				    "%u of %u connections left (need %u): %s", s->alive, s->nconns,
+				    need, e->why[0] ? e->why : "a connection exited");
+			tern_actor_counter(self, "connections_alive", (double)s->alive);
+			return co_feed(self, s);
+		}
 		return co_abort(self, s, e->code ? e->code : TERN_EACTOR, "%s: %s",
 		    e->name, e->why[0] ? e->why : "exited");
 	}
@@ -602,7 +689,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		c->nconns = s->nconns;
 		c->coordinator = tern_actor_id(self);
 		c->window = 4;
-		c->deadline_ms = 10000;
+		c->deadline_ms = o->io_timeout_ms ? (int)o->io_timeout_ms : 10000;
 		rc = tern_spawn(tern_actor_rt(self), &tern_conn_send_actor, c, tern_actor_id(self),
 		    &s->conns[i]);
 		if (rc != 0) {
@@ -613,6 +700,11 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	}
 	s->max_outstanding = (uint64_t)s->nconns * a->conns[0].window + 2;
 	s->conn0_alive = 1;
+	s->alive = s->nconns;
+	s->out = calloc(s->max_outstanding, sizeof(*s->out));
+	s->requeue = calloc(s->max_outstanding, sizeof(*s->requeue));
+	if (s->out == NULL || s->requeue == NULL)
+		return TERN_ENOMEM;
 
 	struct tern_msg f;
 	tern_msg_init(&f, TERN_MSG_W_CONFIG);
@@ -659,8 +751,20 @@ co_stop(struct tern_actor *self, void *state)
 	for (uint32_t i = 0; i < s->nconns; i++)
 		co_stop_child(&s->conns[i]);
 	co_stop_child(&s->dirty_log);
-	for (uint32_t i = 0; i < s->nconns; i++)
-		a->stats->bytes_sent += atomic_load(&a->conns[i].bytes);
+	for (uint32_t i = 0; i < s->nconns; i++) {
+		struct tern_conn_send_args *c = &a->conns[i];
+		struct tern_conn_stats *cs = &a->stats->conn[i];
+		cs->bytes = atomic_load(&c->bytes);
+		cs->payload = atomic_load(&c->payload);
+		cs->chunks = atomic_load(&c->chunks);
+		uint64_t f = atomic_load(&c->first_send_ns), l = atomic_load(&c->last_ack_ns);
+		cs->active_ms = f && l > f ? (l - f) / 1000000 : 0;
+		a->stats->bytes_sent += cs->bytes;
+	}
+	free(s->out);
+	free(s->requeue);
+	s->out = NULL;
+	s->requeue = NULL;
 	a->stats->dirty_rate_pps = s->dirty_pps;
 	a->stats->bandwidth_bps = s->bw_bps;
 	tern_bitmap_fini(&s->bulk);

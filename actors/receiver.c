@@ -182,6 +182,16 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		s->a->stats->pages_sent += m->u.pages_in.bytes / TERN_PAGE_SIZE;
 		return 0;
 	case TERN_MSG_SYS_EXIT:
+		for (uint32_t i = 1; i < s->a->nconns; i++) {
+			if (s->conns[i] != NULL && m->u.sys_exit.actor == tern_actor_id(s->conns[i])) {
+				/* A data connection died: the source resends its
+				 * chunks on the others (or aborts if too few are
+				 * left, which arrives on connection 0). */
+				s->a->stats->connections_lost++;
+				s->a->stats->conn[i].lost = 1;
+				return 0;
+			}
+		}
 		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_EACTOR,
 		    "%s", m->u.sys_exit.why[0] ? m->u.sys_exit.why : "a connection ended");
 	default:
@@ -205,6 +215,7 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		c->receiver = tern_actor_id(self);
 		c->guest = &a->guest;
 		c->populate = !a->opts->no_populate;
+		c->deadline_ms = a->opts->io_timeout_ms ? (int)a->opts->io_timeout_ms : 10000;
 		if (rc == 0) {
 			/* The actor owns the fd from here on, failed or not. */
 			rc = tern_spawn(tern_actor_rt(self), &tern_conn_recv_actor, c,
@@ -234,7 +245,10 @@ rc_stop(struct tern_actor *self, void *state)
 			(void)tern_actor_join(s->conns[i], -1, NULL);
 		}
 		s->conns[i] = NULL;
-		s->a->stats->bytes_sent += atomic_load(&s->a->conns[i].bytes);
+		struct tern_conn_stats *cs = &s->a->stats->conn[i];
+		cs->bytes = atomic_load(&s->a->conns[i].bytes);
+		cs->payload = atomic_load(&s->a->conns[i].payload);
+		s->a->stats->bytes_sent += cs->bytes;
 	}
 }
 

@@ -178,10 +178,11 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 	struct tern_msg_w_hello hello;
 	char migration[TERN_STR_MAX];
 	int timeout = opts->accept_timeout_ms ? (int)opts->accept_timeout_ms : -1;
-	uint32_t have = 0, want = 1;
+	uint32_t have = 0, want = 1, asked = 1, refused = 0;
+	uint32_t max = opts->max_connections ? opts->max_connections : TERN_MAX_CONNECTIONS;
 	int rc = 0;
 
-	while (have < want) {
+	while (have + refused < asked) {
 		int fd = -1;
 		rc = tern_net_accept(lfd, have == 0 ? timeout : 10000, &fd);
 		if (rc != 0) {
@@ -212,13 +213,27 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 				    hello.conn, hello.nconns);
 				return TERN_EPROTO;
 			}
-			want = hello.nconns;
+			want = hello.nconns < max ? hello.nconns : max;
+			asked = hello.nconns;
 			snprintf(migration, sizeof(migration), "%s", hello.migration);
-		} else if (strcmp(hello.migration, migration) != 0 || hello.conn >= want ||
+		} else if (strcmp(hello.migration, migration) != 0 || hello.conn >= asked ||
 		    a->conns[hello.conn].fd >= 0) {
 			close(fd);
 			snprintf(err, errlen, "connection from another migration or a duplicate");
 			return TERN_EPROTO;
+		}
+		if (hello.conn >= max) {
+			/* Over this destination's limit: say so, the source carries
+			 * on with fewer if it may (--connections-min). */
+			struct tern_msg ab;
+			tern_msg_init(&ab, TERN_MSG_W_ABORT);
+			ab.u.w_abort.code = TERN_EPEER;
+			snprintf(ab.u.w_abort.why, sizeof(ab.u.w_abort.why),
+			    "this destination accepts at most %u connections", max);
+			(void)tern_wire_send(fd, &ab, NULL, 0, NULL);
+			close(fd);
+			refused++;
+			continue;
 		}
 		(void)tern_net_tune(fd);
 		a->conns[hello.conn].fd = fd;
@@ -371,5 +386,26 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 	    s->pause_latency_us, s->connections, s->verified ? "true" : "false",
 	    s->handoff_unknown ? "true" : "false", s->workload_progress_at_resume,
 	    s->workload_progress_after, s->workload_ok);
-	return n < 0 || (size_t)n >= len ? TERN_EINVAL : 0;
+	if (n < 0 || (size_t)n >= len)
+		return TERN_EINVAL;
+	/* Per connection: replace the closing brace with the array. */
+	size_t at = (size_t)n - 1;
+	int k = snprintf(buf + at, len - at, ",\"connections_lost\":%u,\"chunks_requeued\":%" PRIu64
+	    ",\"conns\":[", s->connections_lost, s->chunks_requeued);
+	if (k < 0 || (size_t)k >= len - at)
+		return TERN_EINVAL;
+	at += (size_t)k;
+	for (uint32_t i = 0; i < s->connections && i < TERN_MAX_CONNECTIONS; i++) {
+		const struct tern_conn_stats *c = &s->conn[i];
+		k = snprintf(buf + at, len - at,
+		    "%s{\"bytes\":%" PRIu64 ",\"payload_bytes\":%" PRIu64 ",\"chunks\":%" PRIu64
+		    ",\"active_ms\":%" PRIu64 ",\"throughput_bps\":%" PRIu64 ",\"lost\":%s}",
+		    i ? "," : "", c->bytes, c->payload, c->chunks, c->active_ms,
+		    c->active_ms ? c->payload * 1000 / c->active_ms : 0, c->lost ? "true" : "false");
+		if (k < 0 || (size_t)k >= len - at)
+			return TERN_EINVAL;
+		at += (size_t)k;
+	}
+	k = snprintf(buf + at, len - at, "]}");
+	return k < 0 || (size_t)k >= len - at ? TERN_EINVAL : 0;
 }

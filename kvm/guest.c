@@ -440,6 +440,8 @@ tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, i
 	g->role = role;
 	g->region.fd = -1;
 	g->npages = cfg->mem_size / TERN_PAGE_SIZE;
+	g->dirty_mode = ops->dirty_modes != NULL ? ops->dirty_modes[0] : NULL;
+	g->dirty_ring_size = TERN_DIRTY_RING_DEFAULT;
 	if ((rv = ops->create(g, cfg, role)) != 0) {
 		if (g->why[0] != '\0')
 			guest_errf(err, errlen, "%s", g->why);
@@ -460,6 +462,58 @@ tern_guest_destroy(struct tern_guest *g)
 		return;
 	g->ops->destroy(g);
 	free(g);
+}
+
+int
+tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_size, char *why,
+                          size_t whylen)
+{
+	const struct tern_dirty_mode *const *m = g->ops->dirty_modes, *found = NULL;
+	char names[128] = "", r[160];
+	size_t len = 0;
+
+	guest_errf(why, whylen, "%s", "");
+	if (m == NULL || m[0] == NULL) {
+		guest_errf(why, whylen, "dirty-log mode '%s': backend %s has no dirty tracking",
+		           mode ? mode : "", g->ops->name);
+		return TERN_ENOTSUP;
+	}
+	if (mode == NULL || mode[0] == '\0')
+		mode = m[0]->name;
+	for (; *m != NULL; m++) {
+		if (strcmp((*m)->name, mode) == 0)
+			found = *m;
+		if (len < sizeof(names))
+			len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s",
+			                        len ? ", " : "", (*m)->name);
+	}
+	if (found == NULL) {
+		guest_errf(why, whylen, "dirty-log mode '%s' is unknown (backend %s has: %s)", mode,
+		           g->ops->name, names);
+		return TERN_EINVAL;
+	}
+	if (g->dirty_tracking) {
+		guest_errf(why, whylen,
+		           "dirty-log mode '%s': cannot change mode while '%s' tracking runs", mode,
+		           g->dirty_mode->name);
+		return TERN_ESTATE;
+	}
+	if (ring_size == 0)
+		ring_size = TERN_DIRTY_RING_DEFAULT;
+	if (ring_size < TERN_DIRTY_RING_MIN || ring_size > TERN_DIRTY_RING_MAX ||
+	    (ring_size & (ring_size - 1)) != 0) {
+		guest_errf(why, whylen,
+		           "dirty-log mode '%s': ring size %u is not a power of two in %u..%u",
+		           mode, ring_size, TERN_DIRTY_RING_MIN, TERN_DIRTY_RING_MAX);
+		return TERN_EINVAL;
+	}
+	if (found->supported != NULL && !found->supported(g, r, sizeof(r))) {
+		guest_errf(why, whylen, "dirty-log mode '%s' is not supported: %s", mode, r);
+		return TERN_ENOTSUP;
+	}
+	g->dirty_mode = found;
+	g->dirty_ring_size = ring_size;
+	return 0;
 }
 
 bool

@@ -68,7 +68,50 @@ struct tern_guest_stats {
 	uint64_t last_resume_ns;  /* latency of the last resume */
 	uint64_t harvests;        /* dirty harvests done */
 	uint64_t workload_steps;  /* memtouch writes done by all vCPUs */
+	/* ring mode: times a vCPU found its dirty ring full and stopped until
+	 * a harvest freed it (KVM_EXIT_DIRTY_RING_FULL).  Written by vCPU
+	 * threads: read it with __atomic_load_n. */
+	uint64_t ring_full_stalls;
 };
+
+/*
+ * A dirty-log mode: one way a backend finds the pages written since the
+ * previous harvest, a strategy as in KVM's dirty_log_test.  A backend lists
+ * its modes in tern_guest_ops.dirty_modes; the guest's dirty_start,
+ * dirty_harvest and dirty_stop slots dispatch to the one selected with
+ * tern_guest_set_dirty_mode (the backend's first mode by default), so that
+ * callers of the slots do not know which mode runs.  Calls into a mode are
+ * never concurrent with each other (one harvester).
+ *
+ * simvm has two:
+ *  - "bitmap": userfaultfd asynchronous write-protect + PAGEMAP_SCAN.  Sees
+ *    every write to guest memory, by vCPUs or anyone else; a harvest scans
+ *    the populated memory (cost follows populated guest size).
+ *  - "ring": KVM dirty-ring semantics.  Each vCPU pushes the page numbers it
+ *    writes into its own ring of dirty_ring_size entries, a page at most once
+ *    until it is harvested; a harvest collects every ring and resets it
+ *    (KVM_RESET_DIRTY_RINGS), so its cost follows the number of dirty pages,
+ *    not the guest's size.  A vCPU whose ring is full stops until a harvest
+ *    frees it; no entry is ever dropped.  Only vCPU writes are caught, as
+ *    with KVM's ring: writes through the mapping by the VMM (or a test) are
+ *    not.
+ */
+struct tern_dirty_mode {
+	const char *name;
+	/* supported returns true if g can run this mode; otherwise false with
+	 * a one-line reason (naming the missing kernel feature) in why. */
+	bool (*supported)(struct tern_guest *g, char *why, size_t whylen);
+	/* start begins tracking: pages written so far are not dirty. */
+	int (*start)(struct tern_guest *g);
+	/* harvest: as tern_guest_ops.dirty_harvest. */
+	int (*harvest)(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages);
+	/* stop ends tracking; idempotent. */
+	int (*stop)(struct tern_guest *g);
+};
+
+#define TERN_DIRTY_RING_DEFAULT 4096u /* entries per vCPU */
+#define TERN_DIRTY_RING_MIN 16u
+#define TERN_DIRTY_RING_MAX (1u << 20)
 
 struct tern_guest_ops {
 	const char *name;
@@ -83,7 +126,8 @@ struct tern_guest_ops {
 	int (*pause)(struct tern_guest *g);
 	/* resume lets the vCPUs run again; idempotent. */
 	int (*resume)(struct tern_guest *g);
-	/* dirty_start write-protects all memory and begins tracking. */
+	/* dirty_start begins tracking in the selected dirty mode (bitmap:
+	 * write-protects all memory); pages written before are not dirty. */
 	int (*dirty_start)(struct tern_guest *g);
 	/* dirty_harvest ORs into bm (one bit per page of the guest) every page
 	 * written since the previous harvest (or dirty_start), re-arms tracking
@@ -98,6 +142,9 @@ struct tern_guest_ops {
 	 * tern_guest_check (pausing around it if the guest runs, never
 	 * resuming a guest the caller paused).  NULL: nothing to check. */
 	int (*check)(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen);
+	/* dirty_modes lists the backend's dirty-log modes, NULL-terminated;
+	 * the first is the default. */
+	const struct tern_dirty_mode *const *dirty_modes;
 };
 
 struct tern_guest {
@@ -108,6 +155,11 @@ struct tern_guest {
 	uint64_t npages;
 	struct tern_guest_stats stats;
 	void *priv; /* backend state */
+	/* The dirty-log mode dirty_start uses and the ring size for "ring"
+	 * (entries per vCPU); set with tern_guest_set_dirty_mode. */
+	const struct tern_dirty_mode *dirty_mode;
+	uint32_t dirty_ring_size;
+	bool dirty_tracking; /* between a successful dirty_start and dirty_stop */
 	/* why is the backend's one-line reason for its last failure (create,
 	 * dirty_start, state_load, ...), naming a missing kernel feature where
 	 * that is the cause; "" when there is none. */
@@ -120,6 +172,16 @@ struct tern_guest {
 int tern_guest_create(struct tern_guest **g, const struct tern_guest_config *cfg, int role,
     char *err, size_t errlen);
 void tern_guest_destroy(struct tern_guest *g);
+
+/* tern_guest_set_dirty_mode selects the dirty-log mode ("bitmap", "ring";
+ * NULL or "" for the backend's default) and, for "ring", the ring size in
+ * entries per vCPU (a power of two in TERN_DIRTY_RING_MIN..MAX; 0 for
+ * TERN_DIRTY_RING_DEFAULT), for the next dirty_start.  Returns 0;
+ * TERN_EINVAL for an unknown mode or a bad size, TERN_ENOTSUP for a mode
+ * this guest cannot run, TERN_ESTATE while tracking runs -- each with a
+ * one-line reason naming the mode in why. */
+int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_size,
+    char *why, size_t whylen);
 
 /* tern_guest_populate installs page-table entries for [gpa, gpa+len) ahead
  * of data (MADV_POPULATE_WRITE; fallocate first for a memfd) so that writes

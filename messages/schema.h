@@ -60,6 +60,13 @@
 	F(U64, dirty_pps) F(U64, bw_bps) F(U64, eta_ms) F(U64, elapsed_ms)
 /* Destination ConnectionActor -> ReceiverCoordinator: pages written. */
 #define TERN_FIELDS_PAGES_IN(F) F(U32, conn) F(U64, bytes) F(U64, frames)
+/* Coordinator -> ThrottleActor request: enforce pct (0..99, 0 = off). */
+#define TERN_FIELDS_THROTTLE_SET(F) F(U32, pct)
+/* ThrottleActor reply: the pct in force, the guest's measured run-time
+ * share over the last slices (parts per million), the slices enforced so
+ * far, and status (0, or TERN_EINVAL for a pct above 99, which is ignored). */
+#define TERN_FIELDS_THROTTLE_STATE(F)                                          \
+	F(U32, pct) F(U32, run_share_ppm) F(U64, slices) F(I32, status)
 
 /* ---- wire frame headers (connection 0 carries control and data) ---- */
 #define TERN_FIELDS_W_HELLO(F)                                                 \
@@ -96,6 +103,8 @@
 	X(CTL_IN, ctl_in, 0x0024)                                              \
 	X(PROGRESS, progress, 0x0025)                                          \
 	X(PAGES_IN, pages_in, 0x0026)                                          \
+	X(THROTTLE_SET, throttle_set, 0x0030)                                  \
+	X(THROTTLE_STATE, throttle_state, 0x0031)                              \
 	X(W_HELLO, w_hello, 0x1001)                                            \
 	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                    \
 	X(W_CONFIG, w_config, 0x1003)                                          \

@@ -53,7 +53,9 @@ usage(FILE *f)
 	    "                          (memtouch: ws=SIZE rate=SIZE/s pattern=seq|random) seed=N\n"
 	    "  --downtime-limit DUR    switch over when the expected downtime fits (300ms)\n"
 	    "  --timeout DUR           give up, source running, if not done by then (none)\n"
-	    "  --connections N         TCP connections, 1..%d (1)\n"
+	    "  --connections N         TCP connections, 1..%d (1); 0 carries control too\n"
+	    "  --connections-min N     carry on with N if the destination accepts fewer (all)\n"
+	    "  --io-timeout DUR        a connection without progress this long is dead (10s)\n"
 	    "  --chunk-size SIZE       bytes of pages per work item (1M)\n"
 	    "  --dirty-period DUR      background dirty-log harvest period (30ms)\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
@@ -68,6 +70,8 @@ usage(FILE *f)
 	    "                          (default: run until SIGINT/SIGTERM, then check)\n"
 	    "  --accept-timeout DUR    give up if no migration arrives (wait forever)\n"
 	    "  --no-populate           do not populate memory ahead of the data\n"
+	    "  --max-connections N     refuse connections beyond N (64)\n"
+	    "  --io-timeout DUR        as for send\n"
 	    "  --ready-fd FD           write the listening port to FD once listening\n"
 	    "  --auth TOKEN, --trace FILE, --json   as for send\n"
 	    "\n"
@@ -143,7 +147,7 @@ static void
 print_summary(const char *side, const struct tern_stats *s, int json)
 {
 	if (json) {
-		char buf[2048];
+		char buf[16384];
 		if (tern_stats_json(s, buf, sizeof(buf)) == 0)
 			printf("%s\n", buf);
 		fflush(stdout);
@@ -183,7 +187,8 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 enum {
 	OPT_TO = 256, OPT_GUEST, OPT_DOWNTIME, OPT_TIMEOUT, OPT_CONNS, OPT_CHUNK, OPT_PERIOD,
 	OPT_VERIFY, OPT_AUTH, OPT_TRACE, OPT_JSON, OPT_LISTEN, OPT_EXIT_AFTER, OPT_RUN_AFTER,
-	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP,
+	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
+	OPT_MAX_CONNS,
 };
 
 static const struct option long_opts[] = {
@@ -205,6 +210,9 @@ static const struct option long_opts[] = {
 	{ "no-populate", no_argument, NULL, OPT_NO_POPULATE },
 	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
 	{ "help", no_argument, NULL, OPT_HELP },
+	{ "connections-min", required_argument, NULL, OPT_CONNS_MIN },
+	{ "io-timeout", required_argument, NULL, OPT_IO_TIMEOUT },
+	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -247,6 +255,26 @@ parse_opts(int argc, char **argv, struct cli *c)
 			c->send.connections = (uint32_t)n;
 			break;
 		}
+		case OPT_CONNS_MIN:
+		case OPT_MAX_CONNS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > TERN_MAX_CONNECTIONS)
+				return bad_usage(opt == OPT_CONNS_MIN
+						     ? "bad --connections-min '%s': must be 1..64"
+						     : "bad --max-connections '%s': must be 1..64",
+				    optarg);
+			if (opt == OPT_CONNS_MIN)
+				c->send.connections_min = (uint32_t)n;
+			else
+				c->recv.max_connections = (uint32_t)n;
+			break;
+		}
+		case OPT_IO_TIMEOUT:
+			if (parse_duration_ms(optarg, &v) != 0 || v < 100 || v > 3600000)
+				return bad_usage("bad --io-timeout '%s' (100ms..1h)", optarg);
+			c->send.io_timeout_ms = c->recv.io_timeout_ms = (uint32_t)v;
+			break;
 		case OPT_CHUNK:
 			if (tern_parse_size(optarg, &v) != 0 || v < TERN_PAGE_SIZE ||
 			    v > (32ull << 20) || v % TERN_PAGE_SIZE)

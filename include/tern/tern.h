@@ -49,6 +49,10 @@ struct tern_send_opts {
 	const char *to;          /* "HOST:PORT" of the destination */
 	const char *guest;       /* guest spec, "simvm:mem=1G,..." */
 	uint32_t connections;    /* 1..TERN_MAX_CONNECTIONS (0 means 1) */
+	uint32_t connections_min; /* carry on with this many if the destination
+				     accepts fewer (0: all are required) */
+	uint32_t io_timeout_ms;  /* no progress on a connection for this long:
+				    the peer is gone (0: 10 s) */
 	uint64_t chunk_size;     /* bytes per work item (0: default) */
 	uint32_t downtime_limit_ms; /* 0: default 300 */
 	uint64_t timeout_ms;     /* 0: no timeout */
@@ -67,9 +71,20 @@ struct tern_recv_opts {
 	uint64_t run_after_ms;     /* keep the guest running this long after handoff, then check it */
 	int exit_after_handoff;    /* return as soon as the guest runs */
 	int no_populate;           /* do not populate memory ahead of data */
+	uint32_t max_connections;  /* refuse connections beyond this many (0: 64) */
+	uint32_t io_timeout_ms;    /* as in tern_send_opts */
 	const char *trace_path;
 	const char *auth;
 	volatile int *stop_flag;   /* set non-zero (e.g. from SIGINT) to stop running the guest */
+};
+
+/* One connection's share of a migration. */
+struct tern_conn_stats {
+	uint64_t bytes;     /* bytes on the wire, both directions */
+	uint64_t payload;   /* page bytes acknowledged (source) / written (destination) */
+	uint64_t chunks;    /* chunks acknowledged / received */
+	uint64_t active_ms; /* first send to last ack */
+	int lost;           /* the connection failed during the migration */
 };
 
 struct tern_stats {
@@ -90,7 +105,10 @@ struct tern_stats {
 	uint64_t final_pages;     /* pages sent while paused */
 	int verified;             /* 1 digests compared equal, 0 not asked */
 	int handoff_unknown;      /* see tern_migrate_send */
-	uint32_t connections;
+	uint32_t connections;     /* connections in use */
+	uint32_t connections_lost;
+	uint64_t chunks_requeued; /* chunks resent after their connection died */
+	struct tern_conn_stats conn[TERN_MAX_CONNECTIONS];
 	/* destination */
 	uint64_t workload_progress_at_resume;
 	uint64_t workload_progress_after;
