@@ -28,6 +28,7 @@ struct cs_state {
 	int queue_watched;
 	struct cs_flight flight[TERN_CONN_WINDOW_MAX];
 	uint32_t inflight;
+	uint64_t last_progress_ns; /* last ack, or the send that filled an empty window */
 	struct tern_wire_rx *rx;
 	uint8_t ranges[TERN_CHUNK_MAX_RUNS * 16];
 	struct iovec iov[TERN_CHUNK_MAX_RUNS];
@@ -80,7 +81,23 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	if (rc != 0)
 		return rc;
 	s->queue_watched = 1;
+	/* Waiting for acks has no socket deadline: the tick enforces it. */
+	tern_actor_set_tick(self, (uint64_t)(a->deadline_ms > 0 ? a->deadline_ms : 10000) *
+	    1000000ull / 4);
 	tern_actor_state(self, "connected");
+	return 0;
+}
+
+/* A destination that stopped reading (or answering) is detected here. */
+static int
+cs_tick(struct tern_actor *self, void *state)
+{
+	struct cs_state *s = state;
+	uint64_t limit = (uint64_t)(s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000) * 1000000ull;
+	if (s->inflight > 0 && tern_now_ns() - s->last_progress_ns > limit)
+		return tern_actor_fail(self, TERN_ETIMEDOUT,
+		    "connection %u: no acknowledgement from the destination for %d ms", s->a->conn,
+		    s->a->deadline_ms);
 	return 0;
 }
 
@@ -126,15 +143,19 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	m.u.w_pages.chunk = c->chunk;
 	m.u.w_pages.ranges.pairs = s->ranges;
 	m.u.w_pages.ranges.count = nruns;
+	/* In flight from before the first byte: if the send fails, CONN_DOWN
+	 * hands this chunk back too. */
+	uint64_t now = tern_now_ns(), zero = 0;
+	atomic_compare_exchange_strong(&s->a->first_send_ns, &zero, now);
+	if (s->inflight == 0)
+		s->last_progress_ns = now;
+	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, bytes, now };
 	uint64_t wire = 0;
 	rc = tern_wire_send(s->fd, &m, s->iov, (int)nruns, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
 		    s->a->conn, tern_strerror(rc));
-	uint64_t now = tern_now_ns(), zero = 0;
-	atomic_compare_exchange_strong(&s->a->first_send_ns, &zero, now);
-	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, bytes, now };
 	return 0;
 }
 
@@ -180,6 +201,7 @@ cs_ack(struct tern_actor *self, struct cs_state *s, const struct tern_msg_w_ack 
 		    (unsigned long long)ack->chunk, tern_strerror(ack->status));
 	struct cs_flight f = s->flight[i];
 	s->flight[i] = s->flight[--s->inflight];
+	s->last_progress_ns = tern_now_ns();
 	uint64_t total = atomic_fetch_add_explicit(&s->a->payload, f.bytes, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->a->chunks, 1, memory_order_relaxed);
 	atomic_store_explicit(&s->a->last_ack_ns, tern_now_ns(), memory_order_relaxed);
@@ -298,5 +320,6 @@ const struct tern_actor_desc tern_conn_send_actor = {
 	.init = cs_init,
 	.handle = cs_handle,
 	.on_fd = cs_on_fd,
+	.tick = cs_tick,
 	.stop = cs_stop,
 };

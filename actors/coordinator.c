@@ -73,6 +73,7 @@ struct co_state {
 	uint8_t *state_buf;
 	int conn0_alive;
 	uint64_t abort_deadline_ns;
+	uint64_t ctl_deadline_ns; /* a control request awaits its W_RESULT */
 
 	/* Chunks put on the queue and not yet acknowledged, by id, so that a
 	 * dead connection's chunks can be given to the others. */
@@ -174,6 +175,13 @@ co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *frame,
 	tern_msg_init(&out, TERN_MSG_CTL_OUT);
 	out.u.ctl_out.frame = (struct tern_bin){ buf, len };
 	out.u.ctl_out.payload = (struct tern_bin){ payload, plen };
+	/* Every request but W_ABORT expects an answer within the I/O timeout
+	 * (the digest also needs time to hash the destination's memory). */
+	uint64_t limit = (uint64_t)(s->a->opts->io_timeout_ms ? s->a->opts->io_timeout_ms : 10000) *
+	    1000000ull;
+	if (frame->type == TERN_MSG_W_DIGEST)
+		limit += s->g->region.size; /* 1 ns per byte: >= 1 GB/s hashing */
+	s->ctl_deadline_ns = frame->type == TERN_MSG_W_ABORT ? 0 : tern_now_ns() + limit;
 	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
 }
 
@@ -537,8 +545,10 @@ co_ctl_in(struct tern_actor *self, struct co_state *s, const struct tern_msg *m)
 	int rc = tern_msg_decode(m->u.ctl_in.frame.ptr, m->u.ctl_in.frame.len, &f);
 	if (rc != 0)
 		return co_abort(self, s, rc, "malformed control frame from the destination");
-	if (f.type == TERN_MSG_W_RESULT)
+	if (f.type == TERN_MSG_W_RESULT) {
+		s->ctl_deadline_ns = 0;
 		return co_result(self, s, &f.u.w_result);
+	}
 	if (f.type == TERN_MSG_W_ABORT)
 		return co_abort(self, s, TERN_EPEER, "destination aborted: %s", f.u.w_abort.why);
 	return co_abort(self, s, TERN_EPROTO, "unexpected %s frame from the destination",
@@ -627,6 +637,9 @@ co_tick(struct tern_actor *self, void *state)
 	}
 	if (now - s->last_progress_ns >= 500000000ull)
 		co_progress(self, s);
+	if (s->ctl_deadline_ns != 0 && now > s->ctl_deadline_ns)
+		return co_abort(self, s, TERN_ETIMEDOUT,
+		    "the destination did not answer in %s (I/O timeout)", co_phase_names[s->phase]);
 	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
 	/* Past the timeout before switchover: give up with the source running.
 	 * A stalled iteration (a peer that stopped acking) is caught here too. */

@@ -30,6 +30,7 @@ struct dl_state {
 	uint32_t head, count;
 	uint64_t window_ns;
 	uint64_t last_harvest_ns; /* duration of the last harvest */
+	uint64_t stalls;          /* ring_full_stalls last reported */
 };
 
 static void
@@ -60,6 +61,12 @@ dl_rate_pps(const struct dl_state *s, uint64_t now)
 	return span ? (uint64_t)((double)pages * 1e9 / (double)span) : 0;
 }
 
+static const char *
+dl_mode(const struct dl_state *s)
+{
+	return s->guest->dirty_mode != NULL ? s->guest->dirty_mode->name : "none";
+}
+
 static int
 dl_harvest(struct tern_actor *self, struct dl_state *s)
 {
@@ -70,6 +77,12 @@ dl_harvest(struct tern_actor *self, struct dl_state *s)
 	uint64_t t1 = tern_now_ns();
 	s->last_harvest_ns = t1 - t0;
 	dl_sample_add(s, t1, pages);
+	/* Written by vCPU threads: an atomic read. */
+	uint64_t stalls = __atomic_load_n(&s->guest->stats.ring_full_stalls, __ATOMIC_RELAXED);
+	if (stalls != s->stalls) {
+		s->stalls = stalls;
+		tern_actor_counter(self, "ring_full_stalls", (double)stalls);
+	}
 	return 0;
 }
 
@@ -87,15 +100,27 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 	if (s->args->window_ms == 0)
 		s->args->window_ms = 1000;
 	s->window_ns = (uint64_t)s->args->window_ms * 1000000ull;
-	int rc = s->guest->ops->dirty_start(s->guest);
-	if (rc != 0) {
-		snprintf(s->args->err, sizeof(s->args->err), "cannot start dirty tracking: %s",
-		    tern_strerror(rc));
+	char why[TERN_STR_MAX];
+	int rc;
+	if (s->args->mode != NULL && (rc = tern_guest_set_dirty_mode(s->guest, s->args->mode,
+	                                   s->args->ring_size, why, sizeof(why))) != 0) {
+		snprintf(s->args->err, sizeof(s->args->err), "%s", why);
+		return rc;
+	}
+	if ((rc = s->guest->ops->dirty_start(s->guest)) != 0) {
+		snprintf(s->args->err, sizeof(s->args->err), "cannot start %s dirty tracking: %s",
+		    dl_mode(s), s->guest->why[0] ? s->guest->why : tern_strerror(rc));
 		return rc;
 	}
 	s->tracking = 1;
+	s->stalls = __atomic_load_n(&s->guest->stats.ring_full_stalls, __ATOMIC_RELAXED);
 	tern_actor_set_tick(self, (uint64_t)s->args->period_ms * 1000000ull);
-	tern_actor_state(self, "tracking");
+	if (strcmp(dl_mode(s), "ring") == 0)
+		snprintf(why, sizeof(why), "tracking (mode=ring, ring_size=%u)",
+		    s->guest->dirty_ring_size);
+	else
+		snprintf(why, sizeof(why), "tracking (mode=%s)", dl_mode(s));
+	tern_actor_state(self, why);
 	return 0;
 }
 
@@ -119,6 +144,8 @@ dl_take(struct tern_actor *self, struct dl_state *s, const struct tern_msg *m)
 	r.u.dirty_set.harvest_ns = s->last_harvest_ns;
 	tern_actor_counter(self, "dirty_rate_pps", (double)r.u.dirty_set.rate_pps);
 	tern_actor_counter(self, "dirty_pages", (double)r.u.dirty_set.pages);
+	if (strcmp(dl_mode(s), "ring") == 0)
+		tern_actor_counter(self, "ring_full_stalls", (double)s->stalls);
 	return tern_actor_reply(self, m, &r);
 }
 

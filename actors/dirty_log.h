@@ -8,8 +8,11 @@
  * DIRTY_TAKE and DIRTY_GIVE.
  *
  * Messages: DIRTY_TAKE (request; replied with DIRTY_SET), DIRTY_GIVE (the
- * set comes back, cleared here), DIRTY_STOP.  Tracking starts in init and
- * stops in stop.
+ * set comes back, cleared here), DIRTY_STOP.  Tracking starts in init (in
+ * args->mode, reported as a trace STATE "tracking (mode=...)") and stops in
+ * stop.  In ring mode the trace counter "ring_full_stalls" counts the times
+ * a vCPU stopped on a full ring (updated at every harvest that saw new
+ * ones, and at every DIRTY_TAKE).
  */
 #ifndef TERN_ACTORS_DIRTY_LOG_H
 #define TERN_ACTORS_DIRTY_LOG_H
@@ -27,6 +30,11 @@ struct tern_dirty_log_args {
 	struct tern_bitmap maps[TERN_DIRTY_MAPS];
 	uint32_t period_ms;         /* background harvest period (30 ms) */
 	uint32_t window_ms;         /* dirty-rate window (1000 ms) */
+	/* Dirty-log mode for tern_guest_set_dirty_mode before dirty_start:
+	 * "bitmap" or "ring" (NULL: leave the guest's selection as it is),
+	 * and the ring's entries per vCPU (0: TERN_DIRTY_RING_DEFAULT). */
+	const char *mode;
+	uint32_t ring_size;
 	char err[TERN_STR_MAX];     /* init's reason on failure */
 };
 

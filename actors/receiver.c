@@ -21,6 +21,8 @@ struct rc_state {
 	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
 	enum rc_phase phase;
 	int state_loaded;
+	uint64_t last_heard_ns; /* last frame from the source */
+	uint64_t idle_limit_ns;
 };
 
 static void
@@ -174,6 +176,8 @@ static int
 rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 {
 	struct rc_state *s = state;
+	if (m->type == TERN_MSG_CTL_IN || m->type == TERN_MSG_PAGES_IN)
+		s->last_heard_ns = tern_now_ns();
 	switch (m->type) {
 	case TERN_MSG_CTL_IN:
 		return rc_ctl(self, s, m);
@@ -200,6 +204,19 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	}
 }
 
+/* A source that went silent (stopped, or its host died without a reset)
+ * is detected here: reading has no deadline between frames.  The limit is
+ * generous because the source may be hashing a large guest for --verify. */
+static int
+rc_tick(struct tern_actor *self, void *state)
+{
+	struct rc_state *s = state;
+	if (s->phase < RC_RESUMED && tern_now_ns() - s->last_heard_ns > s->idle_limit_ns)
+		return rc_fail(self, s, TERN_ETIMEDOUT, "nothing heard from the source for %llu ms",
+		    (unsigned long long)(s->idle_limit_ns / 1000000));
+	return 0;
+}
+
 static int
 rc_init(struct tern_actor *self, void *state, void *arg)
 {
@@ -208,6 +225,9 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 	s->a = a;
 	a->result = TERN_ECANCELED;
 	rc_set_phase(self, s, RC_LISTENING);
+	s->last_heard_ns = tern_now_ns();
+	s->idle_limit_ns = 3ull * (a->opts->io_timeout_ms ? a->opts->io_timeout_ms : 10000) * 1000000ull;
+	tern_actor_set_tick(self, s->idle_limit_ns / 10);
 	int rc = 0;
 	for (uint32_t i = 0; i < a->nconns; i++) {
 		struct tern_conn_recv_args *c = &a->conns[i];
@@ -257,5 +277,6 @@ const struct tern_actor_desc tern_receiver_actor = {
 	.state_size = sizeof(struct rc_state),
 	.init = rc_init,
 	.handle = rc_handle,
+	.tick = rc_tick,
 	.stop = rc_stop,
 };

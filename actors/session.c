@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,22 @@ out:
 	return rc;
 }
 
+static void
+session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void
+session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	if (opts->log == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	opts->log(line, opts->log_arg);
+}
+
 /* Accepts connection 0, learns the connection count from its hello, then
  * accepts the others of the same migration. */
 static int
@@ -199,7 +216,7 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 			close(fd);
 			if (have == 0) {
 				/* A stray client: report it and keep waiting. */
-				fprintf(stderr, "tern: refused a connection: %s\n", why);
+				session_log(opts, "refused a connection: %s", why);
 				continue;
 			}
 			snprintf(err, errlen, "connection %u refused: %s", have, why);
@@ -240,6 +257,7 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 		have++;
 	}
 	a->nconns = want;
+	session_log(opts, "receiving migration %s over %u connection(s)", migration, want);
 	return 0;
 }
 

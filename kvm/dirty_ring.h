@@ -35,6 +35,7 @@ struct tern_dirty_ring {
 	/* wake: the futex a stalled vCPU sleeps on, bumped after every tail
 	 * move and by tern_dirty_rings_kick. */
 	atomic_uint wake;
+	atomic_uint sleeping; /* the vCPU is (about to be) asleep on wake */
 	/* seq: odd while the vCPU is inside a write. */
 	atomic_uint seq;
 };

@@ -12,10 +12,14 @@
  * ws_first is 64 pages (or vcpus pages when there are more than 64 vCPUs).
  * The ledger invariant: ctl.sum == sum over the vCPU's own pages of word 0.
  *
- * Dirty tracking: userfaultfd asynchronous write-protect (the kernel resolves
- * the write fault itself and only clears the page's write-protect bit) and
- * PAGEMAP_SCAN, which reports the pages without the bit and re-protects them
- * in one pass.
+ * Dirty tracking, two modes (struct tern_dirty_mode):
+ *  - bitmap: userfaultfd asynchronous write-protect (the kernel resolves the
+ *    write fault itself and only clears the page's write-protect bit) and
+ *    PAGEMAP_SCAN, which reports the pages without the bit and re-protects
+ *    them in one pass.  Catches every writer.
+ *  - ring: the vCPUs push the pages they write into per-vCPU dirty rings
+ *    (kvm/dirty_ring.h) in simvm_step, and stop on a full ring until a
+ *    harvest frees it.  Catches vCPU writes only, as KVM's ring does.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvm/dirty_ring.h"
 #include "kvm/guest.h"
 #include "tern/error.h"
 
@@ -143,11 +148,16 @@ struct simvm {
 	uint32_t nthreads; /* vCPU threads started (joined by destroy) */
 	struct simvm_vcpu *vcpus;
 	uint64_t ws_first, ws_pages;
-	/* Dirty tracking. */
+	/* Dirty tracking, bitmap mode. */
 	int uffd;
 	int pagemap;
 	struct page_region *vec;
 	uint64_t scan_anyof;
+	/* Ring mode.  ring_on and rings change only under the lock with every
+	 * vCPU held out of guest code (simvm_hold), so the vCPUs read them
+	 * without atomics. */
+	bool ring_on;
+	struct tern_dirty_rings rings;
 };
 
 struct simvm_fill_job {
@@ -402,14 +412,29 @@ simvm_ctl_init(struct tern_guest *g, struct simvm *s)
 	return 0;
 }
 
-/* One memtouch step of vCPU c: rewrite one own page, keep the ledger. */
-static inline void
+/* One memtouch step of vCPU c: rewrite one own page, keep the ledger.
+ * Returns false, having written nothing, when the vCPU must stop while it
+ * waits for room in its dirty ring. */
+static inline bool
 simvm_step(struct simvm *s, struct simvm_vcpu *c, struct simvm_ctl *ctl)
 {
 	struct tern_guest *g = s->g;
+	const bool ring = s->ring_on;
 	uint64_t k, page, old, val;
 	uint64_t *w;
 
+	if (ring) {
+		/* A step writes two pages (its control page and one of the
+		 * working set): room for both first, so that a full ring stops
+		 * the vCPU here, before any write (KVM_EXIT_DIRTY_RING_FULL),
+		 * and never inside the write section the harvester waits on. */
+		if (!tern_dirty_ring_wait_room(&s->rings, c->index, 2, &s->stop))
+			return false;
+		tern_dirty_ring_enter(&s->rings, c->index);
+		/* Entries before writes: the harvester sees a page's entry no
+		 * later than its new contents. */
+		tern_dirty_ring_mark(&s->rings, c->index, c->index);
+	}
 	if (g->cfg.pattern == TERN_PATTERN_SEQ) {
 		k = ctl->cursor % c->own;
 		ctl->cursor = k + 1 == c->own ? 0 : k + 1;
@@ -417,6 +442,8 @@ simvm_step(struct simvm *s, struct simvm_vcpu *c, struct simvm_ctl *ctl)
 		k = simvm_rand(&ctl->rng) % c->own;
 	}
 	page = s->ws_first + c->index + k * g->cfg.vcpus;
+	if (ring)
+		tern_dirty_ring_mark(&s->rings, c->index, page);
 	w = (uint64_t *)(g->region.host + page * TERN_PAGE_SIZE);
 	old = w[0];
 	val = simvm_rand(&ctl->rng);
@@ -426,6 +453,9 @@ simvm_step(struct simvm *s, struct simvm_vcpu *c, struct simvm_ctl *ctl)
 	__atomic_store_n(&w[2048 / 8], val, __ATOMIC_RELAXED);
 	ctl->sum += val - old;
 	ctl->steps++;
+	if (ring)
+		tern_dirty_ring_leave(&s->rings, c->index);
+	return true;
 }
 
 /* simvm_sleep_until sleeps until CLOCK_MONOTONIC time t or a stop. */
@@ -469,14 +499,15 @@ simvm_memtouch_run(struct simvm_vcpu *c)
 	}
 	if (rate == 0) {
 		while (!atomic_load_explicit(&s->stop, memory_order_relaxed))
-			simvm_step(s, c, ctl);
+			(void)simvm_step(s, c, ctl); /* false: stop is set */
 		return;
 	}
 	next = simvm_now();
 	while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
 		credit += rate;
 		while (credit >= cost && !atomic_load_explicit(&s->stop, memory_order_relaxed)) {
-			simvm_step(s, c, ctl);
+			if (!simvm_step(s, c, ctl))
+				break;
 			credit -= cost;
 		}
 		next += SIMVM_SLOT_NS;
@@ -520,8 +551,12 @@ simvm_gate_update(struct simvm *s)
 {
 	bool stop = s->quit || s->paused || s->holds > 0;
 
-	if (atomic_exchange_explicit(&s->stop, stop, memory_order_relaxed) != stop && stop)
+	if (atomic_exchange_explicit(&s->stop, stop, memory_order_relaxed) != stop && stop) {
 		syscall(SYS_futex, &s->stop, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+		/* A vCPU stopped on a full dirty ring must see the stop too. */
+		if (s->ring_on)
+			tern_dirty_rings_kick(&s->rings);
+	}
 	if (!stop || s->quit)
 		pthread_cond_broadcast(&s->run_cv);
 }
@@ -927,7 +962,7 @@ simvm_scan(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64
 }
 
 static int
-simvm_dirty_stop(struct tern_guest *g)
+simvm_bitmap_stop(struct tern_guest *g)
 {
 	struct simvm *s = g->priv;
 	struct uffdio_range range = {(uintptr_t)g->region.host, g->region.size};
@@ -951,45 +986,66 @@ simvm_feature_name(uint64_t f)
 	                                  : "UFFD_FEATURE_WP_UNPOPULATED (Linux >= 6.4)";
 }
 
+#define SIMVM_UFFD_WANT (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
+
+/* simvm_bitmap_probe asks the kernel (features = 0 returns what it offers)
+ * whether the bitmap mode can run, so that a refusal names the missing
+ * feature in why. */
 static int
-simvm_dirty_start(struct tern_guest *g)
+simvm_bitmap_probe(char *why, size_t whylen)
+{
+	struct uffdio_api api = {.api = UFFD_API, .features = 0};
+	int fd, e;
+
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0) {
+		e = errno;
+		snprintf(why, whylen,
+		         "userfaultfd not available: %s (needs CONFIG_USERFAULTFD; unprivileged "
+		         "use needs vm.unprivileged_userfaultfd=1)",
+		         strerror(e));
+		return e == ENOSYS ? TERN_ENOTSUP : -e;
+	}
+	if (ioctl(fd, UFFDIO_API, &api) != 0) {
+		e = errno;
+		close(fd);
+		snprintf(why, whylen, "userfaultfd UFFDIO_API handshake failed: %s", strerror(e));
+		return -e;
+	}
+	close(fd);
+	for (uint64_t f = UFFD_FEATURE_WP_UNPOPULATED; f <= UFFD_FEATURE_WP_ASYNC; f <<= 1) {
+		if ((SIMVM_UFFD_WANT & f) && !(api.features & f)) {
+			snprintf(why, whylen, "userfaultfd %s not supported by this kernel",
+			         simvm_feature_name(f));
+			return TERN_ENOTSUP;
+		}
+	}
+	return 0;
+}
+
+static bool
+simvm_bitmap_supported(struct tern_guest *g, char *why, size_t whylen)
+{
+	(void)g;
+	return simvm_bitmap_probe(why, whylen) == 0;
+}
+
+static int
+simvm_bitmap_start(struct tern_guest *g)
 {
 	struct simvm *s = g->priv;
-	const uint64_t want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
-	struct uffdio_api api = {.api = UFFD_API, .features = 0};
+	const uint64_t want = SIMVM_UFFD_WANT;
+	struct uffdio_api api = {0};
 	struct uffdio_register reg;
-	int fd, e, rv;
+	int e, rv;
 
 	g->why[0] = '\0';
 	if (s->uffd >= 0) {
 		simvm_why(g, "dirty tracking is already started");
 		return TERN_ESTATE;
 	}
-	/* Probe first (features = 0 returns what the kernel offers) so that a
-	 * refusal names the missing feature. */
-	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (fd < 0) {
-		e = errno;
-		simvm_why(g,
-		          "userfaultfd not available: %s (needs CONFIG_USERFAULTFD; unprivileged "
-		          "use needs vm.unprivileged_userfaultfd=1)",
-		          strerror(e));
-		return e == ENOSYS ? TERN_ENOTSUP : -e;
-	}
-	if (ioctl(fd, UFFDIO_API, &api) != 0) {
-		e = errno;
-		close(fd);
-		simvm_why(g, "userfaultfd UFFDIO_API handshake failed: %s", strerror(e));
-		return -e;
-	}
-	close(fd);
-	for (uint64_t f = UFFD_FEATURE_WP_UNPOPULATED; f <= UFFD_FEATURE_WP_ASYNC; f <<= 1) {
-		if ((want & f) && !(api.features & f)) {
-			simvm_why(g, "userfaultfd %s not supported by this kernel",
-			          simvm_feature_name(f));
-			return TERN_ENOTSUP;
-		}
-	}
+	if ((rv = simvm_bitmap_probe(g->why, sizeof(g->why))) != 0)
+		return rv;
 	s->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
 	if (s->uffd < 0) {
 		e = errno;
@@ -1027,7 +1083,7 @@ simvm_dirty_start(struct tern_guest *g)
 			simvm_why(g, "out of memory");
 			rv = TERN_ENOMEM;
 		}
-		simvm_dirty_stop(g);
+		simvm_bitmap_stop(g);
 		return rv;
 	}
 	/* Only pages that exist can have been written, so unless swap can take
@@ -1043,7 +1099,7 @@ simvm_dirty_start(struct tern_guest *g)
 		char why[sizeof(g->why)];
 
 		memcpy(why, g->why, sizeof(why));
-		simvm_dirty_stop(g);
+		simvm_bitmap_stop(g);
 		memcpy(g->why, why, sizeof(why));
 		return rv;
 	}
@@ -1051,7 +1107,7 @@ simvm_dirty_start(struct tern_guest *g)
 }
 
 static int
-simvm_dirty_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
+simvm_bitmap_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
 {
 	struct simvm *s = g->priv;
 	int rv;
@@ -1060,14 +1116,132 @@ simvm_dirty_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *page
 		simvm_why(g, "dirty_harvest: dirty tracking is not started");
 		return TERN_ESTATE;
 	}
+	if ((rv = simvm_scan(g, s, bm, pages)) == 0)
+		g->stats.harvests++;
+	return rv;
+}
+
+static const struct tern_dirty_mode simvm_dirty_bitmap = {
+    .name = "bitmap",
+    .supported = simvm_bitmap_supported,
+    .start = simvm_bitmap_start,
+    .harvest = simvm_bitmap_harvest,
+    .stop = simvm_bitmap_stop,
+};
+
+/* Ring mode: the vCPUs are this process's threads, so every simvm guest
+ * can run it. */
+static bool
+simvm_ring_supported(struct tern_guest *g, char *why, size_t whylen)
+{
+	(void)g;
+	(void)why;
+	(void)whylen;
+	return true;
+}
+
+static int
+simvm_ring_start(struct tern_guest *g)
+{
+	struct simvm *s = g->priv;
+	int rv;
+
+	/* With every vCPU out of guest code, so that no step straddles the
+	 * switch: writes before it are not dirty (the first pass copies all
+	 * memory), every write after it is in a ring. */
+	simvm_hold(s);
+	pthread_mutex_lock(&s->lock);
+	rv = tern_dirty_rings_init(&s->rings, g->cfg.vcpus, g->dirty_ring_size, g->npages,
+	                           &g->stats.ring_full_stalls);
+	s->ring_on = rv == 0;
+	pthread_mutex_unlock(&s->lock);
+	simvm_release(s);
+	if (rv != 0)
+		simvm_why(g, "dirty ring: cannot allocate %u rings of %u entries: %s",
+		          g->cfg.vcpus, g->dirty_ring_size, tern_strerror(rv));
+	return rv;
+}
+
+static int
+simvm_ring_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
+{
+	struct simvm *s = g->priv;
+	uint64_t n = tern_dirty_rings_collect(&s->rings, bm);
+
+	if (pages != NULL)
+		*pages += n;
+	g->stats.harvests++;
+	return 0;
+}
+
+static int
+simvm_ring_stop(struct tern_guest *g)
+{
+	struct simvm *s = g->priv;
+
+	/* Held: no vCPU is inside a step or stopped on a full ring, so the
+	 * rings can go. */
+	simvm_hold(s);
+	pthread_mutex_lock(&s->lock);
+	s->ring_on = false;
+	tern_dirty_rings_fini(&s->rings);
+	pthread_mutex_unlock(&s->lock);
+	simvm_release(s);
+	return 0;
+}
+
+static const struct tern_dirty_mode simvm_dirty_ring = {
+    .name = "ring",
+    .supported = simvm_ring_supported,
+    .start = simvm_ring_start,
+    .harvest = simvm_ring_harvest,
+    .stop = simvm_ring_stop,
+};
+
+static const struct tern_dirty_mode *const simvm_dirty_modes[] = {
+    &simvm_dirty_bitmap,
+    &simvm_dirty_ring,
+    NULL,
+};
+
+/* The guest's dirty slots dispatch to the selected mode. */
+static int
+simvm_dirty_start(struct tern_guest *g)
+{
+	int rv;
+
+	g->why[0] = '\0';
+	if (g->dirty_tracking) {
+		simvm_why(g, "dirty tracking is already started");
+		return TERN_ESTATE;
+	}
+	if ((rv = g->dirty_mode->start(g)) == 0)
+		g->dirty_tracking = true;
+	return rv;
+}
+
+static int
+simvm_dirty_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
+{
+	if (!g->dirty_tracking) {
+		simvm_why(g, "dirty_harvest: dirty tracking is not started");
+		return TERN_ESTATE;
+	}
 	if (bm == NULL || bm->nbits < g->npages) {
 		simvm_why(g, "dirty_harvest: bitmap smaller than the guest's %" PRIu64 " pages",
 		          g->npages);
 		return TERN_EINVAL;
 	}
-	if ((rv = simvm_scan(g, s, bm, pages)) == 0)
-		g->stats.harvests++;
-	return rv;
+	return g->dirty_mode->harvest(g, bm, pages);
+}
+
+static int
+simvm_dirty_stop(struct tern_guest *g)
+{
+	if (!g->dirty_tracking)
+		return 0;
+	g->dirty_tracking = false;
+	return g->dirty_mode->stop(g);
 }
 
 static void
@@ -1197,4 +1371,5 @@ const struct tern_guest_ops tern_simvm_ops = {
     .state_save = simvm_state_save,
     .state_load = simvm_state_load,
     .check = simvm_check,
+    .dirty_modes = simvm_dirty_modes,
 };

@@ -135,6 +135,22 @@ proc_wait(struct proc *p, int timeout_ms)
 	return killed ? -1 : 0;
 }
 
+/* Waits until the child's stderr contains needle (collecting it). */
+static inline int
+proc_wait_stderr(struct proc *p, const char *needle, int timeout_ms)
+{
+	uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
+	while (strstr(p->errbuf, needle) == NULL) {
+		int64_t left = (int64_t)(deadline - proc_now_ms());
+		if (left <= 0 || p->err < 0)
+			return -1;
+		struct pollfd pf = { p->err, POLLIN, 0 };
+		if (poll(&pf, 1, (int)left) > 0)
+			proc_drain(&p->err, p->errbuf, &p->errlen);
+	}
+	return 0;
+}
+
 static inline int
 proc_exit_code(const struct proc *p)
 {

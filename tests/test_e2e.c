@@ -234,7 +234,9 @@ kill_midway(int kill_source)
 		"simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=128M,pattern=random",
 		"--downtime-limit", "1ms", "--timeout", "30s", "--json", NULL };
 	cr_assert_eq(proc_start(&s, argv, 0), 0);
-	usleep(1500 * 1000); /* well into the pre-copy iterations */
+	cr_assert_eq(proc_wait_stderr(&r, "receiving migration", 60000), 0,
+	    "the migration never started: %s", r.errbuf);
+	usleep(1000 * 1000); /* well into the pre-copy iterations */
 	kill(kill_source ? s.pid : r.pid, SIGKILL);
 	struct proc *survivor = kill_source ? &r : &s;
 	cr_assert_eq(proc_wait(survivor, 20000), 0, "the survivor hung");

@@ -51,9 +51,9 @@
 #endif
 
 #define BENCH_PAGE 4096ull
-#define BENCH_MEM_BYTES (1ull << 30) /* memory bandwidth buffer */
+#define BENCH_MEM_BYTES (1ull << 30)   /* memory bandwidth buffer */
 #define BENCH_POP_BYTES (256ull << 20) /* page-population region */
-#define BENCH_REPEATS 3              /* best of */
+#define BENCH_REPEATS 3                /* best of */
 #define BENCH_DEFAULT_GUEST "simvm:mem=1G,vcpus=1,fill=random"
 #define BENCH_DEMO_GUEST                                                                           \
 	"simvm:mem=1G,vcpus=2,fill=random,workload=memtouch:ws=256M,rate=200M,pattern=random"
@@ -111,7 +111,7 @@ bench_wait(struct proc *p, int timeout_ms, struct rusage *ru)
 	int killed = 0;
 
 	while (p->out >= 0 || p->err >= 0) {
-		struct pollfd pf[2] = { { p->out, POLLIN, 0 }, { p->err, POLLIN, 0 } };
+		struct pollfd pf[2] = {{p->out, POLLIN, 0}, {p->err, POLLIN, 0}};
 		int64_t left = (int64_t)(deadline - proc_now_ms());
 		if (left <= 0 && !killed) {
 			kill(p->pid, SIGKILL);
@@ -279,7 +279,7 @@ static uint64_t
 bench_read(const uint8_t *buf, size_t len)
 {
 	const bench_v2 *v = (const bench_v2 *)buf;
-	bench_v2 a = { 0, 0 }, b = a, c = a, d = a;
+	bench_v2 a = {0, 0}, b = a, c = a, d = a;
 	for (size_t i = 0; i + 4 <= len / sizeof(bench_v2); i += 4) {
 		a ^= v[i];
 		b ^= v[i + 1];
@@ -294,7 +294,7 @@ static int
 bench_page_is_zero(const uint8_t *page)
 {
 	const bench_v2 *v = (const bench_v2 *)page;
-	bench_v2 a = { 0, 0 }, b = a, c = a, d = a;
+	bench_v2 a = {0, 0}, b = a, c = a, d = a;
 	for (size_t i = 0; i < BENCH_PAGE / sizeof(bench_v2); i += 4) {
 		a |= v[i];
 		b |= v[i + 1];
@@ -353,8 +353,9 @@ bench_memory(struct mem_result *m, int quick)
 		t1 = bench_now();
 		bench_sink = z;
 		if (z != len / BENCH_PAGE) {
-			snprintf(m->why, sizeof(m->why), "zero check found %" PRIu64 " of %zu pages",
-			    z, (size_t)(len / BENCH_PAGE));
+			snprintf(m->why, sizeof(m->why),
+			         "zero check found %" PRIu64 " of %zu pages", z,
+			         (size_t)(len / BENCH_PAGE));
 			m->ok = 0;
 		}
 		m->zero_bps = fmax(m->zero_bps, (double)len / (t1 - t0));
@@ -371,16 +372,16 @@ out:
 enum pop_kind { POP_MEMFD_WRITE, POP_MEMFD_POPULATE, POP_MEMFD_FALLOCATE, POP_ANON_THP, POP_N };
 
 static const char *const pop_names[POP_N] = {
-	[POP_MEMFD_WRITE] = "memfd_first_write",
-	[POP_MEMFD_POPULATE] = "memfd_populate_write",
-	[POP_MEMFD_FALLOCATE] = "memfd_fallocate_populate",
-	[POP_ANON_THP] = "anon_thp_first_write",
+    [POP_MEMFD_WRITE] = "memfd_first_write",
+    [POP_MEMFD_POPULATE] = "memfd_populate_write",
+    [POP_MEMFD_FALLOCATE] = "memfd_fallocate_populate",
+    [POP_ANON_THP] = "anon_thp_first_write",
 };
 
 struct pop_result {
 	int ok;
 	char why[128];
-	double secs;          /* whole operation, best of BENCH_REPEATS */
+	double secs;           /* whole operation, best of BENCH_REPEATS */
 	double fallocate_secs; /* POP_MEMFD_FALLOCATE: the two phases of that best run */
 	double populate_secs;
 	uint64_t thp_bytes; /* POP_ANON_THP: AnonHugePages of the region */
@@ -417,8 +418,7 @@ bench_touch(uint8_t *p, size_t len)
 }
 
 static int
-bench_pop_once(enum pop_kind kind, size_t len, double *secs, double *fa, double *po,
-    uint64_t *thp)
+bench_pop_once(enum pop_kind kind, size_t len, double *secs, double *fa, double *po, uint64_t *thp)
 {
 	int fd = -1, rc = 0;
 	void *map = MAP_FAILED, *raw = MAP_FAILED;
@@ -427,12 +427,13 @@ bench_pop_once(enum pop_kind kind, size_t len, double *secs, double *fa, double 
 
 	*fa = *po = 0;
 	if (kind == POP_ANON_THP) {
-		raw = mmap(NULL, rawlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-		    0);
+		raw =
+		    mmap(NULL, rawlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (raw == MAP_FAILED)
 			return -errno;
 		/* Aligned to 2 MiB so that every huge page can be used. */
-		uint8_t *p = (uint8_t *)(((uintptr_t)raw + (2u << 20) - 1) & ~((uintptr_t)(2u << 20) - 1));
+		uint8_t *p =
+		    (uint8_t *)(((uintptr_t)raw + (2u << 20) - 1) & ~((uintptr_t)(2u << 20) - 1));
 		if (madvise(p, len, MADV_HUGEPAGE) != 0) {
 			rc = -errno;
 			goto out;
@@ -487,7 +488,7 @@ bench_populate(struct pop_result *res)
 		memset(r, 0, sizeof(*r));
 		r->secs = INFINITY;
 		fprintf(stderr, "machine: %s, %d x %llu MiB\n", pop_names[k], BENCH_REPEATS,
-		    BENCH_POP_BYTES >> 20);
+		        BENCH_POP_BYTES >> 20);
 		for (int i = 0; i < BENCH_REPEATS; i++) {
 			double s = 0, fa, po;
 			uint64_t thp = 0;
@@ -511,7 +512,7 @@ bench_populate(struct pop_result *res)
 /* ---- (c) loopback TCP via iperf3 ---- */
 
 #define BENCH_IPERF_MAX_P 3
-static const int bench_iperf_streams[BENCH_IPERF_MAX_P] = { 1, 2, 4 };
+static const int bench_iperf_streams[BENCH_IPERF_MAX_P] = {1, 2, 4};
 
 struct iperf_result {
 	int ok; /* 0: iperf3 missing or broken, see why */
@@ -545,7 +546,7 @@ bench_find_exe(const char *name, char *out, size_t len)
 static int
 bench_free_port(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t alen = sizeof(a);
 	int port = 0, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -613,7 +614,7 @@ bench_iperf_one(const char *exe, int parallel, int seconds, char *why, size_t wh
 	snprintf(port_s, sizeof(port_s), "%d", port);
 	snprintf(par_s, sizeof(par_s), "%d", parallel);
 	snprintf(sec_s, sizeof(sec_s), "%d", seconds);
-	char *sargv[] = { (char *)exe, "-s", "-1", "-p", port_s, NULL };
+	char *sargv[] = {(char *)exe, "-s", "-1", "-p", port_s, NULL};
 	if (bench_start(srv, sargv, 0) != 0) {
 		snprintf(why, whylen, "cannot start iperf3 -s: %s", strerror(errno));
 		goto out;
@@ -621,8 +622,8 @@ bench_iperf_one(const char *exe, int parallel, int seconds, char *why, size_t wh
 	/* The server listens a moment after it starts; probing it with a bare
 	 * connection would use up its one test (-1), so the client retries. */
 	for (int attempt = 0; attempt < 50; attempt++) {
-		char *cargv[] = { (char *)exe, "-c", "127.0.0.1", "-p", port_s, "-J", "-t", sec_s,
-			"-l", "1M", "-P", par_s, "-i", "0", NULL };
+		char *cargv[] = {(char *)exe, "-c", "127.0.0.1", "-p",  port_s, "-J", "-t", sec_s,
+		                 "-l",        "1M", "-P",        par_s, "-i",   "0",  NULL};
 		if (bench_start(cli, cargv, 0) != 0) {
 			snprintf(why, whylen, "cannot start iperf3 -c: %s", strerror(errno));
 			break;
@@ -660,7 +661,8 @@ bench_iperf(struct iperf_result *r, int seconds, int nparallel)
 	memset(r, 0, sizeof(*r));
 	r->seconds = seconds;
 	if (bench_find_exe("iperf3", r->path, sizeof(r->path)) != 0) {
-		snprintf(r->why, sizeof(r->why), "iperf3 not found in PATH (apt-get install iperf3)");
+		snprintf(r->why, sizeof(r->why),
+		         "iperf3 not found in PATH (apt-get install iperf3)");
 		return;
 	}
 	r->ok = 1;
@@ -668,10 +670,10 @@ bench_iperf(struct iperf_result *r, int seconds, int nparallel)
 	for (int i = 0; i < nparallel; i++) {
 		int p = bench_iperf_streams[i];
 		fprintf(stderr, "iperf3: loopback, %d stream%s, %d s\n", p, p > 1 ? "s" : "",
-		    seconds);
+		        seconds);
 		r->runs[i].parallel = p;
-		r->runs[i].bps = bench_iperf_one(r->path, p, seconds, r->runs[i].why,
-		    sizeof(r->runs[i].why));
+		r->runs[i].bps =
+		    bench_iperf_one(r->path, p, seconds, r->runs[i].why, sizeof(r->runs[i].why));
 	}
 }
 
@@ -696,6 +698,14 @@ bench_loadavg(void)
 	return l;
 }
 
+static double bench_load_start;
+
+static void
+bench_load_end_json(struct jw *w)
+{
+	jw_num(w, "loadavg_1m_end", bench_loadavg(), 2);
+}
+
 static void
 bench_host_json(struct jw *w)
 {
@@ -713,8 +723,9 @@ bench_host_json(struct jw *w)
 	jw_raw(w, "dev_kvm", "%s", access("/dev/kvm", F_OK) == 0 ? "true" : "false");
 	jw_str(w, "thp_enabled", thp[0] ? thp : NULL);
 	jw_str(w, "build_type", TERN_BUILD_TYPE);
-	/* Other work on the machine skews every figure: record how busy it was. */
-	jw_num(w, "loadavg_1m", bench_loadavg(), 2);
+	/* Other work on the machine skews every figure: record how busy it was
+	 * (loadavg_1m_end closes the object). */
+	jw_num(w, "loadavg_1m_start", bench_load_start, 2);
 	jw_close(w, '}');
 }
 
@@ -722,7 +733,7 @@ static void
 bench_machine_measure(struct machine *m, int iperf_seconds)
 {
 	fprintf(stderr, "machine: memory read / memcpy / zero-page check, 1 GiB, best of %d\n",
-	    BENCH_REPEATS);
+	        BENCH_REPEATS);
 	bench_memory(&m->mem, 0);
 	bench_populate(m->pop);
 	bench_iperf(&m->iperf, iperf_seconds, BENCH_IPERF_MAX_P);
@@ -762,8 +773,9 @@ bench_machine_json(struct jw *w, const char *key, const struct machine *m, int t
 			jw_num(w, "bytes_per_s", (double)BENCH_POP_BYTES / r->secs, 0);
 			if (k == POP_MEMFD_FALLOCATE) {
 				jw_num(w, "fallocate_us_per_page", r->fallocate_secs * 1e6 / pages,
-				    3);
-				jw_num(w, "populate_us_per_page", r->populate_secs * 1e6 / pages, 3);
+				       3);
+				jw_num(w, "populate_us_per_page", r->populate_secs * 1e6 / pages,
+				       3);
 			}
 			if (k == POP_ANON_THP)
 				jw_raw(w, "thp_bytes", "%" PRIu64, r->thp_bytes);
@@ -793,6 +805,8 @@ bench_machine_json(struct jw *w, const char *key, const struct machine *m, int t
 		jw_close(w, ']');
 		jw_close(w, '}');
 	}
+	if (top)
+		bench_load_end_json(w);
 	jw_close(w, '}');
 }
 
@@ -821,7 +835,7 @@ struct run_result {
 	int ok;
 	char error[256];
 	int src_exit, dst_exit;
-	char src_json[2048], dst_json[2048];
+	char *src_json, *dst_json; /* tern's summaries (malloc'd), NULL if none */
 	char src_err[BENCH_ERR_TAIL], dst_err[BENCH_ERR_TAIL];
 	double total_ms, downtime_ms, payload_bytes, bytes_sent, iterations, guest_build_ms;
 	double throughput_bps; /* payload bytes/s over total_ms */
@@ -835,21 +849,14 @@ bench_ms(struct timeval tv)
 	return (double)tv.tv_sec * 1e3 + (double)tv.tv_usec / 1e3;
 }
 
-/* The first line of out that is a JSON object, copied into dst ("" if none). */
-static void
-bench_json_line(const char *out, char *dst, size_t len)
+/* A copy of the first line of out that is a JSON object, NULL if none. */
+static char *
+bench_json_line(const char *out)
 {
-	dst[0] = '\0';
-	for (const char *l = out; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		if (*l == '{') {
-			size_t n = strcspn(l, "\n");
-			if (n < len) {
-				memcpy(dst, l, n);
-				dst[n] = '\0';
-			}
-			return;
-		}
-	}
+	for (const char *l = out; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (*l == '{')
+			return strndup(l, strcspn(l, "\n"));
+	return NULL;
 }
 
 static void
@@ -884,11 +891,12 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 		snprintf(res->error, sizeof(res->error), "out of memory");
 		goto out;
 	}
-	char *rargv[] = { (char *)o->tern, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--exit-after-handoff", "--json", "--accept-timeout", "60s", NULL };
+	char *rargv[] = {
+	    (char *)o->tern,        "receive", "--listen",         "127.0.0.1:0", "--ready-fd", "3",
+	    "--exit-after-handoff", "--json",  "--accept-timeout", "60s",         NULL};
 	if (bench_start(r, rargv, 1) != 0) {
 		snprintf(res->error, sizeof(res->error), "cannot start %s: %s", o->tern,
-		    strerror(errno));
+		         strerror(errno));
 		goto out;
 	}
 	port = proc_ready_port(r, 10000);
@@ -901,8 +909,8 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 	}
 	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
 	snprintf(timeout, sizeof(timeout), "%ds", o->timeout_s);
-	char *sargv[16] = { (char *)o->tern, "send", "--to", to, "--guest", (char *)guest, "--json",
-		"--timeout", timeout };
+	char *sargv[16] = {(char *)o->tern, "send",   "--to",      to,     "--guest",
+	                   (char *)guest,   "--json", "--timeout", timeout};
 	nargs = 9;
 	if (o->connections != NULL) {
 		sargv[nargs++] = "--connections";
@@ -919,7 +927,7 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 	double t0 = bench_now();
 	if (bench_start(s, sargv, 0) != 0) {
 		snprintf(res->error, sizeof(res->error), "cannot start tern send: %s",
-		    strerror(errno));
+		         strerror(errno));
 		bench_wait(r, 0, &ru_d);
 		goto out;
 	}
@@ -932,13 +940,13 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 	int d_killed = bench_wait(r, res->src_exit == 0 ? 60000 : 5000, &ru_d);
 	res->dst_exit = proc_exit_code(r);
 
-	bench_json_line(s->outbuf, res->src_json, sizeof(res->src_json));
-	bench_json_line(r->outbuf, res->dst_json, sizeof(res->dst_json));
+	res->src_json = bench_json_line(s->outbuf);
+	res->dst_json = bench_json_line(r->outbuf);
 	res->src_user_ms = bench_ms(ru_s.ru_utime);
 	res->src_sys_ms = bench_ms(ru_s.ru_stime);
 	res->dst_user_ms = bench_ms(ru_d.ru_utime);
 	res->dst_sys_ms = bench_ms(ru_d.ru_stime);
-	if (res->src_json[0]) {
+	if (res->src_json != NULL) {
 		res->total_ms = bench_field(res->src_json, "total_ms");
 		res->downtime_ms = bench_field(res->src_json, "downtime_ms");
 		res->payload_bytes = bench_field(res->src_json, "payload_bytes");
@@ -951,15 +959,17 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 
 	if (s_killed)
 		snprintf(res->error, sizeof(res->error), "tern send killed after %d s",
-		    o->timeout_s + 120);
+		         o->timeout_s + 120);
 	else if (res->src_exit != 0)
 		snprintf(res->error, sizeof(res->error), "tern send exited %d", res->src_exit);
 	else if (d_killed)
-		snprintf(res->error, sizeof(res->error), "tern receive killed: did not exit after "
-							 "handoff");
+		snprintf(res->error, sizeof(res->error),
+		         "tern receive killed: did not exit after "
+		         "handoff");
 	else if (res->dst_exit != 0)
 		snprintf(res->error, sizeof(res->error), "tern receive exited %d", res->dst_exit);
-	else if (strstr(res->src_json, "\"outcome\":\"completed\"") == NULL)
+	else if (res->src_json == NULL ||
+	         strstr(res->src_json, "\"outcome\":\"completed\"") == NULL)
 		snprintf(res->error, sizeof(res->error), "no completed summary from tern send");
 	else if (o->verify && json_num(res->src_json, "verified") != 1)
 		snprintf(res->error, sizeof(res->error), "--verify asked, digests not verified");
@@ -1032,7 +1042,7 @@ bench_figures_json(struct jw *w, const struct run_result *r, const struct baseli
 
 static int
 bench_migrate(struct jw *w, const char *key, const struct bench_opts *o, const char *guest,
-    const struct baseline *b, int top)
+              const struct baseline *b, int top)
 {
 	int n = o->runs, nok = 0;
 	struct run_result *res = calloc((size_t)n, sizeof(*res));
@@ -1043,7 +1053,8 @@ bench_migrate(struct jw *w, const char *key, const struct bench_opts *o, const c
 		bench_migrate_once(o, guest, &res[i]);
 		if (res[i].ok) {
 			nok++;
-			fprintf(stderr,
+			fprintf(
+			    stderr,
 			    "migrate: total %.0f ms, downtime %.0f ms, %.2f Gbit/s of page data\n",
 			    res[i].total_ms, res[i].downtime_ms, res[i].throughput_bps * 8 / 1e9);
 		} else {
@@ -1053,7 +1064,7 @@ bench_migrate(struct jw *w, const char *key, const struct bench_opts *o, const c
 
 	/* Medians over the runs that completed. */
 	struct run_result med;
-	double v[64] = { 0 };
+	double v[64] = {0};
 	int m = n < 64 ? n : 64;
 #define BENCH_MED(field)                                                                           \
 	do {                                                                                       \
@@ -1114,11 +1125,15 @@ bench_migrate(struct jw *w, const char *key, const struct bench_opts *o, const c
 		}
 		bench_figures_json(w, r, b);
 		/* tern's own summaries, verbatim (compact JSON objects). */
-		jw_raw(w, "source", "%s", r->src_json[0] ? r->src_json : "null");
-		jw_raw(w, "destination", "%s", r->dst_json[0] ? r->dst_json : "null");
+		jw_raw(w, "source", "%s", r->src_json ? r->src_json : "null");
+		jw_raw(w, "destination", "%s", r->dst_json ? r->dst_json : "null");
+		free(r->src_json);
+		free(r->dst_json);
 		jw_close(w, '}');
 	}
 	jw_close(w, ']');
+	if (top)
+		bench_load_end_json(w);
 	jw_close(w, '}');
 	free(res);
 	return nok == n ? 0 : -1;
@@ -1129,7 +1144,8 @@ bench_migrate(struct jw *w, const char *key, const struct bench_opts *o, const c
 static void
 bench_usage(FILE *f)
 {
-	fprintf(f,
+	fprintf(
+	    f,
 	    "usage: tern-bench machine [--iperf-seconds N]\n"
 	    "       tern-bench migrate [options]\n"
 	    "       tern-bench all [options]\n"
@@ -1181,22 +1197,30 @@ bench_bad_usage(const char *fmt, const char *arg)
 }
 
 enum {
-	OPT_IPERF = 256, OPT_GUEST, OPT_CONNS, OPT_CHUNK, OPT_RUNS, OPT_VERIFY, OPT_TERN,
-	OPT_NO_BASELINE, OPT_TIMEOUT, OPT_HELP,
+	OPT_IPERF = 256,
+	OPT_GUEST,
+	OPT_CONNS,
+	OPT_CHUNK,
+	OPT_RUNS,
+	OPT_VERIFY,
+	OPT_TERN,
+	OPT_NO_BASELINE,
+	OPT_TIMEOUT,
+	OPT_HELP,
 };
 
 static const struct option bench_long_opts[] = {
-	{ "iperf-seconds", required_argument, NULL, OPT_IPERF },
-	{ "guest", required_argument, NULL, OPT_GUEST },
-	{ "connections", required_argument, NULL, OPT_CONNS },
-	{ "chunk-size", required_argument, NULL, OPT_CHUNK },
-	{ "runs", required_argument, NULL, OPT_RUNS },
-	{ "verify", no_argument, NULL, OPT_VERIFY },
-	{ "tern", required_argument, NULL, OPT_TERN },
-	{ "no-baseline", no_argument, NULL, OPT_NO_BASELINE },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ NULL, 0, NULL, 0 },
+    {"iperf-seconds", required_argument, NULL, OPT_IPERF},
+    {"guest", required_argument, NULL, OPT_GUEST},
+    {"connections", required_argument, NULL, OPT_CONNS},
+    {"chunk-size", required_argument, NULL, OPT_CHUNK},
+    {"runs", required_argument, NULL, OPT_RUNS},
+    {"verify", no_argument, NULL, OPT_VERIFY},
+    {"tern", required_argument, NULL, OPT_TERN},
+    {"no-baseline", no_argument, NULL, OPT_NO_BASELINE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
 };
 
 static int
@@ -1238,14 +1262,15 @@ bench_parse(int argc, char **argv, const char *cmd, struct bench_opts *o)
 			break;
 		case OPT_CONNS:
 			if (bench_int(optarg, 1, TERN_MAX_CONNECTIONS, &n) != 0)
-				return bench_bad_usage("bad --connections '%s': must be 1..64", optarg);
+				return bench_bad_usage("bad --connections '%s': must be 1..64",
+				                       optarg);
 			o->connections = optarg;
 			break;
 		case OPT_CHUNK:
 			if (tern_parse_size(optarg, &sz) != 0 || sz < BENCH_PAGE ||
 			    sz > (32ull << 20) || sz % BENCH_PAGE)
-				return bench_bad_usage("bad --chunk-size '%s': 4K..32M, page multiple",
-				    optarg);
+				return bench_bad_usage(
+				    "bad --chunk-size '%s': 4K..32M, page multiple", optarg);
 			o->chunk_size = optarg;
 			break;
 		case OPT_RUNS:
@@ -1263,7 +1288,8 @@ bench_parse(int argc, char **argv, const char *cmd, struct bench_opts *o)
 			break;
 		case OPT_TIMEOUT:
 			if (bench_int(optarg, 1, 86400, &o->timeout_s) != 0)
-				return bench_bad_usage("bad --timeout '%s': seconds, 1..86400", optarg);
+				return bench_bad_usage("bad --timeout '%s': seconds, 1..86400",
+				                       optarg);
 			break;
 		case OPT_HELP:
 		case 'h':
@@ -1297,9 +1323,9 @@ bench_default_tern(char *out, size_t len)
 int
 main(int argc, char **argv)
 {
-	struct bench_opts o = { .runs = 3, .timeout_s = 300 };
+	struct bench_opts o = {.runs = 3, .timeout_s = 300};
 	char tern_path[PATH_MAX];
-	struct jw w = { .f = stdout, .first = 1 };
+	struct jw w = {.f = stdout, .first = 1};
 	int rc = 0;
 
 	if (argc < 2) {
@@ -1318,13 +1344,15 @@ main(int argc, char **argv)
 		return rc;
 	if (o.tern == NULL) {
 		if (bench_default_tern(tern_path, sizeof(tern_path)) != 0)
-			return bench_bad_usage("%s", "cannot find tern next to tern-bench; use --tern");
+			return bench_bad_usage("%s",
+			                       "cannot find tern next to tern-bench; use --tern");
 		o.tern = tern_path;
 	}
 	if (strcmp(cmd, "machine") != 0 && access(o.tern, X_OK) != 0)
 		return bench_bad_usage("no executable tern at '%s' (use --tern PATH)", o.tern);
 
-	struct sigaction sa = { .sa_handler = bench_on_signal };
+	bench_load_start = bench_loadavg();
+	struct sigaction sa = {.sa_handler = bench_on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -1345,7 +1373,7 @@ main(int argc, char **argv)
 		rc = bench_migrate(&w, NULL, &o, o.guest, &b, 1) == 0 ? 0 : 1;
 	} else {
 		struct machine *m = calloc(1, sizeof(*m));
-		struct baseline b = { .have = 1 };
+		struct baseline b = {.have = 1};
 		if (m == NULL)
 			return 1;
 		bench_machine_measure(m, o.iperf_seconds ? o.iperf_seconds : 3);
@@ -1365,6 +1393,7 @@ main(int argc, char **argv)
 		if (bench_migrate(&w, NULL, &o, BENCH_DEMO_GUEST, &b, 0) != 0)
 			rc = 1;
 		jw_close(&w, ']');
+		bench_load_end_json(&w);
 		jw_close(&w, '}');
 	}
 	fputs("\n", stdout);

@@ -360,12 +360,20 @@ run_send(struct cli *c)
 	return rc == 0 ? 0 : 1;
 }
 
+static void
+on_log(const char *line, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "tern: %s\n", line);
+}
+
 static int
 run_receive(struct cli *c)
 {
 	char err[512] = "";
 	struct tern_stats st;
 	c->recv.stop_flag = &stop_requested;
+	c->recv.log = on_log;
 	int rc = tern_migrate_receive(&c->recv, &st, err, sizeof(err));
 	if (rc != 0)
 		fprintf(stderr, "tern: receive failed: %s\n", err[0] ? err : tern_strerror(rc));

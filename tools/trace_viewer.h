@@ -22,6 +22,7 @@ struct tv_file {
 	/* This file's CLOCK_MONOTONIC minus the common (source) clock. */
 	int64_t offset_ns;
 	const char *offset_from; /* how offset_ns was found, for the report */
+	char offset_note[160];
 };
 
 /* One record, compacted: the model may hold millions. */
@@ -120,6 +121,9 @@ const char *tv_str(const struct tv_model *m, uint32_t idx);
  * actor is UINT32_MAX), NULL when the trace has none. */
 const struct tv_series *tv_find_series(const struct tv_model *m, uint32_t actor,
     const char *name);
+
+/* tv_state_time is when actor first entered state `name`, -1 if never. */
+int64_t tv_state_time(const struct tv_model *m, int64_t actor, const char *name);
 
 /* tv_side_name is "src" or "dst" for file f. */
 const char *tv_side_name(const struct tv_model *m, int f);

@@ -76,6 +76,10 @@ struct tern_recv_opts {
 	const char *trace_path;
 	const char *auth;
 	volatile int *stop_flag;   /* set non-zero (e.g. from SIGINT) to stop running the guest */
+	/* Operator notes ("refused a connection: ...", "receiving migration
+	 * ... over 4 connections"), one line each; NULL: silent. */
+	void (*log)(const char *line, void *arg);
+	void *log_arg;
 };
 
 /* One connection's share of a migration. */
