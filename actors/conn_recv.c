@@ -57,18 +57,33 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	if (g == NULL)
 		return cr_refuse(self, s, TERN_EPROTO, "page data before the configuration");
 	const struct tern_ranges *r = &m->u.w_pages.ranges;
+	const struct tern_ranges *z = &m->u.w_pages.zeros;
 	uint64_t total = 0;
-	if (r->count == 0 || r->count > TERN_CHUNK_MAX_RUNS)
+	if (r->count + z->count == 0 || r->count > TERN_FRAME_MAX_RANGES ||
+	    z->count > TERN_FRAME_MAX_RANGES)
 		return cr_refuse(self, s, TERN_EPROTO, "bad range count in page frame");
-	for (uint32_t i = 0; i < r->count; i++) {
+	/* Every range is checked before any byte is written. */
+	for (uint32_t i = 0; i < r->count + z->count; i++) {
 		uint64_t gpa, len;
-		tern_ranges_get(r, i, &gpa, &len);
+		tern_ranges_get(i < r->count ? r : z, i < r->count ? i : i - r->count, &gpa, &len);
 		if (len == 0 || !tern_guest_range_ok(g, gpa, len))
 			return cr_refuse(self, s, TERN_ERANGE, "page range outside guest memory");
-		total += len;
+		if (i < r->count)
+			total += len;
 	}
 	if (total != plen)
 		return cr_refuse(self, s, TERN_EPROTO, "page frame length mismatch");
+	/* Announced zero: make them read as zero, also when this memory held
+	 * something before (a second migration into the same guest). */
+	uint64_t zero_pages = 0;
+	for (uint32_t i = 0; i < z->count; i++) {
+		uint64_t gpa, len;
+		tern_ranges_get(z, i, &gpa, &len);
+		int rc = tern_guest_zero(g, gpa, len);
+		if (rc != 0)
+			return cr_refuse(self, s, rc, "cannot clear announced zero pages");
+		zero_pages += len / TERN_PAGE_SIZE;
+	}
 	for (uint32_t i = 0; i < r->count; i++) {
 		uint64_t gpa, len;
 		tern_ranges_get(r, i, &gpa, &len);
@@ -94,6 +109,7 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	in.u.pages_in.conn = s->a->conn;
 	in.u.pages_in.bytes = plen;
 	in.u.pages_in.frames = ++s->frames;
+	in.u.pages_in.zero_pages = zero_pages;
 	return tern_actor_send(self, s->a->receiver, &in);
 }
 

@@ -15,9 +15,12 @@
 #include "net/wire.h"
 #include "tern/error.h"
 
+#define CS_MAX_IOV (2 * TERN_FRAME_MAX_RANGES)
+
 struct cs_flight {
 	uint64_t chunk;
 	uint64_t bytes;
+	uint64_t zero_pages;
 	uint64_t sent_ns;
 };
 
@@ -30,8 +33,9 @@ struct cs_state {
 	uint32_t inflight;
 	uint64_t last_progress_ns; /* last ack, or the send that filled an empty window */
 	struct tern_wire_rx *rx;
-	uint8_t ranges[TERN_CHUNK_MAX_RUNS * 16];
-	struct iovec iov[TERN_CHUNK_MAX_RUNS];
+	uint8_t ranges[TERN_FRAME_MAX_RANGES * 16];
+	uint8_t zranges[TERN_FRAME_MAX_RANGES * 16];
+	struct iovec iov[CS_MAX_IOV];
 };
 
 static int
@@ -101,31 +105,86 @@ cs_tick(struct tern_actor *self, void *state)
 	return 0;
 }
 
-/* Builds the ranges and iovecs of the dirty pages of chunk c. */
+/* What one W_PAGES frame carries. */
+struct cs_frame {
+	uint32_t ndata, nzero, niov;
+	uint64_t bytes, zero_pages;
+};
+
+/* Read-only zeros for holes sent as data (--zero-pages off): never read
+ * through the guest mapping, where reading a hole would allocate it. */
+static const uint8_t cs_zeros[1u << 20];
+
 static int
-cs_build(struct cs_state *s, const struct tern_msg_chunk *c, uint32_t *nruns, uint64_t *bytes)
+cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t count, int hole)
+{
+	uint64_t gpa = first << TERN_PAGE_SHIFT, len = count << TERN_PAGE_SHIFT;
+	if (f->ndata == TERN_FRAME_MAX_RANGES)
+		return TERN_EINVAL;
+	tern_ranges_put(s->ranges, f->ndata++, gpa, len);
+	f->bytes += len;
+	if (!hole) {
+		if (f->niov == CS_MAX_IOV)
+			return TERN_EINVAL;
+		s->iov[f->niov++] = (struct iovec){ tern_guest_hva(s->a->guest, gpa), len };
+		return 0;
+	}
+	for (uint64_t off = 0; off < len; off += sizeof(cs_zeros)) {
+		if (f->niov == CS_MAX_IOV)
+			return TERN_EINVAL;
+		uint64_t n = len - off < sizeof(cs_zeros) ? len - off : sizeof(cs_zeros);
+		s->iov[f->niov++] = (struct iovec){ (void *)cs_zeros, n };
+	}
+	return 0;
+}
+
+/* Builds the data ranges (with their iovecs) and the zero announcements of
+ * the dirty pages of chunk c.  With a zero map, each dirty run is split where
+ * the map changes; should a pathological layout exhaust the zero ranges, the
+ * remaining zero pages simply go as data. */
+static int
+cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 {
 	const struct tern_bitmap *set = (const struct tern_bitmap *)(uintptr_t)c->set;
+	const struct tern_bitmap *zmap = (const struct tern_bitmap *)(uintptr_t)c->zmap;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT;
 	uint64_t end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count;
-	*nruns = 0;
-	*bytes = 0;
-	if (!tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits)
+	int rc;
+	*f = (struct cs_frame){ 0 };
+	if (!tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
+	    (zmap != NULL && end > zmap->nbits))
 		return TERN_ERANGE;
+	int split = zmap != NULL && (c->flags & (TERN_CHUNK_ZSCANNED | TERN_CHUNK_ZHOLES));
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
 		if (first >= end)
 			break;
 		if (first + count > end)
 			count = end - first;
-		if (*nruns == TERN_CHUNK_MAX_RUNS)
-			return TERN_EINVAL;
-		uint64_t gpa = first << TERN_PAGE_SHIFT, len = count << TERN_PAGE_SHIFT;
-		tern_ranges_put(s->ranges, *nruns, gpa, len);
-		s->iov[*nruns].iov_base = tern_guest_hva(s->a->guest, gpa);
-		s->iov[*nruns].iov_len = len;
-		(*nruns)++;
-		*bytes += len;
+		if (!split) {
+			if ((rc = cs_add_data(s, f, first, count, 0)) != 0)
+				return rc;
+			continue;
+		}
+		for (uint64_t p = first, stop = first + count; p < stop;) {
+			/* Atomic loads: scanners of neighbouring chunks update
+			 * other bits of the same words. */
+			int z = (__atomic_load_n(&zmap->words[p >> 6], __ATOMIC_RELAXED) >> (p & 63)) & 1;
+			uint64_t q = p + 1;
+			while (q < stop &&
+			    (int)((__atomic_load_n(&zmap->words[q >> 6], __ATOMIC_RELAXED) >> (q & 63)) &
+				1) == z)
+				q++;
+			if (z && (c->flags & TERN_CHUNK_ZSCANNED) && f->nzero < TERN_FRAME_MAX_RANGES) {
+				tern_ranges_put(s->zranges, f->nzero++, p << TERN_PAGE_SHIFT,
+				    (q - p) << TERN_PAGE_SHIFT);
+				f->zero_pages += q - p;
+			} else if ((rc = cs_add_data(s, f, p, q - p,
+					z && (c->flags & TERN_CHUNK_ZHOLES))) != 0) {
+				return rc;
+			}
+			p = q;
+		}
 	}
 	return 0;
 }
@@ -133,25 +192,24 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, uint32_t *nruns, ui
 static int
 cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg_chunk *c)
 {
-	uint32_t nruns;
-	uint64_t bytes;
-	int rc = cs_build(s, c, &nruns, &bytes);
-	if (rc != 0)
-		return tern_actor_fail(self, rc, "bad chunk %llu", (unsigned long long)c->chunk);
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_PAGES);
-	m.u.w_pages.chunk = c->chunk;
-	m.u.w_pages.ranges.pairs = s->ranges;
-	m.u.w_pages.ranges.count = nruns;
-	/* In flight from before the first byte: if the send fails, CONN_DOWN
+	struct cs_frame f;
+	int rc = cs_build(s, c, &f);
+	/* In flight from before the first byte: if anything fails, CONN_DOWN
 	 * hands this chunk back too. */
 	uint64_t now = tern_now_ns(), zero = 0;
 	atomic_compare_exchange_strong(&s->a->first_send_ns, &zero, now);
 	if (s->inflight == 0)
 		s->last_progress_ns = now;
-	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, bytes, now };
+	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, f.bytes, f.zero_pages, now };
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "bad chunk %llu", (unsigned long long)c->chunk);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_PAGES);
+	m.u.w_pages.chunk = c->chunk;
+	m.u.w_pages.ranges = (struct tern_ranges){ s->ranges, f.ndata };
+	m.u.w_pages.zeros = (struct tern_ranges){ s->zranges, f.nzero };
 	uint64_t wire = 0;
-	rc = tern_wire_send(s->fd, &m, s->iov, (int)nruns, &wire);
+	rc = tern_wire_send(s->fd, &m, s->iov, (int)f.niov, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
@@ -212,6 +270,7 @@ cs_ack(struct tern_actor *self, struct cs_state *s, const struct tern_msg_w_ack 
 	d.u.chunk_done.conn = s->a->conn;
 	d.u.chunk_done.bytes = f.bytes;
 	d.u.chunk_done.wire_ns = tern_now_ns() - f.sent_ns;
+	d.u.chunk_done.zero_pages = f.zero_pages;
 	int rc = tern_actor_send(self, s->a->coordinator, &d);
 	if (rc != 0)
 		return rc;

@@ -47,7 +47,13 @@ static const char *co_phase_names[] = { "setup", "bulk", "iterate", "switchover"
 struct co_state {
 	struct tern_coordinator_args *a;
 	struct tern_guest *g;
-	struct tern_queue *queue;
+	struct tern_queue *queue;      /* to the connections */
+	struct tern_queue *scan_queue; /* to the zero scanners (detect mode) */
+	struct tern_queue *feed;       /* where new chunks go: one of the two */
+	struct tern_actor *scanners[TERN_MAX_SCANNERS];
+	uint32_t nscanners;
+	struct tern_bitmap zmap;       /* zero pages (detect) or holes (off) */
+	int zero_mode;
 	struct tern_actor *dirty_log;
 	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
 	uint32_t nconns;
@@ -194,9 +200,13 @@ co_build_bulk(struct co_state *s)
 	int rc = tern_bitmap_init(&s->bulk, g->npages);
 	if (rc != 0)
 		return rc;
-	if (g->region.fd < 0) {
+	if (g->region.fd < 0 || s->zero_mode == TERN_ZERO_OFF) {
 		tern_bitmap_set_all(&s->bulk);
-		return 0;
+		if (g->region.fd < 0)
+			return 0;
+		/* Off: every page goes as data, holes from a zero buffer; the
+		 * data extents found below are cleared from the hole map. */
+		tern_bitmap_set_all(&s->zmap);
 	}
 	off_t off = 0, size = (off_t)g->region.size;
 	while (off < size) {
@@ -213,7 +223,12 @@ co_build_bulk(struct co_state *s)
 			hole = size;
 		uint64_t first = (uint64_t)data >> TERN_PAGE_SHIFT;
 		uint64_t last = ((uint64_t)hole + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
-		tern_bitmap_set_range(&s->bulk, first, last - first);
+		if (s->zero_mode == TERN_ZERO_OFF) {
+			for (uint64_t p = first; p < last; p++)
+				s->zmap.words[p >> 6] &= ~(1ull << (p & 63));
+		} else {
+			tern_bitmap_set_range(&s->bulk, first, last - first);
+		}
 		off = hole;
 	}
 	return 0;
@@ -246,6 +261,10 @@ co_cut(struct co_state *s, struct tern_msg *c)
 	c->u.chunk.len = (end - start) << TERN_PAGE_SHIFT;
 	c->u.chunk.set = (uint64_t)(uintptr_t)s->cur;
 	c->u.chunk.pages = pages;
+	if (s->zero_mode == TERN_ZERO_OFF && s->cur == &s->bulk && s->zmap.words != NULL) {
+		c->u.chunk.flags = TERN_CHUNK_ZHOLES;
+		c->u.chunk.zmap = (uint64_t)(uintptr_t)&s->zmap;
+	}
 	return 1;
 }
 
@@ -278,7 +297,7 @@ co_requeue(struct tern_actor *self, struct co_state *s)
 			s->nrequeue--;
 			continue;
 		}
-		int rc = tern_queue_put(s->queue, tern_actor_id(self), &o->chunk, 0);
+		int rc = tern_queue_put(s->feed, tern_actor_id(self), &o->chunk, 0);
 		if (rc == TERN_ETIMEDOUT)
 			return 0;
 		if (rc != 0)
@@ -305,7 +324,7 @@ co_feed(struct tern_actor *self, struct co_state *s)
 			}
 			s->have_pending = 1;
 		}
-		rc = tern_queue_put(s->queue, tern_actor_id(self), &s->pending, 0);
+		rc = tern_queue_put(s->feed, tern_actor_id(self), &s->pending, 0);
 		if (rc == TERN_ETIMEDOUT)
 			break; /* full: retried on the next ack or tick */
 		if (rc != 0)
@@ -579,6 +598,9 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		s->iter_bytes += m->u.chunk_done.bytes;
 		s->a->stats->payload_bytes += m->u.chunk_done.bytes;
 		s->a->stats->pages_sent += m->u.chunk_done.bytes / TERN_PAGE_SIZE;
+		s->a->stats->pages_zero += m->u.chunk_done.zero_pages;
+		if (s->remaining >= m->u.chunk_done.zero_pages * TERN_PAGE_SIZE)
+			s->remaining -= m->u.chunk_done.zero_pages * TERN_PAGE_SIZE;
 		if (s->remaining >= m->u.chunk_done.bytes)
 			s->remaining -= m->u.chunk_done.bytes;
 		return co_feed(self, s);
@@ -673,8 +695,34 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	if (s->state_buf == NULL)
 		return TERN_ENOMEM;
 	int rc;
+	s->zero_mode = o->zero_pages;
 	if ((rc = tern_queue_open(tern_actor_rt(self), "chunks", &s->queue)) != 0)
 		return rc;
+	s->feed = s->queue;
+	if (s->zero_mode == TERN_ZERO_DETECT || s->zero_mode == TERN_ZERO_OFF) {
+		if ((rc = tern_bitmap_init(&s->zmap, s->g->npages)) != 0)
+			return rc;
+	}
+	if (s->zero_mode == TERN_ZERO_DETECT) {
+		s->nscanners = o->zero_scanners ? o->zero_scanners : 1;
+		if (s->nscanners > TERN_MAX_SCANNERS)
+			s->nscanners = TERN_MAX_SCANNERS;
+		if ((rc = tern_queue_open(tern_actor_rt(self), "scan", &s->scan_queue)) != 0)
+			return rc;
+		s->feed = s->scan_queue;
+		for (uint32_t i = 0; i < s->nscanners; i++) {
+			struct tern_zero_scan_args *z = &a->scanners[i];
+			z->guest = s->g;
+			z->in = s->scan_queue;
+			z->out = s->queue;
+			z->zmap = &s->zmap;
+			if ((rc = tern_spawn(tern_actor_rt(self), &tern_zero_scan_actor, z,
+				 tern_actor_id(self), &s->scanners[i])) != 0) {
+				s->scanners[i] = NULL;
+				return rc;
+			}
+		}
+	}
 	a->dirty.guest = s->g;
 	a->dirty.period_ms = o->dirty_period_ms;
 	if ((rc = tern_spawn(tern_actor_rt(self), &tern_dirty_log_actor, &a->dirty,
@@ -711,7 +759,9 @@ co_init(struct tern_actor *self, void *state, void *arg)
 			return rc;
 		}
 	}
-	s->max_outstanding = (uint64_t)s->nconns * a->conns[0].window + 2;
+	/* Enough outstanding to keep every connection's window and every
+	 * scanner busy, no more: nothing queued far ahead of the wire. */
+	s->max_outstanding = (uint64_t)s->nconns * a->conns[0].window + 2 + 2ull * s->nscanners;
 	s->conn0_alive = 1;
 	s->alive = s->nconns;
 	s->out = calloc(s->max_outstanding, sizeof(*s->out));
@@ -759,8 +809,16 @@ co_stop(struct tern_actor *self, void *state)
 		(void)s->g->ops->resume(s->g);
 		s->paused = 0;
 	}
+	if (s->scan_queue != NULL)
+		tern_queue_close(s->scan_queue);
 	if (s->queue != NULL)
 		tern_queue_close(s->queue);
+	for (uint32_t i = 0; i < s->nscanners; i++) {
+		co_stop_child(&s->scanners[i]);
+		struct tern_zero_scan_args *z = &a->scanners[i];
+		a->stats->pages_scanned += atomic_load(&z->pages);
+		a->stats->zero_scan_ms += atomic_load(&z->scan_ns) / 1000000;
+	}
 	for (uint32_t i = 0; i < s->nconns; i++)
 		co_stop_child(&s->conns[i]);
 	co_stop_child(&s->dirty_log);
@@ -781,6 +839,7 @@ co_stop(struct tern_actor *self, void *state)
 	a->stats->dirty_rate_pps = s->dirty_pps;
 	a->stats->bandwidth_bps = s->bw_bps;
 	tern_bitmap_fini(&s->bulk);
+	tern_bitmap_fini(&s->zmap);
 	free(s->state_buf);
 	s->state_buf = NULL;
 }

@@ -17,7 +17,10 @@
 
 #include "actors/conn_send.h"
 #include "actors/dirty_log.h"
+#include "actors/zero_scan.h"
 #include "tern/tern.h"
+
+#define TERN_MAX_SCANNERS 16
 
 struct tern_coordinator_args {
 	struct tern_guest *guest;
@@ -26,6 +29,7 @@ struct tern_coordinator_args {
 	char migration[64];
 	struct tern_dirty_log_args dirty;
 	struct tern_conn_send_args conns[TERN_MAX_CONNECTIONS];
+	struct tern_zero_scan_args scanners[TERN_MAX_SCANNERS];
 	/* outcome */
 	int result;
 	char err[TERN_STR_MAX];

@@ -184,6 +184,7 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	case TERN_MSG_PAGES_IN:
 		s->a->stats->payload_bytes += m->u.pages_in.bytes;
 		s->a->stats->pages_sent += m->u.pages_in.bytes / TERN_PAGE_SIZE;
+		s->a->stats->pages_zero += m->u.pages_in.zero_pages;
 		return 0;
 	case TERN_MSG_SYS_EXIT:
 		for (uint32_t i = 1; i < s->a->nconns; i++) {

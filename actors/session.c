@@ -408,8 +408,11 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 		return TERN_EINVAL;
 	/* Per connection: replace the closing brace with the array. */
 	size_t at = (size_t)n - 1;
-	int k = snprintf(buf + at, len - at, ",\"connections_lost\":%u,\"chunks_requeued\":%" PRIu64
-	    ",\"conns\":[", s->connections_lost, s->chunks_requeued);
+	int k = snprintf(buf + at, len - at,
+	    ",\"pages_zero\":%" PRIu64 ",\"pages_scanned\":%" PRIu64 ",\"zero_scan_ms\":%" PRIu64
+	    ",\"connections_lost\":%u,\"chunks_requeued\":%" PRIu64 ",\"conns\":[",
+	    s->pages_zero, s->pages_scanned, s->zero_scan_ms, s->connections_lost,
+	    s->chunks_requeued);
 	if (k < 0 || (size_t)k >= len - at)
 		return TERN_EINVAL;
 	at += (size_t)k;

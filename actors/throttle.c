@@ -21,7 +21,8 @@
  * "latency" would cut the real pause short.
  *
  * `carry` is the sum of the previous slices' errors (target paused time
- * minus actual), bounded to a quarter slice: a tick that wakes late makes
+ * minus actual), bounded to one slice: a tick that wakes late, or a pause
+ * that waits for a vCPU thread the host has descheduled, makes
  * one slice's pause or run too long, and the next slice pays it back, so
  * the share over a window holds even when single slices miss.
  */
@@ -76,10 +77,18 @@ th_event(struct th_state *s, uint32_t kind, uint64_t t_call, uint64_t t_ret)
 		s->args->on_event(s->args->event_arg, &ev);
 }
 
+/* th_avg: moving average of the pause latency.  A sample is capped at four
+ * times the average (+100 us): a pause that waited 100 ms for a vCPU thread
+ * the host had descheduled says nothing about the next one, and starting
+ * every later pause that much early would only cost the carry work. */
 static uint64_t
 th_avg(uint64_t avg, uint64_t x)
 {
-	return avg == 0 ? x : avg - avg / 8 + x / 8;
+	if (avg == 0)
+		return x < 1000000 ? x : 1000000;
+	if (x > 4 * avg + 100000)
+		x = 4 * avg + 100000;
+	return avg - avg / 8 + x / 8;
 }
 
 /* th_share_ppm: run time over wall time of the window's slices. */
@@ -115,7 +124,7 @@ th_forget(struct th_state *s, bool window)
 static void
 th_close_slice(struct tern_actor *self, struct th_state *s, uint64_t now)
 {
-	int64_t bound = (int64_t)s->slice_ns / 4;
+	int64_t bound = (int64_t)s->slice_ns;
 
 	if (!s->counted || s->slice_start == 0 || s->paused_end == 0 || now <= s->paused_end)
 		return;

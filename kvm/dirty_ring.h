@@ -54,7 +54,7 @@ struct tern_dirty_rings {
  * is incremented every time a vCPU stops on a full ring.  0 or TERN_ENOMEM;
  * fini is safe after a failed init. */
 int tern_dirty_rings_init(struct tern_dirty_rings *r, uint32_t nrings, uint32_t size,
-    uint64_t npages, uint64_t *stalls);
+                          uint64_t npages, uint64_t *stalls);
 void tern_dirty_rings_fini(struct tern_dirty_rings *r);
 
 /* tern_dirty_ring_wait_room blocks vCPU v until its ring has room for need
@@ -62,7 +62,7 @@ void tern_dirty_rings_fini(struct tern_dirty_rings *r);
  * false, without waiting further, once *stop is non-zero (the vCPU is being
  * paused); the vCPU must then not write. */
 bool tern_dirty_ring_wait_room(struct tern_dirty_rings *r, uint32_t v, uint32_t need,
-    const atomic_uint *stop);
+                               const atomic_uint *stop);
 
 /* tern_dirty_ring_enter / leave bracket a vCPU's writes; between them it
  * marks every page before writing it.  Room for the marks must have been

@@ -151,6 +151,10 @@ guest_config_check(const struct tern_guest_config *cfg, char *err, size_t errlen
 		guest_errf(err, errlen, "vcpus: %u is outside 1..256", cfg->vcpus);
 		return TERN_EINVAL;
 	}
+	if (cfg->fill == TERN_FILL_RANDOM && cfg->fill_size > cfg->mem_size) {
+		guest_errf(err, errlen, "fill: random:SIZE is larger than mem");
+		return TERN_EINVAL;
+	}
 	if (cfg->fill > TERN_FILL_PERCENT ||
 	    (cfg->fill == TERN_FILL_PERCENT && cfg->fill_pct > 100)) {
 		guest_errf(err, errlen, "fill: percentage %u is above 100", cfg->fill_pct);
@@ -240,6 +244,16 @@ guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, b
 			cfg->fill = TERN_FILL_ZERO;
 		} else if (strcmp(val, "random") == 0) {
 			cfg->fill = TERN_FILL_RANDOM;
+			cfg->fill_size = 0;
+		} else if (strncmp(val, "random:", 7) == 0) {
+			/* random:SIZE: the first SIZE random, the rest untouched. */
+			if (tern_parse_size(val + 7, &x) != 0 || x == 0 || x % TERN_PAGE_SIZE) {
+				guest_errf(err, errlen,
+				           "fill: '%s' needs a page-aligned size, e.g. random:1G", val);
+				return TERN_EINVAL;
+			}
+			cfg->fill = TERN_FILL_RANDOM;
+			cfg->fill_size = x;
 		} else if (guest_parse_u64(val, &x) == 0 && x <= 100) {
 			cfg->fill = TERN_FILL_PERCENT;
 			cfg->fill_pct = (uint32_t)x;
@@ -384,7 +398,7 @@ guest_format_size(uint64_t v, char *buf, size_t len)
 int
 tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t len)
 {
-	char mem[32], ws[32], rate[32], fill[16];
+	char mem[32], ws[32], rate[32], fill[40];
 	int n;
 
 	guest_format_size(cfg->mem_size, mem, sizeof(mem));
@@ -392,6 +406,8 @@ tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t le
 	guest_format_size(cfg->rate, rate, sizeof(rate));
 	if (cfg->fill == TERN_FILL_ZERO)
 		snprintf(fill, sizeof(fill), "zero");
+	else if (cfg->fill == TERN_FILL_RANDOM && cfg->fill_size != 0)
+		snprintf(fill, sizeof(fill), "random:%" PRIu64 "K", cfg->fill_size >> 10);
 	else if (cfg->fill == TERN_FILL_RANDOM)
 		snprintf(fill, sizeof(fill), "random");
 	else
@@ -550,6 +566,31 @@ tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len)
 	while (madvise(r->host + off, end - off, MADV_POPULATE_WRITE) != 0) {
 		if (errno != EINTR)
 			return -errno;
+	}
+	return 0;
+}
+
+int
+tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
+{
+	const struct tern_guest_region *r = &g->region;
+	if (!tern_guest_range_ok(g, gpa, len))
+		return TERN_ERANGE;
+	uint64_t off = gpa - r->gpa, end = off + len;
+	uint64_t a = (off + TERN_PAGE_SIZE - 1) & ~(TERN_PAGE_SIZE - 1);
+	uint64_t b = end & ~(TERN_PAGE_SIZE - 1);
+	if (a >= b) { /* inside one page */
+		memset(r->host + off, 0, len);
+		return 0;
+	}
+	memset(r->host + off, 0, a - off);
+	memset(r->host + b, 0, end - b);
+	if (r->fd >= 0) {
+		if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			(off_t)(r->fd_offset + a), (off_t)(b - a)) != 0)
+			return -errno;
+	} else if (madvise(r->host + a, b - a, MADV_DONTNEED) != 0) {
+		return -errno;
 	}
 	return 0;
 }

@@ -31,6 +31,8 @@ struct tern_guest_config {
 	uint32_t vcpus;     /* 1..256 */
 	uint32_t fill;      /* enum tern_fill */
 	uint32_t fill_pct;  /* with TERN_FILL_PERCENT: 0..100 */
+	uint64_t fill_size; /* with TERN_FILL_RANDOM: only the first fill_size
+			       bytes are random, the rest never touched (0: all) */
 	uint32_t backing;   /* enum tern_backing */
 	uint32_t workload;  /* enum tern_workload */
 	uint64_t ws_size;   /* memtouch working set in bytes (default: mem/4) */
@@ -187,6 +189,11 @@ int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t r
  * of data (MADV_POPULATE_WRITE; fallocate first for a memfd) so that writes
  * do not fault page by page. */
 int tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len);
+
+/* tern_guest_zero makes [gpa, gpa+len) read as zero, cheaply: whole pages are
+ * dropped (a hole punched in a memfd, MADV_DONTNEED for anonymous memory),
+ * partial pages are cleared.  Pages that were never populated stay so. */
+int tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len);
 
 /* tern_guest_range_ok reports whether [gpa, gpa+len) lies inside guest
  * memory (overflow-safe). */

@@ -212,7 +212,7 @@ static inline bool
 simvm_page_random(const struct tern_guest_config *cfg, uint64_t page)
 {
 	if (cfg->fill == TERN_FILL_RANDOM)
-		return true;
+		return cfg->fill_size == 0 || page < cfg->fill_size / TERN_PAGE_SIZE;
 	if (cfg->fill != TERN_FILL_PERCENT)
 		return false;
 	return simvm_mix(cfg->seed ^ simvm_mix(page ^ 0x5851f42d4c957f2dull)) % 100 < cfg->fill_pct;
@@ -289,13 +289,18 @@ simvm_fill(struct tern_guest *g)
 	if (g->cfg.fill == TERN_FILL_ZERO ||
 	    (g->cfg.fill == TERN_FILL_PERCENT && g->cfg.fill_pct == 0))
 		return 0;
+	/* fill=random:SIZE touches only the first SIZE bytes. */
+	if (g->cfg.fill == TERN_FILL_RANDOM && g->cfg.fill_size != 0 &&
+	    g->cfg.fill_size / TERN_PAGE_SIZE < a.end)
+		a.end = g->cfg.fill_size / TERN_PAGE_SIZE;
 	/* Big guests: the second half on a helper thread (2 cores here). */
-	if (g->npages >= SIMVM_FILL_THREADED_PAGES) {
+	if (a.end >= SIMVM_FILL_THREADED_PAGES) {
+		uint64_t end = a.end;
 		b = a;
-		b.first = a.end = g->npages / 2;
+		b.first = a.end = end / 2;
 		threaded = pthread_create(&t, NULL, simvm_fill_main, &b) == 0;
 		if (!threaded)
-			a.end = g->npages;
+			a.end = end;
 	}
 	simvm_fill_main(&a);
 	if (threaded) {

@@ -43,10 +43,17 @@
  * most TERN_CHUNK_MAX_RUNS runs. */
 #define TERN_FIELDS_CHUNK(F)                                                   \
 	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags)       \
-	F(U64, set) F(U64, pages)
+	F(U64, set) F(U64, pages) F(U64, zmap)
+/* CHUNK flags.  zmap is a struct tern_bitmap * of the guest's pages:
+ * ZSCANNED: a ZeroScanActor set zmap's bits of this chunk (1 = all zero),
+ * the pages go as announcements; ZHOLES (--zero-pages off): zmap marks holes,
+ * which go as data read from a static zero page, never from the mapping. */
+#define TERN_CHUNK_ZSCANNED 1u
+#define TERN_CHUNK_ZHOLES 2u
 /* ConnectionActor -> Coordinator: the destination acknowledged a chunk. */
 #define TERN_FIELDS_CHUNK_DONE(F)                                              \
-	F(U64, chunk) F(U32, conn) F(U64, bytes) F(U64, wire_ns)
+	F(U64, chunk) F(U32, conn) F(U64, bytes) F(U64, wire_ns)               \
+	F(U64, zero_pages)
 /* ConnectionActor -> Coordinator: the connection failed; `chunks` lists the
  * unacknowledged chunk ids (as (id, 0) pairs) for re-queueing. */
 #define TERN_FIELDS_CONN_DOWN(F)                                               \
@@ -59,7 +66,8 @@
 	F(U32, iter) F(STR, state) F(U64, transferred) F(U64, remaining)       \
 	F(U64, dirty_pps) F(U64, bw_bps) F(U64, eta_ms) F(U64, elapsed_ms)
 /* Destination ConnectionActor -> ReceiverCoordinator: pages written. */
-#define TERN_FIELDS_PAGES_IN(F) F(U32, conn) F(U64, bytes) F(U64, frames)
+#define TERN_FIELDS_PAGES_IN(F)                                                \
+	F(U32, conn) F(U64, bytes) F(U64, frames) F(U64, zero_pages)
 /* Coordinator -> ThrottleActor request: enforce pct (0..99, 0 = off). */
 #define TERN_FIELDS_THROTTLE_SET(F) F(U32, pct)
 /* ThrottleActor reply: the pct in force, the guest's measured run-time
@@ -77,8 +85,10 @@
 #define TERN_FIELDS_W_CONFIG(F)                                                \
 	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest)         \
 	F(BOOL, verify)
-/* Page data: the payload is the bytes of every range, in order. */
-#define TERN_FIELDS_W_PAGES(F) F(U64, chunk) F(RANGES, ranges)
+/* Page data: the payload is the bytes of every range, in order.  `zeros`
+ * are ranges announced all-zero: no payload, the destination makes them read
+ * as zero. */
+#define TERN_FIELDS_W_PAGES(F) F(U64, chunk) F(RANGES, ranges) F(RANGES, zeros)
 #define TERN_FIELDS_W_ACK(F) F(U64, chunk) F(I32, status)
 /* Device/vCPU state: the payload follows the header. */
 #define TERN_FIELDS_W_STATE(F) F(U64, len)
@@ -118,7 +128,9 @@
 	X(SYS_STOP, sys_stop, 0xf001)                                          \
 	X(SYS_EXIT, sys_exit, 0xf002)
 
-/* Most runs (ranges) in one chunk / one W_PAGES frame. */
+/* Most dirty runs the coordinator puts in one chunk, and most ranges of
+ * each kind (data, zero) in one W_PAGES frame. */
 #define TERN_CHUNK_MAX_RUNS 256
+#define TERN_FRAME_MAX_RANGES 512
 
 #endif /* TERN_MESSAGES_SCHEMA_H */

@@ -30,7 +30,7 @@
 #define WIRE_IOV 64
 /* Prefix + header on the stack: a W_PAGES of TERN_CHUNK_MAX_RUNS ranges
  * fits; larger headers (up to TERN_WIRE_HEADER_MAX) are allocated. */
-#define WIRE_TXBUF (WIRE_PREFIX + 512 + 16 * TERN_CHUNK_MAX_RUNS)
+#define WIRE_TXBUF (WIRE_PREFIX + 512 + 2 * 16 * TERN_FRAME_MAX_RANGES)
 /* One recv is bounded so that its byte count fits ssize_t comfortably. */
 #define WIRE_RECV_MAX (1u << 30)
 

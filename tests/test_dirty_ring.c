@@ -286,8 +286,7 @@ ring_concurrent(const char *spec, uint32_t ring_size, bool expect_stalls)
 
 Test(ring, harvest_or_next_paced, .timeout = 60)
 {
-	ring_concurrent("simvm:mem=64M,vcpus=2,fill=50,workload=memtouch:ws=4M,rate=32M", 0,
-	                false);
+	ring_concurrent("simvm:mem=64M,vcpus=2,fill=50,workload=memtouch:ws=4M,rate=32M", 0, false);
 }
 
 Test(ring, harvest_or_next_small_ring_unpaced, .timeout = 60)
@@ -303,8 +302,8 @@ Test(ring, harvest_or_next_small_ring_unpaced, .timeout = 60)
  * (the workload's words in a fill=zero guest), as many as the vCPU's steps. */
 Test(ring, full_ring_never_drops, .timeout = 60)
 {
-	struct tern_guest *g = ring_guest(
-	    "simvm:mem=128M,vcpus=1,workload=memtouch:ws=64M,rate=0,pattern=seq", 16);
+	struct tern_guest *g =
+	    ring_guest("simvm:mem=128M,vcpus=1,workload=memtouch:ws=64M,rate=0,pattern=seq", 16);
 	uint64_t ws = g->cfg.ws_size / PG, pages, total = 0, steps, stalls, written = 0;
 	struct tern_bitmap h, uni;
 
@@ -346,8 +345,8 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 		bool stamped = *(const uint64_t *)(g->region.host + p * PG) != 0;
 
 		written += stamped;
-		cr_assert_eq(tern_bitmap_test(&uni, p), stamped,
-		             "page %" PRIu64 ": %s but %s", p, stamped ? "written" : "never written",
+		cr_assert_eq(tern_bitmap_test(&uni, p), stamped, "page %" PRIu64 ": %s but %s", p,
+		             stamped ? "written" : "never written",
 		             stamped ? "never harvested" : "harvested");
 	}
 	cr_assert_eq(written, steps, "one new page per step");
@@ -426,7 +425,8 @@ Test(ring, actor_take_loses_nothing, .timeout = 60)
 	char path[] = "/tmp/tern-ring-trace-XXXXXX";
 	struct tern_guest *g = mkguest("simvm:mem=64M,vcpus=2,workload=memtouch:ws=4M,rate=0");
 	uint64_t npg = CTL_PAGES + g->cfg.ws_size / PG, *snap[2], changed = 0, n, stalls;
-	struct tern_dirty_log_args a = {.guest = g, .period_ms = 5, .mode = "ring", .ring_size = 256};
+	struct tern_dirty_log_args a = {
+	    .guest = g, .period_ms = 5, .mode = "ring", .ring_size = 256};
 	struct tern_bitmap *held[2] = {NULL, NULL};
 	struct tern_trace *trace;
 	struct tern_runtime *rt;
@@ -464,8 +464,8 @@ Test(ring, actor_take_loses_nothing, .timeout = 60)
 		cr_assert_eq(n, tern_bitmap_count(held[0]));
 		expect_only_vcpu_pages(g, held[0], npg, "actor", it);
 		if (it > 0)
-			changed += expect_changed_reported(prev, cur, npg, held[0], held[1], "actor",
-			                                   it);
+			changed +=
+			    expect_changed_reported(prev, cur, npg, held[0], held[1], "actor", it);
 		sleep_us(it % 4 == 0 ? 0 : 7000); /* some TAKEs land between ticks */
 	}
 	stalls = __atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED);
@@ -570,9 +570,9 @@ Test(ring, measure_harvest_cost_vs_guest_size, .timeout = 120)
 	       "ring ms");
 	for (size_t i = 0; i < sizeof(mems) / sizeof(mems[0]); i++) {
 		double bh = harvest_ms(mems[i], "bitmap", false, &pages);
-		double bp = getenv("TERN_RING_BENCH_NOPOP") ? -1
-		                                             : harvest_ms(mems[i], "bitmap", true,
-		                                                          &pages);
+		double bp = getenv("TERN_RING_BENCH_NOPOP")
+		                ? -1
+		                : harvest_ms(mems[i], "bitmap", true, &pages);
 		double rg = harvest_ms(mems[i], "ring", false, &pages);
 
 		printf("%-6s %14.3f %18.3f %10.3f\n", mems[i], bh, bp, rg);

@@ -23,7 +23,8 @@
 static void
 usage(FILE *f)
 {
-	fprintf(f,
+	fprintf(
+	    f,
 	    "usage: tern-trace COMMAND [options] FILE [FILE2]\n"
 	    "\n"
 	    "Reads the actor traces written by `tern send --trace FILE` and `tern receive\n"
@@ -43,14 +44,16 @@ usage(FILE *f)
 	    "  export --perfetto FILE [FILE2] [-o OUT.json]\n"
 	    "                              Chrome trace-event JSON for ui.perfetto.dev or\n"
 	    "                              chrome://tracing: a process per side, a track per\n"
-	    "                              actor (conn-send N is connection N), slices for message\n"
+	    "                              actor (conn-send N is connection N), slices for "
+	    "message\n"
 	    "                              handling, flow arrows from each send to its receipt,\n"
 	    "                              chunks in flight per connection, counters (dirty rate,\n"
 	    "                              remaining bytes, bandwidth, per-connection throughput,\n"
 	    "                              throttle %%), instants for state changes and exits\n"
 	    "  html FILE [FILE2] [-o REPORT.html]\n"
 	    "                              one self-contained HTML page (no network needed): a\n"
-	    "                              timeline of phases, iterations and actors, and plots of\n"
+	    "                              timeline of phases, iterations and actors, and plots "
+	    "of\n"
 	    "                              dirty rate, remaining bytes, throughput per connection\n"
 	    "                              and throttle %%; hover for values, drag to zoom,\n"
 	    "                              double-click to reset\n"
@@ -60,7 +63,8 @@ usage(FILE *f)
 	    "  -o, --output FILE           where export/html write (default: standard output)\n"
 	    "  -h, --help                  this text\n"
 	    "\n"
-	    "exit status: 0 done, 1 a file is not a trace or cannot be read/written, 2 bad usage\n");
+	    "exit status: 0 done, 1 a file is not a trace or cannot be read/written, 2 bad "
+	    "usage\n");
 }
 
 static int
@@ -75,17 +79,17 @@ bad_usage(const char *fmt, const char *arg)
 int
 tv_dump(const struct tv_model *m, FILE *out)
 {
-	static const char *kinds[] = { "?", "SPAWN", "SEND", "RECV", "STATE", "EXIT", "COUNTER" };
+	static const char *kinds[] = {"?", "SPAWN", "SEND", "RECV", "STATE", "EXIT", "COUNTER"};
 	for (size_t i = 0; i < m->nrecs; i++) {
 		const struct tv_rec *r = &m->recs[i];
 		const struct tv_actor *a = &m->actors[r->actor];
 		fprintf(out, "%12.6f %s %-7s %-16s", (double)r->t / 1e6, tv_side_name(m, r->file),
-		    kinds[r->kind <= 6 ? r->kind : 0], a->label);
+		        kinds[r->kind <= 6 ? r->kind : 0], a->label);
 		switch (r->kind) {
 		case TERN_TRACE_SEND:
 		case TERN_TRACE_RECV:
 			fprintf(out, " %s seq %" PRIu64 " %s #%u", tern_msg_name(r->type), r->seq,
-			    r->kind == TERN_TRACE_SEND ? "to" : "from", r->peer);
+			        r->kind == TERN_TRACE_SEND ? "to" : "from", r->peer);
 			if (r->re)
 				fprintf(out, " re %" PRIu64, r->re);
 			if (r->kind == TERN_TRACE_RECV && r->value)
@@ -112,10 +116,10 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "output", required_argument, NULL, 'o' },
-		{ "perfetto", no_argument, NULL, 'p' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"output", required_argument, NULL, 'o'},
+	    {"perfetto", no_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *outpath = NULL;
 	int perfetto = 0, c;
@@ -128,8 +132,8 @@ main(int argc, char **argv)
 		return 0;
 	}
 	const char *cmd = argv[1];
-	if (strcmp(cmd, "summary") != 0 && strcmp(cmd, "export") != 0 &&
-	    strcmp(cmd, "html") != 0 && strcmp(cmd, "dump") != 0)
+	if (strcmp(cmd, "summary") != 0 && strcmp(cmd, "export") != 0 && strcmp(cmd, "html") != 0 &&
+	    strcmp(cmd, "dump") != 0)
 		return bad_usage("unknown command '%s'", cmd);
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
@@ -186,7 +190,7 @@ main(int argc, char **argv)
 	tv_free(&m);
 	if (rc != 0) {
 		fprintf(stderr, "tern-trace: writing %s: %s\n", outpath ? outpath : "output",
-		    tern_strerror(rc));
+		        tern_strerror(rc));
 		return 1;
 	}
 	return 0;

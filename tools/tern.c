@@ -58,6 +58,10 @@ usage(FILE *f)
 	    "  --io-timeout DUR        a connection without progress this long is dead (10s)\n"
 	    "  --chunk-size SIZE       bytes of pages per work item (1M)\n"
 	    "  --dirty-period DUR      background dirty-log harvest period (30ms)\n"
+	    "  --zero-pages MODE       detect: announce zero pages instead of sending them;\n"
+	    "                          skip-unpopulated: only skip never-touched pages;\n"
+	    "                          off: send every page (detect)\n"
+	    "  --zero-scanners N       zero-page scanning actors, 1..16 (1)\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
 	    "  --auth TOKEN            shared secret checked in the handshake\n"
 	    "  --trace FILE            record every actor message and state change\n"
@@ -171,8 +175,8 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 	}
 	printf("  bytes on wire    %s (%" PRIu64 " bytes)\n", b, s->bytes_sent);
 	printf("  page data        %s, %" PRIu64 " pages sent, %" PRIu64
-	       " untouched pages skipped\n",
-	    p, s->pages_sent, s->pages_skipped);
+	       " zero pages announced, %" PRIu64 " untouched pages skipped\n",
+	    p, s->pages_sent, s->pages_zero, s->pages_skipped);
 	printf("  throughput       %s/s over the whole migration\n", bw);
 	if (s->verified)
 		printf("  verify           digests equal (hashing %" PRIu64 " ms, not in downtime)\n",
@@ -188,7 +192,7 @@ enum {
 	OPT_TO = 256, OPT_GUEST, OPT_DOWNTIME, OPT_TIMEOUT, OPT_CONNS, OPT_CHUNK, OPT_PERIOD,
 	OPT_VERIFY, OPT_AUTH, OPT_TRACE, OPT_JSON, OPT_LISTEN, OPT_EXIT_AFTER, OPT_RUN_AFTER,
 	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
-	OPT_MAX_CONNS,
+	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS,
 };
 
 static const struct option long_opts[] = {
@@ -213,6 +217,8 @@ static const struct option long_opts[] = {
 	{ "connections-min", required_argument, NULL, OPT_CONNS_MIN },
 	{ "io-timeout", required_argument, NULL, OPT_IO_TIMEOUT },
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+	{ "zero-pages", required_argument, NULL, OPT_ZERO_PAGES },
+	{ "zero-scanners", required_argument, NULL, OPT_ZERO_SCANNERS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -268,6 +274,25 @@ parse_opts(int argc, char **argv, struct cli *c)
 				c->send.connections_min = (uint32_t)n;
 			else
 				c->recv.max_connections = (uint32_t)n;
+			break;
+		}
+		case OPT_ZERO_PAGES:
+			if (strcmp(optarg, "detect") == 0)
+				c->send.zero_pages = TERN_ZERO_DETECT;
+			else if (strcmp(optarg, "skip-unpopulated") == 0)
+				c->send.zero_pages = TERN_ZERO_SKIP_UNPOPULATED;
+			else if (strcmp(optarg, "off") == 0)
+				c->send.zero_pages = TERN_ZERO_OFF;
+			else
+				return bad_usage("bad --zero-pages '%s': detect, skip-unpopulated or off",
+				    optarg);
+			break;
+		case OPT_ZERO_SCANNERS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > 16)
+				return bad_usage("bad --zero-scanners '%s': must be 1..16", optarg);
+			c->send.zero_scanners = (uint32_t)n;
 			break;
 		}
 		case OPT_IO_TIMEOUT:

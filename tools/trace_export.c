@@ -53,7 +53,7 @@ static void
 tv_us(FILE *out, int64_t ns)
 {
 	fprintf(out, "%s%" PRId64 ".%03" PRId64, ns < 0 ? "-" : "", (ns < 0 ? -ns : ns) / 1000,
-	    (ns < 0 ? -ns : ns) % 1000);
+	        (ns < 0 ? -ns : ns) % 1000);
 }
 
 /* ---- matching sends with receipts ---- */
@@ -85,7 +85,7 @@ tv_recv_index(const struct tv_model *m, size_t *n)
 		return NULL;
 	for (size_t i = 0; i < m->nrecs; i++)
 		if (m->recs[i].kind == TERN_TRACE_RECV && m->recs[i].seq != 0)
-			k[(*n)++] = (struct tv_key){ m->recs[i].seq, m->recs[i].file, (uint32_t)i };
+			k[(*n)++] = (struct tv_key){m->recs[i].seq, m->recs[i].file, (uint32_t)i};
 	qsort(k, *n, sizeof(*k), tv_cmp_key);
 	return k;
 }
@@ -96,7 +96,8 @@ tv_recv_of(const struct tv_key *k, size_t n, const struct tv_rec *send)
 	size_t lo = 0, hi = n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (k[mid].file < send->file || (k[mid].file == send->file && k[mid].seq < send->seq))
+		if (k[mid].file < send->file ||
+		    (k[mid].file == send->file && k[mid].seq < send->seq))
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -134,7 +135,7 @@ tv_flights(const struct tv_model *m, size_t *n)
 			if (r->actor != a)
 				continue;
 			if (r->kind == TERN_TRACE_RECV && r->type == TERN_MSG_CHUNK && *n < cap)
-				f[(*n)++] = (struct tv_flight){ a, r->t, m->actors[a].last_t, 0 };
+				f[(*n)++] = (struct tv_flight){a, r->t, m->actors[a].last_t, 0};
 			else if (r->kind == TERN_TRACE_SEND && r->type == TERN_MSG_CHUNK_DONE &&
 			         head < *n) {
 				f[head].end = r->t;
@@ -161,23 +162,27 @@ tv_pf_meta(const struct tv_model *m, FILE *out)
 	for (int f = 0; f < m->nfiles; f++) {
 		char name[96];
 		snprintf(name, sizeof(name), "%s (pid %" PRId64 ")", m->files[f].hdr.side,
-		    m->files[f].hdr.pid);
-		fprintf(out, "{\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"name\":\"process_name\",\"args\":"
-		             "{\"name\":",
-		    f + 1);
+		         m->files[f].hdr.pid);
+		fprintf(out,
+		        "{\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"name\":\"process_name\",\"args\":"
+		        "{\"name\":",
+		        f + 1);
 		tv_json_str(out, name);
-		fprintf(out, "}},\n{\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"name\":\"process_sort_"
-		             "index\",\"args\":{\"sort_index\":%d}},\n",
-		    f + 1, f == m->dst ? 2 : 1);
+		fprintf(out,
+		        "}},\n{\"ph\":\"M\",\"pid\":%d,\"tid\":0,\"name\":\"process_sort_"
+		        "index\",\"args\":{\"sort_index\":%d}},\n",
+		        f + 1, f == m->dst ? 2 : 1);
 	}
 	for (uint32_t a = 0; a < m->nactors; a++) {
-		fprintf(out, "{\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"name\":\"thread_name\",\"args\":"
-		             "{\"name\":",
-		    m->actors[a].file + 1, a + 1);
+		fprintf(out,
+		        "{\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"name\":\"thread_name\",\"args\":"
+		        "{\"name\":",
+		        m->actors[a].file + 1, a + 1);
 		tv_json_str(out, m->actors[a].label);
-		fprintf(out, "}},\n{\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"name\":\"thread_sort_"
-		             "index\",\"args\":{\"sort_index\":%u}},\n",
-		    m->actors[a].file + 1, a + 1, a);
+		fprintf(out,
+		        "}},\n{\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"name\":\"thread_sort_"
+		        "index\",\"args\":{\"sort_index\":%u}},\n",
+		        m->actors[a].file + 1, a + 1, a);
 	}
 }
 
@@ -243,11 +248,13 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 			/* Replies and queue takes are not dispatched (value 0):
 			 * a 1 ns slice keeps them visible and flow targets. */
 			tv_pf_event(out, "X", pid, tid, r->t - (int64_t)r->value,
-			    tern_msg_name(r->type));
+			            tern_msg_name(r->type));
 			fprintf(out, ",\"cat\":\"msg\",\"dur\":");
 			tv_us(out, r->value ? (int64_t)r->value : 1);
-			fprintf(out, ",\"args\":{\"seq\":%" PRIu64 ",\"from\":%u,\"re\":%" PRIu64 "}},\n",
-			    r->seq, r->peer, r->re);
+			fprintf(out,
+			        ",\"args\":{\"seq\":%" PRIu64 ",\"from\":%u,\"re\":%" PRIu64
+			        "}},\n",
+			        r->seq, r->peer, r->re);
 			break;
 		case TERN_TRACE_SEND: {
 			int64_t k = tv_recv_of(keys, nk, r);
@@ -262,8 +269,8 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 			flow++;
 			tv_pf_event(out, "s", pid, tid, r->t, tern_msg_name(r->type));
 			fprintf(out, ",\"cat\":\"flow\",\"id\":%" PRIu64 "},\n", flow);
-			tv_pf_event(out, "f", rv->file + 1, rv->actor + 1, rv->t - (int64_t)rv->value,
-			    tern_msg_name(r->type));
+			tv_pf_event(out, "f", rv->file + 1, rv->actor + 1,
+			            rv->t - (int64_t)rv->value, tern_msg_name(r->type));
 			fprintf(out, ",\"cat\":\"flow\",\"bp\":\"e\",\"id\":%" PRIu64 "},\n", flow);
 			break;
 		}
@@ -278,11 +285,15 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 			break;
 		case TERN_TRACE_EXIT:
 			snprintf(name, sizeof(name), "exit: %s%s%s",
-			    r->value == 0 ? "normal" : r->value == 1 ? "error" : "killed",
-			    tv_str(m, r->text)[0] ? ": " : "", tv_str(m, r->text));
+			         r->value == 0   ? "normal"
+			         : r->value == 1 ? "error"
+			                         : "killed",
+			         tv_str(m, r->text)[0] ? ": " : "", tv_str(m, r->text));
 			tv_pf_event(out, "i", pid, tid, r->t, name);
-			fprintf(out, ",\"cat\":\"life\",\"s\":\"%s\",\"args\":{\"reason\":%" PRIu64 "}},\n",
-			    r->value ? "p" : "t", r->value);
+			fprintf(out,
+			        ",\"cat\":\"life\",\"s\":\"%s\",\"args\":{\"reason\":%" PRIu64
+			        "}},\n",
+			        r->value ? "p" : "t", r->value);
 			break;
 		case TERN_TRACE_COUNTER: {
 			double v;
@@ -302,7 +313,8 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 	for (size_t c = 0; c < m->nconns; c++) {
 		const struct tv_conn *cn = &m->conns[c];
 		for (size_t j = 0; j < cn->rate.n; j++) {
-			fprintf(out, "{\"ph\":\"C\",\"pid\":%d,\"ts\":", m->actors[cn->actor].file + 1);
+			fprintf(out,
+			        "{\"ph\":\"C\",\"pid\":%d,\"ts\":", m->actors[cn->actor].file + 1);
 			tv_us(out, cn->rate.t[j]);
 			fprintf(out, ",\"name\":");
 			tv_counter_name(m, out, "throughput MB/s", cn->actor);
@@ -319,7 +331,7 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 		fprintf(out, ",\"cat\":\"chunk\",\"id\":%zu},\n", i + 1);
 		tv_pf_event(out, "e", a->file + 1, fl[i].actor + 1, fl[i].end, name);
 		fprintf(out, ",\"cat\":\"chunk\",\"id\":%zu,\"args\":{\"acked\":%s}},\n", i + 1,
-		    fl[i].acked ? "true" : "false");
+		        fl[i].acked ? "true" : "false");
 	}
 	/* A last metadata event: no trailing comma to worry about above. */
 	fprintf(out, "{\"ph\":\"M\",\"pid\":1,\"tid\":0,\"name\":\"trace_end\",\"args\":{}}\n"
@@ -334,7 +346,7 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 
 static void
 tv_html_series(const struct tv_model *m, FILE *out, const char *label, const int64_t *t,
-    const double *v, size_t n, double scale)
+               const double *v, size_t n, double scale)
 {
 	fprintf(out, "{\"name\":");
 	tv_json_str(out, label);
@@ -351,7 +363,7 @@ tv_html_series(const struct tv_model *m, FILE *out, const char *label, const int
 /* One plot: every series of counter `name`, in any actor. */
 static void
 tv_html_plot(const struct tv_model *m, FILE *out, const char *title, const char *unit,
-    const char *name, double scale)
+             const char *name, double scale)
 {
 	int first = 1;
 	fprintf(out, "{\"title\":");
@@ -366,8 +378,9 @@ tv_html_plot(const struct tv_model *m, FILE *out, const char *title, const char 
 		if (strcmp(tv_str(m, s->name), name) != 0)
 			continue;
 		char label[160];
-		snprintf(label, sizeof(label), "%s%s%s", m->nfiles > 1 ? tv_side_name(m, m->actors[s->actor].file) : "",
-		    m->nfiles > 1 ? " " : "", m->actors[s->actor].label);
+		snprintf(label, sizeof(label), "%s%s%s",
+		         m->nfiles > 1 ? tv_side_name(m, m->actors[s->actor].file) : "",
+		         m->nfiles > 1 ? " " : "", m->actors[s->actor].label);
 		if (!first)
 			fputc(',', out);
 		first = 0;
@@ -385,9 +398,10 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 		tv_json_str(out, m->files[f].path);
 		fprintf(out, ",\"side\":");
 		tv_json_str(out, m->files[f].hdr.side);
-		fprintf(out, ",\"pid\":%" PRId64 ",\"records\":%" PRIu64 ",\"offset_ns\":%" PRId64
-		             ",\"offset_from\":",
-		    m->files[f].hdr.pid, m->files[f].nrecs, m->files[f].offset_ns);
+		fprintf(out,
+		        ",\"pid\":%" PRId64 ",\"records\":%" PRIu64 ",\"offset_ns\":%" PRId64
+		        ",\"offset_from\":",
+		        m->files[f].hdr.pid, m->files[f].nrecs, m->files[f].offset_ns);
 		tv_json_str(out, m->files[f].offset_from);
 		fputc('}', out);
 	}
@@ -395,8 +409,9 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 	for (uint32_t a = 0; a < m->nactors; a++) {
 		fprintf(out, "%s{\"label\":", a ? "," : "");
 		tv_json_str(out, m->actors[a].label);
-		fprintf(out, ",\"side\":\"%s\",\"conn\":%d,\"exited\":%d}",
-		    tv_side_name(m, m->actors[a].file), m->actors[a].conn, m->actors[a].exited);
+		fprintf(out, ",\"side\":\"%s\",\"conn\":%d,\"spawned\":%d,\"exited\":%d}",
+		        tv_side_name(m, m->actors[a].file), m->actors[a].conn, m->actors[a].spawned,
+		        m->actors[a].exited);
 	}
 	/* Slices: [actor, start, duration, type name index]. */
 	const char *types[64];
@@ -415,7 +430,7 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 			types[ntypes++] = tern_msg_name(r->type);
 		}
 		fprintf(out, "%s[%u,%" PRId64 ",%" PRIu64 ",%u]", first ? "" : ",", r->actor,
-		    r->t - (int64_t)r->value, r->value, ti);
+		        r->t - (int64_t)r->value, r->value, ti);
 		first = 0;
 	}
 	fprintf(out, "],\n\"types\":[");
@@ -430,10 +445,10 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 		if (r->kind != TERN_TRACE_STATE && r->kind != TERN_TRACE_EXIT)
 			continue;
 		fprintf(out, "%s[%u,%" PRId64 ",\"%s\",", first ? "" : ",", r->actor, r->t,
-		    r->kind == TERN_TRACE_STATE ? "state"
-		    : r->value == 0            ? "exit"
-		    : r->value == 1            ? "error"
-		                               : "killed");
+		        r->kind == TERN_TRACE_STATE ? "state"
+		        : r->value == 0             ? "exit"
+		        : r->value == 1             ? "error"
+		                                    : "killed");
 		tv_json_str(out, tv_str(m, r->text));
 		fputc(']', out);
 		first = 0;
@@ -441,12 +456,12 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 	fprintf(out, "],\n\"flights\":[");
 	for (size_t i = 0; i < nf; i++)
 		fprintf(out, "%s[%u,%" PRId64 ",%" PRId64 ",%d]", i ? "," : "", fl[i].actor,
-		    fl[i].start, fl[i].end, fl[i].acked);
+		        fl[i].start, fl[i].end, fl[i].acked);
 	fprintf(out, "],\n\"phases\":[");
 	for (size_t i = 0; i < m->nphases; i++) {
 		const struct tv_phase *p = &m->phases[i];
 		fprintf(out, "%s[%u,%" PRId64 ",%" PRId64 ",", i ? "," : "", p->actor, p->start,
-		    p->end);
+		        p->end);
 		tv_json_str(out, tv_str(m, p->name));
 		fprintf(out, ",%d]", p->open);
 	}
@@ -454,8 +469,8 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 	for (size_t k = 0; k < m->niters; k++) {
 		const struct tv_iter *x = &m->iters[k];
 		fprintf(out, "%s[%u,%" PRId64 ",%" PRId64 ",%" PRIu64 ",%d,%" PRIu64 ",%d]",
-		    k ? "," : "", x->n, x->start, x->end, x->have_bytes ? x->bytes : 0, x->final,
-		    x->chunks, x->complete);
+		        k ? "," : "", x->n, x->start, x->end, x->have_bytes ? x->bytes : 0,
+		        x->final, x->chunks, x->complete);
 	}
 	fprintf(out, "],\n\"plots\":[");
 	tv_html_plot(m, out, "Dirty rate", "pages/s", "dirty_rate_pps", 1);
@@ -470,8 +485,8 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 			continue;
 		fprintf(out, "%s", first ? "" : ",");
 		first = 0;
-		tv_html_series(m, out, m->actors[cn->actor].label, cn->rate.t, cn->rate.v, cn->rate.n,
-		    1e-6);
+		tv_html_series(m, out, m->actors[cn->actor].label, cn->rate.t, cn->rate.v,
+		               cn->rate.n, 1e-6);
 	}
 	fprintf(out, "]},\n");
 	tv_html_plot(m, out, "Throttle", "%", "throttle_pct", 1);

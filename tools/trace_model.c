@@ -17,8 +17,9 @@
 #include "tern/error.h"
 #include "tools/trace_viewer.h"
 
-/* Samples of a derived throughput series are at least this far apart. */
-#define TV_RATE_WINDOW_NS 50000000ll
+/* Samples of a derived throughput series are at least this far apart (and
+ * at least 1/80 of the trace): a few chunks per window, not one. */
+#define TV_RATE_WINDOW_NS 20000000ll
 
 const char *
 tv_str(const struct tv_model *m, uint32_t idx)
@@ -100,7 +101,7 @@ tv_actor_find(struct tv_model *m, int file, const struct tern_trace_record *r, u
 			*idx = i;
 			if (m->actors[i].name[0] == '\0' && r->actor_name[0] != '\0')
 				snprintf(m->actors[i].name, sizeof(m->actors[i].name), "%s",
-				    r->actor_name);
+				         r->actor_name);
 			return 0;
 		}
 	}
@@ -171,8 +172,9 @@ tv_load_file(struct tv_model *m, int f, char *err, size_t errlen)
 	tern_trace_reader_close(rd);
 	if (rc == TERN_EMSG) {
 		/* Keep what precedes the damage: that is what a person needs. */
-		fprintf(stderr, "tern-trace: %s: corrupt record after %llu records; showing those\n",
-		    tf->path, (unsigned long long)tf->nrecs);
+		fprintf(stderr,
+		        "tern-trace: %s: corrupt record after %llu records; showing those\n",
+		        tf->path, (unsigned long long)tf->nrecs);
 		rc = 0;
 	}
 	if (rc != 0)
@@ -214,7 +216,8 @@ tv_timeline(struct tv_model *m)
 		m->files[f].offset_from = "own clock";
 	}
 	if (m->src >= 0 && m->dst >= 0) {
-		const struct tern_trace_header *s = &m->files[m->src].hdr, *d = &m->files[m->dst].hdr;
+		const struct tern_trace_header *s = &m->files[m->src].hdr,
+		                               *d = &m->files[m->dst].hdr;
 		struct tv_file *df = &m->files[m->dst];
 		/* The same instant on both wall clocks: dst mono - src mono. */
 		df->offset_ns = ((int64_t)s->wall_ns - (int64_t)s->mono_ns) -
@@ -260,9 +263,12 @@ tv_cmp_u32(const void *a, const void *b)
 static void
 tv_actors(struct tv_model *m)
 {
-	for (uint32_t i = 0; i < m->nactors; i++) {
-		m->actors[i].first_t = INT64_MAX;
-		m->actors[i].last_t = 0;
+	for (uint32_t i = 0; i < m->nactors; i++) { /* may run again after tv_causal */
+		struct tv_actor *a = &m->actors[i];
+		a->first_t = INT64_MAX;
+		a->last_t = 0;
+		a->nsend = a->nrecv = 0;
+		a->spawned = a->exited = 0;
 	}
 	for (size_t i = 0; i < m->nrecs; i++) {
 		const struct tv_rec *r = &m->recs[i];
@@ -295,7 +301,8 @@ tv_actors(struct tv_model *m)
 		if (strcmp(a->name, "conn-send") == 0 || strcmp(a->name, "conn-recv") == 0) {
 			uint32_t ids[256], n = 0;
 			for (uint32_t j = 0; j < m->nactors && n < 256; j++)
-				if (m->actors[j].file == a->file && strcmp(m->actors[j].name, a->name) == 0)
+				if (m->actors[j].file == a->file &&
+				    strcmp(m->actors[j].name, a->name) == 0)
 					ids[n++] = m->actors[j].id;
 			qsort(ids, n, sizeof(ids[0]), tv_cmp_u32);
 			for (uint32_t k = 0; k < n; k++)
@@ -416,7 +423,7 @@ tv_build_phases(struct tv_model *m, int64_t actor)
 			p[-1].end = r->t;
 			p[-1].open = 0;
 		}
-		*p = (struct tv_phase){ (uint32_t)actor, r->text, r->t, end > r->t ? end : r->t, 1 };
+		*p = (struct tv_phase){(uint32_t)actor, r->text, r->t, end > r->t ? end : r->t, 1};
 		m->nphases++;
 	}
 	/* The last phase ends at the exit if there was one; a terminal state
@@ -450,7 +457,7 @@ tv_build_iters(struct tv_model *m)
 	m->niters = it->n;
 	int64_t sw = tv_state_time(m, m->coordinator, "switchover");
 	int64_t after = -1; /* the final iteration completed when the state was sent */
-	const char *later[] = { "state", "verify", "handoff", "completed" };
+	const char *later[] = {"state", "verify", "handoff", "completed"};
 	for (int k = 0; k < 4 && after < 0; k++)
 		after = tv_state_time(m, m->coordinator, later[k]);
 	for (size_t k = 0; k < it->n; k++) {
@@ -558,12 +565,13 @@ tv_build_conns(struct tv_model *m)
 			continue;
 		c->have_bytes = 1;
 		c->bytes = (uint64_t)b->v[b->n - 1];
+		int64_t win = m->span / 80 > TV_RATE_WINDOW_NS ? m->span / 80 : TV_RATE_WINDOW_NS;
 		int64_t wt = c->first >= 0 && c->first < b->t[0] ? c->first : b->t[0];
 		double wb = 0;
 		if (tv_series_add(&c->rate, wt, 0) != 0)
 			return TERN_ENOMEM;
 		for (size_t j = 0; j < b->n; j++) {
-			if (b->t[j] - wt < TV_RATE_WINDOW_NS && j + 1 < b->n)
+			if (b->t[j] - wt < win && j + 1 < b->n)
 				continue;
 			if (b->t[j] <= wt)
 				continue;
@@ -584,7 +592,7 @@ tv_build_conns(struct tv_model *m)
  * the record's time otherwise. */
 static size_t
 tv_times(const struct tv_model *m, int64_t actor, uint32_t kind, uint32_t type, int64_t *t,
-    size_t cap)
+         size_t cap)
 {
 	size_t n = 0;
 	for (size_t i = 0; actor >= 0 && i < m->nrecs && n < cap; i++) {
@@ -645,8 +653,8 @@ tv_causal(struct tv_model *m)
 	struct tv_file *df = &m->files[m->dst];
 	df->offset_ns += d;
 	snprintf(df->offset_note, sizeof(df->offset_note),
-	    "%s, corrected by %.3f ms so that no frame arrives before it is sent",
-	    df->offset_from, (double)d / 1e6);
+	         "%s, corrected by %.3f ms so that no frame arrives before it is sent",
+	         df->offset_from, (double)d / 1e6);
 	df->offset_from = df->offset_note;
 	int64_t t0 = INT64_MAX;
 	for (size_t i = 0; i < m->nrecs; i++) {
@@ -682,7 +690,7 @@ tv_load(struct tv_model *m, const char *const *paths, int n, char *err, size_t e
 	}
 	if (n == 2 && strcmp(m->files[0].hdr.side, m->files[1].hdr.side) == 0) {
 		snprintf(err, errlen, "%s and %s are both %s traces: give one of each side",
-		    paths[0], paths[1], m->files[0].hdr.side);
+		         paths[0], paths[1], m->files[0].hdr.side);
 		return TERN_EINVAL;
 	}
 	tv_timeline(m);

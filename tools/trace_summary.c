@@ -76,14 +76,14 @@ tv_sum_files(const struct tv_model *m, FILE *out)
 	for (int f = 0; f < m->nfiles; f++) {
 		const struct tv_file *tf = &m->files[f];
 		fprintf(out, "  %-28s %-11s pid %-7" PRId64 " %8" PRIu64 " records", tf->path,
-		    tf->hdr.side, tf->hdr.pid, tf->nrecs);
+		        tf->hdr.side, tf->hdr.pid, tf->nrecs);
 		if (f == m->dst && m->src >= 0)
 			fprintf(out, "  clock offset %s (%s)", tv_dur(d, sizeof(d), tf->offset_ns),
-			    tf->offset_from);
+			        tf->offset_from);
 		fputc('\n', out);
 	}
 	fprintf(out, "  span %s; times are ms since the first record%s\n\n",
-	    tv_dur(d, sizeof(d), m->span), m->nfiles > 1 ? ", on the source's clock" : "");
+	        tv_dur(d, sizeof(d), m->span), m->nfiles > 1 ? ", on the source's clock" : "");
 }
 
 static void
@@ -100,8 +100,8 @@ tv_sum_phases(const struct tv_model *m, FILE *out, int64_t actor)
 			continue;
 		any = 1;
 		fprintf(out, "  %-12s at %10.3f  %12s%s\n", tv_str(m, p->name), tv_ms(p->start),
-		    tv_dur(d, sizeof(d), p->end - p->start),
-		    p->open ? "  (the trace ends in this phase)" : "");
+		        tv_dur(d, sizeof(d), p->end - p->start),
+		        p->open ? "  (the trace ends in this phase)" : "");
 	}
 	if (!any)
 		fprintf(out, "  no state changes recorded\n");
@@ -158,10 +158,10 @@ tv_sum_switchover(const struct tv_model *m, FILE *out)
 	char note[128] = "last dirty set sent and acknowledged";
 	if (fin != NULL && fin->have_bytes)
 		snprintf(note, sizeof(note), "%s, %" PRIu64 " chunks, acknowledged",
-		    tv_bytes(b, sizeof(b), (double)fin->bytes), fin->chunks);
+		         tv_bytes(b, sizeof(b), (double)fin->bytes), fin->chunks);
 	tv_step(out, "final send", set, sent, note);
 	tv_step(out, "state", sent, ve >= 0 ? ve : ho,
-	    st < 0 ? "not reached" : "state saved, sent, loaded by the destination");
+	        st < 0 ? "not reached" : "state saved, sent, loaded by the destination");
 	if (ve >= 0)
 		tv_step(out, "verify", ve, ho, "digests compared");
 	else
@@ -169,15 +169,15 @@ tv_sum_switchover(const struct tv_model *m, FILE *out)
 	tv_step(out, "destination resume", ho, done, "W_COMPLETE -> confirmed");
 	if (done >= 0)
 		fprintf(out, "  %-22s %12s  switchover -> completed%s\n", "total (source view)",
-		    tv_dur(d, sizeof(d), done - sw), ve >= 0 ? ", verify included" : "");
+		        tv_dur(d, sizeof(d), done - sw), ve >= 0 ? ", verify included" : "");
 	else
 		fprintf(out, "  %-22s %12s  the trace ends before the handoff completed\n",
-		    "total (source view)", "-");
+		        "total (source view)", "-");
 	int64_t res = tv_state_time(m, m->receiver, "resumed");
 	if (m->receiver >= 0 && m->actors[m->receiver].file == m->dst && m->src >= 0) {
 		if (res >= 0)
 			fprintf(out, "  destination resumed %s after the pause (merged clocks)\n",
-			    tv_dur(d, sizeof(d), res - sw));
+			        tv_dur(d, sizeof(d), res - sw));
 		else
 			fprintf(out, "  destination never resumed\n");
 	}
@@ -196,7 +196,7 @@ tv_sum_iters(const struct tv_model *m, FILE *out)
 	}
 	fprintf(out, "Iterations\n");
 	fprintf(out, "  %4s %10s %11s %11s %10s %11s %7s %13s\n", "iter", "start ms", "duration",
-	    "dirty taken", "sent pages", "bytes", "chunks", "bandwidth");
+	        "dirty taken", "sent pages", "bytes", "chunks", "bandwidth");
 	for (size_t k = 0; k < m->niters; k++) {
 		const struct tv_iter *x = &m->iters[k];
 		char taken[24] = "-", pages[24] = "-";
@@ -207,11 +207,12 @@ tv_sum_iters(const struct tv_model *m, FILE *out)
 		if (x->have_bytes)
 			snprintf(pages, sizeof(pages), "%" PRIu64, x->bytes / 4096);
 		fprintf(out, "  %4u %10.3f %11s %11s %10s %11s %7" PRIu64 " %13s%s\n", x->n,
-		    tv_ms(x->start), tv_dur(d, sizeof(d), x->end - x->start), taken, pages,
-		    x->have_bytes ? tv_bytes(b, sizeof(b), (double)x->bytes) : "-", x->chunks,
-		    x->have_bytes ? tv_rate(r, sizeof(r), (double)x->bytes, x->end - x->start) : "-",
-		    x->final ? (x->complete ? "  final, guest paused" : "  final, incomplete")
-		             : (x->complete ? "" : "  incomplete: the trace ends"));
+		        tv_ms(x->start), tv_dur(d, sizeof(d), x->end - x->start), taken, pages,
+		        x->have_bytes ? tv_bytes(b, sizeof(b), (double)x->bytes) : "-", x->chunks,
+		        x->have_bytes ? tv_rate(r, sizeof(r), (double)x->bytes, x->end - x->start)
+		                      : "-",
+		        x->final ? (x->complete ? "  final, guest paused" : "  final, incomplete")
+		                 : (x->complete ? "" : "  incomplete: the trace ends"));
 	}
 	fprintf(out, "  (duration: iteration start -> its last acknowledgement handled; dirty "
 	             "taken: pages in the dirty set(s) taken for it)\n\n");
@@ -225,17 +226,18 @@ tv_sum_conns(const struct tv_model *m, FILE *out)
 		return;
 	fprintf(out, "Connections\n");
 	fprintf(out, "  %-22s %8s %11s %11s %13s\n", "connection", "chunks", "bytes", "active",
-	    "throughput");
+	        "throughput");
 	for (size_t k = 0; k < m->nconns; k++) {
 		const struct tv_conn *c = &m->conns[k];
 		int64_t act = c->first >= 0 && c->last > c->first ? c->last - c->first : 0;
 		fprintf(out, "  %-22s %8" PRIu64 " %11s %11s %13s%s\n",
-		    tv_label(m, c->actor, l, sizeof(l)), c->chunks,
-		    c->have_bytes ? tv_bytes(b, sizeof(b), (double)c->bytes) : "-",
-		    tv_dur(d, sizeof(d), act),
-		    c->have_bytes ? tv_rate(r, sizeof(r), (double)c->bytes, act) : "-",
-		    strcmp(m->actors[c->actor].name, "conn-recv") == 0 ? "  (page frames written)"
-		                                                       : "");
+		        tv_label(m, c->actor, l, sizeof(l)), c->chunks,
+		        c->have_bytes ? tv_bytes(b, sizeof(b), (double)c->bytes) : "-",
+		        tv_dur(d, sizeof(d), act),
+		        c->have_bytes ? tv_rate(r, sizeof(r), (double)c->bytes, act) : "-",
+		        strcmp(m->actors[c->actor].name, "conn-recv") == 0
+		            ? "  (page frames written)"
+		            : "");
 	}
 	fprintf(out, "  (active: first chunk taken -> last acknowledged)\n\n");
 }
@@ -256,7 +258,7 @@ tv_sum_actors(const struct tv_model *m, FILE *out)
 		return -ENOMEM;
 	fprintf(out, "Actors\n");
 	fprintf(out, "  %-24s %7s %7s %8s %10s %10s %10s\n", "actor", "sent", "recv", "handled",
-	    "median", "p99", "max");
+	        "median", "p99", "max");
 	for (uint32_t a = 0; a < m->nactors; a++) {
 		size_t n = 0;
 		for (size_t i = 0; i < m->nrecs; i++)
@@ -265,13 +267,14 @@ tv_sum_actors(const struct tv_model *m, FILE *out)
 				v[n++] = m->recs[i].value;
 		const struct tv_actor *x = &m->actors[a];
 		fprintf(out, "  %-24s %7" PRIu64 " %7" PRIu64 " %8zu", tv_label(m, a, l, sizeof(l)),
-		    x->nsend, x->nrecv, n);
+		        x->nsend, x->nrecv, n);
 		if (n > 0) {
 			qsort(v, n, sizeof(*v), tv_cmp_u64);
 			size_t p99 = (n * 99 + 99) / 100;
-			fprintf(out, " %10s %10s %10s", tv_dur(d1, sizeof(d1), (int64_t)v[(n - 1) / 2]),
-			    tv_dur(d2, sizeof(d2), (int64_t)v[p99 - 1]),
-			    tv_dur(d3, sizeof(d3), (int64_t)v[n - 1]));
+			fprintf(out, " %10s %10s %10s",
+			        tv_dur(d1, sizeof(d1), (int64_t)v[(n - 1) / 2]),
+			        tv_dur(d2, sizeof(d2), (int64_t)v[p99 - 1]),
+			        tv_dur(d3, sizeof(d3), (int64_t)v[n - 1]));
 		}
 		fputc('\n', out);
 	}
@@ -284,7 +287,7 @@ tv_sum_actors(const struct tv_model *m, FILE *out)
 static void
 tv_sum_exits(const struct tv_model *m, FILE *out)
 {
-	static const char *reasons[] = { "normal", "error", "killed" };
+	static const char *reasons[] = {"normal", "error", "killed"};
 	char l[128];
 	int any = 0;
 	fprintf(out, "Abnormal exits\n");
@@ -293,17 +296,20 @@ tv_sum_exits(const struct tv_model *m, FILE *out)
 		if (x->exited && x->exit_reason != 0) {
 			any = 1;
 			fprintf(out, "  %-24s at %10.3f  %s: %s\n", tv_label(m, a, l, sizeof(l)),
-			    tv_ms(x->exit_t), x->exit_reason < 3 ? reasons[x->exit_reason] : "?",
-			    tv_str(m, x->exit_why)[0] ? tv_str(m, x->exit_why) : "(no reason given)");
+			        tv_ms(x->exit_t),
+			        x->exit_reason < 3 ? reasons[x->exit_reason] : "?",
+			        tv_str(m, x->exit_why)[0] ? tv_str(m, x->exit_why)
+			                                  : "(no reason given)");
 		}
 	}
 	for (uint32_t a = 0; a < m->nactors; a++) {
 		const struct tv_actor *x = &m->actors[a];
 		if (x->spawned && !x->exited) {
 			any = 1;
-			fprintf(out, "  %-24s no exit recorded (last record at %.3f ms): its process "
-			             "died or the trace was cut\n",
-			    tv_label(m, a, l, sizeof(l)), tv_ms(x->last_t));
+			fprintf(out,
+			        "  %-24s no exit recorded (last record at %.3f ms): its process "
+			        "died or the trace was cut\n",
+			        tv_label(m, a, l, sizeof(l)), tv_ms(x->last_t));
 		}
 	}
 	if (!any)

@@ -82,9 +82,9 @@ struct tv_conn {
 struct tv_model {
 	struct tv_file files[TV_MAX_FILES];
 	int nfiles;
-	int src, dst; /* file index of each side, -1 when absent */
-	int64_t t0_mono;  /* common-clock ns of t = 0 */
-	int64_t span;     /* last record's t */
+	int src, dst;    /* file index of each side, -1 when absent */
+	int64_t t0_mono; /* common-clock ns of t = 0 */
+	int64_t span;    /* last record's t */
 	struct tv_rec *recs;
 	size_t nrecs, caprecs;
 	struct tv_actor *actors;
@@ -119,8 +119,7 @@ const char *tv_str(const struct tv_model *m, uint32_t idx);
 
 /* tv_find_series returns the series `name` of actor (or of any actor when
  * actor is UINT32_MAX), NULL when the trace has none. */
-const struct tv_series *tv_find_series(const struct tv_model *m, uint32_t actor,
-    const char *name);
+const struct tv_series *tv_find_series(const struct tv_model *m, uint32_t actor, const char *name);
 
 /* tv_state_time is when actor first entered state `name`, -1 if never. */
 int64_t tv_state_time(const struct tv_model *m, int64_t actor, const char *name);

@@ -45,6 +45,12 @@ struct tern_progress {
 
 typedef void (*tern_progress_fn)(const struct tern_progress *p, void *arg);
 
+enum tern_zero_mode {
+	TERN_ZERO_DETECT = 0,
+	TERN_ZERO_SKIP_UNPOPULATED = 1,
+	TERN_ZERO_OFF = 2,
+};
+
 struct tern_send_opts {
 	const char *to;          /* "HOST:PORT" of the destination */
 	const char *guest;       /* guest spec, "simvm:mem=1G,..." */
@@ -60,6 +66,12 @@ struct tern_send_opts {
 	int verify;              /* compare memory digests at switchover */
 	const char *trace_path;  /* NULL: no trace */
 	const char *auth;        /* shared token, NULL/"": none */
+	/* Zero pages: TERN_ZERO_DETECT (default) scans pages and announces the
+	 * zero ones; TERN_ZERO_SKIP_UNPOPULATED only skips never-populated
+	 * pages; TERN_ZERO_OFF sends every page as data (holes still never
+	 * read: they go from a static zero buffer). */
+	int zero_pages;
+	uint32_t zero_scanners;  /* ZeroScanActors (0: 1) */
 	tern_progress_fn progress;
 	void *progress_arg;
 };
@@ -102,6 +114,9 @@ struct tern_stats {
 	uint64_t payload_bytes;   /* page data bytes */
 	uint64_t pages_sent;      /* data pages sent (with repeats) */
 	uint64_t pages_skipped;   /* never-populated pages skipped (known zero) */
+	uint64_t pages_zero;      /* zero pages announced, not sent */
+	uint64_t pages_scanned;   /* pages read by the zero scanners */
+	uint64_t zero_scan_ms;    /* time the scanners spent, summed */
 	uint64_t iterations;      /* pre-copy iterations including bulk and final */
 	uint64_t dirty_rate_pps;  /* last measured dirty rate */
 	uint64_t bandwidth_bps;   /* measured wire bandwidth used for the estimate */

@@ -1,0 +1,33 @@
+/*
+ * ZeroScanActor: a pipeline stage between the coordinator and the
+ * ConnectionActors (seed 003).  It takes a chunk from the scan queue, reads
+ * each dirty page of it once (word at a time, stopping at the first non-zero
+ * word), records in the zero map which pages are all zero, and passes the
+ * chunk on to the send queue flagged TERN_CHUNK_ZSCANNED.  Several scanners
+ * may share the scan queue; each takes one chunk at a time, so none hoards.
+ */
+#ifndef TERN_ACTORS_ZERO_SCAN_H
+#define TERN_ACTORS_ZERO_SCAN_H
+
+#include <stdatomic.h>
+
+#include "actors/actor.h"
+#include "kvm/guest.h"
+
+struct tern_zero_scan_args {
+	struct tern_guest *guest;
+	struct tern_queue *in;   /* chunks to scan */
+	struct tern_queue *out;  /* scanned chunks, to the connections */
+	struct tern_bitmap *zmap; /* one bit per guest page, 1 = all zero */
+	_Atomic uint64_t pages;  /* pages scanned */
+	_Atomic uint64_t zero;   /* of which all zero */
+	_Atomic uint64_t scan_ns;
+};
+
+extern const struct tern_actor_desc tern_zero_scan_actor;
+
+/* tern_page_is_zero reports whether the 4 KiB page at p is all zero; it
+ * reads each byte at most once and stops at the first non-zero word. */
+bool tern_page_is_zero(const void *p);
+
+#endif /* TERN_ACTORS_ZERO_SCAN_H */

@@ -1,0 +1,408 @@
+/*
+ * tern-trace on traces of real migrations: the tern CLI migrates a simvm
+ * guest between two processes with --trace on both sides (once completing,
+ * once with the coordinator killed, once with the sender SIGKILLed and its
+ * trace cut mid-record), then summary, export --perfetto and html run on the
+ * traces.  The HTML report is loaded in headless Chromium when
+ * /usr/bin/chromium exists: no uncaught errors, the plots drawn from the
+ * trace's data, and a screenshot next to this test binary.
+ */
+#include <criterion/criterion.h>
+#include <libgen.h>
+#include <sys/stat.h>
+
+#include "messages/trace.h"
+#include "proc.h"
+
+#define GUEST "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=64M,rate=100M"
+#define CHROMIUM "/usr/bin/chromium"
+
+static char dir[64];
+
+static void
+tv_setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/tern-trace-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+static void
+tv_teardown(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (dir[0] != '\0' && system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+/* tern-trace is built next to tern. */
+static const char *
+tern_trace(void)
+{
+	static char path[512];
+	char cli[512];
+	snprintf(cli, sizeof(cli), "%s", TERN_CLI_PATH);
+	snprintf(path, sizeof(path), "%s/tern-trace", dirname(cli));
+	return path;
+}
+
+static char *
+in_dir(const char *name)
+{
+	static char bufs[8][128];
+	static int next;
+	char *b = bufs[next++ % 8];
+	snprintf(b, sizeof(bufs[0]), "%s/%s", dir, name);
+	return b;
+}
+
+/* Runs argv to completion; returns its exit code, output in p. */
+static int
+run(struct proc *p, char *const argv[], int timeout_ms)
+{
+	cr_assert_eq(proc_start(p, argv, 0), 0, "cannot start %s", argv[0]);
+	cr_assert_eq(proc_wait(p, timeout_ms), 0, "%s did not finish in %d ms", argv[0],
+	             timeout_ms);
+	return proc_exit_code(p);
+}
+
+/* Migrates GUEST with both sides traced into dir/src.trace, dir/dst.trace.
+ * fault: TERN_FAULT_KILL for the sender (NULL: none); kill_at_bytes > 0:
+ * SIGKILL the sender once its trace has grown that large (mid-migration).
+ * Returns the sender's exit code. */
+static int
+migrate(const char *conns, const char *fault, off_t kill_at_bytes)
+{
+	struct proc rx, tx;
+	char *rargv[] = {tern_cli(),
+	                 "receive",
+	                 "--listen",
+	                 "127.0.0.1:0",
+	                 "--ready-fd",
+	                 "3",
+	                 "--exit-after-handoff",
+	                 "--trace",
+	                 in_dir("dst.trace"),
+	                 NULL};
+	cr_assert_eq(proc_start(&rx, rargv, 1), 0);
+	int port = proc_ready_port(&rx, 10000);
+	cr_assert_gt(port, 0, "the receiver did not report its port");
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	char *targv[] = {tern_cli(),      "send",        "--to",    to,
+	                 "--guest",       GUEST,         "--trace", in_dir("src.trace"),
+	                 "--connections", (char *)conns, NULL};
+	if (fault != NULL)
+		setenv("TERN_FAULT_KILL", fault, 1);
+	cr_assert_eq(proc_start(&tx, targv, 0), 0);
+	unsetenv("TERN_FAULT_KILL");
+	if (kill_at_bytes > 0) {
+		struct stat st;
+		for (int i = 0; i < 2000; i++) {
+			if (stat(in_dir("src.trace"), &st) == 0 && st.st_size >= kill_at_bytes)
+				break;
+			usleep(10000);
+		}
+		kill(tx.pid, SIGKILL);
+	}
+	proc_wait(&tx, 60000);
+	proc_wait(&rx, 30000);
+	return proc_exit_code(&tx);
+}
+
+static size_t
+count(const char *s, const char *what)
+{
+	size_t n = 0;
+	for (const char *p = s; (p = strstr(p, what)) != NULL; p += strlen(what))
+		n++;
+	return n;
+}
+
+static size_t
+trace_count(const char *path, uint32_t kind)
+{
+	struct tern_trace_reader *r;
+	struct tern_trace_record rec;
+	size_t n = 0;
+	int rc;
+	cr_assert_eq(tern_trace_reader_open(&r, path, NULL), 0, "%s does not open", path);
+	while ((rc = tern_trace_reader_next(r, &rec)) == 1)
+		n += rec.kind == kind;
+	tern_trace_reader_close(r);
+	cr_assert_eq(rc, 0);
+	return n;
+}
+
+static char *
+slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "cannot open %s", path);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc((size_t)n + 1);
+	cr_assert_not_null(b);
+	cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+	b[n] = '\0';
+	fclose(f);
+	if (len != NULL)
+		*len = (size_t)n;
+	return b;
+}
+
+/* A JSON syntax check (RFC 8259 grammar, no semantics): returns the end of
+ * the value at s, NULL when malformed. */
+static const char *
+json_value(const char *s, int depth)
+{
+	while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
+		s++;
+	if (depth > 64)
+		return NULL;
+	if (*s == '{' || *s == '[') {
+		char close = *s == '{' ? '}' : ']';
+		int obj = *s == '{';
+		s++;
+		while (*s == ' ' || *s == '\n')
+			s++;
+		if (*s == close)
+			return s + 1;
+		for (;;) {
+			if (obj) {
+				while (*s == ' ' || *s == '\n')
+					s++;
+				if (*s != '"' || (s = json_value(s, depth + 1)) == NULL)
+					return NULL;
+				while (*s == ' ' || *s == '\n')
+					s++;
+				if (*s++ != ':')
+					return NULL;
+			}
+			if ((s = json_value(s, depth + 1)) == NULL)
+				return NULL;
+			while (*s == ' ' || *s == '\n')
+				s++;
+			if (*s == close)
+				return s + 1;
+			if (*s++ != ',')
+				return NULL;
+		}
+	}
+	if (*s == '"') {
+		for (s++; *s != '"'; s++) {
+			if (*s == '\0' || (unsigned char)*s < 0x20)
+				return NULL;
+			if (*s == '\\' && *++s == '\0')
+				return NULL;
+		}
+		return s + 1;
+	}
+	if (strncmp(s, "true", 4) == 0 || strncmp(s, "null", 4) == 0)
+		return s + 4;
+	if (strncmp(s, "false", 5) == 0)
+		return s + 5;
+	char *end;
+	(void)strtod(s, &end);
+	return end == s ? NULL : end;
+}
+
+static void
+check_html_in_chromium(const char *html)
+{
+	if (access(CHROMIUM, X_OK) != 0) {
+		cr_skip_test("%s is not installed (apt-get install chromium): the HTML report "
+		             "was written but not rendered",
+		             CHROMIUM);
+	}
+	char url[160], profile[96], shot[600], size[] = "--window-size=1400,1200";
+	snprintf(url, sizeof(url), "file://%s", html);
+	snprintf(profile, sizeof(profile), "--user-data-dir=%s", in_dir("chromium-profile"));
+	char self[512];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cr_assert_gt(n, 0);
+	self[n] = '\0';
+	char png[560];
+	snprintf(png, sizeof(png), "%s/trace-report.png", dirname(self));
+	snprintf(shot, sizeof(shot), "--screenshot=%s", png);
+	struct proc p;
+	char *dom[] = {CHROMIUM,
+	               "--headless",
+	               "--no-sandbox",
+	               "--disable-gpu",
+	               "--disable-quic",
+	               "--no-first-run",
+	               "--disable-background-networking",
+	               "--disable-component-update",
+	               "--disable-sync",
+	               profile,
+	               "--enable-logging=stderr",
+	               "--v=0",
+	               size,
+	               "--dump-dom",
+	               url,
+	               NULL};
+	cr_assert_eq(run(&p, dom, 60000), 0, "chromium failed: %s", p.errbuf);
+	cr_assert_null(strstr(p.errbuf, "Uncaught"), "the report has script errors:\n%s", p.errbuf);
+	cr_assert_not_null(strstr(p.outbuf, "data-plots-drawn=\"4\""), "plots not drawn");
+	/* dirty rate, remaining bytes and throughput come from this trace. */
+	cr_assert(strstr(p.outbuf, "data-plots-with-data=\"3\"") != NULL ||
+	              strstr(p.outbuf, "data-plots-with-data=\"4\"") != NULL,
+	          "the plots have no data");
+	cr_assert_null(strstr(p.outbuf, "data-slices-drawn=\"0\""));
+	cr_assert_not_null(strstr(p.outbuf, "data-slices-drawn=\""), "timeline not drawn");
+	unlink(png);
+	char *shotv[] = {CHROMIUM,
+	                 "--headless",
+	                 "--no-sandbox",
+	                 "--disable-gpu",
+	                 "--disable-quic",
+	                 "--no-first-run",
+	                 "--disable-background-networking",
+	                 "--disable-component-update",
+	                 "--disable-sync",
+	                 profile,
+	                 "--hide-scrollbars",
+	                 size,
+	                 shot,
+	                 url,
+	                 NULL};
+	cr_assert_eq(run(&p, shotv, 60000), 0, "chromium screenshot failed: %s", p.errbuf);
+	struct stat st;
+	cr_assert_eq(stat(png, &st), 0, "no screenshot at %s", png);
+	cr_assert_gt(st.st_size, 20000, "the screenshot is nearly empty");
+	fprintf(stderr, "trace report screenshot: %s\n", png);
+	cr_log_info("trace report screenshot: %s", png);
+}
+
+Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeout = 120)
+{
+	cr_assert_eq(migrate("2", NULL, 0), 0, "the migration failed");
+	char *src = in_dir("src.trace"), *dst = in_dir("dst.trace");
+	struct proc p;
+
+	char *sum[] = {(char *)tern_trace(), "summary", src, dst, NULL};
+	cr_assert_eq(run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
+	const char *want[] = {"Phases (src coordinator)",
+	                      "setup",
+	                      "bulk",
+	                      "switchover",
+	                      "completed",
+	                      "Phases (dst receiver)",
+	                      "resumed",
+	                      "pause vCPUs",
+	                      "final harvest",
+	                      "final send",
+	                      "destination resume",
+	                      "destination resumed",
+	                      "Iterations",
+	                      "src conn-send 1",
+	                      "median",
+	                      "p99",
+	                      "handshake (peer_clock_offset_ns)"};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		cr_expect_not_null(strstr(p.outbuf, want[i]), "summary lacks '%s':\n%s", want[i],
+		                   p.outbuf);
+	cr_expect_null(strstr(p.outbuf, "killed"), "a clean migration shows a kill:\n%s", p.outbuf);
+
+	char *json = in_dir("out.json");
+	char *exp[] = {(char *)tern_trace(), "export", "--perfetto", src, dst, "-o", json, NULL};
+	cr_assert_eq(run(&p, exp, 30000), 0, "export failed: %s", p.errbuf);
+	size_t len;
+	char *j = slurp(json, &len);
+	cr_assert_eq(strncmp(j, "{\"traceEvents\":[", 16), 0);
+	const char *end = json_value(j, 0);
+	cr_assert_not_null(end, "the export is not JSON");
+	cr_assert_eq(strspn(end, " \n"), strlen(end), "garbage after the JSON");
+	size_t recv = trace_count(src, TERN_TRACE_RECV) + trace_count(dst, TERN_TRACE_RECV);
+	cr_expect_eq(count(j, "\"cat\":\"msg\""), recv, "one slice per RECV record");
+	size_t flows = count(j, "\"ph\":\"s\"");
+	cr_expect_eq(flows, count(j, "\"ph\":\"f\""));
+	cr_expect_gt(flows, recv / 2, "most messages have their flow arrow");
+	cr_expect_leq(flows, trace_count(src, TERN_TRACE_SEND) + trace_count(dst, TERN_TRACE_SEND));
+	cr_expect_gt(count(j, "\"name\":\"dirty_rate_pps (dirty-log)\""), 0);
+	cr_expect_gt(count(j, "\"name\":\"throughput MB/s (conn-send 1)\""), 0);
+	cr_expect_gt(count(j, "\"name\":\"state: switchover\""), 0);
+	cr_expect_gt(count(j, "\"name\":\"state: resumed\""), 0);
+	free(j);
+
+	char *html = in_dir("report.html");
+	char *h[] = {(char *)tern_trace(), "html", src, dst, "-o", html, NULL};
+	cr_assert_eq(run(&p, h, 30000), 0, "html failed: %s", p.errbuf);
+	char *page = slurp(html, NULL);
+	cr_expect_null(strstr(page, "http://"), "the report must not load anything");
+	cr_expect_null(strstr(page, "https://"), "the report must not load anything");
+	cr_expect_null(strstr(page, "@TRACE_DATA@"), "the data was not spliced in");
+	free(page);
+	check_html_in_chromium(html);
+}
+
+Test(trace_viewer, killed_coordinator, .init = tv_setup, .fini = tv_teardown, .timeout = 120)
+{
+	cr_assert_neq(migrate("2", "coordinator@300", 0), 0, "the coordinator was not killed");
+	struct proc p;
+	char *sum[] = {(char *)tern_trace(), "summary", in_dir("src.trace"), in_dir("dst.trace"),
+	               NULL};
+	cr_assert_eq(run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
+	cr_expect_not_null(strstr(p.outbuf, "src coordinator"), "%s", p.outbuf);
+	cr_expect_not_null(strstr(p.outbuf, "killed: killed"), "the kill is not reported:\n%s",
+	                   p.outbuf);
+	cr_expect_not_null(strstr(p.outbuf, "Switchover: not reached"), "%s", p.outbuf);
+	char *h[] = {(char *)tern_trace(), "html", in_dir("src.trace"), in_dir("dst.trace"), "-o",
+	             in_dir("r.html"),     NULL};
+	cr_expect_eq(run(&p, h, 30000), 0, "html failed: %s", p.errbuf);
+}
+
+Test(trace_viewer, sigkilled_sender_truncated, .init = tv_setup, .fini = tv_teardown,
+     .timeout = 120)
+{
+	cr_assert_eq(migrate("2", NULL, 6000), 128 + SIGKILL, "the sender was not killed");
+	char *src = in_dir("src.trace");
+	struct stat st;
+	cr_assert_eq(stat(src, &st), 0);
+	/* Cut the last record in half, as a crash in the middle of write(2)
+	 * could (a single write makes it rare, not impossible). */
+	cr_assert_eq(truncate(src, st.st_size - 7), 0);
+	size_t recs = trace_count(src, TERN_TRACE_SPAWN);
+	cr_assert_gt(recs, 0, "the killed sender's trace holds nothing");
+	struct proc p;
+	char *sum[] = {(char *)tern_trace(), "summary", src, NULL};
+	cr_assert_eq(run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
+	cr_expect_not_null(strstr(p.outbuf, "no exit recorded"), "%s", p.outbuf);
+	cr_expect_not_null(strstr(p.outbuf, "(the trace ends in this phase)"), "%s", p.outbuf);
+	char *exp[] = {(char *)tern_trace(), "export", "--perfetto", src, "-o",
+	               in_dir("k.json"),     NULL};
+	cr_assert_eq(run(&p, exp, 30000), 0, "export failed: %s", p.errbuf);
+	char *j = slurp(in_dir("k.json"), NULL);
+	cr_expect_not_null(json_value(j, 0), "the export of a truncated trace is not JSON");
+	free(j);
+}
+
+Test(trace_viewer, errors_and_usage, .init = tv_setup, .fini = tv_teardown)
+{
+	struct proc p;
+	FILE *f = fopen(in_dir("not.trace"), "w");
+	cr_assert_not_null(f);
+	fputs("hello, I am not a trace\n", f);
+	fclose(f);
+	char *bad[] = {(char *)tern_trace(), "summary", in_dir("not.trace"), NULL};
+	cr_expect_eq(run(&p, bad, 10000), 1);
+	cr_expect_not_null(strstr(p.errbuf, "not a tern trace file"), "%s", p.errbuf);
+	cr_expect_eq(count(p.errbuf, "\n"), 1, "one line, got: %s", p.errbuf);
+	char *missing[] = {(char *)tern_trace(), "html", in_dir("none.trace"), "-o",
+	                   in_dir("x.html"),     NULL};
+	cr_expect_eq(run(&p, missing, 10000), 1);
+	char *none[] = {(char *)tern_trace(), NULL};
+	cr_expect_eq(run(&p, none, 10000), 2);
+	char *unknown[] = {(char *)tern_trace(), "frobnicate", "x", NULL};
+	cr_expect_eq(run(&p, unknown, 10000), 2);
+	char *noformat[] = {(char *)tern_trace(), "export", in_dir("not.trace"), NULL};
+	cr_expect_eq(run(&p, noformat, 10000), 2);
+	char *three[] = {(char *)tern_trace(), "summary", "a", "b", "c", NULL};
+	cr_expect_eq(run(&p, three, 10000), 2);
+	char *help[] = {(char *)tern_trace(), "--help", NULL};
+	cr_expect_eq(run(&p, help, 10000), 0);
+	cr_expect_not_null(strstr(p.outbuf, "export --perfetto"));
+	cr_expect_not_null(strstr(p.outbuf, "peer_clock_offset_ns"));
+}
