@@ -26,6 +26,7 @@ struct tern_conn_recv_args {
 	/* Set (release) by the ReceiverCoordinator once the guest exists;
 	 * NULL until W_CONFIG was accepted. */
 	struct tern_guest *_Atomic *guest;
+	struct tern_bitmap *written; /* valid once *guest is set */
 	_Atomic uint64_t bytes; /* bytes on the wire, both directions */
 	_Atomic uint64_t payload;
 };

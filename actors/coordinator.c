@@ -191,47 +191,37 @@ co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *frame,
 	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
 }
 
-/* Marks every populated page of a memfd guest (holes read as zero on a fresh
- * destination and are skipped without being read); anonymous memory: all. */
+static int
+co_bulk_extent(uint64_t start, uint64_t end, void *arg)
+{
+	struct co_state *s = arg;
+	uint64_t first = start >> TERN_PAGE_SHIFT;
+	uint64_t last = (end + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
+	if (s->zero_mode == TERN_ZERO_OFF) {
+		for (uint64_t p = first; p < last; p++)
+			s->zmap.words[p >> 6] &= ~(1ull << (p & 63));
+	} else {
+		tern_bitmap_set_range(&s->bulk, first, last - first);
+	}
+	return 0;
+}
+
+/* The bulk set: every page that may hold data.  Never-populated pages read
+ * as zero on a fresh destination; they are skipped without being read (on a
+ * memfd, reading a hole would allocate it; on anonymous memory it faults).
+ * With --zero-pages off every page goes, and the hole map tells the
+ * connections to send holes from a zero buffer instead of the mapping. */
 static int
 co_build_bulk(struct co_state *s)
 {
-	struct tern_guest *g = s->g;
-	int rc = tern_bitmap_init(&s->bulk, g->npages);
+	int rc = tern_bitmap_init(&s->bulk, s->g->npages);
 	if (rc != 0)
 		return rc;
-	if (g->region.fd < 0 || s->zero_mode == TERN_ZERO_OFF) {
+	if (s->zero_mode == TERN_ZERO_OFF) {
 		tern_bitmap_set_all(&s->bulk);
-		if (g->region.fd < 0)
-			return 0;
-		/* Off: every page goes as data, holes from a zero buffer; the
-		 * data extents found below are cleared from the hole map. */
 		tern_bitmap_set_all(&s->zmap);
 	}
-	off_t off = 0, size = (off_t)g->region.size;
-	while (off < size) {
-		off_t data = lseek(g->region.fd, off, SEEK_DATA);
-		if (data < 0) {
-			if (errno == ENXIO)
-				break;
-			return -errno;
-		}
-		off_t hole = lseek(g->region.fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		if (hole > size)
-			hole = size;
-		uint64_t first = (uint64_t)data >> TERN_PAGE_SHIFT;
-		uint64_t last = ((uint64_t)hole + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
-		if (s->zero_mode == TERN_ZERO_OFF) {
-			for (uint64_t p = first; p < last; p++)
-				s->zmap.words[p >> 6] &= ~(1ull << (p & 63));
-		} else {
-			tern_bitmap_set_range(&s->bulk, first, last - first);
-		}
-		off = hole;
-	}
-	return 0;
+	return tern_guest_extents(s->g, co_bulk_extent, s);
 }
 
 /* Cuts the next chunk of cur starting at pos.  Returns 1 with *c filled, 0

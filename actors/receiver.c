@@ -88,6 +88,11 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 	}
 	if (rc == 0)
 		rc = tern_guest_create(&g, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
+	if (rc == 0 && (rc = tern_bitmap_init(&s->a->written, g->npages)) != 0) {
+		snprintf(why, sizeof(why), "out of memory");
+		tern_guest_destroy(g);
+		g = NULL;
+	}
 	if (rc != 0) {
 		(void)rc_answer(self, s, TERN_MSG_W_CONFIG, rc, 0, why);
 		return rc_fail(self, s, rc, "cannot build the guest: %s", why);
@@ -235,6 +240,7 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		c->conn = i;
 		c->receiver = tern_actor_id(self);
 		c->guest = &a->guest;
+		c->written = &a->written;
 		c->populate = !a->opts->no_populate;
 		c->deadline_ms = a->opts->io_timeout_ms ? (int)a->opts->io_timeout_ms : 10000;
 		if (rc == 0) {

@@ -20,6 +20,10 @@ struct tern_receiver_args {
 	uint32_t nconns;
 	struct tern_conn_recv_args conns[TERN_MAX_CONNECTIONS]; /* fds filled in */
 	struct tern_guest *_Atomic guest; /* out: owned by the caller after join */
+	/* Pages that received data here: an announced zero page that never
+	 * did needs no work (and touching it would allocate it).  Allocated
+	 * with the guest, before it is published; freed by the caller. */
+	struct tern_bitmap written;
 	int result;
 	char err[TERN_STR_MAX];
 	struct tern_stats *stats;

@@ -374,6 +374,7 @@ out:
 				close(a->conns[i].fd);
 		if (g == NULL)
 			g = atomic_load(&a->guest);
+		tern_bitmap_fini(&a->written);
 		free(a);
 	}
 	tern_mailbox_close(mb);

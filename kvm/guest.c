@@ -2,6 +2,7 @@
  * The backend-independent half of the guest: spec parsing and formatting,
  * dispatch to a backend's ops, range checks, populate, digest and check.
  */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -589,17 +590,109 @@ tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
 		if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			(off_t)(r->fd_offset + a), (off_t)(b - a)) != 0)
 			return -errno;
-	} else if (madvise(r->host + a, b - a, MADV_DONTNEED) != 0) {
-		return -errno;
+	} else {
+		/* Anonymous memory may sit in huge pages: dropping part of one
+		 * would split it, clearing keeps it whole. */
+		memset(r->host + a, 0, b - a);
 	}
 	return 0;
 }
 
+/* Anonymous memory: PAGEMAP_SCAN lists the pages that exist (present or
+ * swapped); everything else reads as zero and is never touched. */
+static int
+guest_extents_anon(struct tern_guest *g, tern_extent_fn fn, void *arg)
+{
+	const struct tern_guest_region *r = &g->region;
+	struct page_region vec[256];
+	struct pm_scan_arg a;
+	uint64_t base = (uintptr_t)r->host, pos = base, end = base + r->size;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), rv = 0;
+
+	if (fd < 0)
+		return fn(0, r->size, arg); /* no pagemap: everything may hold data */
+	while (pos < end && rv == 0) {
+		memset(&a, 0, sizeof(a));
+		a.size = sizeof(a);
+		a.start = pos;
+		a.end = end;
+		a.vec = (uintptr_t)vec;
+		a.vec_len = sizeof(vec) / sizeof(vec[0]);
+		a.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		a.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+		long n = ioctl(fd, PAGEMAP_SCAN, &a);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && pos == base) { /* kernel without PAGEMAP_SCAN */
+			close(fd);
+			return fn(0, r->size, arg);
+		}
+		if (n < 0 || a.walk_end <= pos) {
+			rv = n < 0 ? -errno : TERN_EINVAL;
+			break;
+		}
+		for (long i = 0; i < n && rv == 0; i++)
+			rv = fn(vec[i].start - base, vec[i].end - base, arg);
+		pos = a.walk_end;
+	}
+	close(fd);
+	return rv;
+}
+
+static int
+guest_extents_memfd(struct tern_guest *g, tern_extent_fn fn, void *arg)
+{
+	const struct tern_guest_region *r = &g->region;
+	uint64_t off = 0;
+	int rv = 0;
+
+	while (off < r->size && rv == 0) {
+		off_t x = lseek(r->fd, (off_t)(r->fd_offset + off), SEEK_DATA);
+		if (x < 0)
+			return errno == ENXIO ? 0 : -errno;
+		uint64_t data = (uint64_t)x - r->fd_offset;
+		if (data >= r->size)
+			break;
+		x = lseek(r->fd, (off_t)(r->fd_offset + data), SEEK_HOLE);
+		if (x < 0)
+			return -errno;
+		uint64_t hole = (uint64_t)x - r->fd_offset;
+		if (hole > r->size)
+			hole = r->size;
+		rv = fn(data, hole, arg);
+		off = hole;
+	}
+	return rv;
+}
+
+int
+tern_guest_extents(struct tern_guest *g, tern_extent_fn fn, void *arg)
+{
+	return g->region.fd >= 0 ? guest_extents_memfd(g, fn, arg) : guest_extents_anon(g, fn, arg);
+}
+
+/*
+ * The digest: XXH3-64 over the sequence of the XXH3-64 hashes of each 2 MiB
+ * block of guest memory (the last block may be shorter).  A block without
+ * populated pages is all zero: its hash is computed once, never by reading
+ * the block, so a 1 TiB guest that used 1 GiB hashes like a 1 GiB guest.
+ * Inside a block, holes are hashed as zeros from a static buffer: reading a
+ * hole of a shared memfd through the mapping would allocate it.
+ */
+#define GUEST_DIGEST_BLOCK (2ull << 20)
+
+struct guest_digest {
+	struct tern_guest *g;
+	XXH3_state_t *outer; /* over the block hashes */
+	XXH3_state_t *block; /* the block being hashed */
+	uint64_t block_start; /* offset of the block in progress */
+	uint64_t pos;         /* hashed up to here inside it */
+	uint64_t zero_hash;   /* of a full all-zero block */
+};
+
 static void
 guest_hash_zeros(XXH3_state_t *st, uint64_t len)
 {
-	/* Holes are hashed from a static buffer, never read through the
-	 * mapping: reading a shared-memfd hole would allocate the page. */
 	static const uint8_t zeros[64 * 1024];
 
 	while (len >= sizeof(zeros)) {
@@ -610,106 +703,81 @@ guest_hash_zeros(XXH3_state_t *st, uint64_t len)
 		XXH3_64bits_update(st, zeros, len);
 }
 
-static int
-guest_digest_memfd(struct tern_guest *g, XXH3_state_t *st)
+static void
+guest_digest_emit(struct guest_digest *d, uint64_t h)
 {
-	const struct tern_guest_region *r = &g->region;
-	uint64_t off = 0, data, hole;
-	off_t x;
-
-	while (off < r->size) {
-		x = lseek(r->fd, (off_t)(r->fd_offset + off), SEEK_DATA);
-		if (x < 0 && errno != ENXIO)
-			return -errno;
-		data = x < 0 ? r->size : (uint64_t)x - r->fd_offset;
-		if (data > r->size)
-			data = r->size;
-		guest_hash_zeros(st, data - off);
-		off = data;
-		if (off >= r->size)
-			break;
-		x = lseek(r->fd, (off_t)(r->fd_offset + off), SEEK_HOLE);
-		if (x < 0)
-			return -errno;
-		hole = (uint64_t)x - r->fd_offset;
-		if (hole > r->size)
-			hole = r->size;
-		XXH3_64bits_update(st, r->host + off, hole - off);
-		off = hole;
-	}
-	return 0;
+	uint64_t le = htole64(h);
+	XXH3_64bits_update(d->outer, &le, sizeof(le));
 }
 
-/* Anonymous memory: PAGEMAP_SCAN lists the pages that exist (present or
- * swapped); everything else reads as zero.  Without PAGEMAP_SCAN the whole
- * mapping is read (anonymous holes map the shared zero page, no allocation). */
-static int
-guest_digest_anon(struct tern_guest *g, XXH3_state_t *st)
+/* Hashes zeros from d->pos up to off, finishing blocks on the way. */
+static void
+guest_digest_zeros_to(struct guest_digest *d, uint64_t off)
 {
-	const struct tern_guest_region *r = &g->region;
-	struct page_region vec[256];
-	struct pm_scan_arg a;
-	uint64_t base = (uintptr_t)r->host, pos = base, end = base + r->size;
-	long n;
-	int fd;
-
-	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		XXH3_64bits_update(st, r->host, r->size);
-		return 0;
+	uint64_t size = d->g->region.size;
+	while (d->pos < off) {
+		uint64_t bend = d->block_start + GUEST_DIGEST_BLOCK;
+		if (bend > size)
+			bend = size;
+		if (d->pos == d->block_start && bend <= off && bend - d->block_start == GUEST_DIGEST_BLOCK) {
+			guest_digest_emit(d, d->zero_hash); /* a whole zero block */
+		} else {
+			uint64_t stop = off < bend ? off : bend;
+			guest_hash_zeros(d->block, stop - d->pos);
+			d->pos = stop;
+			if (stop < bend)
+				return;
+			guest_digest_emit(d, XXH3_64bits_digest(d->block));
+		}
+		d->block_start = d->pos = bend;
+		XXH3_64bits_reset(d->block);
 	}
-	while (pos < end) {
-		memset(&a, 0, sizeof(a));
-		a.size = sizeof(a);
-		a.start = pos;
-		a.end = end;
-		a.vec = (uintptr_t)vec;
-		a.vec_len = sizeof(vec) / sizeof(vec[0]);
-		a.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-		a.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
-		n = ioctl(fd, PAGEMAP_SCAN, &a);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && pos == base) {
-			close(fd);
-			XXH3_64bits_update(st, r->host, r->size);
-			return 0;
-		}
-		if (n < 0 || a.walk_end <= pos) {
-			int rv = n < 0 ? -errno : TERN_EINVAL;
+}
 
-			close(fd);
-			return rv;
+static int
+guest_digest_extent(uint64_t start, uint64_t end, void *arg)
+{
+	struct guest_digest *d = arg;
+	guest_digest_zeros_to(d, start);
+	while (d->pos < end) {
+		uint64_t bend = d->block_start + GUEST_DIGEST_BLOCK;
+		if (bend > d->g->region.size)
+			bend = d->g->region.size;
+		uint64_t stop = end < bend ? end : bend;
+		XXH3_64bits_update(d->block, d->g->region.host + d->pos, stop - d->pos);
+		d->pos = stop;
+		if (stop == bend) {
+			guest_digest_emit(d, XXH3_64bits_digest(d->block));
+			XXH3_64bits_reset(d->block);
+			d->block_start = bend;
 		}
-		for (long i = 0; i < n; i++) {
-			guest_hash_zeros(st, vec[i].start - pos);
-			XXH3_64bits_update(st, (const void *)(uintptr_t)vec[i].start,
-			                   vec[i].end - vec[i].start);
-			pos = vec[i].end;
-		}
-		guest_hash_zeros(st, a.walk_end - pos);
-		pos = a.walk_end;
 	}
-	close(fd);
 	return 0;
 }
 
 int
 tern_guest_digest(struct tern_guest *g, uint64_t *digest)
 {
-	XXH3_state_t *st = XXH3_createState();
-	int rv;
+	struct guest_digest d = { .g = g };
+	int rv = TERN_ENOMEM;
 
-	if (st == NULL)
-		return TERN_ENOMEM;
-	XXH3_64bits_reset(st);
-	if (g->region.fd >= 0)
-		rv = guest_digest_memfd(g, st);
-	else
-		rv = guest_digest_anon(g, st);
-	if (rv == 0)
-		*digest = XXH3_64bits_digest(st);
-	XXH3_freeState(st);
+	d.outer = XXH3_createState();
+	d.block = XXH3_createState();
+	if (d.outer == NULL || d.block == NULL)
+		goto out;
+	XXH3_64bits_reset(d.outer);
+	XXH3_64bits_reset(d.block);
+	guest_hash_zeros(d.block, GUEST_DIGEST_BLOCK);
+	d.zero_hash = XXH3_64bits_digest(d.block);
+	XXH3_64bits_reset(d.block);
+	rv = tern_guest_extents(g, guest_digest_extent, &d);
+	if (rv == 0) {
+		guest_digest_zeros_to(&d, g->region.size);
+		*digest = XXH3_64bits_digest(d.outer);
+	}
+out:
+	XXH3_freeState(d.outer);
+	XXH3_freeState(d.block);
 	return rv;
 }
 

@@ -191,8 +191,8 @@ int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t r
 int tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len);
 
 /* tern_guest_zero makes [gpa, gpa+len) read as zero, cheaply: whole pages are
- * dropped (a hole punched in a memfd, MADV_DONTNEED for anonymous memory),
- * partial pages are cleared.  Pages that were never populated stay so. */
+ * dropped from a memfd (a hole punched), cleared in anonymous memory (where
+ * dropping part of a huge page would split it); partial pages are cleared. */
 int tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len);
 
 /* tern_guest_range_ok reports whether [gpa, gpa+len) lies inside guest
@@ -202,8 +202,19 @@ bool tern_guest_range_ok(const struct tern_guest *g, uint64_t gpa, uint64_t len)
 /* tern_guest_hva returns the host address of gpa (range already checked). */
 uint8_t *tern_guest_hva(const struct tern_guest *g, uint64_t gpa);
 
-/* tern_guest_digest hashes all guest memory (XXH3-64).  Holes of a memfd
- * are hashed as zeros without being read (reading would allocate them). */
+/* tern_extent_fn receives one populated extent [start, end) (offsets into
+ * guest memory); a non-zero return stops the walk and is returned. */
+typedef int (*tern_extent_fn)(uint64_t start, uint64_t end, void *arg);
+
+/* tern_guest_extents calls fn for every extent of guest memory that may hold
+ * data, in order, without touching the rest: data extents of a memfd
+ * (SEEK_DATA/SEEK_HOLE), present or swapped pages of anonymous memory
+ * (PAGEMAP_SCAN).  Everything else is known to read as zero. */
+int tern_guest_extents(struct tern_guest *g, tern_extent_fn fn, void *arg);
+
+/* tern_guest_digest hashes all guest memory (XXH3-64 over per-2 MiB block
+ * hashes).  Never-populated memory is hashed as zeros without being read
+ * (reading would allocate it); all-hole blocks cost nothing. */
 int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
 
 /* tern_guest_check verifies the workload's invariant in guest memory (each

@@ -334,6 +334,33 @@ tern_wire_recv_exact(int fd, void *dst, uint64_t len)
 }
 
 int
+tern_wire_recv_iov(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(n < 1024 ? n : 1024) };
+		ssize_t got = recvmsg(fd, &mh, MSG_WAITALL);
+		if (got == 0)
+			return TERN_EPROTO;
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return wire_errno();
+		}
+		/* Skip the buffers filled; a partly filled one is advanced. */
+		while (n > 0 && (size_t)got >= iov->iov_len) {
+			got -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + got;
+			iov->iov_len -= (size_t)got;
+		}
+	}
+	return 0;
+}
+
+int
 tern_wire_discard(int fd, uint64_t len)
 {
 	uint8_t scratch[16384];

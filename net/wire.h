@@ -57,6 +57,11 @@ int tern_wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m,
  * memory for page data).  EOF is TERN_EPROTO. */
 int tern_wire_recv_exact(int fd, void *dst, uint64_t len);
 
+/* tern_wire_recv_iov reads exactly the total length of iov[0..n) into those
+ * buffers, with as few system calls as the kernel allows (recvmsg with
+ * MSG_WAITALL).  EOF is TERN_EPROTO.  iov is modified. */
+int tern_wire_recv_iov(int fd, struct iovec *iov, int n);
+
 /* tern_wire_discard reads and drops len bytes. */
 int tern_wire_discard(int fd, uint64_t len);
 

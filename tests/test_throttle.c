@@ -204,18 +204,29 @@ struct share {
 	uint32_t slices;
 	double run_share; /* run time / wall time over the slices */
 	double mean_slice_ms;
+	double median_slice_ms;
+	double median_pause_ms; /* pause latency (call to return) */
 	double worst_slice_err; /* worst single-slice share error, points */
 };
 
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 /* share_of measures, from the timeline alone, every complete slice at pct
- * but the first: a slice runs from a pause's return to the next pause's
+ * (as the actor does, from the first): a slice runs from a pause's return to the next pause's
  * return, its paused part ends at the resume's call (see throttle.h). */
 static struct share
-share_of(const struct tern_throttle_event *ev, size_t n, uint32_t pct)
+share_of(const struct tern_throttle_event *ev, size_t n, uint32_t pct, uint32_t last)
 {
 	struct share s = {0};
 	uint64_t wall = 0, paused = 0;
-	bool first = true;
+	static uint64_t walls[EV_MAX], pauses[EV_MAX], lats[EV_MAX];
+	uint32_t k = 0;
 
 	for (size_t i = 0; i + 2 < n; i++) {
 		if (ev[i].kind != TERN_THROTTLE_EV_PAUSE || ev[i].pct != pct)
@@ -223,22 +234,26 @@ share_of(const struct tern_throttle_event *ev, size_t n, uint32_t pct)
 		if (ev[i + 1].kind != TERN_THROTTLE_EV_RESUME ||
 		    ev[i + 2].kind != TERN_THROTTLE_EV_PAUSE || ev[i + 2].pct != pct)
 			continue;
-		if (first) {
-			first = false;
-			continue;
-		}
-		uint64_t w = ev[i + 2].t_ret_ns - ev[i].t_ret_ns;
-		uint64_t p = ev[i + 1].t_call_ns - ev[i].t_ret_ns;
+		lats[k] = ev[i + 2].t_ret_ns - ev[i + 2].t_call_ns;
+		walls[k] = ev[i + 2].t_ret_ns - ev[i].t_ret_ns;
+		pauses[k++] = ev[i + 1].t_call_ns - ev[i].t_ret_ns;
+	}
+	for (uint32_t i = last != 0 && k > last ? k - last : 0; i < k; i++) {
+		uint64_t w = walls[i], p = pauses[i];
 		double err = fabs(100.0 * (double)(w - p) / (double)w - (100.0 - pct));
 		if (err > s.worst_slice_err)
 			s.worst_slice_err = err;
 		wall += w;
 		paused += p;
-		s.slices++;
+		walls[s.slices++] = w;
 	}
 	if (s.slices > 0) {
 		s.run_share = (double)(wall - paused) / (double)wall;
 		s.mean_slice_ms = (double)wall / s.slices / 1e6;
+		qsort(walls, s.slices, sizeof(walls[0]), cmp_u64);
+		s.median_slice_ms = (double)walls[s.slices / 2] / 1e6;
+		qsort(lats, k, sizeof(lats[0]), cmp_u64);
+		s.median_pause_ms = (double)lats[k / 2] / 1e6;
 	}
 	return s;
 }
@@ -249,6 +264,7 @@ run_share_at(uint32_t pct)
 	static struct tern_throttle_event ev[EV_MAX];
 	struct fx f;
 	struct tern_msg_throttle_state st;
+	struct tern_exit e;
 	size_t n;
 
 	fx_start(&f, 100);
@@ -256,43 +272,54 @@ run_share_at(uint32_t pct)
 	st = set_pct(&f, pct);
 	cr_assert_eq(st.status, 0);
 	cr_assert_eq(st.pct, pct);
-	/* ~22 slices, the first not measured.  2 s rather than 1: on this
-	 * loaded 2-core host a pause sometimes waits 50-150 ms for a vCPU
-	 * thread the host has descheduled, and the carry needs a few slices
-	 * to pay that back. */
+	/* ~22 slices.  2 s rather than 1: on this loaded 2-core host a pause
+	 * sometimes waits 50-150 ms for a vCPU thread the host has
+	 * descheduled, and the carry needs a few slices to pay that back. */
 	sleep_ms(2250);
 	st = set_pct(&f, pct); /* same pct: a query, nothing changes */
+	cr_assert_eq(st.pct, pct);
+	/* Stopped while throttling: the guest must run afterwards. */
+	tern_actor_stop(f.a);
+	fx_join(&f, &e);
+	cr_assert_eq(e.reason, TERN_EXIT_NORMAL);
 	n = snapshot(&f, ev);
-	struct share s = share_of(ev, n, pct);
-	check_timeline(ev, n);
-	fprintf(stderr,
-	        "throttle %2u%%: %u slices, mean %.2f ms, run share %.3f%% (want %u%%), "
-	        "worst slice %.2f points off, actor reports %.3f%%\n",
-	        pct, s.slices, s.mean_slice_ms, 100.0 * s.run_share, 100 - pct, s.worst_slice_err,
-	        st.run_share_ppm / 1e4);
-	if (getenv("THR_DUMP") != NULL)
+	cr_assert(!check_timeline(ev, n), "the guest was left paused");
+	struct share s = share_of(ev, n, pct, 0);
+	/* The actor's own figure is the share of its last 10 slices. */
+	struct share w = share_of(ev, n, pct, 10);
+	bool ok = fabs(100.0 * s.run_share - (100.0 - pct)) <= 2.0;
+	/* Slices stay on the 100 ms grid.  A slice stretches when the host
+	 * takes longer to stop the vCPUs (descheduled threads) than the run
+	 * part lasts, as at 99% on a loaded host: allow the pause latency. */
+	bool grid = s.median_slice_ms > 97.0 && s.median_slice_ms < 103.0 + s.median_pause_ms;
+	if (!ok || !grid || getenv("THR_DUMP") != NULL)
 		for (size_t i = 0; i < n; i++)
 			fprintf(stderr, "  %u pct %u call %.3f ms lat %.3f ms\n", ev[i].kind, ev[i].pct,
 			        (ev[i].t_call_ns - ev[0].t_call_ns) / 1e6,
 			        (ev[i].t_ret_ns - ev[i].t_call_ns) / 1e6);
+	fprintf(stderr,
+	        "throttle %2u%%: %u slices, mean %.2f ms, median %.2f ms, run share %.3f%% (want "
+	        "%u%%), worst slice %.2f points off, last 10 %.3f%%; max pause %.2f ms, max "
+	        "resume %.2f ms, median pause %.2f ms\n",
+	        pct, s.slices, s.mean_slice_ms, s.median_slice_ms, 100.0 * s.run_share, 100 - pct,
+	        s.worst_slice_err, 100.0 * w.run_share, f.res.max_pause_ns / 1e6,
+	        f.res.max_resume_ns / 1e6, s.median_pause_ms);
 	cr_assert_geq(s.slices, 18, "only %u slices in 2.25 s", s.slices);
-	cr_assert(fabs(s.mean_slice_ms - 100.0) < 10.0, "mean slice %.2f ms", s.mean_slice_ms);
-	cr_assert(fabs(100.0 * s.run_share - (100.0 - pct)) <= 2.0,
-	          "run share %.3f%%, want %u%% +- 2", 100.0 * s.run_share, 100 - pct);
-	cr_assert(fabs(st.run_share_ppm / 1e4 - (100.0 - pct)) <= 2.0,
-	          "actor's run share %.3f%%", st.run_share_ppm / 1e4);
-	cr_assert_geq(st.slices, s.slices);
-
-	/* Reset: resumed at once, no pause after the reply. */
-	st = set_pct(&f, 0);
-	cr_assert_eq(st.pct, 0);
-	cr_assert(!tern_throttle_guard_paused(&f.guard));
-	size_t n0 = snapshot(&f, ev);
-	cr_assert(!check_timeline(ev, n0), "reset to 0 leaves the guest paused");
-	cr_assert(guest_runs(f.g, 150));
-	cr_assert_eq(snapshot(&f, ev), n0, "events after reset to 0");
+	cr_assert(grid, "median slice %.2f ms, median pause latency %.2f ms", s.median_slice_ms,
+	          s.median_pause_ms);
+	cr_assert(ok, "run share %.3f%%, want %u%% +- 2", 100.0 * s.run_share, 100 - pct);
+	/* What the actor reports is what the timeline says. */
+	cr_assert_eq(f.res.pct, pct);
+	cr_assert(fabs(f.res.run_share_ppm / 1e4 - 100.0 * w.run_share) < 0.01,
+	          "actor's run share %.3f%%, timeline's %.3f%%", f.res.run_share_ppm / 1e4,
+	          100.0 * w.run_share);
+	size_t pauses = 0;
+	for (size_t i = 0; i < n; i++)
+		pauses += ev[i].kind == TERN_THROTTLE_EV_PAUSE;
+	cr_assert_eq(f.res.slices, pauses);
+	cr_assert_geq(f.res.slices, st.slices);
+	cr_assert(guest_runs(f.g, 100), "the guest does not run after the stop");
 	fx_end(&f);
-	cr_assert_eq(f.res.pct, 0);
 }
 
 Test(throttle, share_10) { run_share_at(10); }

@@ -134,6 +134,20 @@ trace_count(const char *path, uint32_t kind)
 	return n;
 }
 
+/* SEND records of the actor named name. */
+static size_t
+trace_sends_of(const char *path, const char *name)
+{
+	struct tern_trace_reader *r;
+	struct tern_trace_record rec;
+	size_t n = 0;
+	cr_assert_eq(tern_trace_reader_open(&r, path, NULL), 0);
+	while (tern_trace_reader_next(r, &rec) == 1)
+		n += rec.kind == TERN_TRACE_SEND && strcmp(rec.actor_name, name) == 0;
+	tern_trace_reader_close(r);
+	return n;
+}
+
 static char *
 slurp(const char *path, size_t *len)
 {
@@ -305,6 +319,11 @@ Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeo
 		cr_expect_not_null(strstr(p.outbuf, want[i]), "summary lacks '%s':\n%s", want[i],
 		                   p.outbuf);
 	cr_expect_null(strstr(p.outbuf, "killed"), "a clean migration shows a kill:\n%s", p.outbuf);
+	/* The actor table counts what the trace holds. */
+	const char *row = strstr(p.outbuf, "\n  src coordinator ");
+	cr_assert_not_null(row, "%s", p.outbuf);
+	cr_expect_eq(strtoull(row + strlen("\n  src coordinator "), NULL, 10),
+	             trace_sends_of(src, "coordinator"), "%s", p.outbuf);
 
 	char *json = in_dir("out.json");
 	char *exp[] = {(char *)tern_trace(), "export", "--perfetto", src, dst, "-o", json, NULL};
