@@ -24,12 +24,46 @@ tern_page_is_zero(const void *p)
 	return true;
 }
 
+static bool
+zs_bytes_zero(const uint8_t *p, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+int
+tern_zero_split(const uint8_t *base, uint64_t gpa, uint64_t len, tern_zero_run_fn fn, void *arg)
+{
+	uint64_t run_start = gpa, end = gpa + len;
+	int run_zero = -1, rc;
+	for (uint64_t at = gpa; at < end;) {
+		/* The piece up to the next page boundary, or the range's end. */
+		uint64_t next = (at & ~(TERN_PAGE_SIZE - 1)) + TERN_PAGE_SIZE;
+		if (next > end)
+			next = end;
+		bool z = next - at == TERN_PAGE_SIZE ? tern_page_is_zero(base + at)
+						      : zs_bytes_zero(base + at, next - at);
+		if (run_zero >= 0 && (bool)run_zero != z) {
+			if ((rc = fn(run_start, at - run_start, run_zero, arg)) != 0)
+				return rc;
+			run_start = at;
+		}
+		run_zero = z;
+		at = next;
+	}
+	if (len > 0)
+		return fn(run_start, end - run_start, run_zero == 1, arg);
+	return 0;
+}
+
 /* Guest pages are being written by vCPUs while we read them: by design (the
  * dirty log covers it), so the read is not instrumented by TSan. */
-__attribute__((no_sanitize("thread"))) static bool
-zs_page_is_zero(const void *p)
+__attribute__((no_sanitize("thread"))) static int
+zs_split(const uint8_t *base, uint64_t gpa, uint64_t len, tern_zero_run_fn fn, void *arg)
 {
-	return tern_page_is_zero(p);
+	return tern_zero_split(base, gpa, len, fn, arg);
 }
 
 struct zs_state {
@@ -59,6 +93,23 @@ zs_mark(struct tern_bitmap *zmap, uint64_t page, bool zero)
 		__atomic_fetch_and(&zmap->words[page >> 6], ~bit, __ATOMIC_RELAXED);
 }
 
+struct zs_run {
+	struct tern_bitmap *zmap;
+	uint64_t zero_pages;
+};
+
+/* Dirty runs are whole pages, so every run marks whole pages. */
+static int
+zs_mark_run(uint64_t gpa, uint64_t len, bool zero, void *arg)
+{
+	struct zs_run *r = arg;
+	for (uint64_t p = gpa >> TERN_PAGE_SHIFT; p < (gpa + len) >> TERN_PAGE_SHIFT; p++)
+		zs_mark(r->zmap, p, zero);
+	if (zero)
+		r->zero_pages += len >> TERN_PAGE_SHIFT;
+	return 0;
+}
+
 static int
 zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 {
@@ -68,14 +119,15 @@ zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 	uint64_t first, count, pages = 0, zero = 0, t0 = tern_now_ns();
 	if (!tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits || end > s->a->zmap->nbits)
 		return TERN_ERANGE;
+	struct zs_run r = { s->a->zmap, 0 };
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
-		for (uint64_t p = first; p < first + count && p < end; p++) {
-			bool z = zs_page_is_zero(tern_guest_hva(g, p << TERN_PAGE_SHIFT));
-			zs_mark(s->a->zmap, p, z);
-			zero += z;
-			pages++;
-		}
+		if (first + count > end)
+			count = end - first;
+		(void)zs_split(g->region.host, first << TERN_PAGE_SHIFT, count << TERN_PAGE_SHIFT,
+		    zs_mark_run, &r);
+		pages += count;
 	}
+	zero = r.zero_pages;
 	c->zmap = (uint64_t)(uintptr_t)s->a->zmap;
 	c->flags |= TERN_CHUNK_ZSCANNED;
 	atomic_fetch_add_explicit(&s->a->pages, pages, memory_order_relaxed);

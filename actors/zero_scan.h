@@ -30,4 +30,15 @@ extern const struct tern_actor_desc tern_zero_scan_actor;
  * reads each byte at most once and stops at the first non-zero word. */
 bool tern_page_is_zero(const void *p);
 
+/* tern_zero_split cuts the byte range [gpa, gpa+len) of memory mapped at
+ * base (base is gpa 0) into maximal runs that are all zero or not, calling
+ * fn(gpa, len, zero, arg) for each in order; the runs cover the range
+ * exactly.  Whole pages are tested with tern_page_is_zero; a partial page at
+ * either end (a range not starting or ending on a page boundary) is tested
+ * byte-exactly over its part only.  A non-zero fn return stops and is
+ * returned. */
+typedef int (*tern_zero_run_fn)(uint64_t gpa, uint64_t len, bool zero, void *arg);
+int tern_zero_split(const uint8_t *base, uint64_t gpa, uint64_t len, tern_zero_run_fn fn,
+    void *arg);
+
 #endif /* TERN_ACTORS_ZERO_SCAN_H */
