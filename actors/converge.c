@@ -44,7 +44,7 @@ cv_cap(const struct tern_converge_config *c, uint64_t pct)
 
 uint32_t
 tern_converge_step(const struct tern_converge_config *c, struct tern_converge_state *st,
-    uint64_t dirty_bytes, uint64_t sent_bytes)
+                   uint64_t dirty_bytes, uint64_t sent_bytes)
 {
 	uint64_t want = st->pct;
 
@@ -149,13 +149,13 @@ tern_converge_reason(double dirty_bps, double bw_bps, char *why, size_t whylen)
 	if (dirty_bps > bw_bps)
 		snprintf(why, whylen, "dirty rate %s exceeds bandwidth %s", d, b);
 	else
-		snprintf(why, whylen,
-		         "remaining bytes not decreasing: dirty rate %s, bandwidth %s", d, b);
+		snprintf(why, whylen, "remaining bytes not decreasing: dirty rate %s, bandwidth %s",
+		         d, b);
 }
 
 bool
 tern_converge_stalled(const struct tern_converge_sample *s, size_t n, uint64_t window_ns,
-    double dirty_bps, double bw_bps, char *why, size_t whylen)
+                      double dirty_bps, double bw_bps, char *why, size_t whylen)
 {
 	uint64_t t_last, t_mid, lo_early = UINT64_MAX, lo_late = UINT64_MAX;
 	size_t first = n;

@@ -61,7 +61,7 @@ void tern_converge_defaults_qemu(struct tern_converge_config *c);
  * the throttle pct to enforce from now on (also left in st->pct); it never
  * goes down.  Call it once per iteration, after the sync. */
 uint32_t tern_converge_step(const struct tern_converge_config *c, struct tern_converge_state *st,
-    uint64_t dirty_bytes, uint64_t sent_bytes);
+                            uint64_t dirty_bytes, uint64_t sent_bytes);
 
 /* Inputs of the dirty-rate-driven mode. */
 struct tern_converge_rate_in {
@@ -84,7 +84,7 @@ uint32_t tern_converge_rate_pct(const struct tern_converge_rate_in *in);
  * lead_ns (the time between this decision and the pause), sent at bw_bps.
  * UINT64_MAX when bw_bps is 0. */
 uint64_t tern_converge_downtime_ns(uint64_t remaining, double dirty_bps, double bw_bps,
-    uint64_t lead_ns);
+                                   uint64_t lead_ns);
 
 /* One progress sample. */
 struct tern_converge_sample {
@@ -100,7 +100,7 @@ struct tern_converge_sample {
  * stalled and why != NULL, writes a one-line reason naming the dirty rate
  * and bandwidth ("dirty rate 250 MB/s exceeds bandwidth 120 MB/s"). */
 bool tern_converge_stalled(const struct tern_converge_sample *s, size_t n, uint64_t window_ns,
-    double dirty_bps, double bw_bps, char *why, size_t whylen);
+                           double dirty_bps, double bw_bps, char *why, size_t whylen);
 
 /* tern_converge_reason writes the one-line reason of a stall from the dirty
  * rate and the bandwidth (MB = 10^6 bytes). */

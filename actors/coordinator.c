@@ -715,6 +715,8 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	}
 	a->dirty.guest = s->g;
 	a->dirty.period_ms = o->dirty_period_ms;
+	a->dirty.mode = o->dirty_log;
+	a->dirty.ring_size = o->ring_size;
 	if ((rc = tern_spawn(tern_actor_rt(self), &tern_dirty_log_actor, &a->dirty,
 		 tern_actor_id(self), &s->dirty_log)) != 0) {
 		s->dirty_log = NULL;

@@ -77,12 +77,12 @@ struct tern_throttle_result {
 };
 
 struct tern_throttle_args {
-	struct tern_guest *guest;           /* must be the guard's guest */
-	struct tern_throttle_guard *guard;  /* initialised by the caller */
-	uint32_t timeslice_ms;              /* 0: 100 */
-	uint32_t window_slices;             /* run-share window, 0: 10 */
+	struct tern_guest *guest;            /* must be the guard's guest */
+	struct tern_throttle_guard *guard;   /* initialised by the caller */
+	uint32_t timeslice_ms;               /* 0: 100 */
+	uint32_t window_slices;              /* run-share window, 0: 10 */
 	struct tern_throttle_result *result; /* may be NULL */
-	bool realtime;                      /* try SCHED_FIFO (see above) */
+	bool realtime;                       /* try SCHED_FIFO (see above) */
 	/* on_event (may be NULL) is called on the actor's thread after every
 	 * pause and resume the actor makes (and every held slice), in order,
 	 * so that tests can check the timeline.  It must not block. */

@@ -52,8 +52,8 @@ struct tern_throttle_guard {
 	/* paused: the throttle has the guest paused.  Written under lock;
 	 * atomic so tern_throttle_guard_paused may peek without the lock. */
 	atomic_bool paused;
-	uint32_t holds; /* owner holds, under lock */
-	bool closed;    /* released: no more throttle pauses, under lock */
+	uint32_t holds;           /* owner holds, under lock */
+	bool closed;              /* released: no more throttle pauses, under lock */
 	uint64_t pauses, resumes; /* throttle pauses/resumes done, under lock */
 };
 

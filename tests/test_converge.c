@@ -36,9 +36,9 @@ Test(converge, qemu_ratio_trigger)
 	struct tern_converge_state st = {0};
 
 	tern_converge_defaults_qemu(&c);
-	cr_assert_eq(tern_converge_step(&c, &st, 40, 100), 0); /* 40% of sent: low */
-	cr_assert_eq(tern_converge_step(&c, &st, 50, 100), 0); /* exactly 50%: not above */
-	cr_assert_eq(tern_converge_step(&c, &st, 60, 100), 0); /* first high */
+	cr_assert_eq(tern_converge_step(&c, &st, 40, 100), 0);  /* 40% of sent: low */
+	cr_assert_eq(tern_converge_step(&c, &st, 50, 100), 0);  /* exactly 50%: not above */
+	cr_assert_eq(tern_converge_step(&c, &st, 60, 100), 0);  /* first high */
 	cr_assert_eq(tern_converge_step(&c, &st, 60, 100), 20); /* second: initial */
 	cr_assert_eq(tern_converge_step(&c, &st, 60, 100), 20);
 	cr_assert_eq(tern_converge_step(&c, &st, 10, 100), 20); /* low resets */

@@ -320,3 +320,32 @@ Test(e2e, traces_record_both_sides, .timeout = 300)
 	unlink(spath);
 	unlink(dpath);
 }
+
+Test(e2e, dirty_ring_mode_verified, .timeout = 300)
+{
+	struct proc r, s;
+	int port = start_receiver(&r, "--run-after", "1s");
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	/* A small ring under a fast writer: vCPUs stall on full rings and the
+	 * harvests must still catch every page. */
+	char *argv[] = { TERN, "send", "--to", to, "--guest",
+		"simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=64M,rate=100M,pattern=random",
+		"--dirty-log", "ring", "--ring-size", "64", "--verify", "--json", NULL };
+	cr_assert_eq(proc_start(&s, argv, 0), 0);
+	cr_assert_eq(proc_wait(&s, 120000), 0);
+	cr_assert_eq(proc_wait(&r, 60000), 0);
+	cr_assert_eq(proc_exit_code(&s), 0, "%s", s.errbuf);
+	cr_assert_eq(proc_exit_code(&r), 0, "%s", r.errbuf);
+	cr_assert_eq(json_num(s.outbuf, "verified"), 1);
+	cr_assert_eq(json_num(r.outbuf, "workload_ok"), 1, "%s", r.errbuf);
+	cr_assert_gt(json_num(r.outbuf, "workload_progress_after"),
+	    json_num(r.outbuf, "workload_progress_at_resume"));
+}
+
+Test(e2e, bad_dirty_log_mode, .timeout = 30)
+{
+	char *a[] = { TERN, "send", "--to", "127.0.0.1:1", "--guest", "simvm:mem=64M",
+		"--dirty-log", "pml", NULL };
+	expect_usage_error(a, "dirty-log");
+}

@@ -294,8 +294,8 @@ run_share_at(uint32_t pct)
 	bool grid = s.median_slice_ms > 97.0 && s.median_slice_ms < 103.0 + s.median_pause_ms;
 	if (!ok || !grid || getenv("THR_DUMP") != NULL)
 		for (size_t i = 0; i < n; i++)
-			fprintf(stderr, "  %u pct %u call %.3f ms lat %.3f ms\n", ev[i].kind, ev[i].pct,
-			        (ev[i].t_call_ns - ev[0].t_call_ns) / 1e6,
+			fprintf(stderr, "  %u pct %u call %.3f ms lat %.3f ms\n", ev[i].kind,
+			        ev[i].pct, (ev[i].t_call_ns - ev[0].t_call_ns) / 1e6,
 			        (ev[i].t_ret_ns - ev[i].t_call_ns) / 1e6);
 	fprintf(stderr,
 	        "throttle %2u%%: %u slices, mean %.2f ms, median %.2f ms, run share %.3f%% (want "
@@ -322,10 +322,22 @@ run_share_at(uint32_t pct)
 	fx_end(&f);
 }
 
-Test(throttle, share_10) { run_share_at(10); }
-Test(throttle, share_50) { run_share_at(50); }
-Test(throttle, share_90) { run_share_at(90); }
-Test(throttle, share_99) { run_share_at(99); }
+Test(throttle, share_10)
+{
+	run_share_at(10);
+}
+Test(throttle, share_50)
+{
+	run_share_at(50);
+}
+Test(throttle, share_90)
+{
+	run_share_at(90);
+}
+Test(throttle, share_99)
+{
+	run_share_at(99);
+}
 
 /* The pause is real: while the throttle holds the guest paused (a long
  * slice), its step counter does not move. */
@@ -438,8 +450,14 @@ end_while_paused(bool kill)
 	fx_end(&f);
 }
 
-Test(throttle, stop_while_paused) { end_while_paused(false); }
-Test(throttle, kill_while_paused) { end_while_paused(true); }
+Test(throttle, stop_while_paused)
+{
+	end_while_paused(false);
+}
+Test(throttle, kill_while_paused)
+{
+	end_while_paused(true);
+}
 
 /* The owner's release, alone, resumes a guest the throttle left paused
  * (as if the actor had vanished without its stop), and only such a pause. */
@@ -452,7 +470,8 @@ Test(throttle, guard_release_alone)
 	uint64_t t0 = 0, t1 = 0;
 
 	cr_assert_eq(tern_guest_spec_parse(SPEC, &cfg, err, sizeof(err)), 0);
-	cr_assert_eq(tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, err, sizeof(err)), 0, "%s",
+	             err);
 	cr_assert_eq(tern_throttle_guard_init(&guard, g), 0);
 	cr_assert_eq(tern_throttle_guard_resume(&guard, NULL, NULL), 1, "nothing to resume");
 	cr_assert_eq(tern_throttle_guard_pause(&guard, &t0, &t1), 0);

@@ -62,6 +62,10 @@ usage(FILE *f)
 	    "                          skip-unpopulated: only skip never-touched pages;\n"
 	    "                          off: send every page (detect)\n"
 	    "  --zero-scanners N       zero-page scanning actors, 1..16 (1)\n"
+	    "  --dirty-log MODE        bitmap: userfaultfd write-protect + PAGEMAP_SCAN;\n"
+	    "                          ring: per-vCPU dirty rings, a full ring stops its vCPU\n"
+	    "                          until harvested (bitmap)\n"
+	    "  --ring-size N           entries per vCPU ring, power of two (4096)\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
 	    "  --auth TOKEN            shared secret checked in the handshake\n"
 	    "  --trace FILE            record every actor message and state change\n"
@@ -192,7 +196,7 @@ enum {
 	OPT_TO = 256, OPT_GUEST, OPT_DOWNTIME, OPT_TIMEOUT, OPT_CONNS, OPT_CHUNK, OPT_PERIOD,
 	OPT_VERIFY, OPT_AUTH, OPT_TRACE, OPT_JSON, OPT_LISTEN, OPT_EXIT_AFTER, OPT_RUN_AFTER,
 	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
-	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS,
+	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS, OPT_DIRTY_LOG, OPT_RING_SIZE,
 };
 
 static const struct option long_opts[] = {
@@ -219,6 +223,8 @@ static const struct option long_opts[] = {
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
 	{ "zero-pages", required_argument, NULL, OPT_ZERO_PAGES },
 	{ "zero-scanners", required_argument, NULL, OPT_ZERO_SCANNERS },
+	{ "dirty-log", required_argument, NULL, OPT_DIRTY_LOG },
+	{ "ring-size", required_argument, NULL, OPT_RING_SIZE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -274,6 +280,20 @@ parse_opts(int argc, char **argv, struct cli *c)
 				c->send.connections_min = (uint32_t)n;
 			else
 				c->recv.max_connections = (uint32_t)n;
+			break;
+		}
+		case OPT_DIRTY_LOG:
+			if (strcmp(optarg, "bitmap") != 0 && strcmp(optarg, "ring") != 0)
+				return bad_usage("bad --dirty-log '%s': bitmap or ring", optarg);
+			c->send.dirty_log = optarg;
+			break;
+		case OPT_RING_SIZE: {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end != '\0' || n < 16 || n > (1ul << 20) || (n & (n - 1)) != 0)
+				return bad_usage("bad --ring-size '%s': a power of two, 16..1048576",
+				    optarg);
+			c->send.ring_size = (uint32_t)n;
 			break;
 		}
 		case OPT_ZERO_PAGES:

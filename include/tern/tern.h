@@ -72,6 +72,9 @@ struct tern_send_opts {
 	 * read: they go from a static zero buffer). */
 	int zero_pages;
 	uint32_t zero_scanners;  /* ZeroScanActors (0: 1) */
+	const char *dirty_log;   /* "bitmap" (userfaultfd-WP + PAGEMAP_SCAN, default)
+				    or "ring" (per-vCPU dirty rings) */
+	uint32_t ring_size;      /* entries per vCPU ring (0: 4096) */
 	tern_progress_fn progress;
 	void *progress_arg;
 };
