@@ -190,9 +190,12 @@ cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 	struct tern_msg m;
 	uint64_t plen;
 	int rc = tern_wire_recv_header(s->a->fd, s->rx, &m, &plen);
-	if (rc == TERN_ECLOSED)
-		return tern_actor_fail(self, rc, "connection %u: the source closed the connection",
-		    s->a->conn);
+	if (rc == TERN_ECLOSED) {
+		/* Between frames: a normal end (the receiver decides whether it
+		 * came too early). */
+		tern_actor_state(self, "closed by the source");
+		return TERN_ACTOR_DONE;
+	}
 	if (rc == TERN_EMSG || rc == TERN_EPROTO)
 		return cr_refuse(self, s, rc, "malformed frame");
 	if (rc != 0)

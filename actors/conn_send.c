@@ -289,6 +289,13 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 	struct tern_msg m;
 	uint64_t plen;
 	int rc = tern_wire_recv_header(s->fd, s->rx, &m, &plen);
+	/* A close between frames with nothing in flight ends the connection
+	 * normally (after a handoff the destination closes first); the
+	 * coordinator decides whether that was too early. */
+	if (rc == TERN_ECLOSED && s->inflight == 0) {
+		tern_actor_state(self, "closed by the destination");
+		return TERN_ACTOR_DONE;
+	}
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: %s", s->a->conn,
 		    rc == TERN_ECLOSED ? "the destination closed the connection"

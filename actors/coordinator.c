@@ -393,7 +393,6 @@ co_switchover(struct tern_actor *self, struct co_state *s, struct tern_bitmap *s
 	tern_bitmap_or(set, last);
 	if ((rc = co_give(self, s, last)) != 0)
 		return co_abort(self, s, rc, "dirty-log actor gone");
-	s->iter++;
 	s->a->stats->final_pages = tern_bitmap_count(set);
 	return co_start_iteration(self, s, set, 1);
 }

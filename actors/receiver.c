@@ -202,8 +202,9 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 				return 0;
 			}
 		}
-		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_EACTOR,
-		    "%s", m->u.sys_exit.why[0] ? m->u.sys_exit.why : "a connection ended");
+		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_ECLOSED,
+		    "%s", m->u.sys_exit.why[0] ? m->u.sys_exit.why
+					       : "the source closed the control connection");
 	default:
 		return rc_fail(self, s, TERN_EPROTO, "unexpected message %s",
 		    tern_msg_name(m->type));
