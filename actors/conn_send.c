@@ -3,7 +3,9 @@
  * before the next (stop-and-wait, bounded by chunk / (chunk/throughput +
  * rtt)); here a window of chunks is in flight and each ack returns a credit.
  */
+#include <errno.h>
 #include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +191,26 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 	return 0;
 }
 
+/* Waits for this chunk's slot under --max-bandwidth. */
+static void
+cs_rate_wait(struct tern_rate_limit *l, uint64_t bytes)
+{
+	if (l == NULL || l->bytes_per_s == 0 || bytes == 0)
+		return;
+	uint64_t cost = (uint64_t)((double)bytes * 1e9 / (double)l->bytes_per_s);
+	uint64_t now = tern_now_ns(), start, next = atomic_load(&l->next_ns);
+	do {
+		/* An idle cap does not bank credit beyond one chunk's worth. */
+		start = next > now ? next : now;
+	} while (!atomic_compare_exchange_weak(&l->next_ns, &next, start + cost));
+	if (start > now) {
+		struct timespec ts = { (time_t)((start - now) / 1000000000ull),
+			(long)((start - now) % 1000000000ull) };
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+}
+
 static int
 cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg_chunk *c)
 {
@@ -208,6 +230,7 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	m.u.w_pages.chunk = c->chunk;
 	m.u.w_pages.ranges = (struct tern_ranges){ s->ranges, f.ndata };
 	m.u.w_pages.zeros = (struct tern_ranges){ s->zranges, f.nzero };
+	cs_rate_wait(s->a->limit, f.bytes);
 	uint64_t wire = 0;
 	rc = tern_wire_send(s->fd, &m, s->iov, (int)f.niov, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);

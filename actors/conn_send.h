@@ -23,6 +23,13 @@
 
 #define TERN_CONN_WINDOW_MAX 64
 
+/* A rate cap shared by every connection: each chunk reserves its share of
+ * wire time on one timeline (lock-free), and its sender waits for it. */
+struct tern_rate_limit {
+	uint64_t bytes_per_s; /* 0: no cap */
+	_Atomic uint64_t next_ns;
+};
+
 struct tern_conn_send_args {
 	struct tern_guest *guest;
 	struct tern_queue *queue;
@@ -32,6 +39,7 @@ struct tern_conn_send_args {
 	uint32_t conn, nconns;
 	uint32_t coordinator; /* receives CHUNK_DONE and CTL_IN */
 	uint32_t window;      /* chunks in flight (credits) */
+	struct tern_rate_limit *limit; /* may be NULL */
 	int deadline_ms;      /* no progress for this long: the peer is gone */
 	char err[TERN_STR_MAX];
 	uint64_t peer_time_ns; /* destination clock at handshake */

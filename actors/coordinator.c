@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "actors/converge.h"
 #include "actors/coordinator.h"
 #include "net/wire.h"
 #include "tern/error.h"
@@ -92,6 +93,15 @@ struct co_state {
 	uint32_t nrequeue;
 	uint32_t alive;    /* connections alive */
 	int conn_dead[TERN_MAX_CONNECTIONS];
+
+	/* Convergence: the throttle, its policy, stall detection. */
+	struct tern_actor *throttle;
+	int guard_ready, held;
+	uint32_t throttle_pct;
+	struct tern_converge_config conv;
+	struct tern_converge_state conv_state;
+	struct tern_converge_sample samples[64];
+	uint32_t nsamples;
 };
 
 static void
@@ -104,7 +114,12 @@ co_progress(struct tern_actor *self, struct co_state *s)
 	tern_msg_init(&m, TERN_MSG_PROGRESS);
 	struct tern_msg_progress *p = &m.u.progress;
 	p->iter = s->iter;
-	snprintf(p->state, sizeof(p->state), "%s", co_phase_names[s->phase]);
+	if (st->stalled && s->phase == CO_ITERATE)
+		snprintf(p->state, sizeof(p->state), "stalled: %s", st->stall_reason);
+	else if (s->throttle_pct && s->phase == CO_ITERATE)
+		snprintf(p->state, sizeof(p->state), "iterate, throttle %u%%", s->throttle_pct);
+	else
+		snprintf(p->state, sizeof(p->state), "%s", co_phase_names[s->phase]);
 	p->transferred = st->payload_bytes;
 	p->remaining = s->remaining;
 	p->dirty_pps = s->dirty_pps;
@@ -373,10 +388,51 @@ co_give(struct tern_actor *self, struct co_state *s, struct tern_bitmap *set)
 	return tern_actor_send(self, tern_actor_id(s->dirty_log), &m);
 }
 
+/* Asks the ThrottleActor for pct (its reply is ignored: the actor reports
+ * the achieved share in the trace). */
+static void
+co_throttle(struct tern_actor *self, struct co_state *s, uint32_t pct)
+{
+	if (s->throttle == NULL || pct == s->throttle_pct)
+		return;
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_THROTTLE_SET);
+	m.u.throttle_set.pct = pct;
+	if (tern_actor_send(self, tern_actor_id(s->throttle), &m) == 0) {
+		s->throttle_pct = pct;
+		if (pct > s->a->stats->throttle_max_pct)
+			s->a->stats->throttle_max_pct = pct;
+	}
+}
+
+/* Milliseconds to send bytes at the measured bandwidth, plus the vCPU pause
+ * and a round trip for the state and the confirmation. */
+static uint64_t
+co_expected_ms(const struct co_state *s, uint64_t bytes)
+{
+	if (bytes == 0)
+		return s->g->stats.last_pause_ns / 1000000 + 1;
+	if (s->bw_bps == 0)
+		return UINT64_MAX;
+	return bytes * 1000 / s->bw_bps + s->g->stats.last_pause_ns / 1000000 + 1;
+}
+
+static uint64_t
+co_limit_ms(const struct co_state *s)
+{
+	return s->a->opts->downtime_limit_ms ? s->a->opts->downtime_limit_ms : 300;
+}
+
 static int
 co_switchover(struct tern_actor *self, struct co_state *s, struct tern_bitmap *set)
 {
 	co_set_phase(self, s, CO_FINAL);
+	/* The throttle must neither be pausing the guest now nor resume it
+	 * behind our back: hold it for the rest of the switchover. */
+	if (s->guard_ready && !s->held) {
+		(void)tern_throttle_guard_hold(&s->a->guard);
+		s->held = 1;
+	}
 	s->pause_ns = tern_now_ns();
 	int rc = s->g->ops->pause(s->g);
 	if (rc != 0)
@@ -393,8 +449,78 @@ co_switchover(struct tern_actor *self, struct co_state *s, struct tern_bitmap *s
 	tern_bitmap_or(set, last);
 	if ((rc = co_give(self, s, last)) != 0)
 		return co_abort(self, s, rc, "dirty-log actor gone");
-	s->a->stats->final_pages = tern_bitmap_count(set);
+	uint64_t final_pages = tern_bitmap_count(set);
+	uint64_t expected = co_expected_ms(s, final_pages * TERN_PAGE_SIZE);
+	/* Strict: with the freshest numbers, the pause must fit the limit.
+	 * If the guest wrote more than predicted, run it again and iterate
+	 * rather than overshoot (the complaint users of QEMU and CH make). */
+	if (!s->a->opts->switchover_loose && expected > co_limit_ms(s)) {
+		(void)s->g->ops->resume(s->g);
+		s->paused = 0;
+		if (s->held) {
+			tern_throttle_guard_unhold(&s->a->guard);
+			s->held = 0;
+		}
+		s->a->stats->switchover_retries++;
+		tern_actor_counter(self, "switchover_retry_expected_ms", (double)expected);
+		co_set_phase(self, s, CO_ITERATE);
+		return co_start_iteration(self, s, set, 1);
+	}
+	s->a->stats->expected_downtime_ms = expected;
+	s->a->stats->final_pages = final_pages;
+	s->a->stats->throttle_pct = s->throttle_pct;
 	return co_start_iteration(self, s, set, 1);
+}
+
+/* Decides the throttle for the next iteration and watches for a stall. */
+static void
+co_converge(struct tern_actor *self, struct co_state *s, uint64_t dirty_bytes, uint64_t now)
+{
+	const struct tern_send_opts *o = s->a->opts;
+	struct tern_stats *st = s->a->stats;
+	double dirty_bps = (double)s->dirty_pps * TERN_PAGE_SIZE, bw = (double)s->bw_bps;
+	uint32_t pct = s->throttle_pct;
+	switch (o->auto_converge) {
+	case TERN_CONVERGE_STEP:
+	case TERN_CONVERGE_QEMU:
+		pct = tern_converge_step(&s->conv, &s->conv_state, dirty_bytes, s->iter_bytes);
+		break;
+	case TERN_CONVERGE_RATE: {
+		struct tern_converge_rate_in in = {
+			.dirty_bps = dirty_bps,
+			.current_pct = s->throttle_pct,
+			.bw_bps = bw,
+			.downtime_s = (double)co_limit_ms(s) / 1000.0,
+			.remaining = dirty_bytes,
+			.iterations = 1,
+		};
+		pct = tern_converge_rate_pct(&in);
+		/* Never below what already failed to converge. */
+		if (pct < s->throttle_pct)
+			pct = s->throttle_pct;
+		break;
+	}
+	default:
+		break;
+	}
+	co_throttle(self, s, pct);
+	tern_actor_counter(self, "throttle_pct", (double)s->throttle_pct);
+
+	/* Stall: remaining bytes no longer shrinking over the window. */
+	if (s->nsamples == sizeof(s->samples) / sizeof(s->samples[0])) {
+		memmove(s->samples, s->samples + 1, sizeof(s->samples) - sizeof(s->samples[0]));
+		s->nsamples--;
+	}
+	s->samples[s->nsamples++] = (struct tern_converge_sample){ now, dirty_bytes };
+	uint64_t window = (uint64_t)(o->stall_window_ms ? o->stall_window_ms : 5000) * 1000000ull;
+	char why[sizeof(st->stall_reason)];
+	bool stalled = tern_converge_stalled(s->samples, s->nsamples, window, dirty_bps, bw, why,
+	    sizeof(why));
+	if (stalled && !st->stalled) {
+		snprintf(st->stall_reason, sizeof(st->stall_reason), "%s", why);
+		tern_actor_state(self, "stalled");
+	}
+	st->stalled = stalled;
 }
 
 static int
@@ -449,29 +575,25 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 		return co_abort(self, s, rc, "dirty-log harvest failed: %s", tern_strerror(rc));
 	uint64_t bytes = pages * TERN_PAGE_SIZE;
 	s->remaining = bytes;
-	uint64_t limit = s->a->opts->downtime_limit_ms ? s->a->opts->downtime_limit_ms : 300;
-	/* Expected downtime: the dirty bytes at measured bandwidth, plus the
-	 * vCPU pause and a round trip for the state and the confirmation. */
-	uint64_t expected = UINT64_MAX;
-	if (s->bw_bps > 0)
-		expected = bytes * 1000 / s->bw_bps + s->g->stats.last_pause_ns / 1000000 + 1;
-	else if (pages == 0)
-		expected = 0;
+	uint64_t limit = co_limit_ms(s);
+	uint64_t expected = co_expected_ms(s, bytes);
 	s->iter++;
 	if (expected <= limit) {
 		s->expected_ms = expected;
-		st->expected_downtime_ms = expected;
 		return co_switchover(self, s, set);
 	}
+	co_converge(self, s, bytes, now);
 	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
 	if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms) {
+		char why[sizeof(st->stall_reason)];
+		tern_converge_reason((double)s->dirty_pps * TERN_PAGE_SIZE, (double)s->bw_bps, why,
+		    sizeof(why));
 		(void)co_give(self, s, set);
 		return co_abort(self, s, TERN_ECONVERGE,
 		    "did not converge in %" PRIu64 " ms: %" PRIu64 " dirty bytes at %" PRIu64
-		    " B/s would take %" PRIu64 " ms, limit %" PRIu64 " ms (dirty rate %" PRIu64
-		    " pages/s)",
-		    elapsed_ms, bytes, s->bw_bps, expected == UINT64_MAX ? 0 : expected, limit,
-		    s->dirty_pps);
+		    " B/s would take %" PRIu64 " ms, limit %" PRIu64 " ms; %s (throttle %u%%)",
+		    elapsed_ms, bytes, s->bw_bps, expected == UINT64_MAX ? 0 : expected, limit, why,
+		    s->throttle_pct);
 	}
 	if (s->phase != CO_ITERATE)
 		co_set_phase(self, s, CO_ITERATE);
@@ -576,6 +698,18 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 			return TERN_ACTOR_DONE;
 		if (m->type == TERN_MSG_CTL_IN)
 			return TERN_ACTOR_DONE;
+		return 0;
+	}
+	if (m->type == TERN_MSG_THROTTLE_STATE)
+		return 0; /* the throttle's acknowledgement; its trace says the rest */
+	if (m->type == TERN_MSG_SYS_EXIT && s->throttle != NULL &&
+	    m->u.sys_exit.actor == tern_actor_id(s->throttle)) {
+		/* The throttle died: its guard has the vCPUs running; carry on
+		 * without throttling. */
+		(void)tern_throttle_guard_release(&s->a->guard);
+		(void)tern_actor_join(s->throttle, 2000, NULL);
+		s->throttle = NULL;
+		tern_actor_state(self, "throttle lost");
 		return 0;
 	}
 	switch (m->type) {
@@ -723,6 +857,36 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		    a->dirty.err[0] ? a->dirty.err : tern_strerror(rc));
 		return rc;
 	}
+	if (o->max_bandwidth) {
+		a->limit.bytes_per_s = o->max_bandwidth;
+		atomic_init(&a->limit.next_ns, 0);
+	}
+	if (o->auto_converge != TERN_CONVERGE_OFF) {
+		if (o->auto_converge == TERN_CONVERGE_QEMU)
+			tern_converge_defaults_qemu(&s->conv);
+		else
+			tern_converge_defaults_seed(&s->conv);
+		if (o->throttle_initial)
+			s->conv.initial_pct = o->throttle_initial;
+		if (o->throttle_increment)
+			s->conv.increment_pct = o->throttle_increment;
+		if (o->throttle_max)
+			s->conv.max_pct = o->throttle_max;
+		if ((rc = tern_throttle_guard_init(&a->guard, s->g)) != 0)
+			return rc;
+		s->guard_ready = 1;
+		a->throttle.guest = s->g;
+		a->throttle.guard = &a->guard;
+		a->throttle.result = &a->throttle_result;
+		a->throttle.realtime = true;
+		if ((rc = tern_spawn(tern_actor_rt(self), &tern_throttle_actor, &a->throttle,
+			 tern_actor_id(self), &s->throttle)) != 0) {
+			s->throttle = NULL;
+			snprintf(a->err, sizeof(a->err), "cannot start the throttle: %s",
+			    tern_strerror(rc));
+			return rc;
+		}
+	}
 	/* Only now, with every later write tracked, may the bulk set be read
 	 * off the memfd: a hole written before tracking started and after the
 	 * scan would be in neither set — a lost page. */
@@ -741,6 +905,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		c->nconns = s->nconns;
 		c->coordinator = tern_actor_id(self);
 		c->window = 4;
+		c->limit = o->max_bandwidth ? &a->limit : NULL;
 		c->deadline_ms = o->io_timeout_ms ? (int)o->io_timeout_ms : 10000;
 		rc = tern_spawn(tern_actor_rt(self), &tern_conn_send_actor, c, tern_actor_id(self),
 		    &s->conns[i]);
@@ -813,6 +978,16 @@ co_stop(struct tern_actor *self, void *state)
 	for (uint32_t i = 0; i < s->nconns; i++)
 		co_stop_child(&s->conns[i]);
 	co_stop_child(&s->dirty_log);
+	if (s->throttle != NULL)
+		co_stop_child(&s->throttle);
+	if (s->guard_ready) {
+		/* Whatever happened to the throttle, the vCPUs it paused run. */
+		if (s->held)
+			tern_throttle_guard_unhold(&a->guard);
+		(void)tern_throttle_guard_release(&a->guard);
+		tern_throttle_guard_fini(&a->guard);
+		s->guard_ready = 0;
+	}
 	for (uint32_t i = 0; i < s->nconns; i++) {
 		struct tern_conn_send_args *c = &a->conns[i];
 		struct tern_conn_stats *cs = &a->stats->conn[i];

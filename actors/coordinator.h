@@ -17,7 +17,9 @@
 
 #include "actors/conn_send.h"
 #include "actors/dirty_log.h"
+#include "actors/throttle.h"
 #include "actors/zero_scan.h"
+#include "kvm/throttle_guard.h"
 #include "tern/tern.h"
 
 #define TERN_MAX_SCANNERS 16
@@ -30,6 +32,10 @@ struct tern_coordinator_args {
 	struct tern_dirty_log_args dirty;
 	struct tern_conn_send_args conns[TERN_MAX_CONNECTIONS];
 	struct tern_zero_scan_args scanners[TERN_MAX_SCANNERS];
+	struct tern_throttle_guard guard; /* outlives the ThrottleActor */
+	struct tern_throttle_args throttle;
+	struct tern_throttle_result throttle_result;
+	struct tern_rate_limit limit;     /* --max-bandwidth, shared by connections */
 	/* outcome */
 	int result;
 	char err[TERN_STR_MAX];

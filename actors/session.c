@@ -409,7 +409,23 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 		return TERN_EINVAL;
 	/* Per connection: replace the closing brace with the array. */
 	size_t at = (size_t)n - 1;
+	char reason[2 * sizeof(s->stall_reason)];
+	size_t r = 0;
+	for (const char *c = s->stall_reason; *c && r + 2 < sizeof(reason); c++) {
+		if (*c == '"' || *c == '\\')
+			reason[r++] = '\\';
+		reason[r++] = (*c >= 0x20) ? *c : ' ';
+	}
+	reason[r] = '\0';
 	int k = snprintf(buf + at, len - at,
+	    ",\"throttle_pct\":%u,\"throttle_max_pct\":%u,\"switchover_retries\":%u"
+	    ",\"stalled\":%s,\"stall_reason\":\"%s\"",
+	    s->throttle_pct, s->throttle_max_pct, s->switchover_retries,
+	    s->stalled ? "true" : "false", reason);
+	if (k < 0 || (size_t)k >= len - at)
+		return TERN_EINVAL;
+	at += (size_t)k;
+	k = snprintf(buf + at, len - at,
 	    ",\"pages_zero\":%" PRIu64 ",\"pages_scanned\":%" PRIu64 ",\"zero_scan_ms\":%" PRIu64
 	    ",\"connections_lost\":%u,\"chunks_requeued\":%" PRIu64 ",\"conns\":[",
 	    s->pages_zero, s->pages_scanned, s->zero_scan_ms, s->connections_lost,

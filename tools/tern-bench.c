@@ -822,6 +822,11 @@ struct bench_opts {
 	const char *tern;
 	int no_baseline;
 	int timeout_s;
+	/* Used by link, zero and trace (NULL / 0: none). */
+	const char *const *send_extra; /* more tern send arguments, NULL-terminated */
+	const char *const *recv_extra; /* more tern receive arguments, NULL-terminated */
+	const char *relay_delay;       /* migrate through tern-relay with this --delay */
+	uint64_t warm_bytes;           /* warm the page allocator with this much first */
 };
 
 struct baseline {
@@ -841,6 +846,9 @@ struct run_result {
 	double throughput_bps; /* payload bytes/s over total_ms */
 	double wall_ms;
 	double src_user_ms, src_sys_ms, dst_user_ms, dst_sys_ms;
+	double active_ms_max; /* the longest conns[].active_ms: the transfer phase */
+	double pages_zero, pages_skipped, zero_scan_ms;
+	double warm_ms; /* the page-allocator warm-up before this run */
 };
 
 static double
@@ -874,26 +882,84 @@ bench_field(const char *json, const char *name)
 	return v < 0 ? NAN : (double)v;
 }
 
+/* The largest value of "key" among the objects of the summary's "conns". */
+static double
+bench_conns_max(const char *json, const char *key)
+{
+	char k[64];
+	double best = NAN;
+	const char *p = strstr(json, "\"conns\":");
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	while (p != NULL && (p = strstr(p, k)) != NULL) {
+		p += strlen(k);
+		double v = strtod(p, NULL);
+		best = isfinite(best) ? fmax(best, v) : v;
+	}
+	return best;
+}
+
+/* dir(tern)/name: the tools are built side by side. */
+static void
+bench_sibling(const char *tern, const char *name, char *out, size_t len)
+{
+	const char *slash = strrchr(tern, '/');
+	if (slash == NULL)
+		snprintf(out, len, "%s", name);
+	else
+		snprintf(out, len, "%.*s/%s", (int)(slash - tern), tern, name);
+}
+
+/*
+ * Warms the page allocator.  On this PVM guest the first use of memory the VM
+ * never touched costs 10-25 us per page (the hypervisor backs it), while memory
+ * freed a moment ago is re-used cheaply: touching and freeing len bytes before
+ * a run makes every run start from the same state.  Returns the milliseconds
+ * it took (large when memory was cold), NaN if the memory was not available.
+ */
+static double
+bench_warm(uint64_t len)
+{
+	double t0 = bench_now();
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+	               -1, 0);
+	if (p == MAP_FAILED)
+		return NAN;
+	madvise(p, len, MADV_NOHUGEPAGE);
+	if (madvise(p, len, MADV_POPULATE_WRITE) != 0)
+		bench_touch(p, len);
+	munmap(p, len);
+	return (bench_now() - t0) * 1e3;
+}
+
 static void
 bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_result *res)
 {
 	struct proc *r = calloc(1, sizeof(*r)), *s = calloc(1, sizeof(*s));
+	struct proc *rl = calloc(1, sizeof(*rl));
 	struct rusage ru_s, ru_d;
 	char to[64], timeout[32];
-	int nargs, port;
+	int nargs, port, relay_up = 0;
 
 	memset(res, 0, sizeof(*res));
 	res->src_exit = res->dst_exit = -1;
 	res->total_ms = res->downtime_ms = res->payload_bytes = res->bytes_sent = NAN;
 	res->iterations = res->guest_build_ms = res->throughput_bps = res->wall_ms = NAN;
 	res->src_user_ms = res->src_sys_ms = res->dst_user_ms = res->dst_sys_ms = NAN;
-	if (r == NULL || s == NULL) {
+	res->active_ms_max = res->pages_zero = res->pages_skipped = res->zero_scan_ms = NAN;
+	res->warm_ms = NAN;
+	if (r == NULL || s == NULL || rl == NULL) {
 		snprintf(res->error, sizeof(res->error), "out of memory");
 		goto out;
 	}
-	char *rargv[] = {
+	if (o->warm_bytes)
+		res->warm_ms = bench_warm(o->warm_bytes);
+	char *rargv[24] = {
 	    (char *)o->tern,        "receive", "--listen",         "127.0.0.1:0", "--ready-fd", "3",
 	    "--exit-after-handoff", "--json",  "--accept-timeout", "60s",         NULL};
+	nargs = 10;
+	for (int i = 0; o->recv_extra != NULL && o->recv_extra[i] != NULL && nargs < 23; i++)
+		rargv[nargs++] = (char *)o->recv_extra[i];
+	rargv[nargs] = NULL;
 	if (bench_start(r, rargv, 1) != 0) {
 		snprintf(res->error, sizeof(res->error), "cannot start %s: %s", o->tern,
 		         strerror(errno));
@@ -908,8 +974,21 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 		goto out;
 	}
 	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	if (o->relay_delay != NULL) {
+		char relay[PATH_MAX];
+		bench_sibling(o->tern, "tern-relay", relay, sizeof(relay));
+		char *largv[] = {relay,        "--listen", "127.0.0.1:0", "--to", to, "--delay",
+		                 (char *)o->relay_delay, "--ready-fd", "3", NULL};
+		if (bench_start(rl, largv, 1) != 0 || (port = proc_ready_port(rl, 10000)) <= 0) {
+			snprintf(res->error, sizeof(res->error), "cannot start %.200s", relay);
+			bench_wait(r, 0, &ru_d);
+			goto out;
+		}
+		relay_up = 1;
+		snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	}
 	snprintf(timeout, sizeof(timeout), "%ds", o->timeout_s);
-	char *sargv[16] = {(char *)o->tern, "send",   "--to",      to,     "--guest",
+	char *sargv[40] = {(char *)o->tern, "send",   "--to",      to,     "--guest",
 	                   (char *)guest,   "--json", "--timeout", timeout};
 	nargs = 9;
 	if (o->connections != NULL) {
@@ -922,6 +1001,8 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 	}
 	if (o->verify)
 		sargv[nargs++] = "--verify";
+	for (int i = 0; o->send_extra != NULL && o->send_extra[i] != NULL && nargs < 39; i++)
+		sargv[nargs++] = (char *)o->send_extra[i];
 	sargv[nargs] = NULL;
 
 	double t0 = bench_now();
@@ -953,6 +1034,10 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 		res->bytes_sent = bench_field(res->src_json, "bytes_sent");
 		res->iterations = bench_field(res->src_json, "iterations");
 		res->guest_build_ms = bench_field(res->src_json, "guest_build_ms");
+		res->pages_zero = bench_field(res->src_json, "pages_zero");
+		res->pages_skipped = bench_field(res->src_json, "pages_skipped");
+		res->zero_scan_ms = bench_field(res->src_json, "zero_scan_ms");
+		res->active_ms_max = bench_conns_max(res->src_json, "active_ms");
 		if (res->total_ms > 0)
 			res->throughput_bps = res->payload_bytes / (res->total_ms / 1e3);
 	}
@@ -982,6 +1067,11 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 		res->throughput_bps = NAN;
 	}
 out:
+	if (relay_up) {
+		kill(rl->pid, SIGTERM);
+		bench_wait(rl, 5000, NULL);
+	}
+	free(rl);
 	free(r);
 	free(s);
 }

@@ -66,6 +66,15 @@ usage(FILE *f)
 	    "                          ring: per-vCPU dirty rings, a full ring stops its vCPU\n"
 	    "                          until harvested (bitmap)\n"
 	    "  --ring-size N           entries per vCPU ring, power of two (4096)\n"
+	    "  --auto-converge MODE    throttle the vCPUs when iterations do not converge:\n"
+	    "                          step: +10%% every 2 iterations from the 2nd;\n"
+	    "                          qemu: 20%%, +10%% when dirty > 50%% of sent;\n"
+	    "                          rate: straight to what the dirty rate needs; off (off)\n"
+	    "  --throttle-initial P, --throttle-increment P, --throttle-max P   (mode's, 10, 99)\n"
+	    "  --max-bandwidth RATE    cap page data at RATE bytes/s, e.g. 100M (none)\n"
+	    "  --switchover MODE       strict: if the final dirty set would overshoot the\n"
+	    "                          downtime limit, resume and iterate; loose: go (strict)\n"
+	    "  --stall-window DUR      no shrinking for this long is reported as a stall (5s)\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
 	    "  --auth TOKEN            shared secret checked in the handshake\n"
 	    "  --trace FILE            record every actor message and state change\n"
@@ -176,6 +185,14 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 		printf("  iterations       %" PRIu64 " (final: %" PRIu64 " pages while paused)\n",
 		    s->iterations, s->final_pages);
 		printf("  dirty rate       %" PRIu64 " pages/s\n", s->dirty_rate_pps);
+		if (s->throttle_max_pct)
+			printf("  throttle         %u%% at switchover (max %u%%)\n", s->throttle_pct,
+			    s->throttle_max_pct);
+		if (s->switchover_retries)
+			printf("  switchover       %u attempt(s) resumed to avoid overshooting\n",
+			    s->switchover_retries);
+		if (s->stall_reason[0])
+			printf("  stalled          %s\n", s->stall_reason);
 	}
 	printf("  bytes on wire    %s (%" PRIu64 " bytes)\n", b, s->bytes_sent);
 	printf("  page data        %s, %" PRIu64 " pages sent, %" PRIu64
@@ -197,6 +214,8 @@ enum {
 	OPT_VERIFY, OPT_AUTH, OPT_TRACE, OPT_JSON, OPT_LISTEN, OPT_EXIT_AFTER, OPT_RUN_AFTER,
 	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
 	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS, OPT_DIRTY_LOG, OPT_RING_SIZE,
+	OPT_AUTO_CONVERGE, OPT_THR_INITIAL, OPT_THR_INCREMENT, OPT_THR_MAX, OPT_MAX_BW,
+	OPT_SWITCHOVER, OPT_STALL_WINDOW,
 };
 
 static const struct option long_opts[] = {
@@ -225,6 +244,13 @@ static const struct option long_opts[] = {
 	{ "zero-scanners", required_argument, NULL, OPT_ZERO_SCANNERS },
 	{ "dirty-log", required_argument, NULL, OPT_DIRTY_LOG },
 	{ "ring-size", required_argument, NULL, OPT_RING_SIZE },
+	{ "auto-converge", required_argument, NULL, OPT_AUTO_CONVERGE },
+	{ "throttle-initial", required_argument, NULL, OPT_THR_INITIAL },
+	{ "throttle-increment", required_argument, NULL, OPT_THR_INCREMENT },
+	{ "throttle-max", required_argument, NULL, OPT_THR_MAX },
+	{ "max-bandwidth", required_argument, NULL, OPT_MAX_BW },
+	{ "switchover", required_argument, NULL, OPT_SWITCHOVER },
+	{ "stall-window", required_argument, NULL, OPT_STALL_WINDOW },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -282,6 +308,52 @@ parse_opts(int argc, char **argv, struct cli *c)
 				c->recv.max_connections = (uint32_t)n;
 			break;
 		}
+		case OPT_AUTO_CONVERGE:
+			if (strcmp(optarg, "off") == 0)
+				c->send.auto_converge = TERN_CONVERGE_OFF;
+			else if (strcmp(optarg, "step") == 0)
+				c->send.auto_converge = TERN_CONVERGE_STEP;
+			else if (strcmp(optarg, "qemu") == 0)
+				c->send.auto_converge = TERN_CONVERGE_QEMU;
+			else if (strcmp(optarg, "rate") == 0)
+				c->send.auto_converge = TERN_CONVERGE_RATE;
+			else
+				return bad_usage("bad --auto-converge '%s': off, step, qemu or rate",
+				    optarg);
+			break;
+		case OPT_THR_INITIAL:
+		case OPT_THR_INCREMENT:
+		case OPT_THR_MAX: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > 99)
+				return bad_usage("bad throttle percentage '%s': 1..99", optarg);
+			if (opt == OPT_THR_INITIAL)
+				c->send.throttle_initial = (uint32_t)n;
+			else if (opt == OPT_THR_INCREMENT)
+				c->send.throttle_increment = (uint32_t)n;
+			else
+				c->send.throttle_max = (uint32_t)n;
+			break;
+		}
+		case OPT_MAX_BW:
+			if (tern_parse_size(optarg, &v) != 0 || v < 4096)
+				return bad_usage("bad --max-bandwidth '%s' (bytes/s, e.g. 100M)", optarg);
+			c->send.max_bandwidth = v;
+			break;
+		case OPT_SWITCHOVER:
+			if (strcmp(optarg, "strict") == 0)
+				c->send.switchover_loose = 0;
+			else if (strcmp(optarg, "loose") == 0)
+				c->send.switchover_loose = 1;
+			else
+				return bad_usage("bad --switchover '%s': strict or loose", optarg);
+			break;
+		case OPT_STALL_WINDOW:
+			if (parse_duration_ms(optarg, &v) != 0 || v < 100 || v > 3600000)
+				return bad_usage("bad --stall-window '%s' (e.g. 5s)", optarg);
+			c->send.stall_window_ms = (uint32_t)v;
+			break;
 		case OPT_DIRTY_LOG:
 			if (strcmp(optarg, "bitmap") != 0 && strcmp(optarg, "ring") != 0)
 				return bad_usage("bad --dirty-log '%s': bitmap or ring", optarg);

@@ -51,6 +51,13 @@ enum tern_zero_mode {
 	TERN_ZERO_OFF = 2,
 };
 
+enum tern_converge_mode {
+	TERN_CONVERGE_OFF = 0,
+	TERN_CONVERGE_STEP = 1, /* +increment every 2 iterations from the 2nd (seed 002) */
+	TERN_CONVERGE_QEMU = 2, /* QEMU's: 20% then +10% when dirty > 50% of sent */
+	TERN_CONVERGE_RATE = 3, /* straight to the throttle the dirty rate needs */
+};
+
 struct tern_send_opts {
 	const char *to;          /* "HOST:PORT" of the destination */
 	const char *guest;       /* guest spec, "simvm:mem=1G,..." */
@@ -75,6 +82,16 @@ struct tern_send_opts {
 	const char *dirty_log;   /* "bitmap" (userfaultfd-WP + PAGEMAP_SCAN, default)
 				    or "ring" (per-vCPU dirty rings) */
 	uint32_t ring_size;      /* entries per vCPU ring (0: 4096) */
+	/* Convergence. */
+	int auto_converge;        /* enum tern_converge_mode */
+	uint32_t throttle_initial; /* % (0: the mode's default) */
+	uint32_t throttle_increment; /* % (0: 10) */
+	uint32_t throttle_max;    /* % (0: 99) */
+	uint64_t max_bandwidth;   /* bytes/s cap on page data (0: none) */
+	int switchover_loose;     /* 0 (strict): never pause longer than the limit
+				     allows; resume and iterate instead */
+	uint32_t stall_window_ms; /* remaining bytes not shrinking this long is
+				     a stall (0: 5000) */
 	tern_progress_fn progress;
 	void *progress_arg;
 };
@@ -124,6 +141,11 @@ struct tern_stats {
 	uint64_t dirty_rate_pps;  /* last measured dirty rate */
 	uint64_t bandwidth_bps;   /* measured wire bandwidth used for the estimate */
 	uint64_t pause_latency_us;
+	uint32_t throttle_pct;    /* throttle in force at switchover */
+	uint32_t throttle_max_pct; /* the highest it went */
+	uint32_t switchover_retries; /* strict switchovers that resumed to iterate */
+	int stalled;              /* remaining bytes stopped shrinking */
+	char stall_reason[160];
 	uint64_t final_pages;     /* pages sent while paused */
 	int verified;             /* 1 digests compared equal, 0 not asked */
 	int handoff_unknown;      /* see tern_migrate_send */
