@@ -173,6 +173,7 @@ co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt,
 		s->paused = 0;
 	}
 	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
+	s->a->stats->throttle_pct = s->throttle_pct;
 	if (tell) {
 		s->abort_deadline_ns = tern_now_ns() + CO_ABORT_WAIT_NS;
 		co_set_phase(self, s, CO_ABORTING);
@@ -789,11 +790,16 @@ co_tick(struct tern_actor *self, void *state)
 	/* Past the timeout before switchover: give up with the source running.
 	 * A stalled iteration (a peer that stopped acking) is caught here too. */
 	if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms &&
-	    s->phase <= CO_ITERATE)
+	    s->phase <= CO_ITERATE) {
+		char why[160];
+		tern_converge_reason((double)s->dirty_pps * TERN_PAGE_SIZE, (double)s->bw_bps, why,
+		    sizeof(why));
 		return co_abort(self, s, TERN_ECONVERGE,
-		    "timed out after %" PRIu64 " ms in %s (iteration %u, %" PRIu64
-		    " bytes remaining)",
-		    elapsed_ms, co_phase_names[s->phase], s->iter, s->remaining);
+		    "did not converge: timed out after %" PRIu64 " ms in %s (iteration %u, %" PRIu64
+		    " bytes remaining); %s (throttle %u%%)",
+		    elapsed_ms, co_phase_names[s->phase], s->iter, s->remaining, why,
+		    s->throttle_pct);
+	}
 	return 0;
 }
 

@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -35,6 +36,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "actors/actor.h"
+#include "actors/dirty_log.h"
+#include "actors/zero_scan.h"
 #include "kvm/guest.h"
 #include "tern/tern.h"
 /* proc.h names a default tern for the tests; tern-bench finds its own. */
@@ -1229,6 +1233,1369 @@ bench_migrate(struct jw *w, const char *key, const struct bench_opts *o, const c
 	return nok == n ? 0 : -1;
 }
 
+/* ---- shared by link, zero, dirtylog and trace ---- */
+
+static int bench_bad_usage(const char *fmt, const char *arg);
+static int bench_int(const char *s, long lo, long hi, int *out);
+
+struct xopts {
+	uint64_t size; /* guest / buffer size */
+	int streams[8], nstreams;
+	uint64_t chunks[8];
+	int nchunks;
+	uint64_t sizes[8]; /* dirtylog guest sizes */
+	int nsizes;
+	int runs;
+	int iperf_seconds;
+	int timeout_s;
+	int no_delay;
+	const char *modes; /* zero: --zero-pages modes, comma-separated */
+	uint64_t sparse_mem, sparse_data;
+	int takes, interval_ms, period_ms;
+	const char *tern;
+};
+
+/* "4G", "512M", "1T", or plain bytes: a size as tern's spec parser reads it. */
+static const char *
+bench_size_str(uint64_t v, char *buf, size_t len)
+{
+	static const char units[] = "KMGT";
+	int u = -1;
+	while (u < 3 && v >= 1024 && v % 1024 == 0) {
+		v /= 1024;
+		u++;
+	}
+	if (u < 0)
+		snprintf(buf, len, "%" PRIu64, v);
+	else
+		snprintf(buf, len, "%" PRIu64 "%c", v, units[u]);
+	return buf;
+}
+
+/* Runs n migrations of guest; returns how many completed. */
+static int
+bench_mrun(const struct bench_opts *o, const char *label, const char *guest, int n,
+           struct run_result *res)
+{
+	int nok = 0;
+	for (int i = 0; i < n; i++) {
+		fprintf(stderr, "%s: run %d/%d, %s\n", label, i + 1, n, guest);
+		bench_migrate_once(o, guest, &res[i]);
+		if (res[i].ok) {
+			nok++;
+			fprintf(stderr, "%s: total %.0f ms, %.0f MB on the wire, warm-up %.0f ms\n",
+			        label, res[i].total_ms, res[i].bytes_sent / 1e6, res[i].warm_ms);
+		} else {
+			fprintf(stderr, "%s: FAILED: %s\n", label, res[i].error);
+		}
+	}
+	return nok;
+}
+
+static void
+bench_sort(double *v, int n)
+{
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+}
+
+/* {median, min, max} over the finite values of v. */
+static void
+bench_stat_json(struct jw *w, const char *key, const double *v, int n, int decimals)
+{
+	double lo = NAN, hi = NAN;
+	for (int i = 0; i < n; i++)
+		if (isfinite(v[i])) {
+			lo = isfinite(lo) ? fmin(lo, v[i]) : v[i];
+			hi = isfinite(hi) ? fmax(hi, v[i]) : v[i];
+		}
+	jw_open(w, key, '{');
+	jw_num(w, "median", bench_median(v, n), decimals);
+	jw_num(w, "min", lo, decimals);
+	jw_num(w, "max", hi, decimals);
+	jw_close(w, '}');
+}
+
+enum { RATE_WIRE, RATE_TRANSFER };
+
+/* Per run: bytes on the wire over total_ms, or page data over the longest
+ * connection's active time (the transfer phase); NaN for failed runs. */
+static void
+bench_rates(const struct run_result *res, int n, int kind, double *v)
+{
+	for (int i = 0; i < n; i++) {
+		const struct run_result *r = &res[i];
+		if (!r->ok)
+			v[i] = NAN;
+		else if (kind == RATE_WIRE)
+			v[i] = r->bytes_sent / (r->total_ms / 1e3);
+		else
+			v[i] = r->active_ms_max > 0 ? r->payload_bytes / (r->active_ms_max / 1e3) : NAN;
+	}
+}
+
+#define BENCH_FIELD(res, n, field, v)                                                             \
+	do {                                                                                       \
+		for (int i_ = 0; i_ < (n); i_++)                                                   \
+			(v)[i_] = (res)[i_].ok ? (res)[i_].field : NAN;                            \
+	} while (0)
+
+/* One set of migrations, compactly: medians, min and max; failures in full. */
+static void
+bench_mset_json(struct jw *w, const char *key, const char *guest, const char *args,
+                const struct run_result *res, int n)
+{
+	double v[64] = {0};
+	int nok = 0;
+	n = n < 64 ? n : 64;
+	for (int i = 0; i < n; i++)
+		nok += res[i].ok;
+	jw_open(w, key, '{');
+	jw_str(w, "guest", guest);
+	jw_str(w, "send_args", args);
+	jw_raw(w, "runs", "%d", n);
+	jw_raw(w, "runs_ok", "%d", nok);
+	BENCH_FIELD(res, n, total_ms, v);
+	bench_stat_json(w, "total_ms", v, n, 0);
+	BENCH_FIELD(res, n, bytes_sent, v);
+	jw_num(w, "bytes_sent", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, payload_bytes, v);
+	jw_num(w, "payload_bytes", bench_median(v, n), 0);
+	bench_rates(res, n, RATE_WIRE, v);
+	bench_stat_json(w, "wire_bytes_per_s", v, n, 0);
+	bench_rates(res, n, RATE_TRANSFER, v);
+	bench_stat_json(w, "transfer_bytes_per_s", v, n, 0);
+	BENCH_FIELD(res, n, active_ms_max, v);
+	jw_num(w, "transfer_ms", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, downtime_ms, v);
+	jw_num(w, "downtime_ms", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, pages_zero, v);
+	jw_num(w, "pages_zero", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, pages_skipped, v);
+	jw_num(w, "pages_skipped", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, zero_scan_ms, v);
+	jw_num(w, "zero_scan_ms", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, src_sys_ms, v);
+	jw_num(w, "source_sys_ms", bench_median(v, n), 0);
+	BENCH_FIELD(res, n, dst_sys_ms, v);
+	jw_num(w, "destination_sys_ms", bench_median(v, n), 0);
+	for (int i = 0; i < n; i++)
+		v[i] = res[i].warm_ms;
+	bench_stat_json(w, "warm_ms", v, n, 0);
+	if (nok < n) {
+		jw_open(w, "failures", '[');
+		for (int i = 0; i < n; i++) {
+			if (res[i].ok)
+				continue;
+			jw_open(w, NULL, '{');
+			jw_raw(w, "run", "%d", i + 1);
+			jw_str(w, "error", res[i].error);
+			jw_str(w, "source_stderr", res[i].src_err);
+			jw_str(w, "destination_stderr", res[i].dst_err);
+			jw_close(w, '}');
+		}
+		jw_close(w, ']');
+	}
+	jw_close(w, '}');
+}
+
+static void
+bench_mres_free(struct run_result *res, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(res[i].src_json);
+		free(res[i].dst_json);
+		res[i].src_json = res[i].dst_json = NULL;
+	}
+}
+
+static void
+bench_opts_from(struct bench_opts *o, const struct xopts *x)
+{
+	memset(o, 0, sizeof(*o));
+	o->tern = x->tern;
+	o->timeout_s = x->timeout_s;
+	o->runs = x->runs;
+	o->warm_bytes = 2 * x->size;
+}
+
+/* ---- link: the simplest correct copy, the baseline of issue 4 ---- */
+
+struct copy_report {
+	double populate_s, transfer_s; /* measured by the receiver */
+	uint64_t sig;
+	int err; /* 0 or -errno */
+};
+
+struct copy_conn {
+	int fd;
+	uint8_t *base; /* the slice */
+	uint64_t len;
+	int err;
+};
+
+/* One word per page, XORed: a cheap check that every page arrived where it belongs. */
+static uint64_t
+bench_copy_sig(const uint8_t *p, uint64_t len)
+{
+	uint64_t s = 0;
+	for (uint64_t off = 0; off < len; off += BENCH_PAGE)
+		s ^= *(const uint64_t *)(p + off) * (off / BENCH_PAGE + 1);
+	return s;
+}
+
+static void *
+bench_copy_recv_thread(void *arg)
+{
+	struct copy_conn *c = arg;
+	uint64_t off = 0;
+	while (off < c->len) {
+		ssize_t n = recv(c->fd, c->base + off, c->len - off, MSG_WAITALL);
+		if (n <= 0) {
+			c->err = n < 0 ? -errno : -EPIPE;
+			break;
+		}
+		off += (uint64_t)n;
+	}
+	return NULL;
+}
+
+static void *
+bench_copy_send_thread(void *arg)
+{
+	struct copy_conn *c = arg;
+	uint64_t off = 0;
+	while (off < c->len) {
+		size_t want = c->len - off < (4u << 20) ? c->len - off : (4u << 20);
+		ssize_t n = send(c->fd, c->base + off, want, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			c->err = n < 0 ? -errno : -EPIPE;
+			break;
+		}
+		off += (uint64_t)n;
+	}
+	return NULL;
+}
+
+/* The slice of stream i of p: page-aligned, contiguous. */
+static void
+bench_copy_slice(uint64_t size, int p, int i, uint64_t *off, uint64_t *len)
+{
+	uint64_t pages = size / BENCH_PAGE;
+	uint64_t a = pages * (uint64_t)i / (uint64_t)p, b = pages * (uint64_t)(i + 1) / (uint64_t)p;
+	*off = a * BENCH_PAGE;
+	*len = (b - a) * BENCH_PAGE;
+}
+
+/* The receiver (a forked child): a fresh memfd, fallocated and populated
+ * first, then every stream received straight into its slice. */
+static void
+bench_copy_receiver(int lfd, uint64_t size, int p, int wfd)
+{
+	struct copy_report rep = {0};
+	struct copy_conn c[8];
+	pthread_t th[8];
+	int nth = 0, fd = memfd_create("tern-bench-dst", MFD_CLOEXEC);
+	uint8_t *dst = MAP_FAILED;
+	double t0 = bench_now();
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) != 0 || fallocate(fd, 0, 0, (off_t)size) != 0) {
+		rep.err = -errno;
+		goto out;
+	}
+	dst = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (dst == MAP_FAILED || madvise(dst, size, MADV_POPULATE_WRITE) != 0) {
+		rep.err = -errno;
+		goto out;
+	}
+	double t1 = bench_now();
+	rep.populate_s = t1 - t0;
+	for (int i = 0; i < p; i++) {
+		uint32_t idx;
+		int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0 || recv(cfd, &idx, sizeof(idx), MSG_WAITALL) != sizeof(idx) ||
+		    idx >= (uint32_t)p) {
+			rep.err = cfd < 0 ? -errno : -EPROTO;
+			if (cfd >= 0)
+				close(cfd);
+			break;
+		}
+		uint64_t off, len;
+		bench_copy_slice(size, p, (int)idx, &off, &len);
+		c[nth] = (struct copy_conn){.fd = cfd, .base = dst + off, .len = len};
+		if (pthread_create(&th[nth], NULL, bench_copy_recv_thread, &c[nth]) != 0) {
+			rep.err = -EAGAIN;
+			close(cfd);
+			break;
+		}
+		nth++;
+	}
+	for (int i = 0; i < nth; i++) {
+		pthread_join(th[i], NULL);
+		close(c[i].fd);
+		if (c[i].err != 0 && rep.err == 0)
+			rep.err = c[i].err;
+	}
+	rep.transfer_s = bench_now() - t1;
+	if (rep.err == 0)
+		rep.sig = bench_copy_sig(dst, size);
+out:
+	if (write(wfd, &rep, sizeof(rep)) != sizeof(rep))
+		_exit(1);
+	_exit(0);
+}
+
+struct copy_result {
+	int ok;
+	char why[128];
+	double total_s, populate_s, transfer_s, warm_ms;
+};
+
+static void
+bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, struct copy_result *cr)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	struct copy_conn c[8];
+	pthread_t th[8];
+	int nth = 0, pfd[2] = {-1, -1}, lfd = -1, rc = 0;
+	struct copy_report rep = {.err = -EPIPE};
+	pid_t pid = -1;
+
+	memset(cr, 0, sizeof(*cr));
+	cr->warm_ms = bench_warm(2 * size);
+	double t0 = bench_now();
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(lfd, 64) != 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &alen) != 0 || pipe2(pfd, O_CLOEXEC) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	pid = fork();
+	if (pid < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		bench_copy_receiver(lfd, size, p, pfd[1]);
+	}
+	bench_track(pid);
+	close(pfd[1]);
+	pfd[1] = -1;
+	for (int i = 0; i < p; i++) {
+		uint64_t off, len;
+		uint32_t idx = (uint32_t)i;
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+		    send(fd, &idx, sizeof(idx), 0) != sizeof(idx)) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		bench_copy_slice(size, p, i, &off, &len);
+		c[nth] = (struct copy_conn){.fd = fd, .base = (uint8_t *)src + off, .len = len};
+		if (pthread_create(&th[nth], NULL, bench_copy_send_thread, &c[nth]) != 0) {
+			rc = -EAGAIN;
+			close(fd);
+			break;
+		}
+		nth++;
+	}
+	for (int i = 0; i < nth; i++) {
+		pthread_join(th[i], NULL);
+		if (c[i].err != 0 && rc == 0)
+			rc = c[i].err;
+	}
+	/* A sender that failed closes its socket: the receiver then fails too. */
+	for (int i = 0; i < nth; i++)
+		close(c[i].fd);
+	if (read(pfd[0], &rep, sizeof(rep)) != sizeof(rep))
+		rep.err = -EPIPE;
+	cr->total_s = bench_now() - t0;
+out:
+	if (pid > 0) {
+		int st;
+		if (rc != 0)
+			kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		bench_untrack(pid);
+	}
+	if (lfd >= 0)
+		close(lfd);
+	if (pfd[0] >= 0)
+		close(pfd[0]);
+	if (pfd[1] >= 0)
+		close(pfd[1]);
+	if (rc == 0)
+		rc = rep.err;
+	if (rc != 0) {
+		snprintf(cr->why, sizeof(cr->why), "%s", strerror(-rc));
+		return;
+	}
+	if (rep.sig != sig) {
+		snprintf(cr->why, sizeof(cr->why), "received data differs from the source");
+		return;
+	}
+	cr->ok = 1;
+	cr->populate_s = rep.populate_s;
+	cr->transfer_s = rep.transfer_s;
+}
+
+/* A memfd of size random bytes (xorshift), populated, for the copy baseline. */
+static uint8_t *
+bench_random_memfd(uint64_t size)
+{
+	int fd = memfd_create("tern-bench-src", MFD_CLOEXEC);
+	uint8_t *p = MAP_FAILED;
+	if (fd >= 0 && ftruncate(fd, (off_t)size) == 0 && fallocate(fd, 0, 0, (off_t)size) == 0)
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (fd >= 0)
+		close(fd); /* the mapping keeps the memory */
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, size, MADV_POPULATE_WRITE);
+	uint64_t x = 0x9e3779b97f4a7c15ull, *q = (uint64_t *)p;
+	for (uint64_t i = 0; i < size / 8; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		q[i] = x;
+	}
+	return p;
+}
+
+static void
+bench_ratio(struct jw *w, const char *key, double a, double b)
+{
+	jw_num(w, key, a / b, 3);
+}
+
+static int
+bench_link(struct jw *w, const char *key, const struct xopts *x, int top)
+{
+	int n = x->runs, np = x->nstreams, rc = 0;
+	char sz[32], guest[128], conns[8][8], chunk_s[8][16];
+	struct iperf_result ip;
+	struct copy_result *cp = calloc((size_t)(np * n), sizeof(*cp));
+	struct run_result *tr = calloc((size_t)(np * n), sizeof(*tr));
+	struct run_result *ch = calloc((size_t)(x->nchunks * n), sizeof(*ch));
+	struct run_result *dl = calloc((size_t)(3 * n), sizeof(*dl));
+	struct bench_opts o;
+	double v[64], iperf_bps[8];
+	char iperf_why[256] = "";
+
+	if (cp == NULL || tr == NULL || ch == NULL || dl == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	bench_size_str(x->size, sz, sizeof(sz));
+	snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=random", sz);
+
+	/* (a) the link's ceiling */
+	memset(&ip, 0, sizeof(ip));
+	if (bench_find_exe("iperf3", ip.path, sizeof(ip.path)) != 0) {
+		snprintf(ip.why, sizeof(ip.why), "iperf3 not found in PATH");
+	} else {
+		ip.ok = 1;
+		for (int k = 0; k < np; k++) {
+			fprintf(stderr, "link: iperf3 -P %d -l 1M, %d s\n", x->streams[k],
+			        x->iperf_seconds);
+			iperf_bps[k] = bench_iperf_one(ip.path, x->streams[k], x->iperf_seconds,
+			                               iperf_why, sizeof(iperf_why));
+		}
+	}
+
+	/* (b) the simplest correct copy */
+	fprintf(stderr, "link: %s of random data into a memfd\n", sz);
+	uint8_t *src = bench_random_memfd(x->size);
+	if (src == NULL) {
+		rc = -errno;
+		goto out;
+	}
+	uint64_t sig = bench_copy_sig(src, x->size);
+	for (int k = 0; k < np; k++)
+		for (int i = 0; i < n; i++) {
+			struct copy_result *c = &cp[k * n + i];
+			fprintf(stderr, "link: copy baseline, %d stream(s), run %d/%d\n",
+			        x->streams[k], i + 1, n);
+			bench_copy_once(src, x->size, sig, x->streams[k], c);
+			if (!c->ok)
+				fprintf(stderr, "link: copy FAILED: %s\n", c->why);
+			else
+				fprintf(stderr, "link: copy %.2f GB/s whole, %.2f GB/s transfer\n",
+				        x->size / c->total_s / 1e9, x->size / c->transfer_s / 1e9);
+		}
+	munmap(src, x->size);
+
+	/* (c) tern, P connections */
+	bench_opts_from(&o, x);
+	for (int k = 0; k < np; k++) {
+		snprintf(conns[k], sizeof(conns[k]), "%d", x->streams[k]);
+		o.connections = conns[k];
+		bench_mrun(&o, "link: tern", guest, n, &tr[k * n]);
+	}
+	/* chunk size, one connection */
+	o.connections = NULL;
+	for (int k = 0; k < x->nchunks; k++) {
+		o.chunk_size = bench_size_str(x->chunks[k], chunk_s[k], sizeof(chunk_s[k]));
+		bench_mrun(&o, "link: chunk", guest, n, &ch[k * n]);
+	}
+	o.chunk_size = NULL;
+	/* (d) 1 ms RTT through tern-relay: P=1 with no delay (the relay's own
+	 * cost), P=1 and P=4 with 500 us each way. */
+	if (!x->no_delay) {
+		o.relay_delay = "0us";
+		bench_mrun(&o, "link: relay 0", guest, n, &dl[0]);
+		o.relay_delay = "500us";
+		bench_mrun(&o, "link: relay 1ms", guest, n, &dl[n]);
+		o.connections = "4";
+		bench_mrun(&o, "link: relay 1ms", guest, n, &dl[2 * n]);
+	}
+
+	jw_open(w, key, '{');
+	jw_str(w, "bench", "link");
+	if (top)
+		bench_host_json(w);
+	jw_raw(w, "size_bytes", "%" PRIu64, x->size);
+	jw_raw(w, "runs", "%d", n);
+	jw_str(w, "guest", guest);
+	if (!ip.ok)
+		jw_str(w, "iperf3_reason", ip.why);
+	else if (iperf_why[0])
+		jw_str(w, "iperf3_error", iperf_why);
+	jw_open(w, "streams", '[');
+	for (int k = 0; k < np; k++) {
+		double iperf_Bps = ip.ok ? iperf_bps[k] / 8 : NAN, cw[64], ct[64], cpop[64], warm[64];
+		for (int i = 0; i < n; i++) {
+			const struct copy_result *c = &cp[k * n + i];
+			cw[i] = c->ok ? x->size / c->total_s : NAN;
+			ct[i] = c->ok ? x->size / c->transfer_s : NAN;
+			cpop[i] = c->ok ? c->populate_s * 1e3 : NAN;
+			warm[i] = c->warm_ms;
+		}
+		double tw[64], tt[64];
+		bench_rates(&tr[k * n], n, RATE_WIRE, tw);
+		bench_rates(&tr[k * n], n, RATE_TRANSFER, tt);
+		jw_open(w, NULL, '{');
+		jw_raw(w, "parallel", "%d", x->streams[k]);
+		jw_num(w, "iperf3_bytes_per_s", iperf_Bps, 0);
+		jw_open(w, "copy", '{');
+		bench_stat_json(w, "whole_bytes_per_s", cw, n, 0);
+		bench_stat_json(w, "transfer_bytes_per_s", ct, n, 0);
+		bench_stat_json(w, "populate_ms", cpop, n, 0);
+		bench_stat_json(w, "warm_ms", warm, n, 0);
+		for (int i = 0; i < n; i++)
+			if (!cp[k * n + i].ok)
+				jw_str(w, "error", cp[k * n + i].why);
+		jw_close(w, '}');
+		char args[32];
+		snprintf(args, sizeof(args), "--connections %d", x->streams[k]);
+		bench_mset_json(w, "tern", guest, args, &tr[k * n], n);
+		jw_open(w, "summary", '{');
+		double m_tw = bench_median(tw, n), m_tt = bench_median(tt, n);
+		double m_cw = bench_median(cw, n), m_ct = bench_median(ct, n);
+		jw_num(w, "iperf3_gbyte_per_s", iperf_Bps / 1e9, 3);
+		jw_num(w, "copy_whole_gbyte_per_s", m_cw / 1e9, 3);
+		jw_num(w, "copy_transfer_gbyte_per_s", m_ct / 1e9, 3);
+		jw_num(w, "tern_whole_gbyte_per_s", m_tw / 1e9, 3);
+		jw_num(w, "tern_transfer_gbyte_per_s", m_tt / 1e9, 3);
+		bench_ratio(w, "tern_vs_copy_whole", m_tw, m_cw);
+		bench_ratio(w, "tern_vs_copy_transfer", m_tt, m_ct);
+		bench_ratio(w, "tern_vs_iperf3", m_tw, iperf_Bps);
+		jw_close(w, '}');
+		jw_close(w, '}');
+	}
+	jw_close(w, ']');
+
+	jw_open(w, "chunk_size", '{');
+	jw_raw(w, "connections", "1");
+	double best = NAN;
+	const char *best_s = NULL;
+	jw_open(w, "sizes", '[');
+	for (int k = 0; k < x->nchunks; k++) {
+		char args[48];
+		snprintf(args, sizeof(args), "--chunk-size %s", chunk_s[k]);
+		bench_mset_json(w, NULL, guest, args, &ch[k * n], n);
+		bench_rates(&ch[k * n], n, RATE_WIRE, v);
+		double m = bench_median(v, n);
+		if (isfinite(m) && (!isfinite(best) || m > best)) {
+			best = m;
+			best_s = chunk_s[k];
+		}
+	}
+	jw_close(w, ']');
+	jw_str(w, "fastest", best_s);
+	jw_close(w, '}');
+
+	if (!x->no_delay) {
+		/* seed 004's stop-and-wait bound per connection: chunk / (chunk/thr + rtt),
+		 * with thr the connection's measured no-delay rate and the 1 MiB chunk. */
+		const double chunk = 1 << 20, rtt = 1e-3;
+		jw_open(w, "delay", '{');
+		jw_str(w, "relay", "tern-relay --delay 500us (RTT + 1 ms); a 0us run measures the relay");
+		jw_num(w, "chunk_bytes", chunk, 0);
+		bench_mset_json(w, "relay_0us_p1", guest, "--connections 1 via relay 0us", &dl[0], n);
+		const char *names[2] = {"relay_1ms_p1", "relay_1ms_p4"};
+		for (int j = 0; j < 2; j++) {
+			int p = j == 0 ? 1 : 4;
+			double thr = NAN;
+			/* the no-delay throughput at P, per connection */
+			for (int k = 0; k < np; k++)
+				if (x->streams[k] == p) {
+					bench_rates(&tr[k * n], n, RATE_TRANSFER, v);
+					thr = bench_median(v, n) / p;
+				}
+			bench_mset_json(w, names[j], guest, p == 1 ? "--connections 1" : "--connections 4",
+			                &dl[(j + 1) * n], n);
+			char k1[48], k2[48];
+			snprintf(k1, sizeof(k1), "seed004_bound_p%d_bytes_per_s", p);
+			snprintf(k2, sizeof(k2), "p%d_transfer_vs_seed004_bound", p);
+			double bound = p * chunk / (chunk / thr + rtt);
+			jw_num(w, k1, bound, 0);
+			bench_rates(&dl[(j + 1) * n], n, RATE_TRANSFER, v);
+			bench_ratio(w, k2, bench_median(v, n), bound);
+		}
+		bench_rates(&dl[0], n, RATE_TRANSFER, v);
+		double r0 = bench_median(v, n);
+		bench_rates(&dl[n], n, RATE_TRANSFER, v);
+		bench_ratio(w, "p1_1ms_vs_relay_0us", bench_median(v, n), r0);
+		jw_close(w, '}');
+	}
+	if (top)
+		bench_load_end_json(w);
+	jw_close(w, '}');
+	for (int i = 0; i < np * n; i++)
+		rc |= tr[i].ok ? 0 : -1;
+	for (int i = 0; i < x->nchunks * n; i++)
+		rc |= ch[i].ok ? 0 : -1;
+	for (int i = 0; !x->no_delay && i < 3 * n; i++)
+		rc |= dl[i].ok ? 0 : -1;
+out:
+	if (tr != NULL)
+		bench_mres_free(tr, np * n);
+	if (ch != NULL)
+		bench_mres_free(ch, x->nchunks * n);
+	if (dl != NULL)
+		bench_mres_free(dl, 3 * n);
+	free(cp);
+	free(tr);
+	free(ch);
+	free(dl);
+	return rc;
+}
+
+/* ---- zero: issue 5 ---- */
+
+static uint64_t
+bench_tern_zero_pages(const uint8_t *buf, size_t len)
+{
+	uint64_t n = 0;
+	for (size_t off = 0; off < len; off += BENCH_PAGE)
+		n += tern_page_is_zero(buf + off);
+	return n;
+}
+
+static int
+bench_zero(struct jw *w, const char *key, const struct xopts *x, int top)
+{
+	const char *fills[3] = {"zero", "50", "random"};
+	char modes[128], *mv[4], sz[32], smem[32], sdata[32], guest[160];
+	int nm = 0, n = x->runs, rc = 0;
+	struct bench_opts o;
+	struct run_result *res, *sp;
+	double v[64];
+
+	snprintf(modes, sizeof(modes), "%s", x->modes);
+	for (char *save = NULL, *t = strtok_r(modes, ",", &save); t != NULL && nm < 4;
+	     t = strtok_r(NULL, ",", &save))
+		mv[nm++] = t;
+	res = calloc((size_t)(3 * nm * n), sizeof(*res));
+	sp = calloc((size_t)(2 * n), sizeof(*sp));
+	if (res == NULL || sp == NULL) {
+		free(res);
+		free(sp);
+		return -ENOMEM;
+	}
+
+	/* (a) one core: tern_page_is_zero over populated zero pages (the worst
+	 * case, every byte read) against a plain read of the same buffer. */
+	double scan = NAN, rd = NAN;
+	uint8_t *buf = bench_alloc_populated(BENCH_MEM_BYTES);
+	int scan_ok = buf != NULL;
+	fprintf(stderr, "zero: scan vs read, 1 GiB, best of %d\n", BENCH_REPEATS);
+	for (int r = 0; buf != NULL && r < BENCH_REPEATS; r++) {
+		double t0 = bench_now();
+		bench_sink = bench_read(buf, BENCH_MEM_BYTES);
+		double t1 = bench_now();
+		uint64_t z = bench_tern_zero_pages(buf, BENCH_MEM_BYTES);
+		double t2 = bench_now();
+		scan_ok &= z == BENCH_MEM_BYTES / BENCH_PAGE;
+		rd = fmax(rd, BENCH_MEM_BYTES / (t1 - t0));
+		scan = fmax(scan, BENCH_MEM_BYTES / (t2 - t1));
+	}
+	if (buf != NULL)
+		munmap(buf, BENCH_MEM_BYTES);
+
+	/* (b) a paused guest (workload idle) of each fill, in each mode */
+	bench_opts_from(&o, x);
+	bench_size_str(x->size, sz, sizeof(sz));
+	const char *extra[3] = {"--zero-pages", NULL, NULL};
+	o.send_extra = extra;
+	for (int f = 0; f < 3; f++)
+		for (int m = 0; m < nm; m++) {
+			snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=%s", sz, fills[f]);
+			extra[1] = mv[m];
+			bench_mrun(&o, "zero", guest, n, &res[(f * nm + m) * n]);
+		}
+
+	/* (c) sparse against dense, detect (tern's default) */
+	o.send_extra = NULL;
+	bench_size_str(x->sparse_mem, smem, sizeof(smem));
+	bench_size_str(x->sparse_data, sdata, sizeof(sdata));
+	char sparse_g[128], dense_g[128];
+	snprintf(sparse_g, sizeof(sparse_g), "simvm:mem=%s,vcpus=1,fill=random:%s", smem, sdata);
+	snprintf(dense_g, sizeof(dense_g), "simvm:mem=%s,vcpus=1,fill=random", sdata);
+	o.warm_bytes = 2 * x->sparse_data;
+	bench_mrun(&o, "zero: dense", dense_g, n, &sp[0]);
+	bench_mrun(&o, "zero: sparse", sparse_g, n, &sp[n]);
+
+	jw_open(w, key, '{');
+	jw_str(w, "bench", "zero");
+	if (top)
+		bench_host_json(w);
+	jw_open(w, "scan", '{');
+	jw_raw(w, "buffer_bytes", "%llu", BENCH_MEM_BYTES);
+	jw_str(w, "contents", "populated zero pages (the worst case: every byte is read)");
+	jw_raw(w, "all_pages_found_zero", "%s", scan_ok ? "true" : "false");
+	jw_num(w, "tern_page_is_zero_bytes_per_s", scan, 0);
+	jw_num(w, "read_bytes_per_s", rd, 0);
+	jw_num(w, "scan_vs_read", scan / rd, 3);
+	jw_num(w, "target", 0.8, 1);
+	jw_close(w, '}');
+	jw_open(w, "fills", '[');
+	for (int f = 0; f < 3; f++) {
+		double base = NAN;
+		jw_open(w, NULL, '{');
+		jw_str(w, "fill", fills[f]);
+		for (int m = 0; m < nm; m++) {
+			const struct run_result *r = &res[(f * nm + m) * n];
+			snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=%s", sz, fills[f]);
+			char args[64];
+			snprintf(args, sizeof(args), "--zero-pages %s", mv[m]);
+			bench_mset_json(w, mv[m], guest, args, r, n);
+			BENCH_FIELD(r, n, total_ms, v);
+			if (m == 0)
+				base = bench_median(v, n);
+		}
+		/* each mode's median time over the first mode's */
+		jw_open(w, "time_vs_first_mode", '{');
+		for (int m = 1; m < nm; m++) {
+			BENCH_FIELD(&res[(f * nm + m) * n], n, total_ms, v);
+			jw_num(w, mv[m], base / bench_median(v, n), 3);
+		}
+		jw_close(w, '}');
+		jw_close(w, '}');
+	}
+	jw_close(w, ']');
+	jw_open(w, "sparse", '{');
+	bench_mset_json(w, "dense", dense_g, "", &sp[0], n);
+	bench_mset_json(w, "sparse", sparse_g, "", &sp[n], n);
+	double dv[64], sv[64];
+	BENCH_FIELD(&sp[0], n, total_ms, dv);
+	BENCH_FIELD(&sp[n], n, total_ms, sv);
+	jw_num(w, "sparse_vs_dense_time", bench_median(sv, n) / bench_median(dv, n), 3);
+	jw_num(w, "target", 1.5, 1);
+	jw_close(w, '}');
+	if (top)
+		bench_load_end_json(w);
+	jw_close(w, '}');
+	for (int i = 0; i < 3 * nm * n; i++)
+		rc |= res[i].ok ? 0 : -1;
+	for (int i = 0; i < 2 * n; i++)
+		rc |= sp[i].ok ? 0 : -1;
+	bench_mres_free(res, 3 * nm * n);
+	bench_mres_free(sp, 2 * n);
+	free(res);
+	free(sp);
+	return rc;
+}
+
+/* ---- trace: issue's tracing overhead ---- */
+
+static int
+bench_trace(struct jw *w, const char *key, const struct xopts *x, int top)
+{
+	char sz[32], g0[128], sp[64], dp[64];
+	const char *guests[2] = {g0, BENCH_DEMO_GUEST};
+	int n = x->runs, rc = 0;
+	struct run_result *res = calloc((size_t)(4 * n), sizeof(*res));
+	double bytes[4][64];
+	struct bench_opts o;
+
+	if (res == NULL)
+		return -ENOMEM;
+	bench_size_str(x->size, sz, sizeof(sz));
+	snprintf(g0, sizeof(g0), "simvm:mem=%s,vcpus=1,fill=random", sz);
+	snprintf(sp, sizeof(sp), "/tmp/tern-bench-%d-src.trace", (int)getpid());
+	snprintf(dp, sizeof(dp), "/tmp/tern-bench-%d-dst.trace", (int)getpid());
+	const char *sx[3] = {"--trace", sp, NULL}, *dx[3] = {"--trace", dp, NULL};
+	bench_opts_from(&o, x);
+	o.warm_bytes = 2 * (x->size > (1ull << 30) ? x->size : (1ull << 30));
+	/* Alternate without/with so that a drift of the machine hits both alike. */
+	for (int g = 0; g < 2; g++)
+		for (int i = 0; i < n; i++)
+			for (int t = 0; t < 2; t++) {
+				o.send_extra = t ? sx : NULL;
+				o.recv_extra = t ? dx : NULL;
+				bench_mrun(&o, t ? "trace: on" : "trace: off", guests[g], 1,
+				           &res[(g * 2 + t) * n + i]);
+				struct stat st;
+				uint64_t b = 0;
+				if (t && stat(sp, &st) == 0)
+					b += (uint64_t)st.st_size;
+				if (t && stat(dp, &st) == 0)
+					b += (uint64_t)st.st_size;
+				bytes[g * 2 + t][i] = t ? (double)b : NAN;
+				unlink(sp);
+				unlink(dp);
+			}
+	jw_open(w, key, '{');
+	jw_str(w, "bench", "trace");
+	if (top)
+		bench_host_json(w);
+	jw_open(w, "guests", '[');
+	for (int g = 0; g < 2; g++) {
+		double off[64], on[64];
+		jw_open(w, NULL, '{');
+		jw_str(w, "guest", guests[g]);
+		bench_mset_json(w, "off", guests[g], "", &res[g * 2 * n], n);
+		bench_mset_json(w, "on", guests[g], "--trace on both sides", &res[(g * 2 + 1) * n], n);
+		jw_num(w, "trace_bytes_both_sides", bench_median(bytes[g * 2 + 1], n), 0);
+		BENCH_FIELD(&res[g * 2 * n], n, total_ms, off);
+		BENCH_FIELD(&res[(g * 2 + 1) * n], n, total_ms, on);
+		double m0 = bench_median(off, n), m1 = bench_median(on, n);
+		jw_num(w, "overhead_pct_total_ms", (m1 - m0) / m0 * 100, 2);
+		BENCH_FIELD(&res[g * 2 * n], n, src_user_ms, off);
+		BENCH_FIELD(&res[(g * 2 + 1) * n], n, src_user_ms, on);
+		m0 = bench_median(off, n);
+		m1 = bench_median(on, n);
+		jw_num(w, "source_user_ms_off", m0, 0);
+		jw_num(w, "source_user_ms_on", m1, 0);
+		jw_num(w, "target_pct", 2, 0);
+		jw_close(w, '}');
+	}
+	jw_close(w, ']');
+	if (top)
+		bench_load_end_json(w);
+	jw_close(w, '}');
+	for (int i = 0; i < 4 * n; i++)
+		rc |= res[i].ok ? 0 : -1;
+	bench_mres_free(res, 4 * n);
+	free(res);
+	return rc;
+}
+
+/* ---- dirtylog: issue 3, in process ---- */
+
+static void
+bench_sleep_ms(double ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1e3),
+	                      .tv_nsec = (long)(fmod(ms, 1e3) * 1e6)};
+	nanosleep(&ts, NULL);
+}
+
+/* {median, p99, max} in milliseconds of n samples (seconds), sorted in place. */
+static void
+bench_lat_json(struct jw *w, const char *key, double *s, int n)
+{
+	bench_sort(s, n);
+	jw_open(w, key, '{');
+	jw_raw(w, "samples", "%d", n);
+	jw_num(w, "median_ms", n ? s[n / 2] * 1e3 : NAN, 3);
+	jw_num(w, "p99_ms", n ? s[(int)ceil(0.99 * n) - 1] * 1e3 : NAN, 3);
+	jw_num(w, "max_ms", n ? s[n - 1] * 1e3 : NAN, 3);
+	jw_close(w, '}');
+}
+
+static int
+bench_guest(const char *spec, struct tern_guest **g, char *why, size_t len)
+{
+	struct tern_guest_config cfg;
+	int rc = tern_guest_spec_parse(spec, &cfg, why, len);
+	return rc != 0 ? rc : tern_guest_create(g, &cfg, TERN_GUEST_SOURCE, why, len);
+}
+
+struct dl_size {
+	char why[256];
+	double *take, *take_harvest, *sync, *period; /* seconds */
+	double take_pages, sync_pages, period_pages;  /* medians */
+	int ntake, nsync, nperiod;
+};
+
+/* TAKE latency through the DirtyLogActor, then a synchronous harvest of the
+ * same guest at the same interval, then at the actor's period. */
+static int
+bench_dl_size(const struct xopts *x, const char *spec, struct dl_size *d)
+{
+	struct tern_guest *g = NULL;
+	struct tern_dirty_log_args a = {.period_ms = (uint32_t)x->period_ms};
+	struct tern_runtime *rt = NULL;
+	struct tern_mailbox *mb = NULL;
+	struct tern_actor *act = NULL;
+	struct tern_bitmap bm = {0}, *held[2] = {NULL, NULL};
+	double pg[1024];
+	int rc, n = x->takes;
+
+	d->take = calloc((size_t)n, sizeof(double));
+	d->take_harvest = calloc((size_t)n, sizeof(double));
+	d->sync = calloc((size_t)n, sizeof(double));
+	d->period = calloc((size_t)n, sizeof(double));
+	if (d->take == NULL || d->take_harvest == NULL || d->sync == NULL || d->period == NULL)
+		return -ENOMEM;
+	if ((rc = bench_guest(spec, &g, d->why, sizeof(d->why))) != 0)
+		return rc;
+	a.guest = g;
+	for (int k = 0; k < TERN_DIRTY_MAPS; k++)
+		if ((rc = tern_bitmap_init(&a.maps[k], g->npages)) != 0)
+			goto out;
+	if ((rc = tern_bitmap_init(&bm, g->npages)) != 0)
+		goto out;
+	/* The working set populated first (it sits at the start of memory,
+	 * after the vCPUs' control pages): first touches of fresh pages cost
+	 * ~10 us each here and are the guest's cost, not the dirty log's. */
+	uint64_t ws = g->cfg.ws_size + (4u << 20);
+	if ((rc = tern_guest_populate(g, 0, ws < g->region.size ? ws : g->region.size)) != 0) {
+		snprintf(d->why, sizeof(d->why), "populate: %s", tern_strerror(rc));
+		goto out;
+	}
+	bench_sleep_ms(500);
+	if ((rc = tern_runtime_create(&rt, NULL)) != 0 ||
+	    (rc = tern_mailbox_open(rt, "bench", &mb)) != 0)
+		goto out;
+	if ((rc = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act)) != 0) {
+		snprintf(d->why, sizeof(d->why), "spawn dirty-log: %.200s", a.err);
+		act = NULL;
+		goto out;
+	}
+	uint32_t id = tern_actor_id(act);
+	for (int i = 0; i < n; i++) {
+		struct tern_msg m, r;
+		/* Realistic intervals: not in step with the actor's period. */
+		bench_sleep_ms(x->interval_ms * (0.5 + (double)(i % 7) / 6));
+		if (held[1] != NULL) {
+			tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
+			m.u.dirty_give.set = (uint64_t)(uintptr_t)held[1];
+			if ((rc = tern_send(rt, tern_mailbox_id(mb), id, &m)) != 0)
+				goto out;
+		}
+		held[1] = held[0];
+		tern_msg_init(&m, TERN_MSG_DIRTY_TAKE);
+		double t0 = bench_now();
+		rc = tern_mailbox_request(mb, id, &m, &r, 5000);
+		d->take[i] = bench_now() - t0;
+		if (rc == 0 && r.type != TERN_MSG_DIRTY_SET)
+			rc = -EPROTO;
+		if (rc != 0) {
+			snprintf(d->why, sizeof(d->why), "DIRTY_TAKE: %s", tern_strerror(rc));
+			goto out;
+		}
+		held[0] = (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
+		d->take_harvest[i] = (double)r.u.dirty_set.harvest_ns / 1e9;
+		pg[i % 1024] = (double)r.u.dirty_set.pages;
+		d->ntake++;
+	}
+	d->take_pages = bench_median(pg, d->ntake < 64 ? d->ntake : 64);
+	{
+		struct tern_msg m;
+		tern_msg_init(&m, TERN_MSG_DIRTY_STOP);
+		tern_send(rt, tern_mailbox_id(mb), id, &m);
+		struct tern_exit ex;
+		if (tern_actor_join(act, 5000, &ex) == 0)
+			act = NULL;
+	}
+	/* The synchronous alternative: the caller harvests the whole log itself. */
+	if ((rc = g->ops->dirty_start(g)) != 0) {
+		snprintf(d->why, sizeof(d->why), "dirty_start: %s", g->why);
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && rc == 0; pass++) {
+		double *s = pass == 0 ? d->sync : d->period;
+		int *ns = pass == 0 ? &d->nsync : &d->nperiod;
+		for (int i = 0; i < n; i++) {
+			uint64_t pages = 0;
+			bench_sleep_ms(pass == 0 ? x->interval_ms * (0.5 + (double)(i % 7) / 6)
+			                         : (double)x->period_ms);
+			double t0 = bench_now();
+			rc = g->ops->dirty_harvest(g, &bm, &pages);
+			s[i] = bench_now() - t0;
+			if (rc != 0) {
+				snprintf(d->why, sizeof(d->why), "dirty_harvest: %s", g->why);
+				break;
+			}
+			tern_bitmap_clear_all(&bm);
+			pg[i % 64] = (double)pages;
+			(*ns)++;
+		}
+		*(pass == 0 ? &d->sync_pages : &d->period_pages) =
+		    bench_median(pg, *ns < 64 ? *ns : 64);
+	}
+	g->ops->dirty_stop(g);
+out:
+	if (act != NULL) {
+		tern_actor_kill(act);
+		tern_actor_join(act, 5000, NULL);
+	}
+	if (mb != NULL)
+		tern_mailbox_close(mb);
+	if (rt != NULL)
+		tern_runtime_destroy(rt);
+	for (int k = 0; k < TERN_DIRTY_MAPS; k++)
+		tern_bitmap_fini(&a.maps[k]);
+	tern_bitmap_fini(&bm);
+	tern_guest_destroy(g);
+	return rc;
+}
+
+/* Median harvest time of a fixed dirty set: one vCPU rewrites the same 1000
+ * pages between harvests (memtouch ws=1000 pages, seq), guest paused while
+ * harvesting; populate: every page of the guest mapped first (the dense case
+ * for the bitmap mode, whose cost follows populated memory). */
+static double
+bench_dl_fixed(const char *mem, const char *mode, int populate, double *pages_out, char *why,
+               size_t len)
+{
+	char spec[160];
+	struct tern_guest *g = NULL;
+	struct tern_bitmap bm = {0};
+	double t[5], res = NAN;
+	int rc;
+
+	snprintf(spec, sizeof(spec),
+	         "simvm:mem=%s,vcpus=1,fill=zero,workload=memtouch:ws=4000K,rate=0,pattern=seq", mem);
+	if (bench_guest(spec, &g, why, len) != 0)
+		return NAN;
+	if ((rc = g->ops->pause(g)) != 0 ||
+	    (populate && (rc = tern_guest_populate(g, 0, g->region.size)) != 0) ||
+	    (rc = tern_guest_set_dirty_mode(g, mode, 0, why, len)) != 0 ||
+	    (rc = tern_bitmap_init(&bm, g->npages)) != 0 || (rc = g->ops->dirty_start(g)) != 0) {
+		if (!why[0])
+			snprintf(why, len, "%s: %s", tern_strerror(rc), g->why);
+		goto out;
+	}
+	for (int r = 0; r < 5; r++) {
+		uint64_t target = g->stats.workload_steps + 1000, pages = 0;
+		while (g->stats.workload_steps < target) {
+			if ((rc = g->ops->resume(g)) != 0)
+				goto out;
+			bench_sleep_ms(2);
+			if ((rc = g->ops->pause(g)) != 0)
+				goto out;
+		}
+		double t0 = bench_now();
+		if ((rc = g->ops->dirty_harvest(g, &bm, &pages)) != 0) {
+			snprintf(why, len, "harvest: %s", g->why);
+			goto out;
+		}
+		t[r] = bench_now() - t0;
+		tern_bitmap_clear_all(&bm);
+		*pages_out = (double)pages;
+	}
+	res = bench_median(t, 5) * 1e3;
+	g->ops->dirty_stop(g);
+out:
+	tern_bitmap_fini(&bm);
+	tern_guest_destroy(g);
+	return res;
+}
+
+static int
+bench_dirtylog(struct jw *w, const char *key, const struct xopts *x, int top)
+{
+	struct dl_size d[8];
+	char mem[8][32], spec[8][192];
+	int rc = 0;
+
+	memset(d, 0, sizeof(d));
+	for (int k = 0; k < x->nsizes; k++) {
+		bench_size_str(x->sizes[k], mem[k], sizeof(mem[k]));
+		snprintf(spec[k], sizeof(spec[k]),
+		         "simvm:mem=%s,vcpus=2,fill=zero,workload=memtouch:ws=256M,rate=200M,"
+		         "pattern=random",
+		         mem[k]);
+		fprintf(stderr, "dirtylog: %s, %d TAKEs then %d x 2 harvests\n", spec[k], x->takes,
+		        x->takes);
+		if (bench_dl_size(x, spec[k], &d[k]) != 0) {
+			fprintf(stderr, "dirtylog: FAILED: %s\n", d[k].why);
+			rc = -1;
+		}
+	}
+	jw_open(w, key, '{');
+	jw_str(w, "bench", "dirtylog");
+	if (top)
+		bench_host_json(w);
+	jw_raw(w, "period_ms", "%d", x->period_ms);
+	jw_raw(w, "take_interval_ms", "%d", x->interval_ms);
+	jw_open(w, "critical_path", '[');
+	for (int k = 0; k < x->nsizes; k++) {
+		jw_open(w, NULL, '{');
+		jw_str(w, "guest", spec[k]);
+		if (d[k].why[0])
+			jw_str(w, "error", d[k].why);
+		bench_lat_json(w, "take", d[k].take, d[k].ntake);
+		bench_lat_json(w, "take_inner_harvest", d[k].take_harvest, d[k].ntake);
+		jw_num(w, "take_pages_median", d[k].take_pages, 0);
+		bench_lat_json(w, "sync_harvest_same_interval", d[k].sync, d[k].nsync);
+		jw_num(w, "sync_pages_median", d[k].sync_pages, 0);
+		bench_lat_json(w, "harvest_per_period", d[k].period, d[k].nperiod);
+		jw_num(w, "period_pages_median", d[k].period_pages, 0);
+		jw_close(w, '}');
+		free(d[k].take);
+		free(d[k].take_harvest);
+		free(d[k].sync);
+		free(d[k].period);
+	}
+	jw_close(w, ']');
+	jw_num(w, "target_take_p99_ms", 1, 0);
+
+	jw_open(w, "fixed_dirty_set", '{');
+	jw_str(w, "workload", "1 vCPU rewrites the same 1000 pages between harvests, paused");
+	jw_open(w, "sizes", '[');
+	for (int k = 0; k < x->nsizes; k++) {
+		const char *names[3] = {"bitmap_sparse_ms", "bitmap_populated_ms", "ring_ms"};
+		jw_open(w, NULL, '{');
+		jw_str(w, "mem", mem[k]);
+		for (int j = 0; j < 3; j++) {
+			char why[256] = "";
+			double pages = NAN;
+			fprintf(stderr, "dirtylog: fixed dirty set, %s, %s\n", mem[k], names[j]);
+			double ms = bench_dl_fixed(mem[k], j == 2 ? "ring" : "bitmap", j == 1, &pages,
+			                           why, sizeof(why));
+			jw_num(w, names[j], ms, 3);
+			if (j == 2)
+				jw_num(w, "pages", pages, 0);
+			if (why[0]) {
+				char k2[48];
+				snprintf(k2, sizeof(k2), "%s_error", names[j]);
+				jw_str(w, k2, why);
+				rc = -1;
+			}
+		}
+		jw_close(w, '}');
+	}
+	jw_close(w, ']');
+	jw_close(w, '}');
+	if (top)
+		bench_load_end_json(w);
+	jw_close(w, '}');
+	return rc;
+}
+
+/* ---- options of link, zero, dirtylog, trace ---- */
+
+static void
+bench_xdefaults(struct xopts *x, const char *cmd, int small)
+{
+	memset(x, 0, sizeof(*x));
+	x->size = small ? (512ull << 20) : (1ull << 30);
+	x->streams[0] = 1, x->streams[1] = 2, x->streams[2] = 4, x->nstreams = 3;
+	x->chunks[0] = 256 << 10, x->chunks[1] = 1 << 20, x->chunks[2] = 4 << 20, x->nchunks = 3;
+	x->sizes[0] = 1ull << 30, x->sizes[1] = 4ull << 30, x->sizes[2] = 8ull << 30, x->nsizes = 3;
+	x->runs = small && strcmp(cmd, "trace") != 0 ? 1 : 3;
+	x->iperf_seconds = 2;
+	x->timeout_s = 300;
+	x->modes = "detect,skip-unpopulated,off";
+	x->sparse_mem = 1ull << 40;
+	x->sparse_data = small ? (512ull << 20) : (1ull << 30);
+	x->takes = small ? 50 : 100;
+	x->interval_ms = 50;
+	x->period_ms = 30;
+	if (strcmp(cmd, "trace") == 0)
+		x->size = 1ull << 30;
+}
+
+static void
+bench_xusage(FILE *f)
+{
+	fprintf(f,
+	        "usage: tern-bench link     [--size 1G] [--streams 1,2,4] [--chunks 256K,1M,4M]\n"
+	        "                           [--runs 3] [--iperf-seconds 2] [--no-delay]\n"
+	        "       tern-bench zero     [--size 1G] [--modes detect,skip-unpopulated,off]\n"
+	        "                           [--sparse-mem 1T] [--sparse-data 1G] [--runs 3]\n"
+	        "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
+	        "                           [--period-ms 30]\n"
+	        "       tern-bench trace    [--size 1G] [--runs 3]\n"
+	        "  (each also takes --tern PATH and --timeout SECONDS (300))\n"
+	        "\n"
+	        "link      issue 4: per P streams, iperf3 -P P -l 1M; the simplest correct copy (a\n"
+	        "          memfd of --size random bytes sent over P TCP streams, plain send() from\n"
+	        "          the mapping, into a fresh memfd the receiver fallocates and populates\n"
+	        "          first); tern migrating simvm:mem=SIZE,fill=random over P connections.\n"
+	        "          Then tern with each --chunks size (1 connection), and through tern-relay\n"
+	        "          at 1 ms RTT with 1 and 4 connections against seed 004's stop-and-wait\n"
+	        "          bound (--no-delay skips those).  The issue's size: --size 4G.\n"
+	        "zero      issue 5: tern_page_is_zero vs a plain read on 1 GiB of populated zero\n"
+	        "          pages (one core); an idle guest of --size with fill=zero, 50 and random\n"
+	        "          in every --modes; --sparse-mem with only --sparse-data random against a\n"
+	        "          dense --sparse-data guest.  The issue's size: --size 4G.\n"
+	        "dirtylog  issue 3, in process: per guest size (fill=zero, memtouch ws=256M,\n"
+	        "          rate=200M, 2 vCPUs): DIRTY_TAKE request-to-reply latency through the\n"
+	        "          DirtyLogActor (harvesting every --period-ms) at about --interval-ms,\n"
+	        "          against synchronous harvests at the same interval and at the period;\n"
+	        "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
+	        "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
+	        "          with --trace on both sides, runs alternating.\n"
+	        "\n"
+	        "Before every migration or copy the page allocator is warmed (2x the guest\n"
+	        "size touched and freed; warm_ms in the output): see docs/bench.md.\n");
+}
+
+static int
+bench_list_sizes(const char *s, uint64_t *out, int max, int *n)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", s);
+	*n = 0;
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t != NULL;
+	     t = strtok_r(NULL, ",", &save)) {
+		if (*n == max || tern_parse_size(t, &out[*n]) != 0 || out[*n] == 0)
+			return -EINVAL;
+		(*n)++;
+	}
+	return *n > 0 ? 0 : -EINVAL;
+}
+
+static int
+bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char **tern)
+{
+	enum { X_SIZE = 300, X_STREAMS, X_CHUNKS, X_RUNS, X_IPERF, X_TERN, X_TIMEOUT, X_NODELAY,
+	       X_MODES, X_SMEM, X_SDATA, X_SIZES, X_TAKES, X_INTERVAL, X_PERIOD, X_HELP };
+	static const struct option lo[] = {
+	    {"size", required_argument, NULL, X_SIZE},
+	    {"streams", required_argument, NULL, X_STREAMS},
+	    {"chunks", required_argument, NULL, X_CHUNKS},
+	    {"runs", required_argument, NULL, X_RUNS},
+	    {"iperf-seconds", required_argument, NULL, X_IPERF},
+	    {"tern", required_argument, NULL, X_TERN},
+	    {"timeout", required_argument, NULL, X_TIMEOUT},
+	    {"no-delay", no_argument, NULL, X_NODELAY},
+	    {"modes", required_argument, NULL, X_MODES},
+	    {"sparse-mem", required_argument, NULL, X_SMEM},
+	    {"sparse-data", required_argument, NULL, X_SDATA},
+	    {"sizes", required_argument, NULL, X_SIZES},
+	    {"takes", required_argument, NULL, X_TAKES},
+	    {"interval-ms", required_argument, NULL, X_INTERVAL},
+	    {"period-ms", required_argument, NULL, X_PERIOD},
+	    {"help", no_argument, NULL, X_HELP},
+	    {NULL, 0, NULL, 0},
+	};
+	uint64_t tmp[8];
+	int opt, n;
+
+	bench_xdefaults(x, cmd, 0);
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (opt) {
+		case X_SIZE:
+			if (tern_parse_size(optarg, &x->size) != 0 || x->size < (1u << 20) ||
+			    x->size % (1u << 20))
+				return bench_bad_usage("bad --size '%s': a multiple of 1M", optarg);
+			break;
+		case X_STREAMS:
+			if (bench_list_sizes(optarg, tmp, 8, &n) != 0)
+				return bench_bad_usage("bad --streams '%s': e.g. 1,2,4", optarg);
+			for (int i = 0; i < n; i++) {
+				if (tmp[i] > 8)
+					return bench_bad_usage("bad --streams '%s': 1..8 each", optarg);
+				x->streams[i] = (int)tmp[i];
+			}
+			x->nstreams = n;
+			break;
+		case X_CHUNKS:
+			if (bench_list_sizes(optarg, x->chunks, 8, &x->nchunks) != 0)
+				return bench_bad_usage("bad --chunks '%s': e.g. 256K,1M,4M", optarg);
+			break;
+		case X_SIZES:
+			if (bench_list_sizes(optarg, x->sizes, 8, &x->nsizes) != 0)
+				return bench_bad_usage("bad --sizes '%s': e.g. 1G,4G,8G", optarg);
+			break;
+		case X_SMEM:
+			if (tern_parse_size(optarg, &x->sparse_mem) != 0 || x->sparse_mem == 0)
+				return bench_bad_usage("bad --sparse-mem '%s'", optarg);
+			break;
+		case X_SDATA:
+			if (tern_parse_size(optarg, &x->sparse_data) != 0 || x->sparse_data == 0)
+				return bench_bad_usage("bad --sparse-data '%s'", optarg);
+			break;
+		case X_RUNS:
+			if (bench_int(optarg, 1, 64, &x->runs) != 0)
+				return bench_bad_usage("bad --runs '%s': 1..64", optarg);
+			break;
+		case X_IPERF:
+			if (bench_int(optarg, 1, 600, &x->iperf_seconds) != 0)
+				return bench_bad_usage("bad --iperf-seconds '%s': 1..600", optarg);
+			break;
+		case X_TIMEOUT:
+			if (bench_int(optarg, 1, 86400, &x->timeout_s) != 0)
+				return bench_bad_usage("bad --timeout '%s': 1..86400", optarg);
+			break;
+		case X_TAKES:
+			if (bench_int(optarg, 1, 100000, &x->takes) != 0)
+				return bench_bad_usage("bad --takes '%s': 1..100000", optarg);
+			break;
+		case X_INTERVAL:
+			if (bench_int(optarg, 1, 10000, &x->interval_ms) != 0)
+				return bench_bad_usage("bad --interval-ms '%s': 1..10000", optarg);
+			break;
+		case X_PERIOD:
+			if (bench_int(optarg, 1, 10000, &x->period_ms) != 0)
+				return bench_bad_usage("bad --period-ms '%s': 1..10000", optarg);
+			break;
+		case X_NODELAY:
+			x->no_delay = 1;
+			break;
+		case X_MODES:
+			x->modes = optarg;
+			break;
+		case X_TERN:
+			*tern = optarg;
+			break;
+		case X_HELP:
+		case 'h':
+			bench_xusage(stdout);
+			exit(0);
+		default:
+			return bench_bad_usage("%s", "unknown option");
+		}
+	}
+	if (optind < argc)
+		return bench_bad_usage("unexpected argument '%s'", argv[optind]);
+	if (x->sparse_data > x->sparse_mem)
+		return bench_bad_usage("--sparse-data larger than --sparse-mem%s", "");
+	return 0;
+}
+
+/* Runs one of the new subcommands. */
+static int
+bench_xrun(struct jw *w, const char *key, const char *cmd, const struct xopts *x, int top)
+{
+	if (strcmp(cmd, "link") == 0)
+		return bench_link(w, key, x, top);
+	if (strcmp(cmd, "zero") == 0)
+		return bench_zero(w, key, x, top);
+	if (strcmp(cmd, "dirtylog") == 0)
+		return bench_dirtylog(w, key, x, top);
+	return bench_trace(w, key, x, top);
+}
+
 /* ---- command line ---- */
 
 static void
@@ -1256,9 +2623,13 @@ bench_usage(FILE *f)
 	    "          throughput (payload / total time) and its ratios to a single-stream\n"
 	    "          iperf3 rate and memcpy bandwidth measured first in the same run, and the\n"
 	    "          CPU time (user, sys) of each process.\n"
+	    "link, zero, dirtylog, trace\n"
+	    "          the benchmarks of issues 4, 5 and 3 and the tracing overhead: see\n"
+	    "          `tern-bench link --help` (each has its own options).\n"
 	    "all       machine, then migrate with the default guest, then migrate with\n"
 	    "          " BENCH_DEMO_GUEST "\n"
-	    "          (the migrations use the machine figures as their baseline).\n"
+	    "          (the migrations use the machine figures as their baseline), then\n"
+	    "          link, zero, dirtylog and trace at small sizes (~10 min in all).\n"
 	    "\n"
 	    "options:\n"
 	    "  --iperf-seconds N   iperf3 duration per run (machine, all: 3; migrate baseline: 2)\n"
@@ -1425,11 +2796,20 @@ main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		bench_usage(stdout);
+		fputs("\n", stdout);
+		bench_xusage(stdout);
 		return 0;
 	}
-	if (strcmp(cmd, "machine") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "all") != 0)
-		return bench_bad_usage("unknown command '%s' (machine, migrate, all)", cmd);
-	rc = bench_parse(argc - 1, argv + 1, cmd, &o);
+	int xcmd = strcmp(cmd, "link") == 0 || strcmp(cmd, "zero") == 0 ||
+	           strcmp(cmd, "dirtylog") == 0 || strcmp(cmd, "trace") == 0;
+	struct xopts x;
+	if (!xcmd && strcmp(cmd, "machine") != 0 && strcmp(cmd, "migrate") != 0 &&
+	    strcmp(cmd, "all") != 0)
+		return bench_bad_usage("unknown command '%s' (machine, migrate, link, zero, "
+		                       "dirtylog, trace, all)",
+		                       cmd);
+	rc = xcmd ? bench_xparse(argc - 1, argv + 1, cmd, &x, &o.tern)
+	          : bench_parse(argc - 1, argv + 1, cmd, &o);
 	if (rc != 0)
 		return rc;
 	if (o.tern == NULL) {
@@ -1448,7 +2828,10 @@ main(int argc, char **argv)
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (strcmp(cmd, "machine") == 0) {
+	if (xcmd) {
+		x.tern = o.tern;
+		rc = bench_xrun(&w, NULL, cmd, &x, 1) == 0 ? 0 : 1;
+	} else if (strcmp(cmd, "machine") == 0) {
 		struct machine *m = calloc(1, sizeof(*m));
 		if (m == NULL)
 			return 1;
@@ -1483,6 +2866,15 @@ main(int argc, char **argv)
 		if (bench_migrate(&w, NULL, &o, BENCH_DEMO_GUEST, &b, 0) != 0)
 			rc = 1;
 		jw_close(&w, ']');
+		/* The issue benchmarks at small sizes, so that all stays under ~10 min. */
+		static const char *const xs[] = {"link", "zero", "dirtylog", "trace"};
+		for (int i = 0; i < 4; i++) {
+			bench_xdefaults(&x, xs[i], 1);
+			x.tern = o.tern;
+			x.timeout_s = o.timeout_s;
+			if (bench_xrun(&w, xs[i], xs[i], &x, 0) != 0)
+				rc = 1;
+		}
 		bench_load_end_json(&w);
 		jw_close(&w, '}');
 	}
