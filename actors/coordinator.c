@@ -94,6 +94,12 @@ struct co_state {
 	uint32_t alive;    /* connections alive */
 	int conn_dead[TERN_MAX_CONNECTIONS];
 
+	/* Ring-only bulk pass. */
+	int ring_pass, ring_active, pass_done;
+	struct tern_bitmap rsend; /* ring pages behind the walk, being sent */
+	uint64_t rpos, ring_budget, ring_step;
+	uint32_t ring_out; /* chunks of rsend not yet acknowledged */
+
 	/* Convergence: the throttle, its policy, stall detection. */
 	struct tern_actor *throttle;
 	int guard_ready, held;
@@ -243,15 +249,13 @@ co_build_bulk(struct co_state *s)
 /* Cuts the next chunk of cur starting at pos.  Returns 1 with *c filled, 0
  * when the set is exhausted. */
 static int
-co_cut(struct co_state *s, struct tern_msg *c)
+co_cut_set(struct co_state *s, struct tern_bitmap *set, uint64_t *pos, struct tern_msg *c)
 {
 	uint64_t first, count, pages = 0, start = 0, end = 0;
 	uint32_t runs = 0;
 	while (pages < s->chunk_pages && runs < TERN_CHUNK_MAX_RUNS) {
-		uint64_t save = s->pos;
-		if (!tern_bitmap_next_run(s->cur, &s->pos, s->chunk_pages - pages, &first, &count))
+		if (!tern_bitmap_next_run(set, pos, s->chunk_pages - pages, &first, &count))
 			break;
-		(void)save;
 		if (runs == 0)
 			start = first;
 		end = first + count;
@@ -265,13 +269,82 @@ co_cut(struct co_state *s, struct tern_msg *c)
 	c->u.chunk.chunk = ++s->next_chunk;
 	c->u.chunk.gpa = start << TERN_PAGE_SHIFT;
 	c->u.chunk.len = (end - start) << TERN_PAGE_SHIFT;
-	c->u.chunk.set = (uint64_t)(uintptr_t)s->cur;
+	c->u.chunk.set = (uint64_t)(uintptr_t)set;
 	c->u.chunk.pages = pages;
-	if (s->zero_mode == TERN_ZERO_OFF && s->cur == &s->bulk && s->zmap.words != NULL) {
+	if (s->zero_mode == TERN_ZERO_OFF && set == &s->bulk && s->zmap.words != NULL) {
 		c->u.chunk.flags = TERN_CHUNK_ZHOLES;
 		c->u.chunk.zmap = (uint64_t)(uintptr_t)&s->zmap;
 	}
 	return 1;
+}
+
+/*
+ * Ring-only bulk pass (seed 001): one walk over memory from first to last
+ * page, while the pages the vCPUs' dirty rings report behind the walk are
+ * sent as they arrive; after every ring_step ring pages one chunk of the walk
+ * is forced, so the pass always completes however fast the guest writes.
+ * Pages reported ahead of the walk are simply added to it.  No bitmap is
+ * harvested from the kernel: the rings list exactly the pages written.
+ */
+static int
+co_cut(struct co_state *s, struct tern_msg *c)
+{
+	if (!s->ring_pass)
+		return co_cut_set(s, s->cur, &s->pos, c);
+	if (s->ring_active && s->ring_budget < s->ring_step) {
+		if (co_cut_set(s, &s->rsend, &s->rpos, c)) {
+			s->ring_budget += c->u.chunk.pages;
+			s->ring_out++;
+			s->a->stats->ring_pass_pages += c->u.chunk.pages;
+			return 1;
+		}
+		s->ring_active = 0;
+	}
+	if (co_cut_set(s, &s->bulk, &s->pos, c)) {
+		s->ring_budget = 0; /* the forced background step */
+		return 1;
+	}
+	s->pass_done = 1;
+	if (s->ring_active && co_cut_set(s, &s->rsend, &s->rpos, c)) {
+		s->ring_out++;
+		s->a->stats->ring_pass_pages += c->u.chunk.pages;
+		return 1;
+	}
+	s->ring_active = 0;
+	return 0;
+}
+
+static int co_take(struct tern_actor *self, struct co_state *s, int final,
+    struct tern_bitmap **set, uint64_t *pages);
+static int co_give(struct tern_actor *self, struct co_state *s, struct tern_bitmap *set);
+
+/* Collects the ring pages reported since the last time: behind the walk
+ * they go to the ring set (idle now: all its chunks were acknowledged),
+ * ahead of it into the walk itself (words no chunk has reached yet). */
+static int
+co_ring_refill(struct tern_actor *self, struct co_state *s)
+{
+	if (!s->ring_pass || s->ring_active || s->ring_out > 0 || s->cut_done)
+		return 0;
+	struct tern_bitmap *d;
+	uint64_t pages;
+	int rc = co_take(self, s, 0, &d, &pages);
+	if (rc != 0)
+		return rc;
+	uint64_t cw = s->pass_done ? d->nwords : s->pos >> 6;
+	uint64_t any = 0;
+	for (uint64_t w = 0; w < d->nwords; w++) {
+		if (w > cw) {
+			s->bulk.words[w] |= d->words[w];
+			s->rsend.words[w] = 0;
+		} else {
+			s->rsend.words[w] = d->words[w];
+			any |= d->words[w];
+		}
+	}
+	s->rpos = 0;
+	s->ring_active = any != 0;
+	return co_give(self, s, d);
 }
 
 static int co_iteration_done(struct tern_actor *self, struct co_state *s);
@@ -557,6 +630,7 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 	else if (s->cum_ns > 0 && s->cum_bytes > 0)
 		s->bw_bps = (uint64_t)((double)s->cum_bytes * 1e9 / (double)s->cum_ns);
 	s->remaining = 0;
+	s->ring_pass = 0; /* the walk is over: plain iterations from here */
 	co_progress(self, s);
 
 	if (s->phase == CO_FINAL) {
@@ -615,6 +689,7 @@ co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_r
 			break;
 		co_set_phase(self, s, CO_BULK);
 		st->pages_skipped = s->g->npages - tern_bitmap_count(&s->bulk);
+		s->ring_pass = s->a->opts->ring_only;
 		return co_start_iteration(self, s, &s->bulk, 0);
 	case CO_STATE:
 		if (r->step != TERN_MSG_W_STATE)
@@ -714,9 +789,13 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return 0;
 	}
 	switch (m->type) {
-	case TERN_MSG_CHUNK_DONE:
-		if (co_out_find(s, m->u.chunk_done.chunk) == NULL)
+	case TERN_MSG_CHUNK_DONE: {
+		struct co_out *o = co_out_find(s, m->u.chunk_done.chunk);
+		if (o == NULL)
 			return 0; /* a resent chunk acknowledged twice */
+		if (o->chunk.u.chunk.set == (uint64_t)(uintptr_t)&s->rsend && s->ring_out > 0)
+			s->ring_out--; /* at 0 the ring set may be refilled */
+	}
 		co_out_remove(s, m->u.chunk_done.chunk);
 		s->done++;
 		s->iter_bytes += m->u.chunk_done.bytes;
@@ -776,6 +855,11 @@ co_tick(struct tern_actor *self, void *state)
 	uint64_t now = tern_now_ns();
 	if (s->phase == CO_ABORTING)
 		return now >= s->abort_deadline_ns ? TERN_ACTOR_DONE : 0;
+	if (s->phase == CO_BULK && s->ring_pass) {
+		int rc = co_ring_refill(self, s);
+		if (rc != 0)
+			return co_abort(self, s, rc, "ring harvest failed: %s", tern_strerror(rc));
+	}
 	if (s->phase == CO_BULK || s->phase == CO_ITERATE || s->phase == CO_FINAL) {
 		int rc = co_feed(self, s);
 		if (rc != 0)
@@ -862,6 +946,15 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		snprintf(a->err, sizeof(a->err), "%s",
 		    a->dirty.err[0] ? a->dirty.err : tern_strerror(rc));
 		return rc;
+	}
+	if (o->ring_only) {
+		if (o->dirty_log == NULL || strcmp(o->dirty_log, "ring") != 0) {
+			snprintf(a->err, sizeof(a->err), "--ring-only needs --dirty-log ring");
+			return TERN_EINVAL;
+		}
+		if ((rc = tern_bitmap_init(&s->rsend, s->g->npages)) != 0)
+			return rc;
+		s->ring_step = o->ring_step ? o->ring_step : 1024;
 	}
 	if (o->max_bandwidth) {
 		a->limit.bytes_per_s = o->max_bandwidth;
@@ -1012,6 +1105,7 @@ co_stop(struct tern_actor *self, void *state)
 	a->stats->bandwidth_bps = s->bw_bps;
 	tern_bitmap_fini(&s->bulk);
 	tern_bitmap_fini(&s->zmap);
+	tern_bitmap_fini(&s->rsend);
 	free(s->state_buf);
 	s->state_buf = NULL;
 }

@@ -419,9 +419,9 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 	reason[r] = '\0';
 	int k = snprintf(buf + at, len - at,
 	    ",\"throttle_pct\":%u,\"throttle_max_pct\":%u,\"switchover_retries\":%u"
-	    ",\"stalled\":%s,\"stall_reason\":\"%s\"",
+	    ",\"stalled\":%s,\"stall_reason\":\"%s\",\"ring_pass_pages\":%" PRIu64,
 	    s->throttle_pct, s->throttle_max_pct, s->switchover_retries,
-	    s->stalled ? "true" : "false", reason);
+	    s->stalled ? "true" : "false", reason, s->ring_pass_pages);
 	if (k < 0 || (size_t)k >= len - at)
 		return TERN_EINVAL;
 	at += (size_t)k;

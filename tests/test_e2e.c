@@ -349,3 +349,26 @@ Test(e2e, bad_dirty_log_mode, .timeout = 30)
 		"--dirty-log", "pml", NULL };
 	expect_usage_error(a, "dirty-log");
 }
+
+Test(e2e, ring_only_pass_verified, .timeout = 300)
+{
+	struct proc r, s;
+	int port = start_receiver(&r, "--run-after", "1s");
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	/* One walk over memory while the rings' pages are sent as they come,
+	 * a walk step forced every 128 ring pages. */
+	char *argv[] = { TERN, "send", "--to", to, "--guest",
+		"simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=128M,rate=100M,pattern=random",
+		"--dirty-log", "ring", "--ring-only", "--ring-step", "128", "--verify", "--json", NULL };
+	cr_assert_eq(proc_start(&s, argv, 0), 0);
+	cr_assert_eq(proc_wait(&s, 120000), 0);
+	cr_assert_eq(proc_wait(&r, 60000), 0);
+	cr_assert_eq(proc_exit_code(&s), 0, "%s", s.errbuf);
+	cr_assert_eq(proc_exit_code(&r), 0, "%s", r.errbuf);
+	cr_assert_eq(json_num(s.outbuf, "verified"), 1);
+	cr_assert_gt(json_num(s.outbuf, "ring_pass_pages"), 0, "no ring page went during the walk");
+	cr_assert_eq(json_num(r.outbuf, "workload_ok"), 1, "%s", r.errbuf);
+	char *bad[] = { TERN, "send", "--to", to, "--guest", "simvm:mem=64M", "--ring-only", NULL };
+	expect_usage_error(bad, "--dirty-log ring");
+}

@@ -924,8 +924,8 @@ static double
 bench_warm(uint64_t len)
 {
 	double t0 = bench_now();
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-	               -1, 0);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return NAN;
 	madvise(p, len, MADV_NOHUGEPAGE);
@@ -981,8 +981,9 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct run_res
 	if (o->relay_delay != NULL) {
 		char relay[PATH_MAX];
 		bench_sibling(o->tern, "tern-relay", relay, sizeof(relay));
-		char *largv[] = {relay,        "--listen", "127.0.0.1:0", "--to", to, "--delay",
-		                 (char *)o->relay_delay, "--ready-fd", "3", NULL};
+		char *largv[] = {relay, "--listen", "127.0.0.1:0",          "--to",
+		                 to,    "--delay",  (char *)o->relay_delay, "--ready-fd",
+		                 "3",   NULL};
 		if (bench_start(rl, largv, 1) != 0 || (port = proc_ready_port(rl, 10000)) <= 0) {
 			snprintf(res->error, sizeof(res->error), "cannot start %.200s", relay);
 			bench_wait(r, 0, &ru_d);
@@ -1334,11 +1335,12 @@ bench_rates(const struct run_result *res, int n, int kind, double *v)
 		else if (kind == RATE_WIRE)
 			v[i] = r->bytes_sent / (r->total_ms / 1e3);
 		else
-			v[i] = r->active_ms_max > 0 ? r->payload_bytes / (r->active_ms_max / 1e3) : NAN;
+			v[i] = r->active_ms_max > 0 ? r->payload_bytes / (r->active_ms_max / 1e3)
+			                            : NAN;
 	}
 }
 
-#define BENCH_FIELD(res, n, field, v)                                                             \
+#define BENCH_FIELD(res, n, field, v)                                                              \
 	do {                                                                                       \
 		for (int i_ = 0; i_ < (n); i_++)                                                   \
 			(v)[i_] = (res)[i_].ok ? (res)[i_].field : NAN;                            \
@@ -1773,7 +1775,8 @@ bench_link(struct jw *w, const char *key, const struct xopts *x, int top)
 		jw_str(w, "iperf3_error", iperf_why);
 	jw_open(w, "streams", '[');
 	for (int k = 0; k < np; k++) {
-		double iperf_Bps = ip.ok ? iperf_bps[k] / 8 : NAN, cw[64], ct[64], cpop[64], warm[64];
+		double iperf_Bps = ip.ok ? iperf_bps[k] / 8 : NAN, cw[64], ct[64], cpop[64],
+		       warm[64];
 		for (int i = 0; i < n; i++) {
 			const struct copy_result *c = &cp[k * n + i];
 			cw[i] = c->ok ? x->size / c->total_s : NAN;
@@ -1840,9 +1843,11 @@ bench_link(struct jw *w, const char *key, const struct xopts *x, int top)
 		 * with thr the connection's measured no-delay rate and the 1 MiB chunk. */
 		const double chunk = 1 << 20, rtt = 1e-3;
 		jw_open(w, "delay", '{');
-		jw_str(w, "relay", "tern-relay --delay 500us (RTT + 1 ms); a 0us run measures the relay");
+		jw_str(w, "relay",
+		       "tern-relay --delay 500us (RTT + 1 ms); a 0us run measures the relay");
 		jw_num(w, "chunk_bytes", chunk, 0);
-		bench_mset_json(w, "relay_0us_p1", guest, "--connections 1 via relay 0us", &dl[0], n);
+		bench_mset_json(w, "relay_0us_p1", guest, "--connections 1 via relay 0us", &dl[0],
+		                n);
 		const char *names[2] = {"relay_1ms_p1", "relay_1ms_p4"};
 		for (int j = 0; j < 2; j++) {
 			int p = j == 0 ? 1 : 4;
@@ -1853,7 +1858,8 @@ bench_link(struct jw *w, const char *key, const struct xopts *x, int top)
 					bench_rates(&tr[k * n], n, RATE_TRANSFER, v);
 					thr = bench_median(v, n) / p;
 				}
-			bench_mset_json(w, names[j], guest, p == 1 ? "--connections 1" : "--connections 4",
+			bench_mset_json(w, names[j], guest,
+			                p == 1 ? "--connections 1" : "--connections 4",
 			                &dl[(j + 1) * n], n);
 			char k1[48], k2[48];
 			snprintf(k1, sizeof(k1), "seed004_bound_p%d_bytes_per_s", p);
@@ -1951,7 +1957,8 @@ bench_zero(struct jw *w, const char *key, const struct xopts *x, int top)
 	o.send_extra = extra;
 	for (int f = 0; f < 3; f++)
 		for (int m = 0; m < nm; m++) {
-			snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=%s", sz, fills[f]);
+			snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=%s", sz,
+			         fills[f]);
 			extra[1] = mv[m];
 			bench_mrun(&o, "zero", guest, n, &res[(f * nm + m) * n]);
 		}
@@ -1987,7 +1994,8 @@ bench_zero(struct jw *w, const char *key, const struct xopts *x, int top)
 		jw_str(w, "fill", fills[f]);
 		for (int m = 0; m < nm; m++) {
 			const struct run_result *r = &res[(f * nm + m) * n];
-			snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=%s", sz, fills[f]);
+			snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=%s", sz,
+			         fills[f]);
 			char args[64];
 			snprintf(args, sizeof(args), "--zero-pages %s", mv[m]);
 			bench_mset_json(w, mv[m], guest, args, r, n);
@@ -2077,7 +2085,8 @@ bench_trace(struct jw *w, const char *key, const struct xopts *x, int top)
 		jw_open(w, NULL, '{');
 		jw_str(w, "guest", guests[g]);
 		bench_mset_json(w, "off", guests[g], "", &res[g * 2 * n], n);
-		bench_mset_json(w, "on", guests[g], "--trace on both sides", &res[(g * 2 + 1) * n], n);
+		bench_mset_json(w, "on", guests[g], "--trace on both sides", &res[(g * 2 + 1) * n],
+		                n);
 		jw_num(w, "trace_bytes_both_sides", bench_median(bytes[g * 2 + 1], n), 0);
 		BENCH_FIELD(&res[g * 2 * n], n, total_ms, off);
 		BENCH_FIELD(&res[(g * 2 + 1) * n], n, total_ms, on);
@@ -2108,8 +2117,7 @@ bench_trace(struct jw *w, const char *key, const struct xopts *x, int top)
 static void
 bench_sleep_ms(double ms)
 {
-	struct timespec ts = {.tv_sec = (time_t)(ms / 1e3),
-	                      .tv_nsec = (long)(fmod(ms, 1e3) * 1e6)};
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1e3), .tv_nsec = (long)(fmod(ms, 1e3) * 1e6)};
 	nanosleep(&ts, NULL);
 }
 
@@ -2137,7 +2145,7 @@ bench_guest(const char *spec, struct tern_guest **g, char *why, size_t len)
 struct dl_size {
 	char why[256];
 	double *take, *take_harvest, *sync, *period; /* seconds */
-	double take_pages, sync_pages, period_pages;  /* medians */
+	double take_pages, sync_pages, period_pages; /* medians */
 	int ntake, nsync, nperiod;
 };
 
@@ -2280,7 +2288,8 @@ bench_dl_fixed(const char *mem, const char *mode, int populate, double *pages_ou
 	int rc;
 
 	snprintf(spec, sizeof(spec),
-	         "simvm:mem=%s,vcpus=1,fill=zero,workload=memtouch:ws=4000K,rate=0,pattern=seq", mem);
+	         "simvm:mem=%s,vcpus=1,fill=zero,workload=memtouch:ws=4000K,rate=0,pattern=seq",
+	         mem);
 	if (bench_guest(spec, &g, why, len) != 0)
 		return NAN;
 	if ((rc = g->ops->pause(g)) != 0 ||
@@ -2377,8 +2386,8 @@ bench_dirtylog(struct jw *w, const char *key, const struct xopts *x, int top)
 			char why[256] = "";
 			double pages = NAN;
 			fprintf(stderr, "dirtylog: fixed dirty set, %s, %s\n", mem[k], names[j]);
-			double ms = bench_dl_fixed(mem[k], j == 2 ? "ring" : "bitmap", j == 1, &pages,
-			                           why, sizeof(why));
+			double ms = bench_dl_fixed(mem[k], j == 2 ? "ring" : "bitmap", j == 1,
+			                           &pages, why, sizeof(why));
 			jw_num(w, names[j], ms, 3);
 			if (j == 2)
 				jw_num(w, "pages", pages, 0);
@@ -2425,37 +2434,38 @@ bench_xdefaults(struct xopts *x, const char *cmd, int small)
 static void
 bench_xusage(FILE *f)
 {
-	fprintf(f,
-	        "usage: tern-bench link     [--size 1G] [--streams 1,2,4] [--chunks 256K,1M,4M]\n"
-	        "                           [--runs 3] [--iperf-seconds 2] [--no-delay]\n"
-	        "       tern-bench zero     [--size 1G] [--modes detect,skip-unpopulated,off]\n"
-	        "                           [--sparse-mem 1T] [--sparse-data 1G] [--runs 3]\n"
-	        "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
-	        "                           [--period-ms 30]\n"
-	        "       tern-bench trace    [--size 1G] [--runs 3]\n"
-	        "  (each also takes --tern PATH and --timeout SECONDS (300))\n"
-	        "\n"
-	        "link      issue 4: per P streams, iperf3 -P P -l 1M; the simplest correct copy (a\n"
-	        "          memfd of --size random bytes sent over P TCP streams, plain send() from\n"
-	        "          the mapping, into a fresh memfd the receiver fallocates and populates\n"
-	        "          first); tern migrating simvm:mem=SIZE,fill=random over P connections.\n"
-	        "          Then tern with each --chunks size (1 connection), and through tern-relay\n"
-	        "          at 1 ms RTT with 1 and 4 connections against seed 004's stop-and-wait\n"
-	        "          bound (--no-delay skips those).  The issue's size: --size 4G.\n"
-	        "zero      issue 5: tern_page_is_zero vs a plain read on 1 GiB of populated zero\n"
-	        "          pages (one core); an idle guest of --size with fill=zero, 50 and random\n"
-	        "          in every --modes; --sparse-mem with only --sparse-data random against a\n"
-	        "          dense --sparse-data guest.  The issue's size: --size 4G.\n"
-	        "dirtylog  issue 3, in process: per guest size (fill=zero, memtouch ws=256M,\n"
-	        "          rate=200M, 2 vCPUs): DIRTY_TAKE request-to-reply latency through the\n"
-	        "          DirtyLogActor (harvesting every --period-ms) at about --interval-ms,\n"
-	        "          against synchronous harvests at the same interval and at the period;\n"
-	        "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
-	        "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
-	        "          with --trace on both sides, runs alternating.\n"
-	        "\n"
-	        "Before every migration or copy the page allocator is warmed (2x the guest\n"
-	        "size touched and freed; warm_ms in the output): see docs/bench.md.\n");
+	fprintf(
+	    f,
+	    "usage: tern-bench link     [--size 1G] [--streams 1,2,4] [--chunks 256K,1M,4M]\n"
+	    "                           [--runs 3] [--iperf-seconds 2] [--no-delay]\n"
+	    "       tern-bench zero     [--size 1G] [--modes detect,skip-unpopulated,off]\n"
+	    "                           [--sparse-mem 1T] [--sparse-data 1G] [--runs 3]\n"
+	    "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
+	    "                           [--period-ms 30]\n"
+	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
+	    "  (each also takes --tern PATH and --timeout SECONDS (300))\n"
+	    "\n"
+	    "link      issue 4: per P streams, iperf3 -P P -l 1M; the simplest correct copy (a\n"
+	    "          memfd of --size random bytes sent over P TCP streams, plain send() from\n"
+	    "          the mapping, into a fresh memfd the receiver fallocates and populates\n"
+	    "          first); tern migrating simvm:mem=SIZE,fill=random over P connections.\n"
+	    "          Then tern with each --chunks size (1 connection), and through tern-relay\n"
+	    "          at 1 ms RTT with 1 and 4 connections against seed 004's stop-and-wait\n"
+	    "          bound (--no-delay skips those).  The issue's size: --size 4G.\n"
+	    "zero      issue 5: tern_page_is_zero vs a plain read on 1 GiB of populated zero\n"
+	    "          pages (one core); an idle guest of --size with fill=zero, 50 and random\n"
+	    "          in every --modes; --sparse-mem with only --sparse-data random against a\n"
+	    "          dense --sparse-data guest.  The issue's size: --size 4G.\n"
+	    "dirtylog  issue 3, in process: per guest size (fill=zero, memtouch ws=256M,\n"
+	    "          rate=200M, 2 vCPUs): DIRTY_TAKE request-to-reply latency through the\n"
+	    "          DirtyLogActor (harvesting every --period-ms) at about --interval-ms,\n"
+	    "          against synchronous harvests at the same interval and at the period;\n"
+	    "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
+	    "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
+	    "          with --trace on both sides, runs alternating.\n"
+	    "\n"
+	    "Before every migration or copy the page allocator is warmed (2x the guest\n"
+	    "size touched and freed; warm_ms in the output): see docs/bench.md.\n");
 }
 
 static int
@@ -2476,8 +2486,24 @@ bench_list_sizes(const char *s, uint64_t *out, int max, int *n)
 static int
 bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char **tern)
 {
-	enum { X_SIZE = 300, X_STREAMS, X_CHUNKS, X_RUNS, X_IPERF, X_TERN, X_TIMEOUT, X_NODELAY,
-	       X_MODES, X_SMEM, X_SDATA, X_SIZES, X_TAKES, X_INTERVAL, X_PERIOD, X_HELP };
+	enum {
+		X_SIZE = 300,
+		X_STREAMS,
+		X_CHUNKS,
+		X_RUNS,
+		X_IPERF,
+		X_TERN,
+		X_TIMEOUT,
+		X_NODELAY,
+		X_MODES,
+		X_SMEM,
+		X_SDATA,
+		X_SIZES,
+		X_TAKES,
+		X_INTERVAL,
+		X_PERIOD,
+		X_HELP
+	};
 	static const struct option lo[] = {
 	    {"size", required_argument, NULL, X_SIZE},
 	    {"streams", required_argument, NULL, X_STREAMS},
@@ -2514,14 +2540,16 @@ bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char
 				return bench_bad_usage("bad --streams '%s': e.g. 1,2,4", optarg);
 			for (int i = 0; i < n; i++) {
 				if (tmp[i] > 8)
-					return bench_bad_usage("bad --streams '%s': 1..8 each", optarg);
+					return bench_bad_usage("bad --streams '%s': 1..8 each",
+					                       optarg);
 				x->streams[i] = (int)tmp[i];
 			}
 			x->nstreams = n;
 			break;
 		case X_CHUNKS:
 			if (bench_list_sizes(optarg, x->chunks, 8, &x->nchunks) != 0)
-				return bench_bad_usage("bad --chunks '%s': e.g. 256K,1M,4M", optarg);
+				return bench_bad_usage("bad --chunks '%s': e.g. 256K,1M,4M",
+				                       optarg);
 			break;
 		case X_SIZES:
 			if (bench_list_sizes(optarg, x->sizes, 8, &x->nsizes) != 0)

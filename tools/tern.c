@@ -66,6 +66,9 @@ usage(FILE *f)
 	    "                          ring: per-vCPU dirty rings, a full ring stops its vCPU\n"
 	    "                          until harvested (bitmap)\n"
 	    "  --ring-size N           entries per vCPU ring, power of two (4096)\n"
+	    "  --ring-only             with --dirty-log ring: one walk over memory while ring\n"
+	    "                          pages are sent as they arrive, no bitmap rescans\n"
+	    "  --ring-step N           ring-only: force a walk step every N ring pages (1024)\n"
 	    "  --auto-converge MODE    throttle the vCPUs when iterations do not converge:\n"
 	    "                          step: +10%% every 2 iterations from the 2nd;\n"
 	    "                          qemu: 20%%, +10%% when dirty > 50%% of sent;\n"
@@ -215,7 +218,7 @@ enum {
 	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
 	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS, OPT_DIRTY_LOG, OPT_RING_SIZE,
 	OPT_AUTO_CONVERGE, OPT_THR_INITIAL, OPT_THR_INCREMENT, OPT_THR_MAX, OPT_MAX_BW,
-	OPT_SWITCHOVER, OPT_STALL_WINDOW,
+	OPT_SWITCHOVER, OPT_STALL_WINDOW, OPT_RING_ONLY, OPT_RING_STEP,
 };
 
 static const struct option long_opts[] = {
@@ -251,6 +254,8 @@ static const struct option long_opts[] = {
 	{ "max-bandwidth", required_argument, NULL, OPT_MAX_BW },
 	{ "switchover", required_argument, NULL, OPT_SWITCHOVER },
 	{ "stall-window", required_argument, NULL, OPT_STALL_WINDOW },
+	{ "ring-only", no_argument, NULL, OPT_RING_ONLY },
+	{ "ring-step", required_argument, NULL, OPT_RING_STEP },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -306,6 +311,17 @@ parse_opts(int argc, char **argv, struct cli *c)
 				c->send.connections_min = (uint32_t)n;
 			else
 				c->recv.max_connections = (uint32_t)n;
+			break;
+		}
+		case OPT_RING_ONLY:
+			c->send.ring_only = 1;
+			break;
+		case OPT_RING_STEP: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > (1 << 24))
+				return bad_usage("bad --ring-step '%s': pages, 1..16777216", optarg);
+			c->send.ring_step = (uint32_t)n;
 			break;
 		}
 		case OPT_AUTO_CONVERGE:
@@ -571,6 +587,8 @@ main(int argc, char **argv)
 	int rc = parse_opts(argc - 1, argv + 1, &c);
 	if (rc != 0)
 		return rc;
+	if (c.send.ring_only && (c.send.dirty_log == NULL || strcmp(c.send.dirty_log, "ring") != 0))
+		return bad_usage("%s", "--ring-only needs --dirty-log ring");
 	if (c.send.guest != NULL) {
 		struct tern_guest_config cfg;
 		char why[256];

@@ -82,6 +82,9 @@ struct tern_send_opts {
 	const char *dirty_log;   /* "bitmap" (userfaultfd-WP + PAGEMAP_SCAN, default)
 				    or "ring" (per-vCPU dirty rings) */
 	uint32_t ring_size;      /* entries per vCPU ring (0: 4096) */
+	int ring_only;           /* with "ring": one walk over memory while ring
+				    pages are sent as they arrive (seed 001) */
+	uint32_t ring_step;      /* ring-only: force a walk step every N ring pages (1024) */
 	/* Convergence. */
 	int auto_converge;        /* enum tern_converge_mode */
 	uint32_t throttle_initial; /* % (0: the mode's default) */
@@ -144,6 +147,7 @@ struct tern_stats {
 	uint32_t throttle_pct;    /* throttle in force at switchover */
 	uint32_t throttle_max_pct; /* the highest it went */
 	uint32_t switchover_retries; /* strict switchovers that resumed to iterate */
+	uint64_t ring_pass_pages; /* ring-only: ring pages sent during the walk */
 	int stalled;              /* remaining bytes stopped shrinking */
 	char stall_reason[160];
 	uint64_t final_pages;     /* pages sent while paused */
