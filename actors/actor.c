@@ -996,6 +996,19 @@ tern_actor_join(struct tern_actor *a, int timeout_ms, struct tern_exit *exit)
 }
 
 void
+tern_actor_stop_join(struct tern_actor **a, int timeout_ms, struct tern_exit *exit)
+{
+	if (*a == NULL)
+		return;
+	tern_actor_stop(*a);
+	if (tern_actor_join(*a, timeout_ms, exit) != 0) {
+		tern_actor_kill(*a);
+		(void)tern_actor_join(*a, -1, exit);
+	}
+	*a = NULL;
+}
+
+void
 tern_actor_state(struct tern_actor *self, const char *state)
 {
 	rt_trace(self->rt, TERN_TRACE_STATE, self->mb.id, self->desc->name, 0, NULL, 0, state);

@@ -133,6 +133,12 @@ void tern_actor_kill(struct tern_actor *a);
  * TERN_ETIMEDOUT (a untouched) if it is still running. */
 int tern_actor_join(struct tern_actor *a, int timeout_ms, struct tern_exit *exit);
 
+/* tern_actor_stop_join stops *a, joins it within timeout_ms, and if it is
+ * still running then kills and joins it (a kill only waits for the callback
+ * in progress).  Sets *a to NULL; a NULL *a is accepted.  For supervisors
+ * ending their children. */
+void tern_actor_stop_join(struct tern_actor **a, int timeout_ms, struct tern_exit *exit);
+
 /* tern_actor_state records a state change of self in the trace. */
 void tern_actor_state(struct tern_actor *self, const char *state);
 

@@ -365,17 +365,13 @@ cs_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	if (m->type != TERN_MSG_CTL_OUT)
 		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
 		    tern_msg_name(m->type));
-	struct tern_msg f;
-	int rc = tern_msg_decode(m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len, &f);
-	if (rc != 0)
-		return tern_actor_fail(self, rc, "bad control frame");
-	struct iovec iov = { (void *)m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len };
 	uint64_t wire = 0;
-	rc = tern_wire_send(s->fd, &f, &iov, iov.iov_len ? 1 : 0, &wire);
+	int rc = tern_wire_forward(s->fd, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
+	    m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
-		return tern_actor_fail(self, rc, "connection 0: sending %s failed: %s",
-		    tern_msg_name(f.type), tern_strerror(rc));
+		return tern_actor_fail(self, rc, "connection 0: sending a control frame: %s",
+		    tern_strerror(rc));
 	return 0;
 }
 

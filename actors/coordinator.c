@@ -1042,14 +1042,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 static void
 co_stop_child(struct tern_actor **a)
 {
-	if (*a == NULL)
-		return;
-	tern_actor_stop(*a);
-	if (tern_actor_join(*a, 2000, NULL) != 0) {
-		tern_actor_kill(*a);
-		(void)tern_actor_join(*a, -1, NULL);
-	}
-	*a = NULL;
+	tern_actor_stop_join(a, 2000, NULL);
 }
 
 static void

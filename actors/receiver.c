@@ -267,12 +267,7 @@ rc_stop(struct tern_actor *self, void *state)
 	for (uint32_t i = 0; i < s->a->nconns; i++) {
 		if (s->conns[i] == NULL)
 			continue;
-		tern_actor_stop(s->conns[i]);
-		if (tern_actor_join(s->conns[i], 2000, NULL) != 0) {
-			tern_actor_kill(s->conns[i]);
-			(void)tern_actor_join(s->conns[i], -1, NULL);
-		}
-		s->conns[i] = NULL;
+		tern_actor_stop_join(&s->conns[i], 2000, NULL);
 		struct tern_conn_stats *cs = &s->a->stats->conn[i];
 		cs->bytes = atomic_load(&s->a->conns[i].bytes);
 		cs->payload = atomic_load(&s->a->conns[i].payload);

@@ -23,32 +23,7 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-/* PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h); the installed headers
- * are older.  simvm.c carries the same definitions for dirty tracking. */
-#ifndef PAGEMAP_SCAN
-struct page_region {
-	uint64_t start;
-	uint64_t end;
-	uint64_t categories;
-};
-struct pm_scan_arg {
-	uint64_t size;
-	uint64_t flags;
-	uint64_t start;
-	uint64_t end;
-	uint64_t walk_end;
-	uint64_t vec;
-	uint64_t vec_len;
-	uint64_t max_pages;
-	uint64_t category_inverted;
-	uint64_t category_mask;
-	uint64_t category_anyof_mask;
-	uint64_t return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PAGE_IS_PRESENT (1 << 3)
-#define PAGE_IS_SWAPPED (1 << 4)
-#endif
+#include "kvm/pagemap_scan.h"
 
 /* The memtouch layout shared with simvm.c: control pages first (one per
  * vCPU, at least 64), then the working set. */

@@ -334,6 +334,18 @@ tern_wire_recv_exact(int fd, void *dst, uint64_t len)
 }
 
 int
+tern_wire_forward(int fd, const void *frame, size_t len, const void *payload, size_t plen,
+    uint64_t *bytes)
+{
+	struct tern_msg m;
+	int rc = tern_msg_decode(frame, len, &m);
+	if (rc != 0)
+		return rc;
+	struct iovec iov = { (void *)payload, plen };
+	return tern_wire_send(fd, &m, &iov, plen ? 1 : 0, bytes);
+}
+
+int
 tern_wire_recv_iov(int fd, struct iovec *iov, int n)
 {
 	while (n > 0) {

@@ -79,6 +79,12 @@ int tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconn
 int tern_wire_accept_hello(int fd, const char *auth, int timeout_ms,
     struct tern_msg_w_hello *hello, char *why, size_t whylen);
 
+/* tern_wire_forward sends a frame whose header arrives already encoded (a
+ * control frame handed over by an actor): it is decoded, checked and sent
+ * with payload (plen may be 0).  Returns as tern_wire_send. */
+int tern_wire_forward(int fd, const void *frame, size_t len, const void *payload, size_t plen,
+    uint64_t *bytes);
+
 /* tern_wire_send_result answers a control request (W_RESULT). */
 int tern_wire_send_result(int fd, uint32_t step, int status, const char *why, uint64_t value);
 
