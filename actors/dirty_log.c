@@ -130,9 +130,16 @@ dl_take(struct tern_actor *self, struct dl_state *s, const struct tern_msg *m)
 	if (s->nspare == 0)
 		return tern_actor_fail(self, TERN_ESTATE,
 		    "DIRTY_TAKE while every set is lent out");
-	int rc = dl_harvest(self, s);
-	if (rc != 0)
-		return rc;
+	/* Only the final TAKE (guest paused) harvests: a harvest while the
+	 * vCPUs run costs tens of milliseconds here, and the background
+	 * harvests already keep the set fresh.  Pages written since the last
+	 * one are still marked in the kernel and land in the next set, so
+	 * nothing is lost and TAKE stays a swap. */
+	if (m->u.dirty_take.final) {
+		int rc = dl_harvest(self, s);
+		if (rc != 0)
+			return rc;
+	}
 	struct tern_bitmap *taken = s->acc;
 	s->acc = s->spare[--s->nspare];
 	uint64_t now = tern_now_ns();

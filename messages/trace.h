@@ -4,9 +4,11 @@
  * File layout (documented in docs/trace.md):
  *   header:  ["tern-trace", 1, side, pid, wall_ns, mono_ns]
  *   record:  [kind, mono_ns, actor, actor_name, peer, type, seq, re, value, text]
- * kind is enum tern_trace_kind; unused fields are 0 / "".  Each record is
- * written with one write(2), so a killed process leaves whole records except
- * possibly the last, which readers skip.
+ * kind is enum tern_trace_kind; unused fields are 0 / "".  Records are
+ * written in batches of whole records (at most 20 ms old; state changes,
+ * spawns and exits at once), so a killed process leaves whole records except
+ * possibly a torn last one, which readers skip, and loses at most its last
+ * few milliseconds of message records.
  */
 #ifndef TERN_MESSAGES_TRACE_H
 #define TERN_MESSAGES_TRACE_H
@@ -49,6 +51,9 @@ struct tern_trace;
 /* tern_trace_open creates (truncates) path and writes the header.  side is
  * "source" or "destination".  Returns 0 or -errno. */
 int tern_trace_open(struct tern_trace **t, const char *path, const char *side);
+
+/* tern_trace_flush writes the records batched so far.  0 or -errno. */
+int tern_trace_flush(struct tern_trace *t);
 
 /* tern_trace_close flushes and closes; NULL is accepted. */
 void tern_trace_close(struct tern_trace *t);
