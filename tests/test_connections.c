@@ -168,8 +168,9 @@ Test(connections, one_ms_rtt_relay, .timeout = 200)
 {
 	struct mig m;
 	struct proc relay;
-	char relay_path[512];
-	snprintf(relay_path, sizeof(relay_path), "%s/tern-relay", dirname(strdup(TERN_CLI_PATH)));
+	char relay_path[512], cli[512];
+	snprintf(cli, sizeof(cli), "%s", TERN_CLI_PATH); /* dirname writes into it */
+	snprintf(relay_path, sizeof(relay_path), "%s/tern-relay", dirname(cli));
 	int port = mig_receiver(&m, NULL);
 	char to[64];
 	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
