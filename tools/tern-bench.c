@@ -5,6 +5,7 @@
  *   tern-bench machine [--iperf-seconds N]
  *   tern-bench migrate [--guest SPEC] [--connections N] [--chunk-size S]
  *                      [--runs R] [--verify] [--tern PATH] [--no-baseline]
+ *   tern-bench link | zero | dirtylog | trace | converge [options]
  *   tern-bench all
  *
  * Every performance figure tern claims comes from here, and is reported next
@@ -1253,6 +1254,8 @@ struct xopts {
 	const char *modes; /* zero: --zero-pages modes, comma-separated */
 	uint64_t sparse_mem, sparse_data;
 	int takes, interval_ms, period_ms;
+	const char *guest;         /* converge: the guest (NULL: BENCH_CV_GUEST) */
+	const char *max_bandwidth; /* converge: tern send --max-bandwidth (NULL: 50M) */
 	const char *tern;
 };
 
@@ -2408,7 +2411,271 @@ bench_dirtylog(struct jw *w, const char *key, const struct xopts *x, int top)
 	return rc;
 }
 
-/* ---- options of link, zero, dirtylog, trace ---- */
+/* ---- converge: issue 6, auto-converge against a capped link ---- */
+
+#define BENCH_CV_GUEST "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=128M,pattern=random"
+#define BENCH_CV_NMODES 4
+static const char *const bench_cv_modes[BENCH_CV_NMODES] = {"off", "step", "qemu", "rate"};
+
+/* One migration of the converge scenario, read from the sender's summary. */
+struct cv_run {
+	int measured;  /* tern gave an outcome: completed, or aborted with the source running */
+	int completed; /* outcome completed, both processes exited 0 */
+	char outcome[16];
+	double iterations, total_ms, throttle_pct, throttle_max_pct, downtime_ms;
+	double expected_downtime_ms, switchover_retries, wall_ms, warm_ms;
+	int stalled;
+	char stall_reason[256];
+	char error[768]; /* a run that did not complete: tern's error line, or the bench's */
+};
+
+/* The string value of "name":"..." in json, backslash escapes undone. */
+static void
+bench_json_strval(const char *json, const char *name, char *out, size_t len)
+{
+	char key[64];
+	size_t n = 0;
+	out[0] = '\0';
+	snprintf(key, sizeof(key), "\"%s\":\"", name);
+	const char *p = json != NULL ? strstr(json, key) : NULL;
+	if (p == NULL)
+		return;
+	for (p += strlen(key); *p && *p != '"' && n + 1 < len; p++) {
+		if (*p == '\\' && p[1] != '\0')
+			p++;
+		out[n++] = *p;
+	}
+	out[n] = '\0';
+}
+
+/* The last line of s that mentions "failed" (tern's error), else its last line. */
+static void
+bench_err_line(const char *s, char *out, size_t len)
+{
+	const char *best = NULL, *last = NULL;
+	for (const char *l = s; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+		size_t n = strcspn(l, "\n");
+		if (n == 0)
+			continue;
+		last = l;
+		if (memmem(l, n, "failed", 6) != NULL)
+			best = l;
+	}
+	const char *l = best ? best : last;
+	snprintf(out, len, "%.*s", l ? (int)strcspn(l, "\n") : 0, l ? l : "");
+}
+
+static void
+bench_cv_once(const struct bench_opts *o, const char *guest, struct cv_run *cv)
+{
+	struct run_result r;
+
+	memset(cv, 0, sizeof(*cv));
+	bench_migrate_once(o, guest, &r);
+	const char *js = r.src_json;
+	cv->wall_ms = r.wall_ms;
+	cv->warm_ms = r.warm_ms;
+	bench_json_strval(js, "outcome", cv->outcome, sizeof(cv->outcome));
+	cv->completed = r.ok;
+	/* An abort is a result here (no convergence within --timeout), as long as
+	 * tern said so itself: exit 1, a summary, the source guest still running. */
+	cv->measured = r.ok || (strcmp(cv->outcome, "aborted") == 0 && r.src_exit == 1 &&
+	                        json_num(js, "workload_ok") == 1);
+	cv->iterations = js ? bench_field(js, "iterations") : NAN;
+	cv->throttle_pct = js ? bench_field(js, "throttle_pct") : NAN;
+	cv->throttle_max_pct = js ? bench_field(js, "throttle_max_pct") : NAN;
+	cv->switchover_retries = js ? bench_field(js, "switchover_retries") : NAN;
+	cv->stalled = js ? json_num(js, "stalled") == 1 : 0;
+	bench_json_strval(js, "stall_reason", cv->stall_reason, sizeof(cv->stall_reason));
+	/* Time and downtime mean something only for a migration that completed. */
+	cv->total_ms = r.ok ? r.total_ms : NAN;
+	cv->downtime_ms = r.ok ? r.downtime_ms : NAN;
+	cv->expected_downtime_ms = r.ok && js ? bench_field(js, "expected_downtime_ms") : NAN;
+	if (!r.ok) {
+		char line[400];
+		bench_err_line(r.src_err, line, sizeof(line));
+		if (cv->measured)
+			snprintf(cv->error, sizeof(cv->error), "%s", line);
+		else
+			snprintf(cv->error, sizeof(cv->error), "%s; source: %s", r.error, line);
+	}
+	free(r.src_json);
+	free(r.dst_json);
+}
+
+/* The fields of one run, or their medians over the completed runs. */
+static void
+bench_cv_fields_json(struct jw *w, const struct cv_run *c, int decimals)
+{
+	jw_num(w, "iterations", c->iterations, decimals);
+	jw_num(w, "total_ms", c->total_ms, 0);
+	jw_num(w, "throttle_pct", c->throttle_pct, decimals);
+	jw_num(w, "throttle_max_pct", c->throttle_max_pct, decimals);
+	jw_num(w, "downtime_ms", c->downtime_ms, 0);
+	jw_num(w, "expected_downtime_ms", c->expected_downtime_ms, 0);
+	jw_num(w, "switchover_retries", c->switchover_retries, decimals);
+}
+
+/* Median over the completed runs of a mode; n_done how many there were. */
+static void
+bench_cv_median(const struct cv_run *runs, int n, struct cv_run *med, int *n_done)
+{
+	double v[64];
+	n = n < 64 ? n : 64;
+	memset(med, 0, sizeof(*med));
+	*n_done = 0;
+	for (int i = 0; i < n; i++)
+		*n_done += runs[i].completed;
+#define BENCH_CV_MED(field)                                                                        \
+	do {                                                                                       \
+		for (int i = 0; i < n; i++)                                                        \
+			v[i] = runs[i].completed ? runs[i].field : NAN;                            \
+		med->field = bench_median(v, n);                                                   \
+	} while (0)
+	BENCH_CV_MED(iterations);
+	BENCH_CV_MED(total_ms);
+	BENCH_CV_MED(throttle_pct);
+	BENCH_CV_MED(throttle_max_pct);
+	BENCH_CV_MED(downtime_ms);
+	BENCH_CV_MED(expected_downtime_ms);
+	BENCH_CV_MED(switchover_retries);
+#undef BENCH_CV_MED
+}
+
+static int
+bench_converge(struct jw *w, const char *key, const struct xopts *x, int top)
+{
+	const char *guest = x->guest ? x->guest : BENCH_CV_GUEST;
+	const char *bw = x->max_bandwidth ? x->max_bandwidth : "50M";
+	int n = x->runs, rc = 0;
+	struct cv_run *cv = calloc((size_t)(BENCH_CV_NMODES * n), sizeof(*cv));
+	struct tern_guest_config cfg;
+	struct bench_opts o;
+	char why[256], args[BENCH_CV_NMODES][128];
+
+	if (cv == NULL)
+		return -ENOMEM;
+	bench_opts_from(&o, x);
+	o.warm_bytes =
+	    tern_guest_spec_parse(guest, &cfg, why, sizeof(why)) == 0 ? 2 * cfg.mem_size : 0;
+	/* Modes alternate run by run, so that a drift of the machine hits all alike. */
+	for (int i = 0; i < n; i++)
+		for (int m = 0; m < BENCH_CV_NMODES; m++) {
+			const char *sx[] = {"--max-bandwidth", bw, "--auto-converge",
+			                    bench_cv_modes[m], NULL};
+			struct cv_run *c = &cv[m * n + i];
+			snprintf(args[m], sizeof(args[m]),
+			         "--max-bandwidth %s --timeout %ds --auto-converge %s", bw,
+			         x->timeout_s, bench_cv_modes[m]);
+			o.send_extra = sx;
+			fprintf(stderr, "converge: %s, run %d/%d\n", bench_cv_modes[m], i + 1, n);
+			bench_cv_once(&o, guest, c);
+			if (c->completed)
+				fprintf(stderr,
+				        "converge: %s: completed, %.0f iterations, %.0f ms, "
+				        "throttle %.0f%% (max %.0f%%), downtime %.0f ms (expected "
+				        "%.0f ms)\n",
+				        bench_cv_modes[m], c->iterations, c->total_ms,
+				        c->throttle_pct, c->throttle_max_pct, c->downtime_ms,
+				        c->expected_downtime_ms);
+			else
+				fprintf(stderr, "converge: %s: %s: %s\n", bench_cv_modes[m],
+				        c->measured ? "aborted" : "FAILED", c->error);
+			if (!c->measured)
+				rc = -1;
+		}
+
+	jw_open(w, key, '{');
+	jw_str(w, "bench", "converge");
+	if (top)
+		bench_host_json(w);
+	jw_str(w, "tern", x->tern);
+	jw_str(w, "guest", guest);
+	jw_str(w, "max_bandwidth", bw);
+	jw_raw(w, "timeout_s", "%d", x->timeout_s);
+	jw_raw(w, "runs_per_mode", "%d", n);
+	jw_open(w, "modes", '[');
+	double med_it[BENCH_CV_NMODES];
+	int done[BENCH_CV_NMODES];
+	for (int m = 0; m < BENCH_CV_NMODES; m++) {
+		const struct cv_run *runs = &cv[m * n];
+		struct cv_run med;
+		double v[64];
+		int nn = n < 64 ? n : 64, aborted = 0;
+		bench_cv_median(runs, n, &med, &done[m]);
+		med_it[m] = med.iterations;
+		for (int i = 0; i < n; i++)
+			aborted += runs[i].measured && !runs[i].completed;
+		jw_open(w, NULL, '{');
+		jw_str(w, "mode", bench_cv_modes[m]);
+		jw_str(w, "send_args", args[m]);
+		jw_raw(w, "runs_completed", "%d", done[m]);
+		jw_raw(w, "runs_aborted", "%d", aborted);
+		jw_raw(w, "runs_failed", "%d", n - done[m] - aborted);
+		jw_open(w, "median", '{');
+		bench_cv_fields_json(w, &med, 1);
+		jw_close(w, '}');
+		for (int i = 0; i < nn; i++)
+			v[i] = runs[i].completed ? runs[i].total_ms : NAN;
+		bench_stat_json(w, "total_ms", v, nn, 0);
+		for (int i = 0; i < nn; i++)
+			v[i] = runs[i].warm_ms;
+		bench_stat_json(w, "warm_ms", v, nn, 0);
+		jw_open(w, "runs", '[');
+		for (int i = 0; i < n; i++) {
+			const struct cv_run *c = &runs[i];
+			jw_open(w, NULL, '{');
+			jw_raw(w, "run", "%d", i + 1);
+			jw_str(w, "outcome",
+			       c->completed  ? "completed"
+			       : c->measured ? "aborted"
+			                     : "failed");
+			bench_cv_fields_json(w, c, 0);
+			jw_num(w, "wall_ms", c->wall_ms, 0);
+			jw_raw(w, "stalled", "%s", c->stalled ? "true" : "false");
+			jw_str(w, "stall_reason", c->stall_reason);
+			if (!c->completed)
+				jw_str(w, "error", c->error);
+			jw_close(w, '}');
+		}
+		jw_close(w, ']');
+		jw_close(w, '}');
+	}
+	jw_close(w, ']');
+
+	/* The issue's target, over the medians of the completed runs. */
+	const int step = 1, rate = 3;
+	char note[256];
+	int held;
+	if (done[rate] == 0) {
+		held = 0;
+		snprintf(note, sizeof(note), "rate did not converge within %d s", x->timeout_s);
+	} else if (done[step] == 0) {
+		held = 1;
+		snprintf(note, sizeof(note),
+		         "step did not converge within %d s; rate did in %.0f iterations",
+		         x->timeout_s, med_it[rate]);
+	} else {
+		held = med_it[rate] < med_it[step];
+		snprintf(note, sizeof(note), "median iterations: rate %.1f, step %.1f",
+		         med_it[rate], med_it[step]);
+	}
+	jw_open(w, "target", '{');
+	jw_str(w, "statement", "rate converges in fewer iterations than step");
+	jw_raw(w, "held", "%s", held ? "true" : "false");
+	jw_num(w, "rate_iterations_median", med_it[rate], 1);
+	jw_num(w, "step_iterations_median", med_it[step], 1);
+	jw_str(w, "note", note);
+	jw_raw(w, "off_converged", "%s", done[0] ? "true" : "false");
+	jw_close(w, '}');
+	if (top)
+		bench_load_end_json(w);
+	jw_close(w, '}');
+	free(cv);
+	return rc;
+}
+
+/* ---- options of link, zero, dirtylog, trace, converge ---- */
 
 static void
 bench_xdefaults(struct xopts *x, const char *cmd, int small)
@@ -2429,6 +2696,8 @@ bench_xdefaults(struct xopts *x, const char *cmd, int small)
 	x->period_ms = 30;
 	if (strcmp(cmd, "trace") == 0)
 		x->size = 1ull << 30;
+	if (strcmp(cmd, "converge") == 0)
+		x->timeout_s = 40; /* the scenario's: a guest that never converges gives up */
 }
 
 static void
@@ -2443,7 +2712,9 @@ bench_xusage(FILE *f)
 	    "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
 	    "                           [--period-ms 30]\n"
 	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
-	    "  (each also takes --tern PATH and --timeout SECONDS (300))\n"
+	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
+	    "                           [--timeout 40s]\n"
+	    "  (each also takes --tern PATH and --timeout SECONDS (300; converge: 40))\n"
 	    "\n"
 	    "link      issue 4: per P streams, iperf3 -P P -l 1M; the simplest correct copy (a\n"
 	    "          memfd of --size random bytes sent over P TCP streams, plain send() from\n"
@@ -2463,6 +2734,14 @@ bench_xusage(FILE *f)
 	    "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
 	    "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
 	    "          with --trace on both sides, runs alternating.\n"
+	    "converge  issue 6: a guest dirtying memory faster than --max-bandwidth lets\n"
+	    "          the link carry, by default\n"
+	    "          " BENCH_CV_GUEST ",\n"
+	    "          migrated with --auto-converge off, step, qemu and rate, runs\n"
+	    "          alternating; per run and median: outcome, iterations, total_ms,\n"
+	    "          throttle %% at switchover and max, achieved vs expected downtime,\n"
+	    "          switchover retries, stall reason.  Target: rate converges in\n"
+	    "          fewer iterations than step.\n"
 	    "\n"
 	    "Before every migration or copy the page allocator is warmed (2x the guest\n"
 	    "size touched and freed; warm_ms in the output): see docs/bench.md.\n");
@@ -2502,6 +2781,8 @@ bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char
 		X_TAKES,
 		X_INTERVAL,
 		X_PERIOD,
+		X_GUEST,
+		X_MAXBW,
 		X_HELP
 	};
 	static const struct option lo[] = {
@@ -2520,11 +2801,15 @@ bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char
 	    {"takes", required_argument, NULL, X_TAKES},
 	    {"interval-ms", required_argument, NULL, X_INTERVAL},
 	    {"period-ms", required_argument, NULL, X_PERIOD},
+	    {"guest", required_argument, NULL, X_GUEST},
+	    {"max-bandwidth", required_argument, NULL, X_MAXBW},
 	    {"help", no_argument, NULL, X_HELP},
 	    {NULL, 0, NULL, 0},
 	};
 	uint64_t tmp[8];
 	int opt, n;
+	char secs[32], why[256];
+	struct tern_guest_config cfg;
 
 	bench_xdefaults(x, cmd, 0);
 	optind = 1;
@@ -2572,7 +2857,11 @@ bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char
 				return bench_bad_usage("bad --iperf-seconds '%s': 1..600", optarg);
 			break;
 		case X_TIMEOUT:
-			if (bench_int(optarg, 1, 86400, &x->timeout_s) != 0)
+			/* "40" or "40s", as tern send takes it */
+			snprintf(secs, sizeof(secs), "%s", optarg);
+			if (strlen(secs) > 1 && secs[strlen(secs) - 1] == 's')
+				secs[strlen(secs) - 1] = '\0';
+			if (bench_int(secs, 1, 86400, &x->timeout_s) != 0)
 				return bench_bad_usage("bad --timeout '%s': 1..86400", optarg);
 			break;
 		case X_TAKES:
@@ -2589,6 +2878,19 @@ bench_xparse(int argc, char **argv, const char *cmd, struct xopts *x, const char
 			break;
 		case X_NODELAY:
 			x->no_delay = 1;
+			break;
+		case X_GUEST:
+			if (strcmp(cmd, "converge") != 0)
+				return bench_bad_usage("--guest: only for converge here%s", "");
+			if (tern_guest_spec_parse(optarg, &cfg, why, sizeof(why)) != 0)
+				return bench_bad_usage("bad --guest: %s", why);
+			x->guest = optarg;
+			break;
+		case X_MAXBW:
+			if (tern_parse_size(optarg, &tmp[0]) != 0 || tmp[0] < 4096)
+				return bench_bad_usage("bad --max-bandwidth '%s': e.g. 50M",
+				                       optarg);
+			x->max_bandwidth = optarg;
 			break;
 		case X_MODES:
 			x->modes = optarg;
@@ -2621,6 +2923,8 @@ bench_xrun(struct jw *w, const char *key, const char *cmd, const struct xopts *x
 		return bench_zero(w, key, x, top);
 	if (strcmp(cmd, "dirtylog") == 0)
 		return bench_dirtylog(w, key, x, top);
+	if (strcmp(cmd, "converge") == 0)
+		return bench_converge(w, key, x, top);
 	return bench_trace(w, key, x, top);
 }
 
@@ -2651,13 +2955,14 @@ bench_usage(FILE *f)
 	    "          throughput (payload / total time) and its ratios to a single-stream\n"
 	    "          iperf3 rate and memcpy bandwidth measured first in the same run, and the\n"
 	    "          CPU time (user, sys) of each process.\n"
-	    "link, zero, dirtylog, trace\n"
-	    "          the benchmarks of issues 4, 5 and 3 and the tracing overhead: see\n"
+	    "link, zero, dirtylog, trace, converge\n"
+	    "          the benchmarks of issues 4, 5, 3 and 6 and the tracing overhead: see\n"
 	    "          `tern-bench link --help` (each has its own options).\n"
 	    "all       machine, then migrate with the default guest, then migrate with\n"
 	    "          " BENCH_DEMO_GUEST "\n"
 	    "          (the migrations use the machine figures as their baseline), then\n"
-	    "          link, zero, dirtylog and trace at small sizes (~10 min in all).\n"
+	    "          link, zero, dirtylog, trace and converge (one run per mode) at\n"
+	    "          small sizes (~12 min in all).\n"
 	    "\n"
 	    "options:\n"
 	    "  --iperf-seconds N   iperf3 duration per run (machine, all: 3; migrate baseline: 2)\n"
@@ -2829,12 +3134,13 @@ main(int argc, char **argv)
 		return 0;
 	}
 	int xcmd = strcmp(cmd, "link") == 0 || strcmp(cmd, "zero") == 0 ||
-	           strcmp(cmd, "dirtylog") == 0 || strcmp(cmd, "trace") == 0;
+	           strcmp(cmd, "dirtylog") == 0 || strcmp(cmd, "trace") == 0 ||
+	           strcmp(cmd, "converge") == 0;
 	struct xopts x;
 	if (!xcmd && strcmp(cmd, "machine") != 0 && strcmp(cmd, "migrate") != 0 &&
 	    strcmp(cmd, "all") != 0)
 		return bench_bad_usage("unknown command '%s' (machine, migrate, link, zero, "
-		                       "dirtylog, trace, all)",
+		                       "dirtylog, trace, converge, all)",
 		                       cmd);
 	rc = xcmd ? bench_xparse(argc - 1, argv + 1, cmd, &x, &o.tern)
 	          : bench_parse(argc - 1, argv + 1, cmd, &o);
@@ -2895,11 +3201,13 @@ main(int argc, char **argv)
 			rc = 1;
 		jw_close(&w, ']');
 		/* The issue benchmarks at small sizes, so that all stays under ~10 min. */
-		static const char *const xs[] = {"link", "zero", "dirtylog", "trace"};
-		for (int i = 0; i < 4; i++) {
+		static const char *const xs[] = {"link", "zero", "dirtylog", "trace", "converge"};
+		for (int i = 0; i < 5; i++) {
 			bench_xdefaults(&x, xs[i], 1);
 			x.tern = o.tern;
-			x.timeout_s = o.timeout_s;
+			/* converge keeps its own 40 s: its off mode runs into it by design. */
+			if (strcmp(xs[i], "converge") != 0)
+				x.timeout_s = o.timeout_s;
 			if (bench_xrun(&w, xs[i], xs[i], &x, 0) != 0)
 				rc = 1;
 		}
