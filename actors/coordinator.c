@@ -876,8 +876,17 @@ co_tick(struct tern_actor *self, void *state)
 	if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms &&
 	    s->phase <= CO_ITERATE) {
 		char why[160];
-		tern_converge_reason((double)s->dirty_pps * TERN_PAGE_SIZE, (double)s->bw_bps, why,
-		    sizeof(why));
+		/* Mid-iteration the bandwidth so far is the freshest figure. */
+		uint64_t ins = now - s->iter_start_ns;
+		double bw = s->bw_bps ? (double)s->bw_bps
+				      : (ins ? (double)s->iter_bytes * 1e9 / (double)ins : 0);
+		if (s->phase == CO_BULK)
+			snprintf(why, sizeof(why),
+			    "the first pass over memory was not done: %.1f MB sent at %.1f MB/s",
+			    (double)s->iter_bytes / 1e6, bw / 1e6);
+		else
+			tern_converge_reason((double)s->dirty_pps * TERN_PAGE_SIZE, bw, why,
+			    sizeof(why));
 		return co_abort(self, s, TERN_ECONVERGE,
 		    "did not converge: timed out after %" PRIu64 " ms in %s (iteration %u, %" PRIu64
 		    " bytes remaining); %s (throttle %u%%)",

@@ -36,11 +36,15 @@ run(struct proc *s, struct proc *r, char *const extra[])
 Test(converge, without_throttle_it_gives_up_with_the_reason, .timeout = 120)
 {
 	struct proc s, r;
-	char *extra[] = { "--timeout", "12s", NULL };
+	char *extra[] = { "--timeout", "20s", NULL };
 	run(&s, &r, extra);
 	cr_assert_eq(proc_exit_code(&s), 1);
 	cr_assert(strstr(s.errbuf, "did not converge") != NULL, "%s", s.errbuf);
-	cr_assert(strstr(s.errbuf, "exceeds bandwidth") != NULL, "no reason: %s", s.errbuf);
+	/* The reason: the dirty rate against the bandwidth (or, on a host so
+	 * loaded that the first pass did not finish, how far it got). */
+	cr_assert(strstr(s.errbuf, "exceeds bandwidth") != NULL ||
+	        strstr(s.errbuf, "first pass") != NULL,
+	    "no reason: %s", s.errbuf);
 	cr_assert(strstr(s.outbuf, "\"outcome\":\"aborted\"") != NULL);
 	cr_assert_eq(json_num(s.outbuf, "workload_ok"), 1, "source guest not running");
 	cr_assert_eq(proc_exit_code(&r), 1);
