@@ -48,7 +48,7 @@ usage(FILE *f)
 	    "  --to HOST:PORT          destination (required)\n"
 	    "  --guest SPEC            guest to build and migrate (required), e.g.\n"
 	    "                          " DEMO_GUEST "\n"
-	    "                          keys: mem=SIZE vcpus=N fill=zero|random|PERCENT\n"
+	    "                          keys: mem=SIZE vcpus=N fill=zero|random|PERCENT|random:SIZE\n"
 	    "                          backing=memfd|anon-thp workload=idle|memtouch\n"
 	    "                          (memtouch: ws=SIZE rate=SIZE/s pattern=seq|random) seed=N\n"
 	    "  --downtime-limit DUR    switch over when the expected downtime fits (300ms)\n"
