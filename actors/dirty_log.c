@@ -6,6 +6,8 @@
  * the set out, so the final iteration pays almost nothing.  No allocation
  * per iteration: the two bitmaps are allocated once and swapped.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,7 +33,14 @@ struct dl_state {
 	uint64_t window_ns;
 	uint64_t last_harvest_ns; /* duration of the last harvest */
 	uint64_t stalls;          /* ring_full_stalls last reported */
+	/* A periodic harvest is cut into slices of the address space so that
+	 * a TAKE waits for one slice at most, never for a whole sweep (whose
+	 * cost follows the populated memory walked: ~10 ms per 256 MiB here). */
+	uint64_t cursor; /* next page of the sweep in progress */
+	uint64_t slice_pages;
 };
+
+#define DL_SLICE_GAP_NS 100000ull /* between slices: serve the mailbox */
 
 static void
 dl_sample_add(struct dl_state *s, uint64_t now, uint64_t pages)
@@ -67,11 +76,13 @@ dl_mode(const struct dl_state *s)
 	return s->guest->dirty_mode != NULL ? s->guest->dirty_mode->name : "none";
 }
 
+/* A whole harvest (slice_pages 0) or the next slice of the sweep. */
 static int
-dl_harvest(struct tern_actor *self, struct dl_state *s)
+dl_harvest_some(struct tern_actor *self, struct dl_state *s, uint64_t slice_pages, bool *done)
 {
 	uint64_t pages = 0, t0 = tern_now_ns();
-	int rc = s->guest->ops->dirty_harvest(s->guest, s->acc, &pages);
+	int rc = tern_guest_dirty_harvest_slice(s->guest, s->acc, &s->cursor, slice_pages, &pages,
+	    done);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "dirty-log harvest failed: %s", tern_strerror(rc));
 	uint64_t t1 = tern_now_ns();
@@ -87,6 +98,13 @@ dl_harvest(struct tern_actor *self, struct dl_state *s)
 }
 
 static int
+dl_harvest(struct tern_actor *self, struct dl_state *s)
+{
+	bool done;
+	return dl_harvest_some(self, s, 0, &done);
+}
+
+static int
 dl_init(struct tern_actor *self, void *state, void *arg)
 {
 	struct dl_state *s = state;
@@ -99,6 +117,14 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 		s->args->period_ms = 30;
 	if (s->args->window_ms == 0)
 		s->args->window_ms = 1000;
+	s->slice_pages = s->args->slice_pages ? s->args->slice_pages : 16384; /* 64 MiB */
+	/* Like a VMM's migration thread: the lowest real-time priority so a
+	 * TAKE is not queued behind the vCPU threads for a scheduler slice.
+	 * Its work comes in bounded slices, so it cannot hog a core for long;
+	 * where the host refuses, it runs at normal priority. */
+	struct sched_param sp = { .sched_priority = 1 };
+	if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0)
+		tern_actor_state(self, "realtime refused: normal priority");
 	s->window_ns = (uint64_t)s->args->window_ms * 1000000ull;
 	char why[TERN_STR_MAX];
 	int rc;
@@ -136,6 +162,7 @@ dl_take(struct tern_actor *self, struct dl_state *s, const struct tern_msg *m)
 	 * one are still marked in the kernel and land in the next set, so
 	 * nothing is lost and TAKE stays a swap. */
 	if (m->u.dirty_take.final) {
+		/* Everything, now: the guest is paused and this set is the last. */
 		int rc = dl_harvest(self, s);
 		if (rc != 0)
 			return rc;
@@ -184,10 +211,18 @@ dl_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	}
 }
 
+/* One slice of the periodic sweep; the next slice follows as soon as the
+ * mailbox is served, the next sweep after the period. */
 static int
 dl_tick(struct tern_actor *self, void *state)
 {
-	return dl_harvest(self, state);
+	struct dl_state *s = state;
+	bool done;
+	int rc = dl_harvest_some(self, s, s->slice_pages, &done);
+	if (rc == 0)
+		tern_actor_set_tick(self,
+		    done ? (uint64_t)s->args->period_ms * 1000000ull : DL_SLICE_GAP_NS);
+	return rc;
 }
 
 static void

@@ -547,6 +547,29 @@ tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len)
 }
 
 int
+tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *cursor,
+    uint64_t max_pages, uint64_t *pages, bool *done)
+{
+	const struct tern_dirty_mode *m = g->dirty_mode;
+	*done = true;
+	if (m == NULL || m->harvest_range == NULL || max_pages == 0 || !g->dirty_tracking ||
+	    bm == NULL || bm->nbits < g->npages) {
+		*cursor = 0;
+		return g->ops->dirty_harvest(g, bm, pages);
+	}
+	uint64_t first = *cursor < g->npages ? *cursor : 0;
+	uint64_t count = g->npages - first < max_pages ? g->npages - first : max_pages;
+	int rc = m->harvest_range(g, bm, first, count, pages);
+	if (rc != 0)
+		return rc;
+	*cursor = first + count;
+	*done = *cursor >= g->npages;
+	if (*done)
+		*cursor = 0;
+	return 0;
+}
+
+int
 tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
 {
 	const struct tern_guest_region *r = &g->region;

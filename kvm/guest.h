@@ -107,6 +107,11 @@ struct tern_dirty_mode {
 	int (*start)(struct tern_guest *g);
 	/* harvest: as tern_guest_ops.dirty_harvest. */
 	int (*harvest)(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages);
+	/* harvest_range (optional): harvest only pages [first, first+count).
+	 * Modes whose cost follows the address space walked (bitmap) offer
+	 * it, so that a harvest can be cut into bounded slices. */
+	int (*harvest_range)(struct tern_guest *g, struct tern_bitmap *bm, uint64_t first,
+	    uint64_t count, uint64_t *pages);
 	/* stop ends tracking; idempotent. */
 	int (*stop)(struct tern_guest *g);
 };
@@ -184,6 +189,14 @@ void tern_guest_destroy(struct tern_guest *g);
  * one-line reason naming the mode in why. */
 int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_size,
     char *why, size_t whylen);
+
+/* tern_guest_dirty_harvest_slice harvests at most max_pages pages of guest
+ * address space starting at *cursor (into bm, counting into *pages), moves
+ * *cursor on, and sets *done when the sweep reached the end (then *cursor is
+ * 0 again).  A mode without harvest_range harvests everything at once.  Every
+ * page written before a sweep started is reported by the time it is done. */
+int tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm,
+    uint64_t *cursor, uint64_t max_pages, uint64_t *pages, bool *done);
 
 /* tern_guest_populate installs page-table entries for [gpa, gpa+len) ahead
  * of data (MADV_POPULATE_WRITE; fallocate first for a memfd) so that writes

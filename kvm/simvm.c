@@ -885,9 +885,10 @@ simvm_swap_enabled(void)
 /* simvm_scan reports (into bm, if not NULL) and re-protects every page
  * written since the last scan. */
 static int
-simvm_scan(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64_t *pages)
+simvm_scan_range(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64_t from,
+                 uint64_t to, uint64_t *pages)
 {
-	uint64_t base = (uintptr_t)g->region.host, pos = base, end = base + g->region.size, n = 0;
+	uint64_t base = (uintptr_t)g->region.host, pos = base + from, end = base + to, n = 0;
 	struct pm_scan_arg a;
 	long got;
 	int e;
@@ -908,7 +909,7 @@ simvm_scan(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64
 			e = errno;
 			if (e == EINTR)
 				continue;
-			if (e == ENOTTY || (e == EINVAL && pos == base))
+			if (e == ENOTTY || (e == EINVAL && pos == base + from))
 				simvm_why(g, "PAGEMAP_SCAN ioctl not supported by this kernel "
 				             "(needs Linux >= 6.7)");
 			else
@@ -933,6 +934,28 @@ simvm_scan(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64
 	if (pages != NULL)
 		*pages += n;
 	return 0;
+}
+
+static int
+simvm_scan(struct tern_guest *g, struct simvm *s, struct tern_bitmap *bm, uint64_t *pages)
+{
+	return simvm_scan_range(g, s, bm, 0, g->region.size, pages);
+}
+
+static int
+simvm_bitmap_harvest_range(struct tern_guest *g, struct tern_bitmap *bm, uint64_t first,
+                           uint64_t count, uint64_t *pages)
+{
+	struct simvm *s = g->priv;
+
+	if (s->uffd < 0) {
+		simvm_why(g, "dirty_harvest: dirty tracking is not started");
+		return TERN_ESTATE;
+	}
+	if (first + count > g->npages)
+		return TERN_EINVAL;
+	return simvm_scan_range(g, s, bm, first * TERN_PAGE_SIZE, (first + count) * TERN_PAGE_SIZE,
+	                        pages);
 }
 
 static int
@@ -1100,6 +1123,7 @@ static const struct tern_dirty_mode simvm_dirty_bitmap = {
     .supported = simvm_bitmap_supported,
     .start = simvm_bitmap_start,
     .harvest = simvm_bitmap_harvest,
+    .harvest_range = simvm_bitmap_harvest_range,
     .stop = simvm_bitmap_stop,
 };
 
