@@ -50,11 +50,14 @@ struct co_state {
 	struct tern_guest *g;
 	struct tern_queue *queue;      /* to the connections */
 	struct tern_queue *scan_queue; /* to the zero scanners (detect mode) */
-	struct tern_queue *feed;       /* where new chunks go: one of the two */
 	struct tern_actor *scanners[TERN_MAX_SCANNERS];
 	uint32_t nscanners;
 	struct tern_bitmap zmap;       /* zero pages (detect) or holes (off) */
 	int zero_mode;
+	/* Scanning pays only where zero pages are: the recent yield decides
+	 * whether a chunk goes through the scanners or straight to the
+	 * connections (with a probe every CO_ZERO_PROBE chunks). */
+	uint64_t zs_pages, zs_zero, zs_chunks;
 	struct tern_actor *dirty_log;
 	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
 	uint32_t nconns;
@@ -366,6 +369,8 @@ co_out_remove(struct co_state *s, uint64_t id)
 		*o = s->out[--s->nout];
 }
 
+static struct tern_queue *co_route(struct co_state *s, struct tern_msg *c);
+
 /* Puts back the chunks of a dead connection (they stay outstanding). */
 static int
 co_requeue(struct tern_actor *self, struct co_state *s)
@@ -376,7 +381,7 @@ co_requeue(struct tern_actor *self, struct co_state *s)
 			s->nrequeue--;
 			continue;
 		}
-		int rc = tern_queue_put(s->feed, tern_actor_id(self), &o->chunk, 0);
+		int rc = tern_queue_put(co_route(s, &o->chunk), tern_actor_id(self), &o->chunk, 0);
 		if (rc == TERN_ETIMEDOUT)
 			return 0;
 		if (rc != 0)
@@ -385,6 +390,29 @@ co_requeue(struct tern_actor *self, struct co_state *s)
 		s->a->stats->chunks_requeued++;
 	}
 	return 0;
+}
+
+#define CO_CHUNK_VIA_SCAN 0x100u /* coordinator-only: this chunk went to the scanners */
+#define CO_ZERO_WARMUP 8192u      /* pages always scanned before judging the yield */
+#define CO_ZERO_PROBE 16u
+
+/* Where chunk c goes: the scanners (detect mode, while they find zero
+ * pages: at least 1% of the recent pages) or the connections directly.
+ * Fully random memory then costs one probe chunk in sixteen. */
+static struct tern_queue *
+co_route(struct co_state *s, struct tern_msg *c)
+{
+	if (s->scan_queue == NULL)
+		return s->queue;
+	if (c->u.chunk.flags & CO_CHUNK_VIA_SCAN)
+		return s->scan_queue; /* a resend keeps its route */
+	bool useful = s->zs_pages < CO_ZERO_WARMUP || s->zs_zero * 100 >= s->zs_pages;
+	if (useful || s->zs_chunks++ % CO_ZERO_PROBE == 0) {
+		c->u.chunk.flags |= CO_CHUNK_VIA_SCAN;
+		return s->scan_queue;
+	}
+	s->a->stats->pages_scan_skipped += c->u.chunk.pages;
+	return s->queue;
 }
 
 static int
@@ -403,7 +431,7 @@ co_feed(struct tern_actor *self, struct co_state *s)
 			}
 			s->have_pending = 1;
 		}
-		rc = tern_queue_put(s->feed, tern_actor_id(self), &s->pending, 0);
+		rc = tern_queue_put(co_route(s, &s->pending), tern_actor_id(self), &s->pending, 0);
 		if (rc == TERN_ETIMEDOUT)
 			break; /* full: retried on the next ack or tick */
 		if (rc != 0)
@@ -795,6 +823,14 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 			return 0; /* a resent chunk acknowledged twice */
 		if (o->chunk.u.chunk.set == (uint64_t)(uintptr_t)&s->rsend && s->ring_out > 0)
 			s->ring_out--; /* at 0 the ring set may be refilled */
+		if (o->chunk.u.chunk.flags & CO_CHUNK_VIA_SCAN) {
+			s->zs_pages += o->chunk.u.chunk.pages;
+			s->zs_zero += m->u.chunk_done.zero_pages;
+			if (s->zs_pages > 65536) { /* a decaying window */
+				s->zs_pages /= 2;
+				s->zs_zero /= 2;
+			}
+		}
 	}
 		co_out_remove(s, m->u.chunk_done.chunk);
 		s->done++;
@@ -920,7 +956,6 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	s->zero_mode = o->zero_pages;
 	if ((rc = tern_queue_open(tern_actor_rt(self), "chunks", &s->queue)) != 0)
 		return rc;
-	s->feed = s->queue;
 	if (s->zero_mode == TERN_ZERO_DETECT || s->zero_mode == TERN_ZERO_OFF) {
 		if ((rc = tern_bitmap_init(&s->zmap, s->g->npages)) != 0)
 			return rc;
@@ -931,7 +966,6 @@ co_init(struct tern_actor *self, void *state, void *arg)
 			s->nscanners = TERN_MAX_SCANNERS;
 		if ((rc = tern_queue_open(tern_actor_rt(self), "scan", &s->scan_queue)) != 0)
 			return rc;
-		s->feed = s->scan_queue;
 		for (uint32_t i = 0; i < s->nscanners; i++) {
 			struct tern_zero_scan_args *z = &a->scanners[i];
 			z->guest = s->g;

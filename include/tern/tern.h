@@ -140,6 +140,7 @@ struct tern_stats {
 	uint64_t pages_zero;      /* zero pages announced, not sent */
 	uint64_t pages_scanned;   /* pages read by the zero scanners */
 	uint64_t zero_scan_ms;    /* time the scanners spent, summed */
+	uint64_t pages_scan_skipped; /* sent unscanned: the recent pages held no zeros */
 	uint64_t iterations;      /* pre-copy iterations including bulk and final */
 	uint64_t dirty_rate_pps;  /* last measured dirty rate */
 	uint64_t bandwidth_bps;   /* measured wire bandwidth used for the estimate */
