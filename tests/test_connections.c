@@ -159,7 +159,7 @@ Test(connections, destination_stops_reading, .timeout = 120)
 	kill(m.r.pid, SIGCONT);
 	proc_wait(&m.r, 30000);
 	cr_log_info("source gave up %llu ms after the destination stopped", (unsigned long long)took);
-	cr_assert_eq(proc_exit_code(&m.s), 1);
+	cr_assert_eq(proc_exit_code(&m.s), 1, "exit %d: %s", proc_exit_code(&m.s), m.s.errbuf);
 	cr_assert(strstr(m.s.outbuf, "\"outcome\":\"aborted\"") != NULL, "%s", m.s.outbuf);
 	cr_assert_eq(json_num(m.s.outbuf, "workload_ok"), 1, "source guest not running");
 }
