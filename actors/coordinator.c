@@ -1139,6 +1139,7 @@ co_stop(struct tern_actor *self, void *state)
 	s->requeue = NULL;
 	a->stats->dirty_rate_pps = s->dirty_pps;
 	a->stats->bandwidth_bps = s->bw_bps;
+	a->stats->transfer_ms = s->cum_ns / 1000000;
 	tern_bitmap_fini(&s->bulk);
 	tern_bitmap_fini(&s->zmap);
 	tern_bitmap_fini(&s->rsend);

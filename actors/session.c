@@ -426,10 +426,10 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 		return TERN_EINVAL;
 	at += (size_t)k;
 	k = snprintf(buf + at, len - at,
-	    ",\"pages_zero\":%" PRIu64 ",\"pages_scanned\":%" PRIu64
+	    ",\"transfer_ms\":%" PRIu64 ",\"pages_zero\":%" PRIu64 ",\"pages_scanned\":%" PRIu64
 	    ",\"pages_scan_skipped\":%" PRIu64 ",\"zero_scan_ms\":%" PRIu64
 	    ",\"connections_lost\":%u,\"chunks_requeued\":%" PRIu64 ",\"conns\":[",
-	    s->pages_zero, s->pages_scanned, s->pages_scan_skipped, s->zero_scan_ms,
+	    s->transfer_ms, s->pages_zero, s->pages_scanned, s->pages_scan_skipped, s->zero_scan_ms,
 	    s->connections_lost,
 	    s->chunks_requeued);
 	if (k < 0 || (size_t)k >= len - at)

@@ -144,6 +144,7 @@ struct tern_stats {
 	uint64_t iterations;      /* pre-copy iterations including bulk and final */
 	uint64_t dirty_rate_pps;  /* last measured dirty rate */
 	uint64_t bandwidth_bps;   /* measured wire bandwidth used for the estimate */
+	uint64_t transfer_ms;     /* time spent in iterations (the wire time) */
 	uint64_t pause_latency_us;
 	uint32_t throttle_pct;    /* throttle in force at switchover */
 	uint32_t throttle_max_pct; /* the highest it went */
