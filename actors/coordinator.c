@@ -679,7 +679,13 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 	uint64_t bytes = pages * TERN_PAGE_SIZE;
 	s->remaining = bytes;
 	uint64_t limit = co_limit_ms(s);
-	uint64_t expected = co_expected_ms(s, bytes);
+	/* The set is what the background sweeps found; the pages written since
+	 * the last sweep are not in it yet.  Project them from the dirty rate
+	 * over one period, so a set taken just before a sweep does not look
+	 * smaller than the guest's real backlog. */
+	uint32_t period = s->a->opts->dirty_period_ms ? s->a->opts->dirty_period_ms : 30;
+	uint64_t pending = s->dirty_pps * TERN_PAGE_SIZE * period / 1000;
+	uint64_t expected = co_expected_ms(s, bytes + pending);
 	s->iter++;
 	if (expected <= limit) {
 		s->expected_ms = expected;

@@ -215,7 +215,8 @@ Test(e2e, no_convergence_times_out_with_reason, .timeout = 120)
 	cr_assert_eq(proc_start(&s, argv, 0), 0);
 	cr_assert_eq(proc_wait(&s, 60000), 0, "send hung past its timeout");
 	cr_assert_eq(proc_wait(&r, 30000), 0, "receiver hung after the source aborted");
-	cr_assert_eq(proc_exit_code(&s), 1);
+	cr_assert_eq(proc_exit_code(&s), 1, "exit %d: %s %s", proc_exit_code(&s), s.errbuf,
+	    s.outbuf);
 	cr_assert(strstr(s.errbuf, "converge") != NULL || strstr(s.errbuf, "timed out") != NULL,
 	    "%s", s.errbuf);
 	cr_assert(strstr(s.outbuf, "\"outcome\":\"aborted\"") != NULL, "%s", s.outbuf);
