@@ -185,6 +185,26 @@ session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
 	opts->log(line, opts->log_arg);
 }
 
+/* Waits for one connection in short slices, so that a stop request (SIGINT
+ * on the CLI) ends the wait at once instead of at the accept timeout. */
+static int
+session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, int *fd)
+{
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+					   : tern_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		if (opts->stop_flag != NULL && *opts->stop_flag)
+			return TERN_ECANCELED;
+		uint64_t now = tern_now_ns();
+		if (now >= deadline)
+			return TERN_ETIMEDOUT;
+		uint64_t left_ms = (deadline - now) / 1000000 + 1;
+		int rc = tern_net_accept(lfd, left_ms < 200 ? (int)left_ms : 200, fd);
+		if (rc != TERN_ETIMEDOUT)
+			return rc;
+	}
+}
+
 /* Accepts connection 0, learns the connection count from its hello, then
  * accepts the others of the same migration. */
 static int
@@ -201,9 +221,12 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 
 	while (have + refused < asked) {
 		int fd = -1;
-		rc = tern_net_accept(lfd, have == 0 ? timeout : 10000, &fd);
+		rc = session_accept_one(opts, lfd, have == 0 ? timeout : 10000, &fd);
 		if (rc != 0) {
-			if (have == 0)
+			if (rc == TERN_ECANCELED)
+				snprintf(err, errlen, "stopped while waiting for %s",
+				    have == 0 ? "a migration" : "its connections");
+			else if (have == 0)
 				snprintf(err, errlen, "no migration arrived: %s", tern_strerror(rc));
 			else
 				snprintf(err, errlen,

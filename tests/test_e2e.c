@@ -373,3 +373,16 @@ Test(e2e, ring_only_pass_verified, .timeout = 300)
 	char *bad[] = { TERN, "send", "--to", to, "--guest", "simvm:mem=64M", "--ring-only", NULL };
 	expect_usage_error(bad, "--dirty-log ring");
 }
+
+Test(e2e, waiting_receiver_stops_on_sigint, .timeout = 60)
+{
+	struct proc r;
+	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3", NULL };
+	cr_assert_eq(proc_start(&r, ra, 1), 0);
+	cr_assert_gt(proc_ready_port(&r, 10000), 0);
+	kill(r.pid, SIGINT);
+	/* No accept timeout was given: only the signal can end the wait. */
+	cr_assert_eq(proc_wait(&r, 5000), 0, "the receiver ignored SIGINT while waiting");
+	cr_assert_eq(proc_exit_code(&r), 1);
+	cr_assert(strstr(r.errbuf, "stopped while waiting") != NULL, "%s", r.errbuf);
+}
