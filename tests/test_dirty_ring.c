@@ -26,20 +26,12 @@
 #include "actors/dirty_log.h"
 #include "kvm/bitmap.h"
 #include "kvm/guest.h"
+#include "messages/msg.h"
 #include "messages/trace.h"
 #include "tern/error.h"
 
 #define PG TERN_PAGE_SIZE
 #define CTL_PAGES 64u /* memtouch control pages (vcpus <= 64) */
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void
 sleep_us(unsigned us)
@@ -376,16 +368,16 @@ Test(ring, pause_and_destroy_while_stalled, .timeout = 30)
 	struct tern_guest *g =
 	    ring_guest("simvm:mem=16M,vcpus=2,workload=memtouch:ws=4M,rate=0", 16);
 	struct tern_bitmap bm;
-	uint64_t t0 = now_ns(), pages = 0, s1;
+	uint64_t t0 = tern_now_ns(), pages = 0, s1;
 
 	cr_assert_eq(tern_bitmap_init(&bm, g->npages), 0);
 	while (__atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED) < 2 &&
-	       now_ns() - t0 < 5000000000ull)
+	       tern_now_ns() - t0 < 5000000000ull)
 		sleep_us(1000);
 	cr_assert_geq(__atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED), 2);
-	t0 = now_ns();
+	t0 = tern_now_ns();
 	cr_assert_eq(g->ops->pause(g), 0);
-	printf("pause with both vCPUs stalled on full rings: %.3f ms\n", (now_ns() - t0) / 1e6);
+	printf("pause with both vCPUs stalled on full rings: %.3f ms\n", (tern_now_ns() - t0) / 1e6);
 	s1 = g->stats.workload_steps;
 	cr_assert_eq(g->ops->dirty_harvest(g, &bm, &pages), 0);
 	cr_assert_leq(pages, 32);
@@ -572,9 +564,9 @@ harvest_ms(const char *mem, const char *mode, bool populate, uint64_t *pages_out
 			cr_assert_eq(g->ops->pause(g), 0);
 		}
 		pages = 0;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = tern_now_ns();
 		cr_assert_eq(g->ops->dirty_harvest(g, &bm, &pages), 0, "%s", g->why);
-		t[r] = now_ns() - t0;
+		t[r] = tern_now_ns() - t0;
 		cr_assert_eq(pages, 1001, "%s %s: the 1000 pages and the control page", mem, mode);
 	}
 	*pages_out = pages;

@@ -18,19 +18,11 @@
 
 #include "kvm/bitmap.h"
 #include "kvm/guest.h"
+#include "messages/msg.h"
 #include "tern/error.h"
 
 #define PG TERN_PAGE_SIZE
 #define CTL_PAGES 64u /* memtouch control pages (vcpus <= 64) */
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void
 sleep_ms(unsigned ms)
@@ -93,9 +85,9 @@ progress_of(struct tern_guest *g)
 static uint64_t
 wait_progress(struct tern_guest *g, uint64_t above)
 {
-	uint64_t p, t0 = now_ns();
+	uint64_t p, t0 = tern_now_ns();
 
-	while ((p = progress_of(g)) <= above && now_ns() - t0 < 5000000000ull)
+	while ((p = progress_of(g)) <= above && tern_now_ns() - t0 < 5000000000ull)
 		sleep_ms(2);
 	return p;
 }
@@ -336,22 +328,22 @@ Test(bitmap, next_run_matches_naive_reference)
 Test(guest, create_1g_and_1t_zero_touch_nothing, .timeout = 30)
 {
 	struct tern_guest *g;
-	uint64_t t0 = now_ns(), t;
+	uint64_t t0 = tern_now_ns(), t;
 
 	g = mkguest("simvm:mem=1G,vcpus=2", TERN_GUEST_SOURCE);
-	t = now_ns() - t0;
+	t = tern_now_ns() - t0;
 	cr_assert_eq(g->npages, 262144);
 	cr_assert_eq(fd_blocks(g), 0);
 	tern_guest_destroy(g);
 	printf("create+destroy 1G fill=zero: %.3f ms\n", t / 1e6);
 
-	t0 = now_ns();
+	t0 = tern_now_ns();
 	g = mkguest("simvm:mem=1T,vcpus=2,workload=memtouch", TERN_GUEST_DESTINATION);
 	cr_assert_eq(fd_blocks(g), 0, "a 1T fill=zero guest must not allocate");
 	t = g->stats.build_ns;
 	tern_guest_destroy(g);
 	printf("create 1T fill=zero memfd: %.3f ms, with destroy %.3f ms\n", t / 1e6,
-	       (now_ns() - t0) / 1e6);
+	       (tern_now_ns() - t0) / 1e6);
 	cr_assert_lt(t, 1000000000ull,
 	             "1T fill=zero must build in milliseconds, took %" PRIu64 " ns", t);
 
@@ -482,9 +474,9 @@ Test(guest, digest, .timeout = 60)
 
 	z = mkguest("simvm:mem=256M", TERN_GUEST_DESTINATION);
 	za = mkguest("simvm:mem=256M,backing=anon-thp", TERN_GUEST_DESTINATION);
-	uint64_t t0 = now_ns();
+	uint64_t t0 = tern_now_ns();
 	cr_assert_eq(tern_guest_digest(z, &dz), 0);
-	printf("digest of a 256M zero memfd guest: %.1f ms\n", (now_ns() - t0) / 1e6);
+	printf("digest of a 256M zero memfd guest: %.1f ms\n", (tern_now_ns() - t0) / 1e6);
 	cr_assert_eq(fd_blocks(z), 0, "digest of a zero memfd guest allocates nothing");
 	cr_assert_eq(tern_guest_digest(za, &dza), 0);
 	zeros = calloc(1, 256u << 20);
@@ -522,20 +514,20 @@ Test(guest, populate_makes_writes_cheaper, .timeout = 60)
 		struct tern_guest *g = mkguest(specs[k], TERN_GUEST_DESTINATION);
 		uint64_t half = g->region.size / 2, t0, tfault, tpop, twrite;
 
-		t0 = now_ns();
+		t0 = tern_now_ns();
 		for (uint64_t o = 0; o < half; o += PG)
 			*(uint64_t *)(g->region.host + o) = o ^ 0xabcdef;
-		tfault = now_ns() - t0;
-		t0 = now_ns();
+		tfault = tern_now_ns() - t0;
+		t0 = tern_now_ns();
 		/* Populating the whole range must not disturb the written half. */
 		cr_assert_eq(tern_guest_populate(g, 0, g->region.size), 0);
-		tpop = now_ns() - t0;
+		tpop = tern_now_ns() - t0;
 		if (g->region.fd >= 0)
 			cr_assert_eq(fd_blocks(g) * 512, g->region.size);
-		t0 = now_ns();
+		t0 = tern_now_ns();
 		for (uint64_t o = half; o < g->region.size; o += PG)
 			*(uint64_t *)(g->region.host + o) = o ^ 0xabcdef;
-		twrite = now_ns() - t0;
+		twrite = tern_now_ns() - t0;
 		printf("%s: first-touch writes %.1f ms/128M, populate %.1f ms/256M, writes after "
 		       "populate %.1f ms/128M\n",
 		       specs[k], tfault / 1e6, tpop / 1e6, twrite / 1e6);
@@ -852,17 +844,17 @@ Test(dirty, exact_on_1t_memfd, .timeout = 60)
 	struct tern_bitmap got;
 	uint64_t s = 77, pages = 0, t0, tstart, tharv, written[100];
 
-	t0 = now_ns();
+	t0 = tern_now_ns();
 	g = dirty_guest("simvm:mem=1T", false);
-	tstart = now_ns() - t0;
+	tstart = tern_now_ns() - t0;
 	cr_assert_eq(tern_bitmap_init(&got, g->npages), 0);
 	for (int i = 0; i < 100; i++) {
 		written[i] = rnd(&s) % g->npages;
 		g->region.host[written[i] * PG + 100] = 1;
 	}
-	t0 = now_ns();
+	t0 = tern_now_ns();
 	cr_assert_eq(g->ops->dirty_harvest(g, &got, &pages), 0, "%s", g->why);
-	tharv = now_ns() - t0;
+	tharv = tern_now_ns() - t0;
 	for (int i = 0; i < 100; i++)
 		cr_assert(tern_bitmap_test(&got, written[i]), "hole write to page %" PRIu64 " lost",
 		          written[i]);
