@@ -26,10 +26,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "actors/actor.h"
+#include "actors/fault.h"
 #include "tern/error.h"
 
 /* Messages dispatched per wake-up before fds and the tick get a turn. */
@@ -42,6 +45,21 @@
 #define RT_DESTROY_JOIN_MS 2000
 /* Encoding fast path: most messages fit; larger ones are sized exactly. */
 #define RT_ENCODE_STACK 1024
+/* Sockets an actor may hand the runtime to shut down when it is killed. */
+#define RT_OWNED_MAX 8
+/* Bound of the join after a kill in tern_actor_stop_join. */
+#define RT_KILL_JOIN_MS 5000
+/* rt_send flag (beside nng's): m->seq is already assigned. */
+#define RT_KEEP_SEQ 0x10000
+
+/* A request in progress: if `target` exits, `waiter` is told at once (a
+ * SYS_EXIT whose re is the request's seq), as an Erlang monitor. */
+struct rt_waiter {
+	uint32_t waiter;
+	uint32_t target;
+	uint64_t seq;
+	struct rt_waiter *next;
+};
 
 /* One id of the runtime's address space. */
 struct rt_slot {
@@ -75,11 +93,20 @@ struct tern_actor {
 	uint32_t supervisor;
 	uv_thread_t thread;
 
-	uv_mutex_t mtx; /* guards init_done, init_rc, done */
+	uv_mutex_t mtx; /* guards init_done, init_rc, done, owned, blocking */
 	uv_cond_t cond;
 	bool init_done;
 	int init_rc;
 	bool done;
+	/* What a kill must release: sockets to shut down, the nng operation
+	 * the actor waits in (a queue take or put, a send to a full mailbox). */
+	int owned[RT_OWNED_MAX];
+	int nowned;
+	nng_aio *blocking;
+	/* An eventfd written once by the kill; every wait of the actor polls
+	 * it, so a kill wakes an actor whatever it waits for. */
+	int wakefd;
+	uint32_t instance; /* spawn index among actors of this name (faults) */
 
 	/* Set by other threads, read by the actor at every dispatch point.
 	 * The flags carry no data of their own: release (writer) / acquire
@@ -90,7 +117,6 @@ struct tern_actor {
 	atomic_bool stop_retry; /* SYS_STOP did not fit: the actor queues it */
 
 	/* Owned by the actor's thread. */
-	uint64_t kill_at; /* fault injection (TERN_FAULT_KILL), 0: none */
 	uint64_t tick_period;
 	uint64_t next_tick;
 	struct pollfd watch[RT_WATCH_MAX];
@@ -134,10 +160,20 @@ struct tern_runtime {
 	struct tern_actor *actors, *actors_tail;
 	struct tern_mailbox *mailboxes;
 	struct tern_queue *queues;
+	struct rt_waiter *waiters; /* requests in progress (monitors) */
 	/* Sequence numbers are unique per runtime, hence increasing per sender;
 	 * only uniqueness matters (it matches replies), so relaxed suffices. */
 	atomic_uint_fast64_t seq;
 };
+
+/* The actor whose thread this is (NULL on other threads): the runtime's
+ * blocking calls use it to stay killable, its fault hooks to know where an
+ * event happened. */
+static _Thread_local struct tern_actor *rt_self;
+
+static void actor_fault(struct tern_actor *a, const char *kind, const char *arg);
+static int actor_block(struct tern_actor *a, nng_aio *aio);
+static void actor_unblock(struct tern_actor *a);
 
 /* ---- ids and tracing ---- */
 
@@ -243,6 +279,28 @@ rt_decode(nng_msg *msg, struct tern_msg *m)
 	return tern_msg_decode(nng_msg_body(msg), nng_msg_len(msg), m);
 }
 
+/* rt_send_wait sends msg to a full mailbox, waiting up to
+ * TERN_SEND_TIMEOUT_MS; a kill of the calling actor ends the wait.  On
+ * failure msg is still the caller's. */
+static void rt_aio_wait(nng_aio *aio);
+
+static int
+rt_send_wait(nng_socket push, nng_msg *msg)
+{
+	nng_aio *aio;
+	int rv;
+
+	if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0)
+		return rv;
+	nng_aio_set_msg(aio, msg);
+	nng_aio_set_timeout(aio, TERN_SEND_TIMEOUT_MS);
+	nng_send_aio(push, aio);
+	rt_aio_wait(aio);
+	rv = nng_aio_result(aio);
+	nng_aio_free(aio);
+	return rv == NNG_ETIMEDOUT ? NNG_EAGAIN : rv;
+}
+
 /* rt_send is tern_send with the sender's name known (NULL: look it up) and
  * nng flags (NNG_FLAG_NONBLOCK: a full mailbox gives TERN_ETIMEDOUT). */
 static int
@@ -260,16 +318,24 @@ rt_send(struct tern_runtime *rt, uint32_t from, const char *from_name, uint32_t 
 	               sizeof(fname));
 	if (rc != 0)
 		return rc;
-	m->seq = atomic_fetch_add_explicit(&rt->seq, 1, memory_order_relaxed) + 1;
+	if (!(flags & RT_KEEP_SEQ))
+		m->seq = atomic_fetch_add_explicit(&rt->seq, 1, memory_order_relaxed) + 1;
 	m->from = from;
 	m->time_ns = uv_hrtime();
 	if ((rc = rt_encode(m, &msg)) != 0)
 		return rc;
-	if ((rv = nng_sendmsg(push, msg, flags)) != 0) {
+	rv = nng_sendmsg(push, msg, NNG_FLAG_NONBLOCK);
+	if (rv == NNG_EAGAIN && !(flags & NNG_FLAG_NONBLOCK))
+		rv = rt_send_wait(push, msg);
+	if (rv != 0) {
 		nng_msg_free(msg);
+		if (rv == NNG_ECANCELED && rt_self != NULL)
+			return TERN_EKILLED;
 		return rv == NNG_EAGAIN ? TERN_ETIMEDOUT : tern_from_nng(rv);
 	}
 	rt_trace(rt, TERN_TRACE_SEND, from, from_name != NULL ? from_name : fname, to, m, 0, NULL);
+	if (rt_self != NULL && rt_self->mb.id == from)
+		actor_fault(rt_self, "send", tern_msg_name(m->type));
 	return 0;
 }
 
@@ -330,25 +396,60 @@ fail_pull:
 	return tern_from_nng(rv);
 }
 
-/* mbx_close unregisters the id (later sends get TERN_ECLOSED), closes both
- * sockets (blocked senders get TERN_ECLOSED) and frees what was queued. */
+/* rt_unregister closes the address id: later sends get TERN_ECLOSED at once,
+ * senders blocked on its full mailbox get TERN_ECLOSED, and every request
+ * waiting on it is told at once with e (its reason, code and why). */
 static void
-mbx_close(struct rt_mbx *mb)
+rt_unregister(struct tern_runtime *rt, uint32_t id, const char *name, const struct tern_exit *e)
 {
-	struct tern_runtime *rt = mb->rt;
 	nng_socket push = NNG_SOCKET_INITIALIZER;
 	bool had = false;
+	struct rt_waiter *told = NULL;
 
 	uv_mutex_lock(&rt->mtx);
-	if (mb->id < rt->nslots && rt->slots[mb->id].open) {
-		push = rt->slots[mb->id].push;
-		rt->slots[mb->id].open = false;
-		rt->slots[mb->id].name = NULL;
+	if (id < rt->nslots && rt->slots[id].open) {
+		push = rt->slots[id].push;
+		rt->slots[id].open = false;
+		rt->slots[id].name = NULL;
 		had = true;
+	}
+	/* Copies: the waiters' nodes live on their stacks and go away as soon
+	 * as they see the notice (or time out). */
+	for (struct rt_waiter *w = rt->waiters; w != NULL; w = w->next) {
+		if (w->target != id)
+			continue;
+		struct rt_waiter *c = malloc(sizeof(*c));
+		if (c == NULL)
+			break; /* the waiter falls back on its timeout */
+		*c = *w;
+		c->next = told;
+		told = c;
 	}
 	uv_mutex_unlock(&rt->mtx);
 	if (had)
 		nng_close(push);
+	while (told != NULL) {
+		struct rt_waiter *c = told;
+		told = c->next;
+		struct tern_msg m;
+		tern_msg_init(&m, TERN_MSG_SYS_EXIT);
+		m.re = c->seq;
+		m.u.sys_exit.actor = id;
+		snprintf(m.u.sys_exit.name, sizeof(m.u.sys_exit.name), "%s", name);
+		m.u.sys_exit.reason = e->reason;
+		m.u.sys_exit.code = e->code;
+		snprintf(m.u.sys_exit.why, sizeof(m.u.sys_exit.why), "%s", e->why);
+		(void)rt_send(rt, id, name, c->waiter, &m, 0);
+		free(c);
+	}
+}
+
+/* mbx_close unregisters the mailbox (if not done yet), closes its receiving
+ * socket and frees what was queued. */
+static void
+mbx_close(struct rt_mbx *mb, const struct tern_exit *e)
+{
+	rt_unregister(mb->rt, mb->id, mb->name, e);
 	nng_close(mb->pull);
 	mb->rfd = -1;
 	while (mb->dlen > 0) {
@@ -409,12 +510,13 @@ rt_deadline(int timeout_ms)
 	return timeout_ms < 0 ? UINT64_MAX : uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
 }
 
-/* rt_wait polls fd for POLLIN until deadline (UINT64_MAX: forever).  Returns
- * 0 when it may be readable, TERN_ETIMEDOUT, or -errno. */
+/* rt_wait polls fd for POLLIN until deadline (UINT64_MAX: forever), and
+ * wakefd (-1: none) for a kill.  Returns 0 when fd may be readable,
+ * TERN_EKILLED, TERN_ETIMEDOUT, or -errno. */
 static int
-rt_wait(int fd, uint64_t deadline)
+rt_wait(int fd, int wakefd, uint64_t deadline)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wakefd, .events = POLLIN}};
 	struct timespec ts, *tp = NULL;
 
 	if (deadline != UINT64_MAX) {
@@ -425,53 +527,124 @@ rt_wait(int fd, uint64_t deadline)
 		ts.tv_nsec = (deadline - now) % 1000000000u;
 		tp = &ts;
 	}
-	int n = ppoll(&p, 1, tp, NULL);
+	int n = ppoll(p, wakefd >= 0 ? 2 : 1, tp, NULL);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
+	if (wakefd >= 0 && p[1].revents != 0)
+		return TERN_EKILLED;
 	return 0;
 }
 
+static bool actor_killed(struct tern_actor *a);
+
 /* mbx_recv takes the next message from the socket (not the deferred FIFO)
- * before deadline.  killed (may be NULL) aborts the wait with TERN_EKILLED. */
+ * before deadline.  A kill of self (the mailbox's actor, or NULL) aborts the
+ * wait with TERN_EKILLED. */
 static int
-mbx_recv(struct rt_mbx *mb, nng_msg **out, uint64_t deadline, const atomic_bool *killed)
+mbx_recv(struct rt_mbx *mb, nng_msg **out, uint64_t deadline, struct tern_actor *self)
 {
 	for (;;) {
-		if (killed != NULL && atomic_load_explicit(killed, memory_order_acquire))
+		if (self != NULL && actor_killed(self))
 			return TERN_EKILLED;
 		int rv = nng_recvmsg(mb->pull, out, NNG_FLAG_NONBLOCK);
 		if (rv == 0)
 			return 0;
 		if (rv != NNG_EAGAIN)
 			return tern_from_nng(rv);
-		int rc = rt_wait(mb->rfd, deadline);
+		int rc = rt_wait(mb->rfd, self != NULL ? self->wakefd : -1, deadline);
 		if (rc != 0)
 			return rc;
 	}
 }
 
+/* rt_watch registers w (a request about to be sent to w->target); returns
+ * TERN_ECLOSED if the target is gone already. */
+static int
+rt_watch(struct tern_runtime *rt, struct rt_waiter *w)
+{
+	int rc = TERN_ECLOSED;
+
+	uv_mutex_lock(&rt->mtx);
+	if (w->target != 0 && w->target < rt->nslots && rt->slots[w->target].open) {
+		w->next = rt->waiters;
+		rt->waiters = w;
+		rc = 0;
+	}
+	uv_mutex_unlock(&rt->mtx);
+	return rc;
+}
+
+static void
+rt_unwatch(struct tern_runtime *rt, struct rt_waiter *w)
+{
+	uv_mutex_lock(&rt->mtx);
+	for (struct rt_waiter **p = &rt->waiters; *p != NULL; p = &(*p)->next) {
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	}
+	uv_mutex_unlock(&rt->mtx);
+}
+
+/* A SYS_EXIT with re set is a monitor's notice for a request (the target
+ * exited); supervisors' reports have re 0. */
+static bool
+rt_is_down_notice(const struct tern_msg *m)
+{
+	return m->type == TERN_MSG_SYS_EXIT && m->re != 0;
+}
+
+/* rt_down_code is what a request returns when its target exited first. */
+static int
+rt_down_code(const struct tern_msg *m)
+{
+	switch (m->u.sys_exit.reason) {
+	case TERN_EXIT_KILLED:
+		return TERN_EKILLED;
+	case TERN_EXIT_ERROR:
+		return m->u.sys_exit.code < 0 ? m->u.sys_exit.code : TERN_EACTOR;
+	default:
+		return TERN_ECLOSED;
+	}
+}
+
 /* mbx_request is the selective receive of tern_actor_request and
- * tern_mailbox_request: everything that is not the reply is deferred. */
+ * tern_mailbox_request: everything that is not the reply is deferred.  If
+ * the target exits first the request fails at once with its exit (reply is
+ * then that SYS_EXIT). */
 static int
 mbx_request(struct rt_mbx *mb, uint32_t to, struct tern_msg *m, struct tern_msg *reply,
-            int timeout_ms, const atomic_bool *killed)
+            int timeout_ms, struct tern_actor *self)
 {
 	uint64_t deadline = rt_deadline(timeout_ms);
+	struct rt_waiter w = {.waiter = mb->id, .target = to};
 	nng_msg *msg;
 	int rc;
 
 	mbx_release_held(mb);
-	if (reply == NULL)
+	if (reply == NULL || m == NULL)
 		return TERN_EINVAL;
-	if ((rc = rt_send(mb->rt, mb->id, mb->name, to, m, 0)) != 0)
+	m->seq = atomic_fetch_add_explicit(&mb->rt->seq, 1, memory_order_relaxed) + 1;
+	w.seq = m->seq;
+	if ((rc = rt_watch(mb->rt, &w)) != 0)
 		return rc;
+	if ((rc = rt_send(mb->rt, mb->id, mb->name, to, m, RT_KEEP_SEQ)) != 0) {
+		rt_unwatch(mb->rt, &w);
+		return rc;
+	}
 	for (;;) {
-		if ((rc = mbx_recv(mb, &msg, deadline, killed)) != 0)
+		if ((rc = mbx_recv(mb, &msg, deadline, self)) != 0)
 			break;
 		if (rt_decode(msg, reply) == 0 && reply->re == m->seq) {
 			mb->held = msg;
 			rt_trace(mb->rt, TERN_TRACE_RECV, mb->id, mb->name, reply->from, reply, 0,
 			         NULL);
+			rt_unwatch(mb->rt, &w);
+			if (rt_is_down_notice(reply))
+				return rt_down_code(reply);
+			if (self != NULL)
+				actor_fault(self, "recv", tern_msg_name(reply->type));
 			return 0;
 		}
 		/* Undecodable messages are deferred too: the owner's normal
@@ -481,6 +654,7 @@ mbx_request(struct rt_mbx *mb, uint32_t to, struct tern_msg *m, struct tern_msg 
 			break;
 		}
 	}
+	rt_unwatch(mb->rt, &w);
 	memset(reply, 0, sizeof(*reply));
 	return rc;
 }
@@ -604,6 +778,16 @@ actor_dispatch(struct tern_actor *a, nng_msg *msg)
 		nng_msg_free(msg);
 		return TERN_ACTOR_DONE;
 	}
+	if (rt_is_down_notice(&m)) {
+		/* For a request that has ended (timed out) already. */
+		nng_msg_free(msg);
+		return 0;
+	}
+	actor_fault(a, "recv", tern_msg_name(m.type));
+	if (actor_killed(a)) {
+		nng_msg_free(msg);
+		return TERN_EKILLED;
+	}
 	uint64_t t0 = uv_hrtime();
 	rc = a->desc->handle(a, a->state, &m);
 	rt_trace(a->rt, TERN_TRACE_RECV, a->mb.id, a->desc->name, m.from, &m, uv_hrtime() - t0,
@@ -643,7 +827,7 @@ actor_drain(struct tern_actor *a, bool *more)
 static int
 actor_loop(struct tern_actor *a)
 {
-	struct pollfd p[1 + RT_WATCH_MAX];
+	struct pollfd p[2 + RT_WATCH_MAX];
 	int rc;
 
 	for (;;) {
@@ -661,10 +845,6 @@ actor_loop(struct tern_actor *a)
 			return rc;
 
 		uint64_t now = uv_hrtime();
-		if (a->kill_at != 0 && now >= a->kill_at) {
-			tern_actor_kill(a);
-			return TERN_EKILLED;
-		}
 		if (a->tick_period != 0 && a->desc->tick != NULL && now >= a->next_tick) {
 			if (actor_killed(a))
 				return TERN_EKILLED;
@@ -681,27 +861,26 @@ actor_loop(struct tern_actor *a)
 		if (more) {
 			ts = (struct timespec){0, 0};
 			tp = &ts;
-		} else if ((a->tick_period != 0 && a->desc->tick != NULL) || a->kill_at != 0) {
-			uint64_t next = UINT64_MAX;
-			if (a->tick_period != 0 && a->desc->tick != NULL)
-				next = a->next_tick;
-			if (a->kill_at != 0 && a->kill_at < next)
-				next = a->kill_at;
+		} else if (a->tick_period != 0 && a->desc->tick != NULL) {
+			uint64_t next = a->next_tick;
 			uint64_t d = next > now ? next - now : 0;
 			ts.tv_sec = d / 1000000000u;
 			ts.tv_nsec = d % 1000000000u;
 			tp = &ts;
 		}
 		/* A copy: on_fd may watch or unwatch while we walk the results. */
-		int nfds = 1 + a->nwatch;
+		int nfds = 2 + a->nwatch;
 		p[0] = (struct pollfd){.fd = a->mb.rfd, .events = POLLIN};
-		memcpy(&p[1], a->watch, a->nwatch * sizeof(p[0]));
+		p[1] = (struct pollfd){.fd = a->wakefd, .events = POLLIN};
+		memcpy(&p[2], a->watch, a->nwatch * sizeof(p[0]));
 		if (ppoll(p, nfds, tp, NULL) < 0) {
 			if (errno == EINTR)
 				continue;
 			return tern_actor_fail(a, -errno, "poll failed");
 		}
-		for (int i = 1; i < nfds; i++) {
+		if (p[1].revents != 0)
+			return TERN_EKILLED;
+		for (int i = 2; i < nfds; i++) {
 			if (p[i].revents == 0)
 				continue;
 			bool watched = false;
@@ -742,9 +921,16 @@ actor_exit(struct tern_actor *a, int rc, bool report)
 		e->reason = TERN_EXIT_NORMAL;
 	}
 
+	/* Monitor semantics: gone for everyone before stop runs. */
+	rt_unregister(a->rt, a->mb.id, a->desc->name, e);
+	/* stop closes the sockets: a kill must not shut down a number that
+	 * may be reused from here on. */
+	uv_mutex_lock(&a->mtx);
+	a->nowned = 0;
+	uv_mutex_unlock(&a->mtx);
 	if (a->desc->stop != NULL)
 		a->desc->stop(a, a->state);
-	mbx_close(&a->mb);
+	mbx_close(&a->mb, e);
 	rt_trace(a->rt, TERN_TRACE_EXIT, a->mb.id, a->desc->name, a->supervisor, NULL, e->reason,
 	         e->why);
 	if (report && a->supervisor != 0) {
@@ -766,6 +952,7 @@ actor_main(void *arg)
 	struct tern_actor *a = arg;
 	int rc;
 
+	rt_self = a;
 	rt_trace(a->rt, TERN_TRACE_SPAWN, a->mb.id, a->desc->name, a->supervisor, NULL, 0,
 	         a->desc->name);
 	rc = a->desc->init != NULL ? a->desc->init(a, a->state, a->arg) : 0;
@@ -774,6 +961,7 @@ actor_main(void *arg)
 		actor_exit(a, rc < 0 ? rc : TERN_EACTOR, false);
 	} else {
 		a->next_tick = uv_hrtime() + a->tick_period;
+		actor_fault(a, "spawn", NULL);
 	}
 	uv_mutex_lock(&a->mtx);
 	a->init_done = true;
@@ -793,52 +981,117 @@ actor_main(void *arg)
 static void
 actor_free(struct tern_actor *a)
 {
+	close(a->wakefd);
 	uv_cond_destroy(&a->cond);
 	uv_mutex_destroy(&a->mtx);
 	free(a->state);
 	free(a);
 }
 
-/* Fault injection for tests that kill actors inside real processes:
- * TERN_FAULT_KILL="name[#k]@ms[,...]" kills the k-th (from 0; default 0)
- * actor of that descriptor name spawned in this process, ms after its spawn
- * (e.g. "conn-send#2@800": the third connection, 0.8 s in). */
-#define RT_FAULTS 16
-static uint64_t
-rt_fault_kill_at(const char *name)
+static void
+actor_fault(struct tern_actor *a, const char *kind, const char *arg)
 {
-	/* Spawns seen per list entry; each entry fires once. */
-	static atomic_uint seen[RT_FAULTS];
-	const char *env = getenv("TERN_FAULT_KILL");
-	if (env == NULL || name == NULL)
-		return 0;
-	size_t n = strlen(name);
-	for (unsigned idx = 0; *env != '\0' && idx < RT_FAULTS; idx++) {
-		const char *at = strchr(env, '@');
-		if (at == NULL)
-			return 0;
-		const char *hash = memchr(env, '#', (size_t)(at - env));
-		size_t len = (size_t)((hash ? hash : at) - env);
-		unsigned long k = hash ? strtoul(hash + 1, NULL, 10) : 0;
-		char *end;
-		unsigned long ms = strtoul(at + 1, &end, 10);
-		if (len == n && strncmp(env, name, n) == 0 &&
-		    atomic_fetch_add(&seen[idx], 1) == k)
-			return uv_hrtime() + (uint64_t)ms * 1000000u + 1;
-		if (*end != ',')
-			return 0;
-		env = end + 1;
+	if (tern_fault_enabled() &&
+	    tern_fault_check(a->desc->name, a->instance, a->mb.id, kind, arg, a->rt->trace) ==
+	        TERN_FAULT_KILL)
+		tern_actor_kill(a);
+}
+
+void
+tern_actor_event(struct tern_actor *self, const char *kind, const char *arg)
+{
+	actor_fault(self, kind, arg);
+}
+
+bool
+tern_actor_killed(struct tern_actor *self)
+{
+	return actor_killed(self);
+}
+
+/* actor_block records the nng operation a is about to wait in, so that a
+ * kill cancels it; TERN_EKILLED (cancel it yourself) if a is killed. */
+static int
+actor_block(struct tern_actor *a, nng_aio *aio)
+{
+	int rc = 0;
+
+	uv_mutex_lock(&a->mtx);
+	if (actor_killed(a))
+		rc = TERN_EKILLED;
+	else
+		a->blocking = aio;
+	uv_mutex_unlock(&a->mtx);
+	return rc;
+}
+
+static void
+actor_unblock(struct tern_actor *a)
+{
+	uv_mutex_lock(&a->mtx);
+	a->blocking = NULL;
+	uv_mutex_unlock(&a->mtx);
+}
+
+int
+tern_actor_own_fd(struct tern_actor *self, int fd)
+{
+	int rc = 0;
+
+	if (fd < 0)
+		return TERN_EINVAL;
+	uv_mutex_lock(&self->mtx);
+	if (actor_killed(self))
+		(void)shutdown(fd, SHUT_RDWR);
+	else if (self->nowned == RT_OWNED_MAX)
+		rc = -ENOSPC;
+	else
+		self->owned[self->nowned++] = fd;
+	uv_mutex_unlock(&self->mtx);
+	return rc;
+}
+
+void
+tern_actor_disown_fd(struct tern_actor *self, int fd)
+{
+	uv_mutex_lock(&self->mtx);
+	for (int i = 0; i < self->nowned; i++) {
+		if (self->owned[i] == fd) {
+			self->owned[i] = self->owned[--self->nowned];
+			break;
+		}
 	}
-	return 0;
+	uv_mutex_unlock(&self->mtx);
+}
+
+int
+tern_actor_sleep(struct tern_actor *self, uint64_t ns)
+{
+	uint64_t deadline = uv_hrtime() + ns;
+
+	for (;;) {
+		if (actor_killed(self))
+			return TERN_EKILLED;
+		uint64_t now = uv_hrtime();
+		if (now >= deadline)
+			return 0;
+		struct pollfd p = {.fd = self->wakefd, .events = POLLIN};
+		struct timespec ts = {(time_t)((deadline - now) / 1000000000u),
+		                      (long)((deadline - now) % 1000000000u)};
+		if (ppoll(&p, 1, &ts, NULL) < 0 && errno != EINTR)
+			return -errno;
+	}
 }
 
 int
 tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *arg,
-           uint32_t supervisor, struct tern_actor **out)
+           uint32_t supervisor, struct tern_actor **out, struct tern_exit *failed)
 {
 	struct tern_actor *a;
 	int rc;
 
+	if (failed != NULL)
+		memset(failed, 0, sizeof(*failed));
 	if (rt == NULL || desc == NULL || desc->handle == NULL || out == NULL)
 		return TERN_EINVAL;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
@@ -853,11 +1106,15 @@ tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *ar
 	a->arg = arg;
 	a->supervisor = supervisor;
 	atomic_init(&a->killed, false);
-	a->kill_at = rt_fault_kill_at(desc->name);
+	a->instance = tern_fault_instance(desc->name);
 	atomic_init(&a->stop_asked, false);
 	atomic_init(&a->stop_retry, false);
-	if ((rc = uv_mutex_init(&a->mtx)) != 0)
+	if ((a->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		rc = -errno;
 		goto fail_state;
+	}
+	if ((rc = uv_mutex_init(&a->mtx)) != 0)
+		goto fail_wake;
 	if ((rc = uv_cond_init(&a->cond)) != 0)
 		goto fail_mtx;
 	if ((rc = mbx_open(rt, &a->mb, desc->name)) != 0)
@@ -872,6 +1129,8 @@ tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *ar
 	uv_mutex_unlock(&a->mtx);
 	if (rc != 0) {
 		uv_thread_join(&a->thread);
+		if (failed != NULL)
+			*failed = a->exit;
 		actor_free(a);
 		return rc;
 	}
@@ -888,11 +1147,13 @@ tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *ar
 	return 0;
 
 fail_mbx:
-	mbx_close(&a->mb);
+	mbx_close(&a->mb, &a->exit);
 fail_cond:
 	uv_cond_destroy(&a->cond);
 fail_mtx:
 	uv_mutex_destroy(&a->mtx);
+fail_wake:
+	close(a->wakefd);
 fail_state:
 	free(a->state);
 	free(a);
@@ -922,7 +1183,7 @@ int
 tern_actor_request(struct tern_actor *self, uint32_t to, struct tern_msg *m, struct tern_msg *reply,
                    int timeout_ms)
 {
-	return mbx_request(&self->mb, to, m, reply, timeout_ms, &self->killed);
+	return mbx_request(&self->mb, to, m, reply, timeout_ms, self);
 }
 
 void
@@ -942,14 +1203,18 @@ tern_actor_stop(struct tern_actor *a)
 void
 tern_actor_kill(struct tern_actor *a)
 {
-	struct tern_msg m;
-
 	if (atomic_exchange_explicit(&a->killed, true, memory_order_release))
 		return;
-	/* Wake it if idle.  A full mailbox means it is not idle, and a closed
-	 * one that it is gone: both failures are fine. */
-	tern_msg_init(&m, TERN_MSG_SYS_STOP);
-	(void)rt_send(a->rt, 0, "", a->mb.id, &m, NNG_FLAG_NONBLOCK);
+	/* Wake every wait of the actor: its poll (wakefd), an nng operation it
+	 * waits in (cancel), a socket read or write (shutdown). */
+	uint64_t one = 1;
+	(void)!write(a->wakefd, &one, sizeof(one));
+	uv_mutex_lock(&a->mtx);
+	for (int i = 0; i < a->nowned; i++)
+		(void)shutdown(a->owned[i], SHUT_RDWR);
+	if (a->blocking != NULL)
+		nng_aio_cancel(a->blocking);
+	uv_mutex_unlock(&a->mtx);
 }
 
 int
@@ -1003,7 +1268,19 @@ tern_actor_stop_join(struct tern_actor **a, int timeout_ms, struct tern_exit *ex
 	tern_actor_stop(*a);
 	if (tern_actor_join(*a, timeout_ms, exit) != 0) {
 		tern_actor_kill(*a);
-		(void)tern_actor_join(*a, -1, exit);
+		if (tern_actor_join(*a, RT_KILL_JOIN_MS, exit) != 0) {
+			/* Wedged in a call the runtime cannot interrupt: leave it
+			 * (tern_runtime_destroy reports it) rather than hang. */
+			fprintf(stderr, "tern: actor %s (%u) did not exit %d ms after a kill\n",
+			        (*a)->desc->name, (*a)->mb.id, RT_KILL_JOIN_MS);
+			if (exit != NULL) {
+				memset(exit, 0, sizeof(*exit));
+				exit->actor = (*a)->mb.id;
+				exit->reason = TERN_EXIT_KILLED;
+				exit->code = TERN_ETIMEDOUT;
+				snprintf(exit->why, sizeof(exit->why), "did not exit after a kill");
+			}
+		}
 	}
 	*a = NULL;
 }
@@ -1012,6 +1289,7 @@ void
 tern_actor_state(struct tern_actor *self, const char *state)
 {
 	rt_trace(self->rt, TERN_TRACE_STATE, self->mb.id, self->desc->name, 0, NULL, 0, state);
+	actor_fault(self, "state", state);
 }
 
 void
@@ -1108,13 +1386,19 @@ tern_mailbox_recv(struct tern_mailbox *mb, struct tern_msg *m, int timeout_ms)
 	nng_msg *msg;
 	int rc;
 
+	uint64_t deadline = rt_deadline(timeout_ms);
 	mbx_release_held(&mb->mb);
-	if ((msg = mbx_undefer(&mb->mb)) == NULL &&
-	    (rc = mbx_recv(&mb->mb, &msg, rt_deadline(timeout_ms), NULL)) != 0)
-		return rc;
-	if ((rc = rt_decode(msg, m)) != 0) {
-		nng_msg_free(msg);
-		return rc;
+	for (;;) {
+		if ((msg = mbx_undefer(&mb->mb)) == NULL &&
+		    (rc = mbx_recv(&mb->mb, &msg, deadline, NULL)) != 0)
+			return rc;
+		if ((rc = rt_decode(msg, m)) != 0) {
+			nng_msg_free(msg);
+			return rc;
+		}
+		if (!rt_is_down_notice(m))
+			break;
+		nng_msg_free(msg); /* for a request that timed out already */
 	}
 	mb->mb.held = msg;
 	rt_trace(mb->mb.rt, TERN_TRACE_RECV, mb->mb.id, mb->name, m->from, m, 0, NULL);
@@ -1144,7 +1428,9 @@ tern_mailbox_close(struct tern_mailbox *mb)
 	if (mb->next != NULL)
 		mb->next->prev = mb->prev;
 	uv_mutex_unlock(&rt->mtx);
-	mbx_close(&mb->mb);
+	struct tern_exit e = {.actor = mb->mb.id, .reason = TERN_EXIT_NORMAL, .code = 0};
+	snprintf(e.why, sizeof(e.why), "mailbox closed");
+	mbx_close(&mb->mb, &e);
 	free(mb);
 }
 
@@ -1175,6 +1461,17 @@ rt_borrows(uint32_t type)
 	default:
 		return false;
 	}
+}
+
+/* rt_aio_wait waits for aio; on an actor's thread a kill cancels it. */
+static void
+rt_aio_wait(nng_aio *aio)
+{
+	if (rt_self != NULL && actor_block(rt_self, aio) != 0)
+		nng_aio_cancel(aio);
+	nng_aio_wait(aio);
+	if (rt_self != NULL)
+		actor_unblock(rt_self);
 }
 
 static nng_duration
@@ -1255,10 +1552,12 @@ tern_queue_put(struct tern_queue *q, uint32_t from, struct tern_msg *m, int time
 	nng_aio_set_msg(aio, msg);
 	nng_aio_set_timeout(aio, rt_duration(timeout_ms));
 	nng_send_aio(q->push, aio);
-	nng_aio_wait(aio);
+	rt_aio_wait(aio);
 	if ((rv = nng_aio_result(aio)) != 0)
 		nng_msg_free(nng_aio_get_msg(aio)); /* not sent: still ours */
 	nng_aio_free(aio);
+	if (rv == NNG_ECANCELED && rt_self != NULL)
+		return TERN_EKILLED;
 	if (rv != 0)
 		return tern_from_nng(rv);
 	char fname[64];
@@ -1289,11 +1588,13 @@ tern_queue_take(struct tern_queue *q, uint32_t by, struct tern_msg *m, int timeo
 			return tern_from_nng(rv);
 		nng_aio_set_timeout(aio, rt_duration(timeout_ms));
 		nng_recv_aio(q->pull, aio);
-		nng_aio_wait(aio);
+		rt_aio_wait(aio);
 		if ((rv = nng_aio_result(aio)) == 0)
 			msg = nng_aio_get_msg(aio);
 		nng_aio_free(aio);
 	}
+	if (rv == NNG_ECANCELED && rt_self != NULL)
+		return TERN_EKILLED;
 	if (rv != 0)
 		return tern_from_nng(rv);
 	rc = rt_decode(msg, m);
@@ -1303,6 +1604,10 @@ tern_queue_take(struct tern_queue *q, uint32_t by, struct tern_msg *m, int timeo
 	char bname[64];
 	rt_name(q->rt, by, bname, sizeof(bname));
 	rt_trace(q->rt, TERN_TRACE_RECV, by, bname, q->id, m, 0, NULL);
+	/* The item is the taker's even if the fault kills it now: a crash
+	 * right after taking work is what the handback paths are for. */
+	if (m->type == TERN_MSG_CHUNK && rt_self != NULL && rt_self->mb.id == by)
+		actor_fault(rt_self, "chunk", NULL);
 	return 0;
 }
 

@@ -24,6 +24,7 @@
 #ifndef TERN_ACTORS_ACTOR_H
 #define TERN_ACTORS_ACTOR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "messages/msg.h"
@@ -86,10 +87,11 @@ struct tern_trace *tern_runtime_trace(struct tern_runtime *rt);
 /* tern_spawn starts an actor and waits for its init to finish.  supervisor
  * is the id that receives the SYS_EXIT report (0: none).  On success *out is
  * the actor, which the caller must eventually tern_actor_join.  If init fails
- * the thread is already joined, nothing is reported, and init's code is
- * returned. */
+ * the thread is already joined, nothing is reported, init's code is returned
+ * and *failed (may be NULL) says why (what init passed to tern_actor_fail, or
+ * the code's text). */
 int tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *arg,
-    uint32_t supervisor, struct tern_actor **out);
+    uint32_t supervisor, struct tern_actor **out, struct tern_exit *failed);
 
 /* tern_actor_id returns a's address. */
 uint32_t tern_actor_id(const struct tern_actor *a);
@@ -114,7 +116,12 @@ int tern_actor_reply(struct tern_actor *self, const struct tern_msg *req, struct
 /* tern_actor_request sends m to `to` and waits up to timeout_ms for the
  * message whose re equals m's seq; other messages arriving meanwhile are kept
  * and handled afterwards in their order.  The reply's BIN/RANGES fields stay
- * valid until the next receive by self.  TERN_ETIMEDOUT on timeout. */
+ * valid until the next receive by self.  TERN_ETIMEDOUT on timeout.
+ * Monitor semantics: if `to` has exited, or exits while the request waits,
+ * it fails at once: TERN_ECLOSED (gone before, or exited normally),
+ * TERN_EKILLED (killed) or the target's error code, with *reply the target's
+ * SYS_EXIT (reply->type == TERN_MSG_SYS_EXIT: name, reason, why).  A kill of
+ * self ends the wait with TERN_EKILLED. */
 int tern_actor_request(struct tern_actor *self, uint32_t to, struct tern_msg *m,
     struct tern_msg *reply, int timeout_ms);
 
@@ -125,8 +132,32 @@ void tern_actor_stop(struct tern_actor *a);
 /* tern_actor_kill makes a exit at its next dispatch point without handling
  * more messages, as if it had crashed: stop still runs (its resources are
  * released as a dying process's would be) and the exit is reported KILLED.
- * Non-blocking and idempotent. */
+ * A kill releases an actor blocked in the runtime (a request, a queue take
+ * or put, a send to a full mailbox, tern_actor_sleep: they return
+ * TERN_EKILLED) or in I/O on a socket it handed to tern_actor_own_fd (shut
+ * down).  Non-blocking, idempotent, from any thread. */
 void tern_actor_kill(struct tern_actor *a);
+
+/* tern_actor_killed tells a handler in a long loop that self was killed. */
+bool tern_actor_killed(struct tern_actor *self);
+
+/* tern_actor_own_fd hands the runtime a socket of self to shut down
+ * (shutdown(2), not close) if self is killed, so that a read or write
+ * blocked on it returns.  At most 8.  The runtime forgets them all before
+ * stop runs; an actor that closes one earlier calls tern_actor_disown_fd
+ * first.  Only from self's thread. */
+int tern_actor_own_fd(struct tern_actor *self, int fd);
+void tern_actor_disown_fd(struct tern_actor *self, int fd);
+
+/* tern_actor_sleep waits ns nanoseconds; TERN_EKILLED at once if self is
+ * killed meanwhile. */
+int tern_actor_sleep(struct tern_actor *self, uint64_t ns);
+
+/* tern_actor_event reports a named event of self that the runtime does not
+ * see itself (a wire frame sent or received: "send"/"recv" with the frame
+ * name, "iteration"), for fault injection (actors/fault.h).  The runtime
+ * reports message sends and receives, state changes and chunk takes. */
+void tern_actor_event(struct tern_actor *self, const char *kind, const char *arg);
 
 /* tern_actor_join waits up to timeout_ms (-1: forever) for a's thread to end.
  * On success fills *exit (may be NULL), frees a and returns 0; returns
@@ -134,9 +165,10 @@ void tern_actor_kill(struct tern_actor *a);
 int tern_actor_join(struct tern_actor *a, int timeout_ms, struct tern_exit *exit);
 
 /* tern_actor_stop_join stops *a, joins it within timeout_ms, and if it is
- * still running then kills and joins it (a kill only waits for the callback
- * in progress).  Sets *a to NULL; a NULL *a is accepted.  For supervisors
- * ending their children. */
+ * still running then kills and joins it (bounded: an actor still running
+ * 5 s after the kill is reported on stderr and left to
+ * tern_runtime_destroy).  Sets *a to NULL; a NULL *a is accepted.  For
+ * supervisors ending their children. */
 void tern_actor_stop_join(struct tern_actor **a, int timeout_ms, struct tern_exit *exit);
 
 /* tern_actor_state records a state change of self in the trace. */

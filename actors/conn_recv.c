@@ -36,6 +36,9 @@ cr_init(struct tern_actor *self, void *state, void *arg)
 	int rc = tern_net_set_deadline(s->a->fd, s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000);
 	if (rc != 0)
 		return rc;
+	/* A kill shuts it down, releasing a read or write in progress. */
+	if ((rc = tern_actor_own_fd(self, s->a->fd)) != 0)
+		return rc;
 	return tern_actor_watch_fd(self, s->a->fd, POLLIN);
 }
 
@@ -153,6 +156,7 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending ack: %s", s->a->conn,
 		    tern_strerror(rc));
+	tern_actor_event(self, "send", "W_ACK");
 	struct tern_msg in;
 	tern_msg_init(&in, TERN_MSG_PAGES_IN);
 	in.u.pages_in.conn = s->a->conn;
@@ -201,6 +205,9 @@ cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: %s", s->a->conn,
 		    tern_strerror(rc));
+	tern_actor_event(self, "recv", tern_msg_name(m.type));
+	if (tern_actor_killed(self))
+		return TERN_EKILLED;
 	switch (m.type) {
 	case TERN_MSG_W_PAGES:
 		return cr_pages(self, s, &m, plen);
@@ -237,6 +244,7 @@ cr_stop(struct tern_actor *self, void *state)
 {
 	struct cr_state *s = state;
 	if (s->a != NULL && s->a->fd >= 0) {
+		/* The runtime forgot it before stop (tern_actor_own_fd). */
 		close(s->a->fd);
 		s->a->fd = -1;
 	}

@@ -54,20 +54,19 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 		return TERN_ENOMEM;
 	char why[TERN_STR_MAX] = "";
 	int rc = tern_net_connect(a->to, 5000, &s->fd, why, sizeof(why));
-	if (rc != 0) {
-		snprintf(a->err, sizeof(a->err), "%s", why);
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "%s", why);
+	/* A kill shuts it down, releasing a send or receive in progress. */
+	if ((rc = tern_actor_own_fd(self, s->fd)) != 0)
 		return rc;
-	}
 	(void)tern_net_tune(s->fd);
 	uint64_t t0 = tern_now_ns();
 	rc = tern_wire_hello(s->fd, a->migration, a->conn, a->nconns, a->auth, 5000, why,
 	    sizeof(why), &a->peer_time_ns);
 	uint64_t t1 = tern_now_ns();
-	if (rc != 0) {
-		snprintf(a->err, sizeof(a->err), "handshake on connection %u with %s failed: %s",
+	if (rc != 0)
+		return tern_actor_fail(self, rc, "handshake on connection %u with %s failed: %s",
 		    a->conn, a->to, why[0] ? why : tern_strerror(rc));
-		return rc;
-	}
 	/* The destination's CLOCK_MONOTONIC minus ours, assuming the ack was
 	 * stamped half-way through the round trip: tern-trace merges the two
 	 * sides' traces with it. */
@@ -191,24 +190,19 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 	return 0;
 }
 
-/* Waits for this chunk's slot under --max-bandwidth. */
-static void
-cs_rate_wait(struct tern_rate_limit *l, uint64_t bytes)
+/* Waits for this chunk's slot under --max-bandwidth (a kill ends it). */
+static int
+cs_rate_wait(struct tern_actor *self, struct tern_rate_limit *l, uint64_t bytes)
 {
 	if (l == NULL || l->bytes_per_s == 0 || bytes == 0)
-		return;
+		return 0;
 	uint64_t cost = (uint64_t)((double)bytes * 1e9 / (double)l->bytes_per_s);
 	uint64_t now = tern_now_ns(), start, next = atomic_load(&l->next_ns);
 	do {
 		/* An idle cap does not bank credit beyond one chunk's worth. */
 		start = next > now ? next : now;
 	} while (!atomic_compare_exchange_weak(&l->next_ns, &next, start + cost));
-	if (start > now) {
-		struct timespec ts = { (time_t)((start - now) / 1000000000ull),
-			(long)((start - now) % 1000000000ull) };
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			;
-	}
+	return start > now ? tern_actor_sleep(self, start - now) : 0;
 }
 
 static int
@@ -230,13 +224,15 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	m.u.w_pages.chunk = c->chunk;
 	m.u.w_pages.ranges = (struct tern_ranges){ s->ranges, f.ndata };
 	m.u.w_pages.zeros = (struct tern_ranges){ s->zranges, f.nzero };
-	cs_rate_wait(s->a->limit, f.bytes);
+	if ((rc = cs_rate_wait(self, s->a->limit, f.bytes)) != 0)
+		return rc;
 	uint64_t wire = 0;
 	rc = tern_wire_send(s->fd, &m, s->iov, (int)f.niov, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
 		    s->a->conn, tern_strerror(rc));
+	tern_actor_event(self, "send", "W_PAGES");
 	return 0;
 }
 
@@ -323,6 +319,9 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 		return tern_actor_fail(self, rc, "connection %u: %s", s->a->conn,
 		    rc == TERN_ECLOSED ? "the destination closed the connection"
 				       : tern_strerror(rc));
+	tern_actor_event(self, "recv", tern_msg_name(m.type));
+	if (tern_actor_killed(self))
+		return TERN_EKILLED;
 	if (m.type == TERN_MSG_W_ACK && plen == 0)
 		return cs_ack(self, s, &m.u.w_ack);
 	if (m.type == TERN_MSG_W_ABORT && s->a->conn != 0)

@@ -41,7 +41,6 @@ struct tern_conn_send_args {
 	uint32_t window;      /* chunks in flight (credits) */
 	struct tern_rate_limit *limit; /* may be NULL */
 	int deadline_ms;      /* no progress for this long: the peer is gone */
-	char err[TERN_STR_MAX];
 	uint64_t peer_time_ns; /* destination clock at handshake */
 	/* Written by the actor, read by the coordinator for statistics. */
 	_Atomic uint64_t bytes;   /* bytes on the wire, both directions */

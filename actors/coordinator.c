@@ -460,6 +460,7 @@ co_start_iteration(struct tern_actor *self, struct co_state *s, struct tern_bitm
 	s->iter_start_ns = tern_now_ns();
 	s->remaining = tern_bitmap_count(set) * TERN_PAGE_SIZE;
 	tern_actor_counter(self, "iteration", (double)s->iter);
+	tern_actor_event(self, "iteration", NULL);
 	return co_feed(self, s);
 }
 
@@ -785,6 +786,7 @@ co_ctl_in(struct tern_actor *self, struct co_state *s, const struct tern_msg *m)
 	int rc = tern_msg_decode(m->u.ctl_in.frame.ptr, m->u.ctl_in.frame.len, &f);
 	if (rc != 0)
 		return co_abort(self, s, rc, "malformed control frame from the destination");
+	tern_actor_event(self, "recv", tern_msg_name(f.type));
 	if (f.type == TERN_MSG_W_RESULT) {
 		s->ctl_deadline_ns = 0;
 		return co_result(self, s, &f.u.w_result);
@@ -944,6 +946,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	struct co_state *s = state;
 	struct tern_coordinator_args *a = arg;
 	const struct tern_send_opts *o = a->opts;
+	struct tern_exit why;
 	s->a = a;
 	s->g = a->guest;
 	s->start_ns = tern_now_ns();
@@ -979,9 +982,10 @@ co_init(struct tern_actor *self, void *state, void *arg)
 			z->out = s->queue;
 			z->zmap = &s->zmap;
 			if ((rc = tern_spawn(tern_actor_rt(self), &tern_zero_scan_actor, z,
-				 tern_actor_id(self), &s->scanners[i])) != 0) {
+				 tern_actor_id(self), &s->scanners[i], &why)) != 0) {
 				s->scanners[i] = NULL;
-				return rc;
+				return tern_actor_fail(self, rc, "cannot start a zero scanner: %s",
+				    why.why);
 			}
 		}
 	}
@@ -990,16 +994,13 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	a->dirty.mode = o->dirty_log;
 	a->dirty.ring_size = o->ring_size;
 	if ((rc = tern_spawn(tern_actor_rt(self), &tern_dirty_log_actor, &a->dirty,
-		 tern_actor_id(self), &s->dirty_log)) != 0) {
+		 tern_actor_id(self), &s->dirty_log, &why)) != 0) {
 		s->dirty_log = NULL;
-		snprintf(a->err, sizeof(a->err), "%s",
-		    a->dirty.err[0] ? a->dirty.err : tern_strerror(rc));
-		return rc;
+		return tern_actor_fail(self, rc, "%s", why.why);
 	}
 	if (o->ring_only) {
 		if (o->dirty_log == NULL || strcmp(o->dirty_log, "ring") != 0) {
-			snprintf(a->err, sizeof(a->err), "--ring-only needs --dirty-log ring");
-			return TERN_EINVAL;
+			return tern_actor_fail(self, TERN_EINVAL, "--ring-only needs --dirty-log ring");
 		}
 		if ((rc = tern_bitmap_init(&s->rsend, s->g->npages)) != 0)
 			return rc;
@@ -1028,19 +1029,16 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		a->throttle.result = &a->throttle_result;
 		a->throttle.realtime = true;
 		if ((rc = tern_spawn(tern_actor_rt(self), &tern_throttle_actor, &a->throttle,
-			 tern_actor_id(self), &s->throttle)) != 0) {
+			 tern_actor_id(self), &s->throttle, &why)) != 0) {
 			s->throttle = NULL;
-			snprintf(a->err, sizeof(a->err), "cannot start the throttle: %s",
-			    tern_strerror(rc));
-			return rc;
+			return tern_actor_fail(self, rc, "cannot start the throttle: %s", why.why);
 		}
 	}
 	/* Only now, with every later write tracked, may the bulk set be read
 	 * off the memfd: a hole written before tracking started and after the
 	 * scan would be in neither set — a lost page. */
 	if ((rc = co_build_bulk(s)) != 0) {
-		snprintf(a->err, sizeof(a->err), "cannot map guest memory: %s", tern_strerror(rc));
-		return rc;
+		return tern_actor_fail(self, rc, "cannot map guest memory: %s", tern_strerror(rc));
 	}
 	for (uint32_t i = 0; i < s->nconns; i++) {
 		struct tern_conn_send_args *c = &a->conns[i];
@@ -1056,11 +1054,10 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		c->limit = o->max_bandwidth ? &a->limit : NULL;
 		c->deadline_ms = o->io_timeout_ms ? (int)o->io_timeout_ms : 10000;
 		rc = tern_spawn(tern_actor_rt(self), &tern_conn_send_actor, c, tern_actor_id(self),
-		    &s->conns[i]);
+		    &s->conns[i], &why);
 		if (rc != 0) {
 			s->conns[i] = NULL;
-			snprintf(a->err, sizeof(a->err), "%s", c->err[0] ? c->err : tern_strerror(rc));
-			return rc;
+			return tern_actor_fail(self, rc, "%s", why.why);
 		}
 	}
 	/* Enough outstanding to keep every connection's window and every

@@ -130,13 +130,11 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 	int rc;
 	if (s->args->mode != NULL && (rc = tern_guest_set_dirty_mode(s->guest, s->args->mode,
 	                                   s->args->ring_size, why, sizeof(why))) != 0) {
-		snprintf(s->args->err, sizeof(s->args->err), "%s", why);
-		return rc;
+		return tern_actor_fail(self, rc, "%s", why);
 	}
 	if ((rc = s->guest->ops->dirty_start(s->guest)) != 0) {
-		snprintf(s->args->err, sizeof(s->args->err), "cannot start %s dirty tracking: %s",
-		    dl_mode(s), s->guest->why[0] ? s->guest->why : tern_strerror(rc));
-		return rc;
+		return tern_actor_fail(self, rc, "cannot start %s dirty tracking: %s", dl_mode(s),
+		    s->guest->why[0] ? s->guest->why : tern_strerror(rc));
 	}
 	s->tracking = 1;
 	s->stalls = __atomic_load_n(&s->guest->stats.ring_full_stalls, __ATOMIC_RELAXED);

@@ -36,7 +36,6 @@ struct tern_dirty_log_args {
 	 * and the ring's entries per vCPU (0: TERN_DIRTY_RING_DEFAULT). */
 	const char *mode;
 	uint32_t ring_size;
-	char err[TERN_STR_MAX];     /* init's reason on failure */
 };
 
 extern const struct tern_actor_desc tern_dirty_log_actor;

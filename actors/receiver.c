@@ -110,6 +110,10 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 	int rc = tern_msg_decode(m->u.ctl_in.frame.ptr, m->u.ctl_in.frame.len, &f);
 	if (rc != 0)
 		return rc_fail(self, s, rc, "malformed control frame");
+	/* Frames are events of the receiver too (TERN_FAULT=receiver@recv:W_STATE). */
+	tern_actor_event(self, "recv", tern_msg_name(f.type));
+	if (tern_actor_killed(self))
+		return TERN_EKILLED;
 	struct tern_guest *g = atomic_load_explicit(&s->a->guest, memory_order_acquire);
 	const struct tern_bin *p = &m->u.ctl_in.payload;
 	switch (f.type) {
@@ -247,7 +251,7 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		if (rc == 0) {
 			/* The actor owns the fd from here on, failed or not. */
 			rc = tern_spawn(tern_actor_rt(self), &tern_conn_recv_actor, c,
-			    tern_actor_id(self), &s->conns[i]);
+			    tern_actor_id(self), &s->conns[i], NULL);
 			if (rc != 0)
 				s->conns[i] = NULL;
 		} else if (c->fd >= 0) {

@@ -106,9 +106,10 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 	a->stats = stats;
 	a->driver = tern_mailbox_id(mb);
 	snprintf(a->migration, sizeof(a->migration), "%d-%" PRIu64, (int)getpid(), tern_now_ns());
-	rc = tern_spawn(rt, &tern_coordinator_actor, a, tern_mailbox_id(mb), &co);
+	struct tern_exit failed;
+	rc = tern_spawn(rt, &tern_coordinator_actor, a, tern_mailbox_id(mb), &co, &failed);
 	if (rc != 0) {
-		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
+		session_err(err, errlen, "%s", failed.why);
 		goto out;
 	}
 	for (;;) {
@@ -335,9 +336,10 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	/* From here on the connection actors own the fds (the receiver closes
 	 * those it could not hand over). */
 	fds_handed = 1;
-	rc = tern_spawn(rt, &tern_receiver_actor, a, tern_mailbox_id(mb), &rcv);
+	struct tern_exit failed;
+	rc = tern_spawn(rt, &tern_receiver_actor, a, tern_mailbox_id(mb), &rcv, &failed);
 	if (rc != 0) {
-		session_err(err, errlen, "cannot start the receiver: %s", tern_strerror(rc));
+		session_err(err, errlen, "cannot start the receiver: %s", failed.why);
 		goto out;
 	}
 	for (;;) {

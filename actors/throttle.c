@@ -191,6 +191,8 @@ th_pause(struct tern_actor *self, struct th_state *s)
 	s->counted = true;
 	s->resume_at = t1 + (uint64_t)want;
 	s->phase = TH_PAUSED;
+	/* TERN_FAULT=throttle@pause#N kills it with the vCPUs paused. */
+	tern_actor_event(self, "pause", NULL);
 	return 0;
 }
 

@@ -412,7 +412,7 @@ tern_trace_reader_next(struct tern_trace_reader *r, struct tern_trace_record *re
 		goto bad;
 	e = r->up.data.via.array.ptr;
 	if (trace_get_u32(&e[0], &rec->kind) != 0 || rec->kind < TERN_TRACE_SPAWN ||
-	    rec->kind > TERN_TRACE_COUNTER ||
+	    rec->kind > TERN_TRACE_FAULT ||
 	    trace_get_u64(&e[1], UINT64_MAX, &rec->mono_ns) != 0 ||
 	    trace_get_u32(&e[2], &rec->actor) != 0 ||
 	    trace_get_str(&e[3], rec->actor_name, sizeof(rec->actor_name)) != 0 ||

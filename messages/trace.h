@@ -24,6 +24,7 @@ enum tern_trace_kind {
 	TERN_TRACE_STATE = 4,   /* state change; text = new state */
 	TERN_TRACE_EXIT = 5,    /* actor exited; value = reason, text = why */
 	TERN_TRACE_COUNTER = 6, /* named counter; text = name, value = bits of double */
+	TERN_TRACE_FAULT = 7,   /* an injected fault fired; text = the trigger */
 };
 
 struct tern_trace_record {

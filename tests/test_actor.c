@@ -217,7 +217,7 @@ static struct tern_actor *
 fx_spawn(struct fixture *f)
 {
 	struct tern_actor *a = NULL;
-	int rc = tern_spawn(f->rt, &ta_desc, &f->ctl, tern_mailbox_id(f->mb), &a);
+	int rc = tern_spawn(f->rt, &ta_desc, &f->ctl, tern_mailbox_id(f->mb), &a, NULL);
 	cr_assert_eq(rc, 0, "spawn: %s", tern_strerror(rc));
 	return a;
 }
@@ -542,7 +542,7 @@ Test(actor, init_failure_returns_code)
 	int fds = count_dir("/proc/self/fd"), tasks = count_dir("/proc/self/task");
 	f.ctl.init_rc = -ENOENT;
 	a = NULL;
-	cr_assert_eq(tern_spawn(f.rt, &ta_desc, &f.ctl, tern_mailbox_id(f.mb), &a), -ENOENT);
+	cr_assert_eq(tern_spawn(f.rt, &ta_desc, &f.ctl, tern_mailbox_id(f.mb), &a, NULL), -ENOENT);
 	cr_assert_null(a);
 	cr_assert_eq(atomic_load(&f.ctl.stops), 1);
 	cr_assert_eq(count_dir("/proc/self/fd"), fds);

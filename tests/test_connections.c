@@ -117,28 +117,33 @@ connection_dies(const char *side, const char *fault)
 {
 	struct mig m;
 	if (strcmp(side, "destination") == 0)
-		setenv("TERN_FAULT_KILL", fault, 1);
+		setenv("TERN_FAULT", fault, 1);
 	int port = mig_receiver(&m, NULL);
-	unsetenv("TERN_FAULT_KILL");
+	unsetenv("TERN_FAULT");
 	if (strcmp(side, "source") == 0)
-		setenv("TERN_FAULT_KILL", fault, 1);
+		setenv("TERN_FAULT", fault, 1);
 	char *extra[] = { "--guest", GUEST, "--verify", "--connections", "4",
 		"--connections-min", "1", NULL };
 	mig_send(&m, port, extra);
-	unsetenv("TERN_FAULT_KILL");
+	unsetenv("TERN_FAULT");
 	mig_wait(&m);
+	char fired[160];
+	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
+	struct proc *faulty = strcmp(side, "source") == 0 ? &m.s : &m.r;
+	cr_assert_not_null(strstr(faulty->errbuf, fired), "the fault %s never fired: %s", fault,
+	    faulty->errbuf);
 	expect_verified(&m, 4);
 	cr_assert_eq(json_num(m.s.outbuf, "connections_lost"), 1, "%s", m.s.outbuf);
 }
 
 Test(connections, source_data_connection_dies_midway, .timeout = 200)
 {
-	connection_dies("source", "conn-send#2@300");
+	connection_dies("source", "conn-send#2@chunk:3");
 }
 
 Test(connections, destination_data_connection_dies_midway, .timeout = 200)
 {
-	connection_dies("destination", "conn-recv#1@300");
+	connection_dies("destination", "conn-recv#1@send:ACK#2");
 }
 
 Test(connections, destination_stops_reading, .timeout = 120)

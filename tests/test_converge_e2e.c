@@ -81,11 +81,13 @@ Test(converge, killed_throttle_leaves_vcpus_running, .timeout = 120)
 	/* The throttle dies while throttling hard; the guard outside it must
 	 * leave the vCPUs running, and the migration carries on unthrottled
 	 * (and, here, times out with the source running). */
-	setenv("TERN_FAULT_KILL", "throttle@9000", 1);
+	setenv("TERN_FAULT", "throttle@pause#20", 1);
 	char *extra[] = { "--auto-converge", "step", "--throttle-initial", "90",
 		"--throttle-max", "90", "--timeout", "14s", NULL };
 	run(&s, &r, extra);
-	unsetenv("TERN_FAULT_KILL");
+	unsetenv("TERN_FAULT");
+	cr_assert_not_null(strstr(s.errbuf, "tern: fault fired: throttle@pause#20"),
+	    "the throttle was never killed: %s", s.errbuf);
 	cr_assert_eq(proc_exit_code(&s), 1, "%s", s.errbuf);
 	cr_assert_eq(json_num(s.outbuf, "workload_ok"), 1, "source vCPUs left paused: %s",
 	    s.outbuf);

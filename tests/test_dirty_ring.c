@@ -171,9 +171,11 @@ Test(ring, actor_unknown_mode_fails_spawn)
 	int rv;
 
 	cr_assert_eq(tern_runtime_create(&rt, NULL), 0);
-	rv = tern_spawn(rt, &tern_dirty_log_actor, &a, 0, &act);
+	struct tern_exit why;
+	rv = tern_spawn(rt, &tern_dirty_log_actor, &a, 0, &act, &why);
 	cr_assert_eq(rv, TERN_EINVAL, "%s", tern_strerror(rv));
-	cr_assert(strstr(a.err, "'pml'") != NULL, "err: %s", a.err);
+	cr_assert(strstr(why.why, "'pml'") != NULL, "err: %s", why.why);
+	cr_assert_eq(why.reason, TERN_EXIT_ERROR);
 	cr_assert(!g->dirty_tracking);
 	tern_runtime_destroy(rt);
 	tern_guest_destroy(g);
@@ -454,8 +456,9 @@ Test(ring, actor_take_loses_nothing, .timeout = 60)
 	}
 	cr_assert_eq(tern_runtime_create(&rt, trace), 0);
 	cr_assert_eq(tern_mailbox_open(rt, "main", &mb), 0);
-	rv = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act);
-	cr_assert_eq(rv, 0, "spawn: %s (%s)", tern_strerror(rv), a.err);
+	struct tern_exit why;
+	rv = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act, &why);
+	cr_assert_eq(rv, 0, "spawn: %s (%s)", tern_strerror(rv), why.why);
 	id = tern_actor_id(act);
 	cr_assert_str_eq(g->dirty_mode->name, "ring");
 	for (int it = 0; it <= iters + 1; it++) {

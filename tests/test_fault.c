@@ -1,6 +1,7 @@
 /*
  * Fault injection: actors killed inside real tern processes mid-migration
- * (TERN_FAULT_KILL, see actors/actor.c).  Whatever dies, both processes end
+ * (TERN_FAULT at named events, see actors/fault.h).  Every test checks that its
+ * fault fired: one that did not is a failure that says so, not a flake.  Whatever dies, both processes end
  * in bounded time with a reason, and the source guest is running again.
  */
 #include <criterion/criterion.h>
@@ -15,27 +16,32 @@ run_with_fault(const char *side, const char *fault, const char *expect)
 {
 	struct proc r, s;
 	if (strcmp(side, "destination") == 0)
-		setenv("TERN_FAULT_KILL", fault, 1);
+		setenv("TERN_FAULT", fault, 1);
 	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
 		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
 	cr_assert_eq(proc_start(&r, ra, 1), 0);
-	unsetenv("TERN_FAULT_KILL");
+	unsetenv("TERN_FAULT");
 	int port = proc_ready_port(&r, 10000);
 	cr_assert_gt(port, 0);
 	char to[64];
 	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
 	if (strcmp(side, "source") == 0)
-		setenv("TERN_FAULT_KILL", fault, 1);
+		setenv("TERN_FAULT", fault, 1);
 	/* A 1 ms limit keeps it iterating until the fault hits. */
 	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit", "1ms",
 		"--timeout", "60s", "--json", NULL };
 	cr_assert_eq(proc_start(&s, sa, 0), 0);
-	unsetenv("TERN_FAULT_KILL");
+	unsetenv("TERN_FAULT");
 	uint64_t t0 = proc_now_ms();
 	cr_assert_eq(proc_wait(&s, 30000), 0, "source hung after %s was killed", fault);
 	cr_assert_eq(proc_wait(&r, 30000), 0, "destination hung after %s was killed", fault);
 	cr_log_info("%s killed: source ended after %llu ms: %s", fault,
 	    (unsigned long long)(proc_now_ms() - t0), s.errbuf);
+	char fired[160];
+	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
+	struct proc *faulty = strcmp(side, "source") == 0 ? &s : &r;
+	cr_assert(strstr(faulty->errbuf, fired) != NULL, "the fault %s never fired (%s: %s)",
+	    fault, side, faulty->errbuf);
 	cr_assert_eq(proc_exit_code(&s), 1, "source: %s", s.errbuf);
 	cr_assert_eq(proc_exit_code(&r), 1, "destination: %s", r.errbuf);
 	cr_assert(strstr(s.errbuf, expect) != NULL || strstr(r.errbuf, expect) != NULL,
@@ -48,25 +54,25 @@ run_with_fault(const char *side, const char *fault, const char *expect)
 
 Test(fault, source_dirty_log_killed, .timeout = 120)
 {
-	run_with_fault("source", "dirty-log@800", "killed");
+	run_with_fault("source", "dirty-log@recv:DIRTY_TAKE#2", "killed");
 }
 
 Test(fault, source_connection_killed, .timeout = 120)
 {
-	run_with_fault("source", "conn-send@800", "killed");
+	run_with_fault("source", "conn-send@chunk:5", "killed");
 }
 
 Test(fault, source_coordinator_killed, .timeout = 120)
 {
-	run_with_fault("source", "coordinator@800", "killed");
+	run_with_fault("source", "coordinator@state:iterate", "killed");
 }
 
 Test(fault, destination_connection_killed, .timeout = 120)
 {
-	run_with_fault("destination", "conn-recv@500", "killed");
+	run_with_fault("destination", "conn-recv@send:ACK#5", "killed");
 }
 
 Test(fault, destination_receiver_killed, .timeout = 120)
 {
-	run_with_fault("destination", "receiver@500", "killed");
+	run_with_fault("destination", "receiver@recv:PAGES_IN#3", "killed");
 }

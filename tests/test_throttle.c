@@ -102,7 +102,7 @@ fx_start(struct fx *f, uint32_t slice_ms)
 	    .event_arg = &f->rec,
 	    .realtime = getenv("THR_NORT") == NULL,
 	};
-	rc = tern_spawn(f->rt, &tern_throttle_actor, &f->args, tern_mailbox_id(f->mb), &f->a);
+	rc = tern_spawn(f->rt, &tern_throttle_actor, &f->args, tern_mailbox_id(f->mb), &f->a, NULL);
 	cr_assert_eq(rc, 0, "spawn: %s", tern_strerror(rc));
 }
 

@@ -67,7 +67,7 @@ run(struct proc *p, char *const argv[], int timeout_ms)
 }
 
 /* Migrates GUEST with both sides traced into dir/src.trace, dir/dst.trace.
- * fault: TERN_FAULT_KILL for the sender (NULL: none); kill_at_bytes > 0:
+ * fault: TERN_FAULT for the sender (NULL: none); kill_at_bytes > 0:
  * SIGKILL the sender once its trace has grown that large (mid-migration).
  * Returns the sender's exit code. */
 static int
@@ -93,9 +93,9 @@ migrate(const char *conns, const char *fault, off_t kill_at_bytes)
 	                 "--guest",       GUEST,         "--trace", in_dir("src.trace"),
 	                 "--connections", (char *)conns, NULL};
 	if (fault != NULL)
-		setenv("TERN_FAULT_KILL", fault, 1);
+		setenv("TERN_FAULT", fault, 1);
 	cr_assert_eq(proc_start(&tx, targv, 0), 0);
-	unsetenv("TERN_FAULT_KILL");
+	unsetenv("TERN_FAULT");
 	if (kill_at_bytes > 0) {
 		struct stat st;
 		for (int i = 0; i < 2000; i++) {
@@ -107,6 +107,12 @@ migrate(const char *conns, const char *fault, off_t kill_at_bytes)
 	}
 	proc_wait(&tx, 60000);
 	proc_wait(&rx, 30000);
+	if (fault != NULL) {
+		char fired[160];
+		snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
+		cr_assert_not_null(strstr(tx.errbuf, fired), "the fault %s never fired: %s", fault,
+		                   tx.errbuf);
+	}
 	return proc_exit_code(&tx);
 }
 
@@ -359,7 +365,7 @@ Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeo
 
 Test(trace_viewer, killed_coordinator, .init = tv_setup, .fini = tv_teardown, .timeout = 120)
 {
-	cr_assert_neq(migrate("2", "coordinator@300", 0), 0, "the coordinator was not killed");
+	cr_assert_neq(migrate("2", "coordinator@state:bulk", 0), 0, "the coordinator was not killed");
 	struct proc p;
 	char *sum[] = {(char *)tern_trace(), "summary", in_dir("src.trace"), in_dir("dst.trace"),
 	               NULL};

@@ -2192,8 +2192,9 @@ bench_dl_size(const struct xopts *x, const char *spec, struct dl_size *d)
 	if ((rc = tern_runtime_create(&rt, NULL)) != 0 ||
 	    (rc = tern_mailbox_open(rt, "bench", &mb)) != 0)
 		goto out;
-	if ((rc = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act)) != 0) {
-		snprintf(d->why, sizeof(d->why), "spawn dirty-log: %.200s", a.err);
+	struct tern_exit why;
+	if ((rc = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act, &why)) != 0) {
+		snprintf(d->why, sizeof(d->why), "spawn dirty-log: %.200s", why.why);
 		act = NULL;
 		goto out;
 	}

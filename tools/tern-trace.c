@@ -79,12 +79,12 @@ bad_usage(const char *fmt, const char *arg)
 int
 tv_dump(const struct tv_model *m, FILE *out)
 {
-	static const char *kinds[] = {"?", "SPAWN", "SEND", "RECV", "STATE", "EXIT", "COUNTER"};
+	static const char *kinds[] = {"?", "SPAWN", "SEND", "RECV", "STATE", "EXIT", "COUNTER", "FAULT"};
 	for (size_t i = 0; i < m->nrecs; i++) {
 		const struct tv_rec *r = &m->recs[i];
 		const struct tv_actor *a = &m->actors[r->actor];
 		fprintf(out, "%12.6f %s %-7s %-16s", (double)r->t / 1e6, tv_side_name(m, r->file),
-		        kinds[r->kind <= 6 ? r->kind : 0], a->label);
+		        kinds[r->kind <= 7 ? r->kind : 0], a->label);
 		switch (r->kind) {
 		case TERN_TRACE_SEND:
 		case TERN_TRACE_RECV:

@@ -279,6 +279,11 @@ tv_perfetto(const struct tv_model *m, FILE *out)
 			tv_pf_event(out, "i", pid, tid, r->t, name);
 			fprintf(out, ",\"cat\":\"state\",\"s\":\"t\"},\n");
 			break;
+		case TERN_TRACE_FAULT:
+			snprintf(name, sizeof(name), "fault: %s", tv_str(m, r->text));
+			tv_pf_event(out, "i", pid, tid, r->t, name);
+			fprintf(out, ",\"cat\":\"fault\",\"s\":\"p\"},\n");
+			break;
 		case TERN_TRACE_SPAWN:
 			tv_pf_event(out, "i", pid, tid, r->t, "spawn");
 			fprintf(out, ",\"cat\":\"life\",\"s\":\"t\"},\n");
@@ -442,10 +447,12 @@ tv_html_data(const struct tv_model *m, FILE *out, const struct tv_flight *fl, si
 	first = 1;
 	for (size_t i = 0; i < m->nrecs; i++) {
 		const struct tv_rec *r = &m->recs[i];
-		if (r->kind != TERN_TRACE_STATE && r->kind != TERN_TRACE_EXIT)
+		if (r->kind != TERN_TRACE_STATE && r->kind != TERN_TRACE_EXIT &&
+		    r->kind != TERN_TRACE_FAULT)
 			continue;
 		fprintf(out, "%s[%u,%" PRId64 ",\"%s\",", first ? "" : ",", r->actor, r->t,
 		        r->kind == TERN_TRACE_STATE ? "state"
+		        : r->kind == TERN_TRACE_FAULT ? "fault"
 		        : r->value == 0             ? "exit"
 		        : r->value == 1             ? "error"
 		                                    : "killed");
