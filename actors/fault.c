@@ -115,13 +115,13 @@ fault_parse_one(const char *p, const char *end, struct fault_trigger *t)
 			strcpy(t->arg, arg);
 		}
 	}
-	static const char *kinds[] = { "recv", "send", "state", "chunk", "iteration", "pause",
-		"resume", "save", "load", NULL };
+	static const char *kinds[] = {"recv",  "send",   "state", "chunk", "iteration",
+	                              "pause", "resume", "save",  "load",  NULL};
 	bool known = false;
 	for (int i = 0; kinds[i] != NULL; i++)
 		known = known || strcmp(kinds[i], t->kind) == 0;
 	bool needs_arg = strcmp(t->kind, "recv") == 0 || strcmp(t->kind, "send") == 0 ||
-	    strcmp(t->kind, "state") == 0;
+	                 strcmp(t->kind, "state") == 0;
 	if (!known || needs_arg != (t->arg[0] != '\0'))
 		return -1;
 	atomic_init(&t->seen, 0);
@@ -142,8 +142,9 @@ fault_parse_env(void)
 		if (end == NULL)
 			end = p + strlen(p);
 		if (n == FAULT_MAX || fault_parse_one(p, end, &fault_list[n]) != 0) {
-			fprintf(stderr, "tern: TERN_FAULT: cannot parse \"%.*s\" (see docs/faults.md); "
-			                "no fault will fire\n",
+			fprintf(stderr,
+			        "tern: TERN_FAULT: cannot parse \"%.*s\" (see docs/faults.md); "
+			        "no fault will fire\n",
 			        (int)(end - p), p);
 			fault_count = 0;
 			return;
@@ -211,8 +212,8 @@ fault_arg_match(const char *want, const char *got)
 }
 
 enum tern_fault_action
-tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *kind,
-                 const char *arg, struct tern_trace *trace)
+tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *kind, const char *arg,
+                 struct tern_trace *trace)
 {
 	if (!tern_fault_enabled() || who == NULL || kind == NULL)
 		return TERN_FAULT_NONE;

@@ -70,7 +70,8 @@ uint32_t tern_fault_instance(const char *name);
  * trace, which may be NULL); otherwise it returns the action for the caller
  * to carry out.  Thread-safe. */
 enum tern_fault_action tern_fault_check(const char *who, uint32_t instance, uint32_t id,
-    const char *kind, const char *arg, struct tern_trace *trace);
+                                        const char *kind, const char *arg,
+                                        struct tern_trace *trace);
 
 /* tern_fault_reset forgets the parsed list and every count (tests that set
  * TERN_FAULT in-process between cases). */
