@@ -283,3 +283,27 @@ tern_runtime_destroy(struct tern_runtime *rt)
 	uv_mutex_destroy(&rt->mtx);
 	free(rt);
 }
+
+int
+tern_from_nng(int nng_err)
+{
+	if (nng_err == 0)
+		return 0;
+	switch (nng_err) {
+	case NNG_ETIMEDOUT:
+		return TERN_ETIMEDOUT;
+	case NNG_ECLOSED:
+		return TERN_ECLOSED;
+	case NNG_ENOMEM:
+		return TERN_ENOMEM;
+	case NNG_ECANCELED:
+		return TERN_ECANCELED;
+	case NNG_EINVAL:
+		return TERN_EINVAL;
+	default:
+		break;
+	}
+	if (nng_err & NNG_ESYSERR)
+		return -(nng_err & ~NNG_ESYSERR);
+	return TERN_ENNG;
+}

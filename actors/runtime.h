@@ -17,6 +17,12 @@
 
 #include "actors/actor.h"
 
+/* tern_from_nng converts an nng error number (positive) to a tern code, at
+ * the one boundary where nng's errors enter tern: NNG_ETIMEDOUT becomes
+ * TERN_ETIMEDOUT, NNG_ECLOSED TERN_ECLOSED, NNG_ENOMEM TERN_ENOMEM, a system
+ * error -errno, anything else TERN_ENNG.  0 stays 0. */
+int tern_from_nng(int nng_err);
+
 /* Messages dispatched per wake-up before fds and the tick get a turn. */
 #define RT_BATCH 64
 #define RT_WATCH_MAX 8

@@ -1,6 +1,5 @@
 /* tern_strerror & co, generated from TERN_ERRNO_MAP. */
 #include <errno.h>
-#include <nng/nng.h>
 #include <string.h>
 
 #include "tern/error.h"
@@ -44,28 +43,4 @@ tern_err_name(int err)
 			return n;
 	}
 	return "UNKNOWN";
-}
-
-int
-tern_from_nng(int nng_err)
-{
-	if (nng_err == 0)
-		return 0;
-	switch (nng_err) {
-	case NNG_ETIMEDOUT:
-		return TERN_ETIMEDOUT;
-	case NNG_ECLOSED:
-		return TERN_ECLOSED;
-	case NNG_ENOMEM:
-		return TERN_ENOMEM;
-	case NNG_ECANCELED:
-		return TERN_ECANCELED;
-	case NNG_EINVAL:
-		return TERN_EINVAL;
-	default:
-		break;
-	}
-	if (nng_err & NNG_ESYSERR)
-		return -(nng_err & ~NNG_ESYSERR);
-	return TERN_ENNG;
 }

@@ -4,7 +4,6 @@
  * Every tern function that can fail returns an int: 0 on success, a negative
  * code on failure.  System errors are returned as -errno (as libuv does), and
  * tern's own conditions use the codes below, which sit far below any errno.
- * nng's positive error numbers are converted at one boundary (tern_from_nng).
  */
 #ifndef TERN_ERROR_H
 #define TERN_ERROR_H
@@ -12,6 +11,10 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Every public function is marked TERN_EXTERN; libtern is built with hidden
+ * visibility, so nothing else is exported. */
+#define TERN_EXTERN __attribute__((visibility("default")))
 
 /* XX(NAME, value, "message") */
 #define TERN_ERRNO_MAP(XX)                                                    \
@@ -42,16 +45,12 @@ enum tern_error {
 
 /* tern_strerror returns a static, human-readable description of err, which
  * may be a tern code or a negated errno.  It never returns NULL. */
-const char *tern_strerror(int err);
+TERN_EXTERN const char *tern_strerror(int err);
 
 /* tern_err_name returns the symbolic name of err ("TERN_EPROTO", "ECONNREFUSED"
  * for -ECONNREFUSED, ...).  It never returns NULL. */
-const char *tern_err_name(int err);
+TERN_EXTERN const char *tern_err_name(int err);
 
-/* tern_from_nng converts an nng error number (positive) to a tern code.
- * NNG_ETIMEDOUT becomes TERN_ETIMEDOUT, NNG_ECLOSED TERN_ECLOSED, NNG_ENOMEM
- * TERN_ENOMEM, a system error -errno, anything else TERN_ENNG. 0 stays 0. */
-int tern_from_nng(int nng_err);
 
 #ifdef __cplusplus
 }

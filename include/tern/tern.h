@@ -8,10 +8,13 @@
  *   - tern_migrate_send returns 0 once the destination has confirmed that it holds
  *     every page and the state and that its guest runs.  On any failure
  *     before that confirmation the source guest is running again when
- *     tern_migrate_send returns (the one exception, TERN_EPEER with
- *     stats->handoff_unknown set, is a control connection lost after the
+ *     tern_migrate_send returns.  Two exceptions: TERN_EPEER with
+ *     stats->handoff_unknown set is a control connection lost after the
  *     final request was sent: the destination may already run the guest, so
- *     the source guest is left paused, never both running).
+ *     the source guest is left paused, never both running.  And a guest whose
+ *     resume fails (3 tries, with a backoff) stays paused: then
+ *     stats->source_resume_failed is set, the outcome is "failed" and err
+ *     begins "the source guest could not be resumed: <reason>".
  *   - tern_migrate_receive returns 0 once the guest runs on this side.
  *
  * Errors are negative codes (tern/error.h); err gets a one-line reason.
@@ -27,6 +30,14 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define TERN_VERSION_MAJOR 0
+#define TERN_VERSION_MINOR 1
+#define TERN_VERSION_PATCH 0
+
+/* tern_version returns the library's version, "MAJOR.MINOR.PATCH" (that of
+ * the libtern loaded, which may differ from the header's TERN_VERSION_*). */
+TERN_EXTERN const char *tern_version(void);
 
 #define TERN_MAX_CONNECTIONS 64
 
@@ -155,6 +166,8 @@ struct tern_stats {
 	uint64_t final_pages;     /* pages sent while paused */
 	int verified;             /* 1 digests compared equal, 0 not asked */
 	int handoff_unknown;      /* see tern_migrate_send */
+	int source_resume_failed; /* the migration failed and the source guest could not
+	                             be resumed: it is PAUSED (outcome "failed") */
 	uint32_t connections;     /* connections in use */
 	uint32_t connections_lost;
 	uint64_t chunks_requeued; /* chunks resent after their connection died */
@@ -169,15 +182,15 @@ struct tern_stats {
 
 /* tern_send migrates a guest built from opts->guest (it is built and started
  * first, then migrated).  Returns 0 or a negative code with err set. */
-int tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err,
+TERN_EXTERN int tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err,
     size_t errlen);
 
 /* tern_receive takes one incoming migration and runs the guest. */
-int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
+TERN_EXTERN int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
     size_t errlen);
 
 /* tern_stats_json writes stats as one JSON object (stable field names). */
-int tern_stats_json(const struct tern_stats *s, char *buf, size_t len);
+TERN_EXTERN int tern_stats_json(const struct tern_stats *s, char *buf, size_t len);
 
 #ifdef __cplusplus
 }
