@@ -9,6 +9,7 @@
  * maps the outcome to the exit status (0 completed, 1 migration failed,
  * 2 bad usage).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -19,6 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/pull.h>
+
 #include "kvm/guest.h"
 #include "tern/tern.h"
 
@@ -26,6 +30,69 @@
 	"simvm:mem=1G,vcpus=2,fill=random,workload=memtouch:ws=256M,rate=200M,pattern=random"
 
 static volatile int stop_requested;
+
+/* Leak check: the process's threads and open fds when main starts, compared
+ * with the same counts once the migration (runtime, actors, guest, sockets,
+ * trace) is torn down, just before the summary; --json reports the
+ * differences as leaked_threads and leaked_fds (0 expected).  Whatever was
+ * open at start (stdio, --ready-fd) is in the baseline, and so are nng's
+ * process-wide threads and fds (task queues, timer, resolver, poller),
+ * started here by opening and closing a socket: they live as long as the
+ * process whatever migrations do. */
+static long base_threads = -1, base_fds = -1;
+
+/* Entries of a /proc/self directory, not counting "." and "..", nor the
+ * fd of the directory stream itself. */
+static long
+proc_count(const char *path)
+{
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return -1;
+	long n = 0;
+	char self[16];
+	snprintf(self, sizeof(self), "%d", dirfd(d));
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (strcmp(path, "/proc/self/fd") == 0 && strcmp(e->d_name, self) == 0)
+			continue;
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void
+leaks_baseline(void)
+{
+	nng_socket s;
+	if (nng_pull0_open(&s) == 0)
+		nng_close(s);
+	base_threads = proc_count("/proc/self/task");
+	base_fds = proc_count("/proc/self/fd");
+}
+
+/* Prints the JSON object json with the leak counts added before its
+ * closing brace; in text mode reports a leak on stderr only. */
+static void
+leaks_report(char *json)
+{
+	long t = proc_count("/proc/self/task"), f = proc_count("/proc/self/fd");
+	long lt = t >= 0 && base_threads >= 0 ? t - base_threads : -1;
+	long lf = f >= 0 && base_fds >= 0 ? f - base_fds : -1;
+	if (json == NULL) {
+		if (lt != 0 || lf != 0)
+			fprintf(stderr, "tern: leak check: %ld thread(s), %ld fd(s) more than at "
+					"start\n", lt, lf);
+		return;
+	}
+	size_t n = strlen(json);
+	if (n > 0 && json[n - 1] == '}')
+		json[--n] = '\0';
+	printf("%s,\"leaked_threads\":%ld,\"leaked_fds\":%ld}\n", json, lt, lf);
+}
 
 static void
 on_signal(int sig)
@@ -99,7 +166,20 @@ usage(FILE *f)
 	    "      to it over loopback with --verify (send options override).\n"
 	    "\n"
 	    "DUR: 300ms, 5s, 10m, 1h (a bare number is milliseconds).  SIZE: 4096, 64K, 1M, 1G.\n"
-	    "Exit status: 0 completed, 1 migration failed (source guest running), 2 bad usage.\n",
+	    "Exit status: 0 completed, 1 migration failed (source guest running), 2 bad usage.\n"
+	    "\n"
+	    "environment:\n"
+	    "  TERN_FAULT=TRIGGER[,TRIGGER...]   inject faults at named events, for tests and\n"
+	    "                          tools/fault-campaign (docs/faults.md, actors/fault.h)\n"
+	    "      TRIGGER = WHO[#K]@EVENT[#N]: at WHO's N-th EVENT (from 1), once\n"
+	    "      WHO     coordinator, dirty-log, throttle, zero-scan, conn-send, receiver,\n"
+	    "              conn-recv: kill that actor (#K: its K-th instance, from 0; any);\n"
+	    "              process: SIGKILL this process; guest: that guest call fails\n"
+	    "      EVENT   recv:TYPE, send:TYPE (messages, wire frames: DIRTY_TAKE, W_STATE,\n"
+	    "              ACK), state:NAME (bulk, iterate, switchover, handoff, ...),\n"
+	    "              chunk[:N], iteration, pause, resume, save, load\n"
+	    "      e.g. conn-send#1@chunk:3, dirty-log@recv:DIRTY_TAKE#2, process@state:switchover\n"
+	    "      each fault that fires prints \"tern: fault fired: TRIGGER (...)\" on stderr\n",
 	    TERN_MAX_CONNECTIONS);
 }
 
@@ -169,10 +249,11 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 	if (json) {
 		char buf[16384];
 		if (tern_stats_json(s, buf, sizeof(buf)) == 0)
-			printf("%s\n", buf);
+			leaks_report(buf);
 		fflush(stdout);
 		return;
 	}
+	leaks_report(NULL);
 	char b[32], p[32], bw[32];
 	human(b, sizeof(b), (double)s->bytes_sent);
 	human(p, sizeof(p), (double)s->payload_bytes);
@@ -570,6 +651,7 @@ run_demo(struct cli *c, const char *self)
 int
 main(int argc, char **argv)
 {
+	leaks_baseline();
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
