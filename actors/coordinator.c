@@ -20,6 +20,7 @@
 
 #include "actors/converge.h"
 #include "actors/coordinator.h"
+#include "actors/guest_call.h"
 #include "net/wire.h"
 #include "tern/error.h"
 
@@ -63,6 +64,7 @@ struct co_state {
 	uint32_t nconns;
 	enum co_phase phase;
 	int paused;
+	int resume_failed; /* every try failed: the session has the last word */
 
 	/* the set being sent */
 	struct tern_bitmap bulk;
@@ -150,6 +152,38 @@ co_set_phase(struct tern_actor *self, struct co_state *s, enum co_phase p)
 static int co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *frame,
     const void *payload, size_t plen);
 
+/* Resumes the source guest, retried (guest_call.h).  After a failure the
+ * guest stays marked paused and no later path here tries again: the session
+ * makes the last attempt and reports the outcome. */
+static int
+co_resume(struct tern_actor *self, struct co_state *s)
+{
+	int rc = tern_guest_resume_retry(s->g, self, tern_runtime_trace(tern_actor_rt(self)));
+	if (rc == 0) {
+		s->paused = 0;
+	} else {
+		s->resume_failed = 1;
+		tern_actor_state(self, "source resume failed");
+	}
+	return rc;
+}
+
+/* After a failure the source guest must run again (unless the destination
+ * may run it).  A resume that fails is added to the failure's reason, never
+ * dropped. */
+static void
+co_resume_source(struct tern_actor *self, struct co_state *s)
+{
+	if (!s->paused || s->resume_failed || s->a->stats->handoff_unknown)
+		return;
+	int rc = co_resume(self, s);
+	size_t n = strlen(s->a->err);
+	if (rc != 0 && n > 0)
+		snprintf(s->a->err + n, sizeof(s->a->err) - n,
+		    "; the coordinator's %d resume tries failed: %s", TERN_RESUME_TRIES,
+		    tern_strerror(rc));
+}
+
 /* Ends the migration with the source guest running (unless the handoff may
  * have happened).  Returns TERN_ACTOR_DONE: the coordinator's work is over. */
 static int
@@ -177,10 +211,7 @@ co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt,
 		snprintf(ab.u.w_abort.why, sizeof(ab.u.w_abort.why), "%s", s->a->err);
 		tell = co_send_ctl(self, s, &ab, NULL, 0) == 0;
 	}
-	if (s->paused && !s->a->stats->handoff_unknown) {
-		(void)s->g->ops->resume(s->g);
-		s->paused = 0;
-	}
+	co_resume_source(self, s);
 	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
 	s->a->stats->throttle_pct = s->throttle_pct;
 	if (tell) {
@@ -537,10 +568,12 @@ co_switchover(struct tern_actor *self, struct co_state *s, struct tern_bitmap *s
 		s->held = 1;
 	}
 	s->pause_ns = tern_now_ns();
-	int rc = s->g->ops->pause(s->g);
+	/* Marked paused before the call: a pause that fails half way may have
+	 * stopped some vCPUs, and the abort's resume (idempotent) restarts them. */
+	s->paused = 1;
+	int rc = tern_guest_pause_checked(s->g, tern_runtime_trace(tern_actor_rt(self)));
 	if (rc != 0)
 		return co_abort(self, s, rc, "cannot pause the guest: %s", tern_strerror(rc));
-	s->paused = 1;
 	s->a->stats->pause_latency_us = s->g->stats.last_pause_ns / 1000;
 	/* The last harvest: what the guest wrote since the set was taken. */
 	struct tern_bitmap *last;
@@ -558,8 +591,13 @@ co_switchover(struct tern_actor *self, struct co_state *s, struct tern_bitmap *s
 	 * If the guest wrote more than predicted, run it again and iterate
 	 * rather than overshoot (the complaint users of QEMU and CH make). */
 	if (!s->a->opts->switchover_loose && expected > co_limit_ms(s)) {
-		(void)s->g->ops->resume(s->g);
-		s->paused = 0;
+		/* Never iterate on with a paused guest: a failed resume ends it. */
+		if ((rc = co_resume(self, s)) != 0) {
+			(void)co_give(self, s, set);
+			return co_abort(self, s, rc,
+			    "resuming the source guest after the strict switchover check "
+			    "failed %d times: %s", TERN_RESUME_TRIES, tern_strerror(rc));
+		}
 		if (s->held) {
 			tern_throttle_guard_unhold(&s->a->guard);
 			s->held = 0;
@@ -818,10 +856,18 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	    m->u.sys_exit.actor == tern_actor_id(s->throttle)) {
 		/* The throttle died: its guard has the vCPUs running; carry on
 		 * without throttling. */
-		(void)tern_throttle_guard_release(&s->a->guard);
+		int rc = tern_throttle_guard_release(&s->a->guard);
 		(void)tern_actor_join(s->throttle, 2000, NULL);
 		s->throttle = NULL;
 		tern_actor_state(self, "throttle lost");
+		if (rc != 0) {
+			/* Its pause outlived it: never iterate on with a paused guest. */
+			s->paused = 1;
+			if ((rc = co_resume(self, s)) != 0)
+				return co_abort(self, s, rc,
+				    "the throttle died with the guest paused, and resuming it "
+				    "failed %d times: %s", TERN_RESUME_TRIES, tern_strerror(rc));
+		}
 		return 0;
 	}
 	switch (m->type) {
@@ -1098,11 +1144,13 @@ co_stop(struct tern_actor *self, void *state)
 	struct tern_coordinator_args *a = s->a;
 	if (a == NULL)
 		return;
+	/* Ended (killed, failed) while waiting for the handoff's answer: the
+	 * destination may run the guest, so the source one must stay paused. */
+	if (s->phase == CO_HANDOFF)
+		a->stats->handoff_unknown = 1;
 	/* Killed or failed before the handoff: the source guest runs again. */
-	if (s->paused && !a->stats->handoff_unknown && a->result != 0) {
-		(void)s->g->ops->resume(s->g);
-		s->paused = 0;
-	}
+	if (s->phase != CO_COMPLETED)
+		co_resume_source(self, s);
 	if (s->scan_queue != NULL)
 		tern_queue_close(s->scan_queue);
 	if (s->queue != NULL)
@@ -1122,7 +1170,10 @@ co_stop(struct tern_actor *self, void *state)
 		/* Whatever happened to the throttle, the vCPUs it paused run. */
 		if (s->held)
 			tern_throttle_guard_unhold(&a->guard);
-		(void)tern_throttle_guard_release(&a->guard);
+		if (tern_throttle_guard_release(&a->guard) != 0 && s->phase != CO_COMPLETED) {
+			s->paused = 1; /* the throttle's pause outlived it */
+			co_resume_source(self, s);
+		}
 		tern_throttle_guard_fini(&a->guard);
 		s->guard_ready = 0;
 	}

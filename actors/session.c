@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "actors/coordinator.h"
+#include "actors/guest_call.h"
 #include "actors/receiver.h"
 #include "net/net.h"
 #include "net/wire.h"
@@ -39,23 +40,44 @@ session_trace(const char *path, const char *side, struct tern_trace **t, char *e
 }
 
 /* After a failed migration the source guest must be running: resume it
- * (idempotent: the coordinator already did on every path it saw), then prove
- * it with the workload's own progress counter. */
-static void
-session_source_alive(struct tern_guest *g, struct tern_stats *stats)
+ * (idempotent: the coordinator already did on every path it saw; retried:
+ * this is the last attempt), then prove it with the workload's own progress
+ * counter.  Returns the resume's error: the guest is paused. */
+static int
+session_source_alive(struct tern_guest *g, struct tern_stats *stats, struct tern_trace *trace)
 {
 	uint64_t p0 = 0, p1 = 0;
 	char why[TERN_STR_MAX];
-	(void)g->ops->resume(g);
+	int rc = tern_guest_resume_retry(g, NULL, trace);
+	if (rc != 0) {
+		stats->source_resume_failed = 1;
+		stats->workload_ok = -1; /* it does not run */
+		return rc;
+	}
 	if (g->cfg.workload != TERN_WORKLOAD_MEMTOUCH)
-		return;
-	int rc = tern_guest_check(g, &p0, why, sizeof(why));
+		return 0;
+	int crc = tern_guest_check(g, &p0, why, sizeof(why));
 	usleep(100000);
-	if (rc == 0)
-		rc = tern_guest_check(g, &p1, why, sizeof(why));
+	if (crc == 0)
+		crc = tern_guest_check(g, &p1, why, sizeof(why));
 	stats->workload_progress_at_resume = p0;
 	stats->workload_progress_after = p1;
-	stats->workload_ok = rc == 0 && p1 > p0 ? 1 : -1;
+	stats->workload_ok = crc == 0 && p1 > p0 ? 1 : -1;
+	return 0;
+}
+
+/* The loudest failure there is: say it first, then why the migration failed.
+ * err may hold that reason already. */
+static void
+session_paused_err(char *err, size_t errlen, int resume_rc, int rc)
+{
+	char cause[512];
+	snprintf(cause, sizeof(cause), "%s", err != NULL && err[0] ? err : tern_strerror(rc));
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen,
+		    "the source guest could not be resumed: %s - it is PAUSED; "
+		    "the migration failed: %s",
+		    tern_strerror(resume_rc), cause);
 }
 
 int
@@ -149,8 +171,10 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
 out:
 	if (rc != 0 && g != NULL && !stats->handoff_unknown) {
-		session_source_alive(g, stats);
-		snprintf(stats->outcome, sizeof(stats->outcome), "aborted");
+		int rrc = session_source_alive(g, stats, trace);
+		if (rrc != 0)
+			session_paused_err(err, errlen, rrc, rc);
+		snprintf(stats->outcome, sizeof(stats->outcome), rrc != 0 ? "failed" : "aborted");
 	} else if (rc != 0 && stats->handoff_unknown) {
 		snprintf(stats->outcome, sizeof(stats->outcome), "unknown");
 	}
@@ -422,13 +446,15 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 	    ",\"final_pages\":%" PRIu64 ",\"dirty_rate_pps\":%" PRIu64
 	    ",\"bandwidth_bps\":%" PRIu64 ",\"pause_latency_us\":%" PRIu64
 	    ",\"connections\":%u,\"verified\":%s,\"handoff_unknown\":%s"
+	    ",\"source_resume_failed\":%s"
 	    ",\"workload_progress_at_resume\":%" PRIu64 ",\"workload_progress_after\":%" PRIu64
 	    ",\"workload_ok\":%d}",
 	    s->outcome, s->total_ms, s->downtime_ms, s->expected_downtime_ms, s->guest_build_ms,
 	    s->verify_ms, s->bytes_sent, s->payload_bytes, s->pages_sent, s->pages_skipped,
 	    s->iterations, s->final_pages, s->dirty_rate_pps, s->bandwidth_bps,
 	    s->pause_latency_us, s->connections, s->verified ? "true" : "false",
-	    s->handoff_unknown ? "true" : "false", s->workload_progress_at_resume,
+	    s->handoff_unknown ? "true" : "false", s->source_resume_failed ? "true" : "false",
+	    s->workload_progress_at_resume,
 	    s->workload_progress_after, s->workload_ok);
 	if (n < 0 || (size_t)n >= len)
 		return TERN_EINVAL;
