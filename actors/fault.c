@@ -30,7 +30,6 @@ struct fault_trigger {
 	char arg[FAULT_NAME]; /* "" : none */
 	uint64_t nth;
 	atomic_uint_fast64_t seen;
-	atomic_bool fired;
 };
 
 static uv_once_t fault_once = UV_ONCE_INIT;
@@ -125,7 +124,6 @@ fault_parse_one(const char *p, const char *end, struct fault_trigger *t)
 	if (!known || needs_arg != (t->arg[0] != '\0'))
 		return -1;
 	atomic_init(&t->seen, 0);
-	atomic_init(&t->fired, false);
 	return 0;
 }
 
@@ -211,46 +209,60 @@ fault_arg_match(const char *want, const char *got)
 	return false;
 }
 
-enum tern_fault_action
-tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *kind, const char *arg,
-                 struct tern_trace *trace)
+/* fault_matches: does event kind[:arg] on who#instance count for t? */
+static bool
+fault_matches(const struct fault_trigger *t, const char *who, uint32_t instance, const char *kind,
+              const char *arg)
 {
+	bool process = strcmp(t->who, "process") == 0;
+	bool guest = strcmp(t->who, "guest") == 0;
+	if (process)
+		return strcmp(who, "guest") != 0 && strcmp(t->kind, kind) == 0 &&
+		       (t->arg[0] == '\0' || (arg != NULL && fault_arg_match(t->arg, arg)));
+	if (strcmp(t->who, who) != 0)
+		return false;
+	if (!guest && t->instance >= 0 && (uint32_t)t->instance != instance)
+		return false;
+	if (strcmp(t->kind, kind) != 0)
+		return false;
+	return t->arg[0] == '\0' || (arg != NULL && fault_arg_match(t->arg, arg));
+}
+
+static void
+fault_report(const struct fault_trigger *t, const char *who, uint32_t instance, uint32_t id,
+             struct tern_trace *trace)
+{
+	fprintf(stderr, "tern: fault fired: %s (%s#%u, id %u)\n", t->spec, who, instance, id);
+	if (trace == NULL)
+		return;
+	struct tern_trace_record r;
+	memset(&r, 0, sizeof(r));
+	r.kind = TERN_TRACE_FAULT;
+	r.actor = id;
+	snprintf(r.actor_name, sizeof(r.actor_name), "%s", who);
+	snprintf(r.text, sizeof(r.text), "%s", t->spec);
+	(void)tern_trace_write(trace, &r);
+}
+
+enum tern_fault_action
+tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *kind,
+                 const char *arg, struct tern_trace *trace)
+{
+	enum tern_fault_action action = TERN_FAULT_NONE;
+
 	if (!tern_fault_enabled() || who == NULL || kind == NULL)
 		return TERN_FAULT_NONE;
+	/* Every trigger counts every event it matches, so "x@e,x@e#2" fires at
+	 * the 1st and the 2nd event, whatever fires in between. */
 	for (unsigned i = 0; i < fault_count; i++) {
 		struct fault_trigger *t = &fault_list[i];
-		bool process = strcmp(t->who, "process") == 0;
-		bool guest = strcmp(t->who, "guest") == 0;
-		if (!process && strcmp(t->who, who) != 0)
-			continue;
-		if (!process && !guest && t->instance >= 0 && (uint32_t)t->instance != instance)
-			continue;
-		if (process && strcmp(who, "guest") == 0)
-			continue;
-		if (strcmp(t->kind, kind) != 0)
-			continue;
-		if (t->arg[0] != '\0' && (arg == NULL || !fault_arg_match(t->arg, arg)))
-			continue;
-		if (atomic_load_explicit(&t->fired, memory_order_relaxed))
+		if (!fault_matches(t, who, instance, kind, arg))
 			continue;
 		/* Only the thread that brings the count to nth fires. */
 		if (atomic_fetch_add_explicit(&t->seen, 1, memory_order_relaxed) + 1 != t->nth)
 			continue;
-		atomic_store_explicit(&t->fired, true, memory_order_relaxed);
-
-		char where[96];
-		snprintf(where, sizeof(where), "%s#%u, id %u", who, instance, id);
-		fprintf(stderr, "tern: fault fired: %s (%s)\n", t->spec, where);
-		if (trace != NULL) {
-			struct tern_trace_record r;
-			memset(&r, 0, sizeof(r));
-			r.kind = TERN_TRACE_FAULT;
-			r.actor = id;
-			snprintf(r.actor_name, sizeof(r.actor_name), "%s", who);
-			snprintf(r.text, sizeof(r.text), "%s", t->spec);
-			(void)tern_trace_write(trace, &r);
-		}
-		if (process) {
+		fault_report(t, who, instance, id, trace);
+		if (strcmp(t->who, "process") == 0) {
 			if (trace != NULL)
 				(void)tern_trace_flush(trace);
 			fflush(NULL);
@@ -258,9 +270,9 @@ tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *ki
 			for (;;)
 				pause();
 		}
-		return guest ? TERN_FAULT_FAIL : TERN_FAULT_KILL;
+		action = strcmp(t->who, "guest") == 0 ? TERN_FAULT_FAIL : TERN_FAULT_KILL;
 	}
-	return TERN_FAULT_NONE;
+	return action;
 }
 
 void

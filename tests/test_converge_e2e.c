@@ -78,16 +78,20 @@ Test(converge, stepping_throttle_converges, .timeout = 180)
 Test(converge, killed_throttle_leaves_vcpus_running, .timeout = 120)
 {
 	struct proc s, r;
-	/* The throttle dies while throttling hard; the guard outside it must
-	 * leave the vCPUs running, and the migration carries on unthrottled
-	 * (and, here, times out with the source running). */
-	setenv("TERN_FAULT", "throttle@pause#20", 1);
+	/* The throttle dies with the vCPUs paused (its 3rd pause); the guard
+	 * outside it must leave them running and the coordinator carry on
+	 * unthrottled.  The migration is then ended at an event, not a time:
+	 * the coordinator is killed as it records the throttle's loss, and
+	 * the source guest must be running afterwards. */
+	setenv("TERN_FAULT", "throttle@pause#3,coordinator@state:throttle lost", 1);
 	char *extra[] = { "--auto-converge", "step", "--throttle-initial", "90",
-		"--throttle-max", "90", "--timeout", "14s", NULL };
+		"--throttle-max", "90", "--timeout", "100s", NULL };
 	run(&s, &r, extra);
 	unsetenv("TERN_FAULT");
-	cr_assert_not_null(strstr(s.errbuf, "tern: fault fired: throttle@pause#20"),
+	cr_assert_not_null(strstr(s.errbuf, "tern: fault fired: throttle@pause#3"),
 	    "the throttle was never killed: %s", s.errbuf);
+	cr_assert_not_null(strstr(s.errbuf, "tern: fault fired: coordinator@state:throttle lost"),
+	    "the coordinator did not see the throttle die: %s", s.errbuf);
 	cr_assert_eq(proc_exit_code(&s), 1, "%s", s.errbuf);
 	cr_assert_eq(json_num(s.outbuf, "workload_ok"), 1, "source vCPUs left paused: %s",
 	    s.outbuf);

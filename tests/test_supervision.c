@@ -494,6 +494,13 @@ Test(supervision, fault_grammar)
 	cr_assert_eq(tern_fault_check("coordinator", 0, 2, "state", "bulk", NULL), TERN_FAULT_NONE);
 	cr_assert_eq(tern_fault_check("coordinator", 0, 2, "state", "iterate", NULL),
 	             TERN_FAULT_KILL);
+	/* Each trigger of a list counts every event it matches. */
+	setenv("TERN_FAULT", "guest@resume,guest@resume#2,guest@resume#3", 1);
+	tern_fault_reset();
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(tern_fault_check("guest", 0, 0, "resume", NULL, NULL), TERN_FAULT_FAIL,
+		             "resume %d", i + 1);
+	cr_assert_eq(tern_fault_check("guest", 0, 0, "resume", NULL, NULL), TERN_FAULT_NONE);
 	/* Frames match with or without their W_ prefix. */
 	setenv("TERN_FAULT", "conn-recv#0@send:ACK#2", 1);
 	tern_fault_reset();
