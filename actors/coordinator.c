@@ -871,6 +871,13 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return 0;
 	}
 	switch (m->type) {
+	case TERN_MSG_CANCEL:
+		if (s->phase == CO_HANDOFF) {
+			/* The destination may run the guest already: finish. */
+			tern_actor_state(self, "cancel refused: handoff in progress");
+			return 0;
+		}
+		return co_abort(self, s, TERN_ECANCELED, "cancelled: %s", m->u.cancel.why);
 	case TERN_MSG_CHUNK_DONE: {
 		struct co_out *o = co_out_find(s, m->u.chunk_done.chunk);
 		if (o == NULL)
@@ -1191,6 +1198,9 @@ co_stop(struct tern_actor *self, void *state)
 	free(s->requeue);
 	s->out = NULL;
 	s->requeue = NULL;
+	/* Every outcome reports how long it ran, not only a completed one. */
+	if (a->stats->total_ms == 0 && s->start_ns != 0)
+		a->stats->total_ms = (tern_now_ns() - s->start_ns) / 1000000;
 	a->stats->dirty_rate_pps = s->dirty_pps;
 	a->stats->bandwidth_bps = s->bw_bps;
 	a->stats->transfer_ms = s->cum_ns / 1000000;

@@ -134,9 +134,19 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 		session_err(err, errlen, "%s", failed.why);
 		goto out;
 	}
+	int cancel_sent = 0;
 	for (;;) {
 		struct tern_msg m;
-		rc = tern_mailbox_recv(mb, &m, -1);
+		if (!cancel_sent && opts->stop_flag != NULL && *opts->stop_flag) {
+			struct tern_msg c;
+			tern_msg_init(&c, TERN_MSG_CANCEL);
+			snprintf(c.u.cancel.why, sizeof(c.u.cancel.why), "stop requested (signal)");
+			cancel_sent = tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &c) == 0;
+		}
+		/* Short slices: a cancel is noticed within 100 ms. */
+		rc = tern_mailbox_recv(mb, &m, 100);
+		if (rc == TERN_ETIMEDOUT)
+			continue;
 		if (rc != 0)
 			break;
 		if (m.type == TERN_MSG_SYS_EXIT && m.u.sys_exit.actor == tern_actor_id(co))

@@ -98,6 +98,9 @@
 #define TERN_FIELDS_W_RESULT(F)                                                \
 	F(U32, step) F(I32, status) F(STR, why) F(U64, value)
 #define TERN_FIELDS_W_ABORT(F) F(I32, code) F(STR, why)
+/* Driver -> Coordinator: cancel the migration (the source guest runs again;
+ * refused once the handoff has begun). */
+#define TERN_FIELDS_CANCEL(F) F(STR, why)
 
 #define TERN_MESSAGES(X)                                                       \
 	X(PING, ping, 0x0001)                                                  \
@@ -115,6 +118,7 @@
 	X(PAGES_IN, pages_in, 0x0026)                                          \
 	X(THROTTLE_SET, throttle_set, 0x0030)                                  \
 	X(THROTTLE_STATE, throttle_state, 0x0031)                              \
+	X(CANCEL, cancel, 0x0040)                                              \
 	X(W_HELLO, w_hello, 0x1001)                                            \
 	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                    \
 	X(W_CONFIG, w_config, 0x1003)                                          \

@@ -166,7 +166,11 @@ usage(FILE *f)
 	    "      to it over loopback with --verify (send options override).\n"
 	    "\n"
 	    "DUR: 300ms, 5s, 10m, 1h (a bare number is milliseconds).  SIZE: 4096, 64K, 1M, 1G.\n"
-	    "Exit status: 0 completed, 1 migration failed (source guest running), 2 bad usage.\n"
+	    "send cancels on SIGINT/SIGTERM (the source guest runs again; too late once the\n"
+	    "handoff has begun).\n"
+	    "Exit status: 0 completed, 1 migration failed or cancelled (source guest running),\n"
+	    "2 bad usage, 3 migration failed and the source guest could not be resumed (it is\n"
+	    "PAUSED).\n"
 	    "\n"
 	    "environment:\n"
 	    "  TERN_FAULT=TRIGGER[,TRIGGER...]   inject faults at named events, for tests and\n"
@@ -560,6 +564,8 @@ run_send(struct cli *c)
 	struct tern_stats st;
 	if (isatty(STDERR_FILENO))
 		c->send.progress = on_progress;
+	/* SIGINT/SIGTERM cancel: the source guest runs again, exit 1. */
+	c->send.stop_flag = &stop_requested;
 	int rc = tern_migrate_send(&c->send, &st, err, sizeof(err));
 	if (c->send.progress)
 		fprintf(stderr, "\r\033[K");
@@ -571,7 +577,7 @@ run_send(struct cli *c)
 	}
 	if (rc == 0 || c->json || strcmp(st.outcome, "aborted") == 0)
 		print_summary("source", &st, c->json);
-	return rc == 0 ? 0 : 1;
+	return rc == 0 ? 0 : st.source_resume_failed ? 3 : 1;
 }
 
 static void

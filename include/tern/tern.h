@@ -108,6 +108,11 @@ struct tern_send_opts {
 				     a stall (0: 5000) */
 	tern_progress_fn progress;
 	void *progress_arg;
+	/* Set non-zero (e.g. from a SIGINT handler) to cancel: the migration
+	 * aborts, the destination is told, the source guest runs again and
+	 * tern_migrate_send returns TERN_ECANCELED.  Too late once the handoff
+	 * has begun (the destination may already run the guest). */
+	volatile int *stop_flag;
 };
 
 struct tern_recv_opts {
