@@ -71,6 +71,22 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 	return TERN_ACTOR_DONE;
 }
 
+/* The source's announced layout must be the destination guest's, exactly:
+ * the reason names both. */
+static int
+rc_layout_check(const struct tern_guest *own, const struct tern_msg_w_config *c, char *why,
+    size_t whylen)
+{
+	if (c->mem_size == own->region.size && c->page_size == TERN_PAGE_SIZE)
+		return 0;
+	snprintf(why, whylen,
+	    "the source's guest has 1 region of %llu bytes at gpa 0 (pages of %u bytes), this "
+	    "guest has 1 region of %llu bytes at gpa 0 (pages of %llu bytes)",
+	    (unsigned long long)c->mem_size, c->page_size, (unsigned long long)own->region.size,
+	    (unsigned long long)TERN_PAGE_SIZE);
+	return TERN_EINVAL;
+}
+
 static int
 rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_config *c)
 {
@@ -81,21 +97,34 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 		(void)rc_answer(self, s, TERN_MSG_W_CONFIG, TERN_ESTATE, 0, "already configured");
 		return rc_fail(self, s, TERN_EPROTO, "second configuration from the source");
 	}
-	int rc = tern_guest_spec_parse(c->guest, &cfg, why, sizeof(why));
-	if (rc == 0 && (cfg.mem_size != c->mem_size || c->page_size != TERN_PAGE_SIZE)) {
+	int rc;
+	if (s->a->own != NULL) {
+		rc = rc_layout_check(s->a->own, c, why, sizeof(why));
+		g = s->a->own;
+	} else if (strncmp(c->guest, "provider:", 9) == 0) {
 		rc = TERN_EINVAL;
-		snprintf(why, sizeof(why), "guest size/page size disagree with the spec");
+		snprintf(why, sizeof(why),
+		    "the source migrates a VMM's guest; this destination has no guest of its own "
+		    "to take it (the VMM supplies one: tern_recv_opts.provider)");
+	} else {
+		rc = tern_guest_spec_parse(c->guest, &cfg, why, sizeof(why));
+		if (rc == 0 && (cfg.mem_size != c->mem_size || c->page_size != TERN_PAGE_SIZE)) {
+			rc = TERN_EINVAL;
+			snprintf(why, sizeof(why), "guest size/page size disagree with the spec");
+		}
+		if (rc == 0)
+			rc = tern_guest_create(&g, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
 	}
-	if (rc == 0)
-		rc = tern_guest_create(&g, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
 	if (rc == 0 && (rc = tern_bitmap_init(&s->a->written, g->npages)) != 0) {
 		snprintf(why, sizeof(why), "out of memory");
-		tern_guest_destroy(g);
+		if (g != s->a->own)
+			tern_guest_destroy(g);
 		g = NULL;
 	}
 	if (rc != 0) {
 		(void)rc_answer(self, s, TERN_MSG_W_CONFIG, rc, 0, why);
-		return rc_fail(self, s, rc, "cannot build the guest: %s", why);
+		return rc_fail(self, s, rc, "%s: %s",
+		    s->a->own != NULL ? "layout refused" : "cannot build the guest", why);
 	}
 	atomic_store_explicit(&s->a->guest, g, memory_order_release);
 	s->a->stats->guest_build_ms = g->stats.build_ns / 1000000;

@@ -4,8 +4,8 @@
  *   listening -> configured -> memory -> state -> resumed | aborted
  *
  * It starts with connections already accepted and handshaken (the session
- * accepts them), spawns one ConnectionActor per connection, builds the guest
- * from W_CONFIG (vCPUs parked), loads W_STATE, checks W_DIGEST, and on
+ * accepts them), spawns one ConnectionActor per connection, checks W_CONFIG
+ * against its own guest or builds one from it (vCPUs parked), loads W_STATE, checks W_DIGEST, and on
  * W_COMPLETE resumes the guest and confirms.  It ends with TERN_ACTOR_DONE;
  * the guest (if any) is handed to the caller in args->guest.
  */
@@ -20,6 +20,9 @@ struct tern_receiver_args {
 	uint32_t nconns;
 	struct tern_conn_recv_args conns[TERN_MAX_CONNECTIONS]; /* fds filled in */
 	struct tern_guest *_Atomic guest; /* out: owned by the caller after join */
+	/* The destination's own guest (a VMM's), or NULL: one is built from
+	 * the announced layout.  W_CONFIG must match its layout. */
+	struct tern_guest *own;
 	/* Pages that received data here: an announced zero page that never
 	 * did needs no work (and touching it would allocate it).  Allocated
 	 * with the guest, before it is published; freed by the caller. */

@@ -99,13 +99,22 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 		snprintf(err, errlen, "--connections must be 1..%d", TERN_MAX_CONNECTIONS);
 		return TERN_EINVAL;
 	}
-	if ((rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why))) != 0) {
+	if (opts->provider == NULL &&
+	    (rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why))) != 0) {
 		session_err(err, errlen, "bad guest spec: %s", why);
 		return rc;
 	}
 	if ((rc = session_trace(opts->trace_path, "source", &trace, err, errlen)) != 0)
 		return rc;
-	if ((rc = tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, why, sizeof(why))) != 0) {
+	if (opts->provider != NULL) {
+		/* The VMM's guest: libtern only wraps it. */
+		rc = tern_guest_from_provider(&g, opts->provider, TERN_GUEST_SOURCE, why,
+		    sizeof(why));
+		if (rc != 0) {
+			session_err(err, errlen, "%s", why);
+			goto out;
+		}
+	} else if ((rc = tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, why, sizeof(why))) != 0) {
 		session_err(err, errlen, "cannot build the guest: %s", why);
 		goto out;
 	}
@@ -328,14 +337,22 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	struct tern_mailbox *mb = NULL;
 	struct tern_actor *rcv = NULL;
 	struct tern_receiver_args *a = NULL;
-	struct tern_guest *g = NULL;
+	struct tern_guest *g = NULL, *own = NULL;
 	int lfd = -1, rc, fds_handed = 0;
 	char why[TERN_STR_MAX] = "";
 
 	memset(stats, 0, sizeof(*stats));
 	snprintf(stats->outcome, sizeof(stats->outcome), "failed");
+	/* The VMM's guest exists before anything listens: a source is only
+	 * ever answered by a destination that can take its layout. */
+	if (opts->provider != NULL && (rc = tern_guest_from_provider(&own, opts->provider,
+	                                   TERN_GUEST_DESTINATION, why, sizeof(why))) != 0) {
+		session_err(err, errlen, "%s", why);
+		return rc;
+	}
 	if ((rc = tern_net_listen(opts->listen, &lfd, why, sizeof(why))) != 0) {
 		session_err(err, errlen, "%s", why);
+		tern_guest_destroy(own);
 		return rc;
 	}
 	if (opts->ready_fd >= 0) {
@@ -358,6 +375,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		a->conns[i].fd = -1;
 	a->opts = opts;
 	a->stats = stats;
+	a->own = own;
 	if ((rc = session_accept(opts, lfd, a, err, errlen)) != 0)
 		goto out;
 	a->start_ns = tern_now_ns();
@@ -404,8 +422,11 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
 		goto out;
 	}
-	/* The guest runs here now: keep it running, then check the workload. */
+	/* The guest runs here now: keep it running, then check the workload
+	 * (a VMM's guest has none tern knows of: not checked). */
 	uint64_t p0 = 0, p1 = 0;
+	if (g->ops->check == NULL)
+		goto out;
 	char cwhy[TERN_STR_MAX] = "";
 	(void)tern_guest_check(g, &p0, cwhy, sizeof(cwhy));
 	stats->workload_progress_at_resume = p0;
@@ -438,6 +459,8 @@ out:
 	}
 	tern_mailbox_close(mb);
 	tern_runtime_destroy(rt);
+	if (own != NULL && own != g)
+		tern_guest_destroy(own); /* never published: refused or not reached */
 	tern_guest_destroy(g);
 	if (lfd >= 0)
 		close(lfd);

@@ -29,11 +29,11 @@
  * vCPU, at least 64), then the working set. */
 #define GUEST_CTL_PAGES_MIN 64u
 
-static const struct tern_guest_ops *const guest_backends[] = {
+static const struct terni_backend_ops *const guest_backends[] = {
     &tern_simvm_ops,
 };
 
-static const struct tern_guest_ops *
+static const struct terni_backend_ops *
 guest_backend_find(const char *name)
 {
 	for (size_t i = 0; i < sizeof(guest_backends) / sizeof(guest_backends[0]); i++)
@@ -410,7 +410,7 @@ int
 tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, int role, char *err,
                   size_t errlen)
 {
-	const struct tern_guest_ops *ops = NULL;
+	const struct terni_backend_ops *ops = NULL;
 	struct tern_guest *g;
 	int rv;
 

@@ -120,7 +120,7 @@ struct tern_dirty_mode {
 #define TERN_DIRTY_RING_MIN 16u
 #define TERN_DIRTY_RING_MAX (1u << 20)
 
-struct tern_guest_ops {
+struct terni_backend_ops {
 	const char *name;
 	/* create builds the guest.  SOURCE: memory filled, vCPUs running the
 	 * workload.  DESTINATION: memory empty (reads as zero), vCPUs created
@@ -155,7 +155,7 @@ struct tern_guest_ops {
 };
 
 struct tern_guest {
-	const struct tern_guest_ops *ops;
+	const struct terni_backend_ops *ops;
 	struct tern_guest_config cfg;
 	int role;
 	struct tern_guest_region region; /* simvm: exactly one, at gpa 0 */
@@ -179,6 +179,15 @@ struct tern_guest {
 int tern_guest_create(struct tern_guest **g, const struct tern_guest_config *cfg, int role,
     char *err, size_t errlen);
 void tern_guest_destroy(struct tern_guest *g);
+
+struct tern_guest_provider;
+
+/* tern_guest_from_provider wraps a guest the VMM supplies (tern/guest.h):
+ * every slot forwards to the VMM's ops, and tern_guest_destroy frees only the
+ * wrapper.  Checks the ops and the layout (this version: one region at gpa
+ * 0); on failure a one-line reason in err. */
+int tern_guest_from_provider(struct tern_guest **g, const struct tern_guest_provider *p, int role,
+    char *err, size_t errlen);
 
 /* tern_guest_set_dirty_mode selects the dirty-log mode ("bitmap", "ring";
  * NULL or "" for the backend's default) and, for "ring", the ring size in
@@ -237,6 +246,6 @@ int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
  * step counters stored in guest memory. */
 int tern_guest_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen);
 
-extern const struct tern_guest_ops tern_simvm_ops;
+extern const struct terni_backend_ops tern_simvm_ops;
 
 #endif /* TERN_KVM_GUEST_H */

@@ -1357,7 +1357,7 @@ simvm_create(struct tern_guest *g, const struct tern_guest_config *cfg, int role
 	return 0;
 }
 
-const struct tern_guest_ops tern_simvm_ops = {
+const struct terni_backend_ops tern_simvm_ops = {
     .name = "simvm",
     .create = simvm_create,
     .destroy = simvm_destroy,

@@ -15,7 +15,7 @@
 static char *
 public_headers(void)
 {
-	static const char *const files[] = {"tern.h", "error.h"};
+	static const char *const files[] = {"tern.h", "error.h", "guest.h"};
 	size_t cap = 1 << 20, len = 0;
 	char *all = calloc(1, cap);
 	cr_assert_not_null(all);

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "tern/error.h"
+#include "tern/guest.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,9 +70,15 @@ enum tern_converge_mode {
 	TERN_CONVERGE_RATE = 3, /* straight to the throttle the dirty rate needs */
 };
 
+/* Options: fill them after tern_send_opts_init / tern_recv_opts_init, so
+ * that fields added later start at their defaults. */
 struct tern_send_opts {
 	const char *to;          /* "HOST:PORT" of the destination */
-	const char *guest;       /* guest spec, "simvm:mem=1G,..." */
+	/* The guest to migrate: the VMM's (provider), or, when provider is
+	 * NULL, a built-in simulated guest built from the spec in guest
+	 * ("simvm:mem=1G,...", for the CLI and tests). */
+	const struct tern_guest_provider *provider;
+	const char *guest;
 	uint32_t connections;    /* 1..TERN_MAX_CONNECTIONS (0 means 1) */
 	uint32_t connections_min; /* carry on with this many if the destination
 				     accepts fewer (0: all are required) */
@@ -117,6 +124,12 @@ struct tern_send_opts {
 
 struct tern_recv_opts {
 	const char *listen;        /* "HOST:PORT" */
+	/* The destination's guest, created by the VMM before the migration
+	 * (paused; libtern resumes it at the handoff).  The source's announced
+	 * memory layout must equal its regions, or the migration is refused.
+	 * NULL: a built-in simulated guest is built from the announced layout
+	 * (the CLI's demo). */
+	const struct tern_guest_provider *provider;
 	int ready_fd;              /* >= 0: write "PORT\n" there once listening */
 	uint64_t accept_timeout_ms; /* 0: wait forever for the source */
 	uint64_t run_after_ms;     /* keep the guest running this long after handoff, then check it */
@@ -185,14 +198,24 @@ struct tern_stats {
 	char outcome[32];         /* "completed", "aborted", "failed" */
 };
 
-/* tern_send migrates a guest built from opts->guest (it is built and started
- * first, then migrated).  Returns 0 or a negative code with err set. */
-TERN_EXTERN int tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err,
-    size_t errlen);
+/* tern_send_opts_init and tern_recv_opts_init zero *opts and set every
+ * field to its default. */
+TERN_EXTERN void tern_send_opts_init(struct tern_send_opts *opts);
+TERN_EXTERN void tern_recv_opts_init(struct tern_recv_opts *opts);
 
-/* tern_receive takes one incoming migration and runs the guest. */
-TERN_EXTERN int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
-    size_t errlen);
+/* tern_migrate_send migrates opts->provider's guest (or, without one, a
+ * simulated guest built from opts->guest) to opts->to and returns when the
+ * migration has ended: 0 once the destination confirmed that its guest runs,
+ * else a negative code with err set and the source guest running (see the
+ * top of this file for the two exceptions).  Blocks the calling thread;
+ * cancel with opts->stop_flag. */
+TERN_EXTERN int tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats,
+    char *err, size_t errlen);
+
+/* tern_migrate_receive takes one incoming migration into opts->provider's
+ * guest (or a simulated one) and returns 0 once that guest runs. */
+TERN_EXTERN int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats,
+    char *err, size_t errlen);
 
 /* tern_stats_json writes stats as one JSON object (stable field names). */
 TERN_EXTERN int tern_stats_json(const struct tern_stats *s, char *buf, size_t len);
