@@ -155,8 +155,10 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		}
 		rc = g->ops->state_load(g, p->ptr, p->len);
 		if (rc != 0) {
-			(void)rc_answer(self, s, f.type, rc, 0, "state rejected");
-			return rc_fail(self, s, rc, "guest state rejected: %s", tern_strerror(rc));
+			/* The guest's own reason, to both sides. */
+			const char *why = g->why[0] ? g->why : tern_strerror(rc);
+			(void)rc_answer(self, s, f.type, rc, 0, why);
+			return rc_fail(self, s, rc, "guest state rejected: %s", why);
 		}
 		s->state_loaded = 1;
 		rc_set_phase(self, s, RC_STATE);

@@ -328,6 +328,50 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 	return 0;
 }
 
+/* The destination's own guest, made before anything listens: the VMM's, or
+ * a simulated one from opts->guest (NULL *own: none, built from the
+ * announced layout later).  With prealloc its memory is populated now. */
+static int
+session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
+    struct tern_stats *stats, char *err, size_t errlen)
+{
+	struct tern_guest_config cfg;
+	char why[TERN_STR_MAX] = "";
+	int rc = 0;
+
+	*own = NULL;
+	if (opts->provider != NULL) {
+		rc = tern_guest_from_provider(own, opts->provider, TERN_GUEST_DESTINATION, why,
+		    sizeof(why));
+	} else if (opts->guest != NULL) {
+		rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why));
+		if (rc == 0)
+			rc = tern_guest_create(own, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
+		if (rc == 0)
+			stats->guest_build_ms = (*own)->stats.build_ns / 1000000;
+	}
+	if (rc != 0) {
+		session_err(err, errlen, "cannot make the destination guest: %s", why);
+		return rc;
+	}
+	if (*own != NULL && opts->prealloc) {
+		uint64_t t0 = tern_now_ns();
+		if ((rc = tern_guest_populate(*own, 0, (*own)->region.size)) != 0) {
+			session_err(err, errlen, "cannot preallocate the guest's memory: %s",
+			    tern_strerror(rc));
+			tern_guest_destroy(*own);
+			*own = NULL;
+			return rc;
+		}
+		stats->populate_ms = (tern_now_ns() - t0) / 1000000;
+	} else if (opts->prealloc) {
+		session_err(err, errlen, "%s",
+		    "prealloc needs the destination's guest (a provider or a guest spec)");
+		return TERN_EINVAL;
+	}
+	return 0;
+}
+
 int
 tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
     size_t errlen)
@@ -345,11 +389,8 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	snprintf(stats->outcome, sizeof(stats->outcome), "failed");
 	/* The VMM's guest exists before anything listens: a source is only
 	 * ever answered by a destination that can take its layout. */
-	if (opts->provider != NULL && (rc = tern_guest_from_provider(&own, opts->provider,
-	                                   TERN_GUEST_DESTINATION, why, sizeof(why))) != 0) {
-		session_err(err, errlen, "%s", why);
+	if ((rc = session_own_guest(opts, &own, stats, err, errlen)) != 0)
 		return rc;
-	}
 	if ((rc = tern_net_listen(opts->listen, &lfd, why, sizeof(why))) != 0) {
 		session_err(err, errlen, "%s", why);
 		tern_guest_destroy(own);
@@ -474,7 +515,7 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 	int n = snprintf(buf, len,
 	    "{\"outcome\":\"%s\",\"total_ms\":%" PRIu64 ",\"downtime_ms\":%" PRIu64
 	    ",\"expected_downtime_ms\":%" PRIu64 ",\"guest_build_ms\":%" PRIu64
-	    ",\"verify_ms\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"payload_bytes\":%" PRIu64
+	    ",\"populate_ms\":%" PRIu64 ",\"verify_ms\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"payload_bytes\":%" PRIu64
 	    ",\"pages_sent\":%" PRIu64 ",\"pages_skipped\":%" PRIu64 ",\"iterations\":%" PRIu64
 	    ",\"final_pages\":%" PRIu64 ",\"dirty_rate_pps\":%" PRIu64
 	    ",\"bandwidth_bps\":%" PRIu64 ",\"pause_latency_us\":%" PRIu64
@@ -483,7 +524,7 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 	    ",\"workload_progress_at_resume\":%" PRIu64 ",\"workload_progress_after\":%" PRIu64
 	    ",\"workload_ok\":%d}",
 	    s->outcome, s->total_ms, s->downtime_ms, s->expected_downtime_ms, s->guest_build_ms,
-	    s->verify_ms, s->bytes_sent, s->payload_bytes, s->pages_sent, s->pages_skipped,
+	    s->populate_ms, s->verify_ms, s->bytes_sent, s->payload_bytes, s->pages_sent, s->pages_skipped,
 	    s->iterations, s->final_pages, s->dirty_rate_pps, s->bandwidth_bps,
 	    s->pause_latency_us, s->connections, s->verified ? "true" : "false",
 	    s->handoff_unknown ? "true" : "false", s->source_resume_failed ? "true" : "false",

@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,11 @@ usage(FILE *f)
 	    "  --max-connections N     refuse connections beyond N (64)\n"
 	    "  --io-timeout DUR        as for send\n"
 	    "  --ready-fd FD           write the listening port to FD once listening\n"
+	    "  --guest SPEC            build this destination guest before listening; the\n"
+	    "                          source's layout must match it (default: build one\n"
+	    "                          from the layout the source announces)\n"
+	    "  --prealloc              with --guest: populate its memory before listening\n"
+	    "                          (QEMU's prealloc=on; off the migration's clock)\n"
 	    "  --auth TOKEN, --trace FILE, --json   as for send\n"
 	    "\n"
 	    "demo: runs a destination process and migrates " DEMO_GUEST "\n"
@@ -210,11 +216,15 @@ parse_duration_ms(const char *s, uint64_t *out)
 	return 0;
 }
 
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int
-bad_usage(const char *fmt, const char *arg)
+bad_usage(const char *fmt, ...)
 {
+	va_list ap;
 	fprintf(stderr, "tern: ");
-	fprintf(stderr, fmt, arg);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fprintf(stderr, "\nTry 'tern --help'.\n");
 	return 2;
 }
@@ -303,7 +313,48 @@ enum {
 	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
 	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS, OPT_DIRTY_LOG, OPT_RING_SIZE,
 	OPT_AUTO_CONVERGE, OPT_THR_INITIAL, OPT_THR_INCREMENT, OPT_THR_MAX, OPT_MAX_BW,
-	OPT_SWITCHOVER, OPT_STALL_WINDOW, OPT_RING_ONLY, OPT_RING_STEP,
+	OPT_SWITCHOVER, OPT_STALL_WINDOW, OPT_RING_ONLY, OPT_RING_STEP, OPT_PREALLOC, OPT_END,
+};
+
+/* Which commands take each option: a send option given to receive is an
+ * error, not silently ignored. */
+enum { FOR_SEND = 1, FOR_RECV = 2, FOR_DEMO = 4, FOR_ALL = 7 };
+static const unsigned char opt_for[OPT_END - OPT_TO] = {
+	[OPT_TO - OPT_TO] = FOR_SEND,
+	[OPT_GUEST - OPT_TO] = FOR_ALL,
+	[OPT_DOWNTIME - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_TIMEOUT - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_CONNS - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_CHUNK - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_PERIOD - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_VERIFY - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_AUTH - OPT_TO] = FOR_ALL,
+	[OPT_TRACE - OPT_TO] = FOR_ALL,
+	[OPT_JSON - OPT_TO] = FOR_ALL,
+	[OPT_LISTEN - OPT_TO] = FOR_RECV,
+	[OPT_EXIT_AFTER - OPT_TO] = FOR_RECV,
+	[OPT_RUN_AFTER - OPT_TO] = FOR_RECV,
+	[OPT_ACCEPT_TIMEOUT - OPT_TO] = FOR_RECV,
+	[OPT_NO_POPULATE - OPT_TO] = FOR_RECV,
+	[OPT_READY_FD - OPT_TO] = FOR_RECV,
+	[OPT_HELP - OPT_TO] = FOR_ALL,
+	[OPT_CONNS_MIN - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_IO_TIMEOUT - OPT_TO] = FOR_ALL,
+	[OPT_MAX_CONNS - OPT_TO] = FOR_RECV,
+	[OPT_ZERO_PAGES - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_ZERO_SCANNERS - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_DIRTY_LOG - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_RING_SIZE - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_AUTO_CONVERGE - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_THR_INITIAL - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_THR_INCREMENT - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_THR_MAX - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_MAX_BW - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_SWITCHOVER - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_STALL_WINDOW - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_RING_ONLY - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_RING_STEP - OPT_TO] = FOR_SEND | FOR_DEMO,
+	[OPT_PREALLOC - OPT_TO] = FOR_RECV,
 };
 
 static const struct option long_opts[] = {
@@ -341,6 +392,7 @@ static const struct option long_opts[] = {
 	{ "stall-window", required_argument, NULL, OPT_STALL_WINDOW },
 	{ "ring-only", no_argument, NULL, OPT_RING_ONLY },
 	{ "ring-step", required_argument, NULL, OPT_RING_STEP },
+	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -350,20 +402,29 @@ struct cli {
 	int json;
 };
 
-/* Parses options common to every command; returns 0, or 2 on bad usage. */
+/* Parses the options of command `scope` (FOR_*); returns 0, or 2 on bad
+ * usage. */
 static int
-parse_opts(int argc, char **argv, struct cli *c)
+parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd)
 {
 	uint64_t v;
-	int opt;
+	int opt, idx = -1;
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
+		if (opt >= OPT_TO && opt < OPT_END && !(opt_for[opt - OPT_TO] & scope) && idx >= 0)
+			return bad_usage("--%s is not an option of %s (tern --help)",
+			    long_opts[idx].name, cmd);
+		idx = -1;
 		switch (opt) {
+		case OPT_PREALLOC:
+			c->recv.prealloc = 1;
+			break;
 		case OPT_TO:
 			c->send.to = optarg;
 			break;
 		case OPT_GUEST:
 			c->send.guest = optarg;
+			c->recv.guest = optarg;
 			break;
 		case OPT_DOWNTIME:
 			if (parse_duration_ms(optarg, &v) != 0 || v == 0 || v > 2000000)
@@ -671,8 +732,17 @@ main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	struct cli c = { .recv.ready_fd = -1 };
-	int rc = parse_opts(argc - 1, argv + 1, &c);
+	struct cli c;
+	memset(&c, 0, sizeof(c));
+	tern_send_opts_init(&c.send);
+	tern_recv_opts_init(&c.recv);
+	unsigned scope = strcmp(cmd, "send") == 0 ? FOR_SEND
+	    : strcmp(cmd, "receive") == 0         ? FOR_RECV
+	    : strcmp(cmd, "demo") == 0            ? FOR_DEMO
+						  : 0;
+	if (scope == 0)
+		return bad_usage("unknown command '%s' (send, receive, demo)", cmd);
+	int rc = parse_opts(argc - 1, argv + 1, &c, scope, cmd);
 	if (rc != 0)
 		return rc;
 	if (c.send.ring_only && (c.send.dirty_log == NULL || strcmp(c.send.dirty_log, "ring") != 0))
@@ -691,6 +761,8 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "receive") == 0) {
 		if (c.recv.listen == NULL)
 			return bad_usage("%s", "receive needs --listen HOST:PORT");
+		if (c.recv.prealloc && c.recv.guest == NULL)
+			return bad_usage("%s", "--prealloc needs --guest SPEC (the guest to populate)");
 		return run_receive(&c);
 	}
 	if (strcmp(cmd, "demo") == 0)

@@ -127,9 +127,16 @@ struct tern_recv_opts {
 	/* The destination's guest, created by the VMM before the migration
 	 * (paused; libtern resumes it at the handoff).  The source's announced
 	 * memory layout must equal its regions, or the migration is refused.
-	 * NULL: a built-in simulated guest is built from the announced layout
-	 * (the CLI's demo). */
+	 * NULL: a built-in simulated guest is built from guest, or else from
+	 * the announced layout (the CLI's demo). */
 	const struct tern_guest_provider *provider;
+	/* Without a provider: the simulated destination guest to build before
+	 * listening ("simvm:mem=1G,..."; its layout must match the source's),
+	 * NULL to build it from the announced layout when the source arrives. */
+	const char *guest;
+	/* Populate the destination guest's memory before listening (QEMU's
+	 * prealloc=on): page-table set-up is then off the migration's clock. */
+	int prealloc;
 	int ready_fd;              /* >= 0: write "PORT\n" there once listening */
 	uint64_t accept_timeout_ms; /* 0: wait forever for the source */
 	uint64_t run_after_ms;     /* keep the guest running this long after handoff, then check it */
