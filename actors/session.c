@@ -178,8 +178,12 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 	(void)tern_actor_join(co, -1, &ex);
 	co = NULL;
 	rc = a->result;
-	if (ex.reason != TERN_EXIT_NORMAL) {
-		if (rc == 0 || rc == TERN_ECANCELED)
+	/* The outcome the coordinator recorded stands, however it exited
+	 * afterwards: once the destination confirmed (result 0) the guest runs
+	 * there, and resuming the source too would run it twice.  Only an
+	 * unrecorded outcome (still TERN_ECANCELED) takes the exit's reason. */
+	if (ex.reason != TERN_EXIT_NORMAL && rc != 0) {
+		if (rc == TERN_ECANCELED)
 			rc = ex.reason == TERN_EXIT_KILLED ? TERN_EKILLED
 							  : (ex.code ? ex.code : TERN_EACTOR);
 		if (a->err[0] == '\0')
@@ -451,8 +455,10 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	rcv = NULL;
 	rc = a->result;
 	g = atomic_load(&a->guest);
-	if (ex.reason != TERN_EXIT_NORMAL) {
-		if (rc == 0 || rc == TERN_ECANCELED)
+	/* As on the source: a guest the receiver resumed (result 0) runs here
+	 * and stays running, whatever happened to the receiver afterwards. */
+	if (ex.reason != TERN_EXIT_NORMAL && rc != 0) {
+		if (rc == TERN_ECANCELED)
 			rc = ex.reason == TERN_EXIT_KILLED ? TERN_EKILLED
 							  : (ex.code ? ex.code : TERN_EACTOR);
 		if (a->err[0] == '\0')

@@ -78,3 +78,54 @@ Test(fault, destination_receiver_killed, .timeout = 240)
 {
 	run_with_fault("destination", "receiver@recv:PAGES_IN#3", "killed");
 }
+
+/* A kill just after the handoff is decided must not undo it: the guest runs
+ * on the destination only (the campaign found both running, then neither,
+ * when a kill at this point was taken for a failed migration). */
+static void
+kill_after_handoff(const char *side, const char *fault)
+{
+	struct proc r, s;
+	if (strcmp(side, "destination") == 0)
+		setenv("TERN_FAULT", fault, 1);
+	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
+		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
+	cr_assert_eq(proc_start(&r, ra, 1), 0);
+	unsetenv("TERN_FAULT");
+	int port = proc_ready_port(&r, 30000);
+	cr_assert_gt(port, 0);
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	if (strcmp(side, "source") == 0)
+		setenv("TERN_FAULT", fault, 1);
+	/* A 60 s limit: bulk, then straight to the switchover. */
+	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit", "60s",
+		"--verify", "--timeout", "120s", "--json", NULL };
+	cr_assert_eq(proc_start(&s, sa, 0), 0);
+	unsetenv("TERN_FAULT");
+	cr_assert_eq(proc_wait(&s, 150000), 0, "source hung");
+	cr_assert_eq(proc_wait(&r, 60000), 0, "destination hung");
+	char fired[160];
+	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
+	struct proc *faulty = strcmp(side, "source") == 0 ? &s : &r;
+	cr_assert(strstr(faulty->errbuf, fired) != NULL, "the fault %s never fired: %s", fault,
+	    faulty->errbuf);
+	/* Exactly one guest runs: the destination's. */
+	cr_assert_eq(proc_exit_code(&r), 0, "destination: %s", r.errbuf);
+	cr_assert_not_null(strstr(r.outbuf, "\"outcome\":\"completed\""), "%s", r.outbuf);
+	cr_assert_eq(proc_exit_code(&s), 0, "source: %s", s.errbuf);
+	cr_assert_not_null(strstr(s.outbuf, "\"outcome\":\"completed\""), "%s", s.outbuf);
+	cr_assert_eq(json_num(s.outbuf, "handoff_unknown"), 0);
+}
+
+Test(fault, source_coordinator_killed_after_the_confirmation, .timeout = 240)
+{
+	/* With --verify the 4th answer is the handoff's (config, state,
+	 * digest, complete). */
+	kill_after_handoff("source", "coordinator@recv:W_RESULT#4");
+}
+
+Test(fault, destination_receiver_killed_after_resuming, .timeout = 240)
+{
+	kill_after_handoff("destination", "receiver@state:resumed");
+}
