@@ -752,6 +752,11 @@ static int
 co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_result *r)
 {
 	struct tern_stats *st = s->a->stats;
+	/* An answer that the handoff failed (the destination could not resume
+	 * its guest: its vCPUs stay paused, tern/guest.h) is definite: the
+	 * source can run again, unlike a lost answer (handoff_unknown). */
+	if (r->status != 0 && s->phase == CO_HANDOFF && r->step == TERN_MSG_W_COMPLETE)
+		co_set_phase(self, s, CO_STATE);
 	if (r->status != 0)
 		return co_abort(self, s, r->status == TERN_EVERIFY ? TERN_EVERIFY : TERN_EPEER,
 		    "destination refused %s: %s", tern_msg_name(r->step),

@@ -19,11 +19,13 @@
  *                             "W_" of a frame may be left out: ACK = W_ACK)
  *           | "send:" TYPE    a message or wire frame sent
  *           | "state:" NAME   a state entered (coordinator: setup, bulk,
- *                             iterate, switchover, state, digest, handoff;
- *                             receiver: configured, state, resumed, ...)
+ *                             iterate, switchover, state, verify, handoff,
+ *                             completed; receiver: configured, state,
+ *                             resumed, aborted)
  *           | "chunk"         a chunk taken from the work queue (conn-send,
  *                             zero-scan); "chunk:N" is the same as "chunk#N"
- *           | "iteration"     the coordinator starts a dirty iteration
+ *           | "iteration"     the coordinator starts a pass over memory (the
+ *                             bulk pass is the 1st, dirty iterations follow)
  *           | "pause" | "resume" | "save" | "load"   guest calls ("guest")
  *   n       = fire at the n-th such event (from 1; default 1)
  *

@@ -98,11 +98,15 @@ struct tern_guest_ops {
 	 * of region, sets bit (p - first) of bitmap (64-bit words, least
 	 * significant bit first) for every page p written since it was last
 	 * harvested (or since dirty_start), re-arms tracking for exactly those
-	 * pages, and adds how many it set to *pages -- the semantics of
-	 * KVM_GET_DIRTY_LOG with KVM_CLEAR_DIRTY_LOG (manual protect).  Bits
-	 * already set in bitmap stay set.  first is a multiple of 64; count is
-	 * too, except for a slice that ends at the region's end.  A failure
-	 * fails the migration (a partial harvest is never relied on). */
+	 * pages, and adds how many pages it found dirty to *pages (whether or
+	 * not their bit was set already) -- the semantics of KVM_GET_DIRTY_LOG
+	 * with KVM_CLEAR_DIRTY_LOG (manual protect).  bitmap holds
+	 * (count + 63) / 64 words; bits already set stay set.  first is a
+	 * multiple of 64; count is too, except for a slice that ends at the
+	 * region's end.  A failure fails the migration (a partial harvest is
+	 * never relied on).  A page must be marked dirty after the store that
+	 * dirtied it is visible, never before: a mark cleared by a harvest
+	 * that ran between mark and store would lose the store. */
 	int (*dirty_harvest)(void *guest, uint32_t region, uint64_t first, uint64_t count,
 	    uint64_t *bitmap, uint64_t *pages);
 
@@ -122,8 +126,12 @@ struct tern_guest_ops {
 
 	/* pause returns once no vCPU runs guest code (memory and state are
 	 * then stable); resume lets them run.  Idempotent, safe from any
-	 * thread.  On the destination the guest is paused until libtern
-	 * resumes it after loading the state. */
+	 * thread; a pause and a resume may overlap (the coordinator and the
+	 * throttle), and then the one called last decides.  A resume that fails
+	 * MUST leave the vCPUs paused: on the destination, libtern then tells
+	 * the source that the handoff failed and the source guest runs again.
+	 * On the destination the guest is paused until libtern resumes it
+	 * after loading the state. */
 	int (*pause)(void *guest);
 	int (*resume)(void *guest);
 
@@ -135,8 +143,11 @@ struct tern_guest_ops {
 	int (*state_save)(void *guest, void *buf, uint64_t cap, uint64_t *len);
 
 	/* state_load checks and applies a blob on the destination (guest
-	 * paused).  On failure the destination's guest must not be resumed:
-	 * the migration fails and the source runs again. */
+	 * paused).  Every page of memory has arrived by then (the state goes
+	 * after the final pages are acknowledged), so device state that
+	 * refers to memory (virtio rings) can be checked here.  On failure
+	 * the destination's guest is not resumed: the migration fails and the
+	 * source runs again. */
 	int (*state_load)(void *guest, const void *buf, uint64_t len);
 };
 
