@@ -668,9 +668,12 @@ static int
 co_send_state(struct tern_actor *self, struct co_state *s)
 {
 	size_t len = 0;
-	int rc = s->g->ops->state_save(s->g, s->state_buf, CO_STATE_MAX, &len);
+	int rc = tern_guest_fault_hit("save", tern_runtime_trace(tern_actor_rt(self)));
+	if (rc == 0)
+		rc = s->g->ops->state_save(s->g, s->state_buf, CO_STATE_MAX, &len);
 	if (rc != 0)
-		return co_abort(self, s, rc, "cannot save guest state: %s", tern_strerror(rc));
+		return co_abort(self, s, rc, "cannot save guest state: %s",
+		    s->g->why[0] ? s->g->why : tern_strerror(rc));
 	s->state_len = len;
 	struct tern_msg f;
 	tern_msg_init(&f, TERN_MSG_W_STATE);

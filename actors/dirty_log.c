@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "actors/guest_call.h"
 #include "actors/dirty_log.h"
 #include "tern/error.h"
 
@@ -81,10 +82,13 @@ static int
 dl_harvest_some(struct tern_actor *self, struct dl_state *s, uint64_t slice_pages, bool *done)
 {
 	uint64_t pages = 0, t0 = tern_now_ns();
-	int rc = tern_guest_dirty_harvest_slice(s->guest, s->acc, &s->cursor, slice_pages, &pages,
-	    done);
+	int rc = tern_guest_fault_hit("harvest", tern_runtime_trace(tern_actor_rt(self)));
+	if (rc == 0)
+		rc = tern_guest_dirty_harvest_slice(s->guest, s->acc, &s->cursor, slice_pages,
+		    &pages, done);
 	if (rc != 0)
-		return tern_actor_fail(self, rc, "dirty-log harvest failed: %s", tern_strerror(rc));
+		return tern_actor_fail(self, rc, "dirty-log harvest failed: %s",
+		    s->guest->why[0] ? s->guest->why : tern_strerror(rc));
 	uint64_t t1 = tern_now_ns();
 	s->last_harvest_ns = t1 - t0;
 	dl_sample_add(s, t1, pages);
@@ -132,7 +136,9 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 	                                   s->args->ring_size, why, sizeof(why))) != 0) {
 		return tern_actor_fail(self, rc, "%s", why);
 	}
-	if ((rc = s->guest->ops->dirty_start(s->guest)) != 0) {
+	struct tern_trace *trace = tern_runtime_trace(tern_actor_rt(self));
+	if ((rc = tern_guest_fault_hit("dirty_start", trace)) != 0 ||
+	    (rc = s->guest->ops->dirty_start(s->guest)) != 0) {
 		return tern_actor_fail(self, rc, "cannot start %s dirty tracking: %s", dl_mode(s),
 		    s->guest->why[0] ? s->guest->why : tern_strerror(rc));
 	}

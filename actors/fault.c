@@ -115,7 +115,7 @@ fault_parse_one(const char *p, const char *end, struct fault_trigger *t)
 		}
 	}
 	static const char *kinds[] = {"recv",  "send",   "state", "chunk", "iteration",
-	                              "pause", "resume", "save",  "load",  NULL};
+	                              "pause", "resume", "save",  "load", "dirty_start", "harvest", NULL};
 	bool known = false;
 	for (int i = 0; kinds[i] != NULL; i++)
 		known = known || strcmp(kinds[i], t->kind) == 0;

@@ -35,6 +35,12 @@ gc_sleep(struct tern_actor *self, uint64_t ns)
 }
 
 int
+tern_guest_fault_hit(const char *call, struct tern_trace *trace)
+{
+	return tern_fault_check("guest", 0, 0, call, NULL, trace) == TERN_FAULT_FAIL ? -EIO : 0;
+}
+
+int
 tern_guest_pause_checked(struct tern_guest *g, struct tern_trace *trace)
 {
 	if (tern_fault_check("guest", 0, 0, "pause", NULL, trace) == TERN_FAULT_FAIL)

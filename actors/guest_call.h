@@ -16,6 +16,11 @@ struct tern_actor;
 struct tern_guest;
 struct tern_trace;
 
+/* tern_guest_fault_hit is called just before libtern calls the guest's
+ * `call` slot ("dirty_start", "harvest", "save", "load"): -EIO when
+ * TERN_FAULT=guest@CALL fires there (the call is then not made), else 0. */
+int tern_guest_fault_hit(const char *call, struct tern_trace *trace);
+
 /* Attempts tern_guest_resume_retry makes before giving up. */
 #define TERN_RESUME_TRIES 3
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "actors/guest_call.h"
 #include "actors/receiver.h"
 #include "net/wire.h"
 #include "tern/error.h"
@@ -153,7 +154,9 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "state out of order");
 			return rc_fail(self, s, TERN_EPROTO, "state before configuration");
 		}
-		rc = g->ops->state_load(g, p->ptr, p->len);
+		rc = tern_guest_fault_hit("load", tern_runtime_trace(tern_actor_rt(self)));
+		if (rc == 0)
+			rc = g->ops->state_load(g, p->ptr, p->len);
 		if (rc != 0) {
 			/* The guest's own reason, to both sides. */
 			const char *why = g->why[0] ? g->why : tern_strerror(rc);

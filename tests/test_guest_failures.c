@@ -1,0 +1,71 @@
+/*
+ * Every call into the guest can fail, and each failure ends the migration
+ * with a clear reason and the source guest running: dirty tracking that will
+ * not start, a harvest that fails mid-way (a later iteration), a state save
+ * that fails, a state the destination cannot load.  (A failing pause or
+ * resume: tests/test_resume.c.)  Failures are injected at the call with
+ * TERN_FAULT=guest@CALL (actors/fault.h), and each test checks that its
+ * fault fired.
+ */
+#include <criterion/criterion.h>
+
+#include "tests/proc.h"
+
+#define TERN tern_cli()
+#define GUEST "simvm:mem=128M,vcpus=2,fill=random,workload=memtouch:ws=64M,rate=100M,pattern=random"
+
+static void
+guest_call_fails(const char *side, const char *fault, const char *downtime, const char *expect)
+{
+	struct proc r, s;
+	if (strcmp(side, "destination") == 0)
+		setenv("TERN_FAULT", fault, 1);
+	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
+		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
+	cr_assert_eq(proc_start(&r, ra, 1), 0);
+	unsetenv("TERN_FAULT");
+	int port = proc_ready_port(&r, 30000);
+	cr_assert_gt(port, 0);
+	char to[64];
+	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
+	if (strcmp(side, "source") == 0)
+		setenv("TERN_FAULT", fault, 1);
+	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit",
+		(char *)downtime, "--timeout", "120s", "--json", NULL };
+	cr_assert_eq(proc_start(&s, sa, 0), 0);
+	unsetenv("TERN_FAULT");
+	cr_assert_eq(proc_wait(&s, 150000), 0, "source hung");
+	cr_assert_eq(proc_wait(&r, 60000), 0, "destination hung");
+	char fired[160];
+	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
+	struct proc *faulty = strcmp(side, "source") == 0 ? &s : &r;
+	cr_assert(strstr(faulty->errbuf, fired) != NULL, "the fault %s never fired: %s", fault,
+	    faulty->errbuf);
+	cr_assert_eq(proc_exit_code(&s), 1, "source: %s", s.errbuf);
+	cr_assert_not_null(strstr(s.errbuf, expect), "no '%s' in: %s", expect, s.errbuf);
+	cr_assert_not_null(strstr(s.outbuf, "\"outcome\":\"aborted\""), "%s", s.outbuf);
+	cr_assert_eq(json_num(s.outbuf, "workload_ok"), 1, "source guest not running: %s",
+	    s.outbuf);
+	cr_assert_neq(proc_exit_code(&r), 0, "the destination completed: %s", r.outbuf);
+}
+
+Test(guest_failures, dirty_start_fails, .timeout = 240)
+{
+	guest_call_fails("source", "guest@dirty_start", "300ms", "dirty tracking");
+}
+
+Test(guest_failures, harvest_fails_midway, .timeout = 240)
+{
+	/* A 1 ms limit keeps it iterating: the 5th harvest is mid-migration. */
+	guest_call_fails("source", "guest@harvest#5", "1ms", "harvest failed");
+}
+
+Test(guest_failures, state_save_fails, .timeout = 240)
+{
+	guest_call_fails("source", "guest@save", "60s", "cannot save guest state");
+}
+
+Test(guest_failures, state_load_fails_on_the_destination, .timeout = 240)
+{
+	guest_call_fails("destination", "guest@load", "60s", "refused W_STATE");
+}
