@@ -65,6 +65,7 @@ struct co_state {
 	enum co_phase phase;
 	int paused;
 	int resume_failed; /* every try failed: the session has the last word */
+	int await_dirty;   /* the last set was empty: take again at the next tick */
 
 	/* the set being sent */
 	struct tern_bitmap bulk;
@@ -685,6 +686,8 @@ co_send_state(struct tern_actor *self, struct co_state *s)
 	return 0;
 }
 
+static int co_next_pass(struct tern_actor *self, struct co_state *s, uint64_t now);
+
 static int
 co_iteration_done(struct tern_actor *self, struct co_state *s)
 {
@@ -712,9 +715,21 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 	if (s->cur_lent && co_give(self, s, s->cur) != 0)
 		return co_abort(self, s, TERN_EACTOR, "dirty-log actor gone");
 	s->cur = NULL;
+	return co_next_pass(self, s, now);
+}
 
+/* co_next_pass takes the dirty set and decides: switch over, or iterate on
+ * it.  An empty set that still does not fit the limit (the pages written
+ * since the last background sweep are only projected) is not iterated on:
+ * that would spin through empty passes.  It waits for the next sweep
+ * instead (co_tick calls again). */
+static int
+co_next_pass(struct tern_actor *self, struct co_state *s, uint64_t now)
+{
+	struct tern_stats *st = s->a->stats;
 	struct tern_bitmap *set;
 	uint64_t pages;
+	s->await_dirty = 0;
 	int rc = co_take(self, s, 0, &set, &pages);
 	if (rc != 0)
 		return co_abort(self, s, rc, "dirty-log harvest failed: %s", tern_strerror(rc));
@@ -748,6 +763,13 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 	}
 	if (s->phase != CO_ITERATE)
 		co_set_phase(self, s, CO_ITERATE);
+	if (pages == 0) {
+		s->iter--; /* no pass was made */
+		if (co_give(self, s, set) != 0)
+			return co_abort(self, s, TERN_EACTOR, "dirty-log actor gone");
+		s->await_dirty = 1;
+		return 0;
+	}
 	return co_start_iteration(self, s, set, 1);
 }
 
@@ -966,7 +988,7 @@ co_tick(struct tern_actor *self, void *state)
 			return co_abort(self, s, rc, "ring harvest failed: %s", tern_strerror(rc));
 	}
 	if (s->phase == CO_BULK || s->phase == CO_ITERATE || s->phase == CO_FINAL) {
-		int rc = co_feed(self, s);
+		int rc = s->await_dirty ? co_next_pass(self, s, now) : co_feed(self, s);
 		if (rc != 0)
 			return rc;
 	}
