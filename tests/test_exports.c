@@ -84,3 +84,21 @@ Test(exports, version_matches_the_header)
 	         TERN_VERSION_PATCH);
 	cr_assert_str_eq(tern_version(), want);
 }
+
+Test(exports, codes_are_negative_errno_where_one_exists)
+{
+	/* libuv's rule: a caller can compare with -errno directly. */
+	cr_assert_eq(TERN_EINVAL, -EINVAL);
+	cr_assert_eq(TERN_ENOMEM, -ENOMEM);
+	cr_assert_eq(TERN_ETIMEDOUT, -ETIMEDOUT);
+	cr_assert_eq(TERN_ECANCELED, -ECANCELED);
+	cr_assert_eq(TERN_ENOTSUP, -ENOTSUP);
+	cr_assert_eq(TERN_EPROTO, -EPROTO);
+	cr_assert_eq(TERN_ERANGE, -ERANGE);
+	cr_assert_eq(TERN_EMSG, -EBADMSG);
+	/* tern's own conditions sit far below every errno. */
+	cr_assert_lt(TERN_EKILLED, -4096);
+	cr_assert_str_eq(tern_err_name(TERN_EKILLED), "TERN_EKILLED");
+	cr_assert_str_eq(tern_err_name(-ENOENT), "ENOENT");
+	cr_assert_str_eq(tern_strerror(TERN_ETIMEDOUT), "timed out");
+}

@@ -2,11 +2,15 @@
  * tern error codes.
  *
  * Every tern function that can fail returns an int: 0 on success, a negative
- * code on failure.  System errors are returned as -errno (as libuv does), and
- * tern's own conditions use the codes below, which sit far below any errno.
+ * code on failure.  As in libuv, a code IS -errno wherever an errno exists
+ * (TERN_EINVAL == -EINVAL, TERN_ETIMEDOUT == -ETIMEDOUT, ...), and system
+ * errors come back as -errno; conditions no errno names use the codes below
+ * -10000, far from any errno.
  */
 #ifndef TERN_ERROR_H
 #define TERN_ERROR_H
+
+#include <errno.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,20 +22,20 @@ extern "C" {
 
 /* XX(NAME, value, "message") */
 #define TERN_ERRNO_MAP(XX)                                                    \
-	XX(EPROTO, -10001, "protocol violation by the peer")                  \
+	XX(EPROTO, -EPROTO, "protocol violation by the peer")                  \
 	XX(EVERSION, -10002, "peer speaks another protocol version")          \
-	XX(EMSG, -10003, "malformed message")                                 \
-	XX(ERANGE, -10004, "range outside guest memory")                      \
-	XX(ETIMEDOUT, -10005, "timed out")                                    \
+	XX(EMSG, -EBADMSG, "malformed message")                                 \
+	XX(ERANGE, -ERANGE, "range outside guest memory")                      \
+	XX(ETIMEDOUT, -ETIMEDOUT, "timed out")                                    \
 	XX(ECLOSED, -10006, "closed")                                         \
-	XX(ECANCELED, -10007, "cancelled")                                    \
-	XX(ENOTSUP, -10008, "not supported on this machine")                  \
+	XX(ECANCELED, -ECANCELED, "cancelled")                                    \
+	XX(ENOTSUP, -ENOTSUP, "not supported on this machine")                  \
 	XX(EVERIFY, -10009, "memory digests differ after migration")          \
 	XX(EPEER, -10010, "the peer reported an error")                       \
 	XX(EACTOR, -10011, "an actor exited abnormally")                      \
 	XX(EKILLED, -10012, "an actor was killed")                            \
-	XX(EINVAL, -10013, "invalid argument")                                \
-	XX(ENOMEM, -10014, "out of memory")                                   \
+	XX(EINVAL, -EINVAL, "invalid argument")                                \
+	XX(ENOMEM, -ENOMEM, "out of memory")                                   \
 	XX(ECONVERGE, -10015, "migration did not converge before the timeout") \
 	XX(EAUTH, -10016, "authentication failed")                            \
 	XX(ESTATE, -10017, "operation not valid in this state")               \
