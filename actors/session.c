@@ -146,7 +146,7 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 	int cancel_sent = 0;
 	for (;;) {
 		struct tern_msg m;
-		if (!cancel_sent && opts->stop_flag != NULL && *opts->stop_flag) {
+		if (!cancel_sent && opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
 			struct tern_msg c;
 			tern_msg_init(&c, TERN_MSG_CANCEL);
 			snprintf(c.u.cancel.why, sizeof(c.u.cancel.why), "stop requested (signal)");
@@ -241,7 +241,7 @@ session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, i
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 					   : tern_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
-		if (opts->stop_flag != NULL && *opts->stop_flag)
+		if (opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED))
 			return TERN_ECANCELED;
 		uint64_t now = tern_now_ns();
 		if (now >= deadline)
@@ -446,7 +446,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 			break;
 		if (rc != 0 && rc != TERN_ETIMEDOUT)
 			break;
-		if (opts->stop_flag != NULL && *opts->stop_flag) {
+		if (opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
 			tern_actor_stop(rcv);
 		}
 	}
@@ -480,7 +480,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	if (!opts->exit_after_handoff) {
 		uint64_t until = opts->run_after_ms ? tern_now_ns() + opts->run_after_ms * 1000000ull
 						    : UINT64_MAX;
-		while (tern_now_ns() < until && !(opts->stop_flag && *opts->stop_flag))
+		while (tern_now_ns() < until && !(opts->stop_flag && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)))
 			usleep(20000);
 		int crc = tern_guest_check(g, &p1, cwhy, sizeof(cwhy));
 		stats->workload_progress_after = p1;

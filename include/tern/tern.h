@@ -224,6 +224,66 @@ TERN_EXTERN int tern_migrate_send(const struct tern_send_opts *opts, struct tern
 TERN_EXTERN int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats,
     char *err, size_t errlen);
 
+/*
+ * The migration handle: the same migrations, started and left to run.
+ *
+ *   struct tern_migration *m;
+ *   int rc = tern_migration_send(&m, &opts, &cb, my_data);  // returns at once
+ *   ...                       // progress callbacks; tern_migration_stats()
+ *   tern_migration_cancel(m);  // any time, any thread, never blocks
+ *   rc = tern_migration_close(m);  // waits for the end, frees, the result
+ *
+ * A start that fails returns the error and calls nothing back.  Otherwise
+ * the done callback comes exactly once, last.  The options' strings and the
+ * provider must stay valid until close.  Callbacks run on libtern's thread:
+ * they must not block long and must not close the handle.
+ */
+struct tern_migration;
+
+struct tern_migration_cb {
+	/* About once per iteration and at least once per second (source). */
+	void (*progress)(struct tern_migration *m, const struct tern_progress *p);
+	/* The end: result 0 or a negative code, err a one-line reason ("" on
+	 * success).  tern_migration_stats has the final figures from now on. */
+	void (*done)(struct tern_migration *m, int result, const char *err);
+};
+
+/* tern_migration_send / tern_migration_receive start a migration as
+ * tern_migrate_send / tern_migrate_receive (their stop_flag and progress
+ * fields are the handle's; use cancel and the callbacks).  data is the
+ * caller's, returned by tern_migration_data.  cb may be NULL. */
+TERN_EXTERN int tern_migration_send(struct tern_migration **m, const struct tern_send_opts *opts,
+    const struct tern_migration_cb *cb, void *data);
+TERN_EXTERN int tern_migration_receive(struct tern_migration **m,
+    const struct tern_recv_opts *opts, const struct tern_migration_cb *cb, void *data);
+TERN_EXTERN void *tern_migration_data(const struct tern_migration *m);
+
+/* tern_migration_cancel asks the migration to end with the source guest
+ * running (TERN_ECANCELED); too late once the handoff has begun.  Never
+ * blocks, idempotent, from any thread (a callback included). */
+TERN_EXTERN void tern_migration_cancel(struct tern_migration *m);
+
+/* tern_migration_stats fills *s from any thread at any time: while running
+ * outcome is "active" with the live figures (elapsed time, bytes
+ * transferred, iteration, dirty rate, bandwidth), after the done callback
+ * the final statistics. */
+TERN_EXTERN int tern_migration_stats(struct tern_migration *m, struct tern_stats *s);
+
+/* tern_migration_progress copies the last progress sample; its state name
+ * goes into state (statelen bytes; p->state is set NULL). */
+TERN_EXTERN int tern_migration_progress(struct tern_migration *m, struct tern_progress *p,
+    char *state, size_t statelen);
+
+/* tern_migration_wait waits up to timeout_ms (-1: until the end, 0: poll):
+ * the result once done (err, may be NULL, gets its reason), TERN_ETIMEDOUT
+ * while still running. */
+TERN_EXTERN int tern_migration_wait(struct tern_migration *m, int timeout_ms, char *err,
+    size_t errlen);
+
+/* tern_migration_close waits for the end (cancel first to hurry it), frees
+ * the handle and returns the result.  NULL is accepted. */
+TERN_EXTERN int tern_migration_close(struct tern_migration *m);
+
 /* tern_stats_json writes stats as one JSON object (stable field names). */
 TERN_EXTERN int tern_stats_json(const struct tern_stats *s, char *buf, size_t len);
 

@@ -1,0 +1,235 @@
+/*
+ * The caller-owned migration handle (tern.h): start returns at once, the
+ * migration runs on a thread of its own (the blocking tern_migrate_send or
+ * tern_migrate_receive), progress and the end come by callback, cancel never
+ * blocks, statistics can be read from any thread, close waits and frees.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tern/tern.h"
+
+struct tern_migration {
+	void *data;
+	struct tern_migration_cb cb;
+	bool sending;
+	struct tern_send_opts send;
+	struct tern_recv_opts recv;
+	/* The blocking call polls it: set by cancel from any thread. */
+	volatile int cancel;
+
+	pthread_t thread;
+	pthread_mutex_t mtx; /* guards everything below */
+	pthread_cond_t cv;
+	bool done;
+	int result;
+	char err[512];
+	struct tern_stats stats;     /* final, once done */
+	struct tern_progress latest; /* the last progress, while running */
+	char state[32];              /* latest.state points here */
+	uint64_t start_ns;
+};
+
+static uint64_t
+mig_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void
+mig_progress(const struct tern_progress *p, void *arg)
+{
+	struct tern_migration *m = arg;
+	pthread_mutex_lock(&m->mtx);
+	m->latest = *p;
+	snprintf(m->state, sizeof(m->state), "%s", p->state != NULL ? p->state : "");
+	m->latest.state = m->state;
+	pthread_mutex_unlock(&m->mtx);
+	if (m->cb.progress != NULL)
+		m->cb.progress(m, p);
+}
+
+static void *
+mig_main(void *arg)
+{
+	struct tern_migration *m = arg;
+	struct tern_stats st;
+	char err[512] = "";
+	int rc = m->sending ? tern_migrate_send(&m->send, &st, err, sizeof(err))
+	                    : tern_migrate_receive(&m->recv, &st, err, sizeof(err));
+	pthread_mutex_lock(&m->mtx);
+	m->stats = st;
+	m->result = rc;
+	snprintf(m->err, sizeof(m->err), "%s", rc != 0 && err[0] == '\0' ? tern_strerror(rc) : err);
+	pthread_mutex_unlock(&m->mtx);
+	/* done is the last callback; the handle is marked done after it, so a
+	 * close called from another thread waits for the callback too. */
+	if (m->cb.done != NULL)
+		m->cb.done(m, rc, m->err);
+	pthread_mutex_lock(&m->mtx);
+	m->done = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mtx);
+	return NULL;
+}
+
+static int
+mig_start(struct tern_migration **out, struct tern_migration *m, const struct tern_migration_cb *cb,
+          void *data)
+{
+	*out = NULL;
+	m->data = data;
+	if (cb != NULL)
+		m->cb = *cb;
+	m->start_ns = mig_now_ns();
+	snprintf(m->state, sizeof(m->state), "setup");
+	m->latest.state = m->state;
+	if (pthread_mutex_init(&m->mtx, NULL) != 0) {
+		free(m);
+		return TERN_ENOMEM;
+	}
+	if (pthread_cond_init(&m->cv, NULL) != 0) {
+		pthread_mutex_destroy(&m->mtx);
+		free(m);
+		return TERN_ENOMEM;
+	}
+	int rc = pthread_create(&m->thread, NULL, mig_main, m);
+	if (rc != 0) {
+		/* A synchronous error: no callback will come. */
+		pthread_cond_destroy(&m->cv);
+		pthread_mutex_destroy(&m->mtx);
+		free(m);
+		return -rc;
+	}
+	*out = m;
+	return 0;
+}
+
+int
+tern_migration_send(struct tern_migration **out, const struct tern_send_opts *opts,
+                    const struct tern_migration_cb *cb, void *data)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (out == NULL || opts == NULL || opts->to == NULL ||
+	    (opts->provider == NULL && opts->guest == NULL))
+		return TERN_EINVAL;
+	struct tern_migration *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return TERN_ENOMEM;
+	m->sending = true;
+	m->send = *opts;
+	m->send.stop_flag = &m->cancel;
+	m->send.progress = mig_progress;
+	m->send.progress_arg = m;
+	return mig_start(out, m, cb, data);
+}
+
+int
+tern_migration_receive(struct tern_migration **out, const struct tern_recv_opts *opts,
+                       const struct tern_migration_cb *cb, void *data)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (out == NULL || opts == NULL || opts->listen == NULL)
+		return TERN_EINVAL;
+	struct tern_migration *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return TERN_ENOMEM;
+	m->recv = *opts;
+	m->recv.stop_flag = &m->cancel;
+	return mig_start(out, m, cb, data);
+}
+
+void *
+tern_migration_data(const struct tern_migration *m)
+{
+	return m->data;
+}
+
+void
+tern_migration_cancel(struct tern_migration *m)
+{
+	/* The blocking call polls it (within 100 ms on the source). */
+	__atomic_store_n(&m->cancel, 1, __ATOMIC_RELAXED);
+}
+
+int
+tern_migration_stats(struct tern_migration *m, struct tern_stats *out)
+{
+	pthread_mutex_lock(&m->mtx);
+	if (m->done) {
+		*out = m->stats;
+	} else {
+		memset(out, 0, sizeof(*out));
+		snprintf(out->outcome, sizeof(out->outcome), "active");
+		out->total_ms = (mig_now_ns() - m->start_ns) / 1000000;
+		out->payload_bytes = m->latest.transferred_bytes;
+		out->iterations = m->latest.iteration;
+		out->dirty_rate_pps = m->latest.dirty_rate_pps;
+		out->bandwidth_bps = m->latest.bandwidth_bps;
+	}
+	pthread_mutex_unlock(&m->mtx);
+	return 0;
+}
+
+int
+tern_migration_progress(struct tern_migration *m, struct tern_progress *out, char *state,
+                        size_t statelen)
+{
+	pthread_mutex_lock(&m->mtx);
+	*out = m->latest;
+	if (state != NULL && statelen > 0)
+		snprintf(state, statelen, "%s", m->done ? (m->result == 0 ? "completed" : "failed")
+		                                        : m->state);
+	out->state = NULL; /* ours changes under the caller: the copy is in state */
+	pthread_mutex_unlock(&m->mtx);
+	return 0;
+}
+
+int
+tern_migration_wait(struct tern_migration *m, int timeout_ms, char *err, size_t errlen)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	if (timeout_ms > 0) {
+		until.tv_sec += timeout_ms / 1000;
+		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&m->mtx);
+	while (!m->done && timeout_ms != 0) {
+		if (timeout_ms < 0)
+			pthread_cond_wait(&m->cv, &m->mtx);
+		else if (pthread_cond_timedwait(&m->cv, &m->mtx, &until) != 0)
+			break;
+	}
+	int rc = m->done ? m->result : TERN_ETIMEDOUT;
+	if (m->done && err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s", m->err);
+	pthread_mutex_unlock(&m->mtx);
+	return rc;
+}
+
+int
+tern_migration_close(struct tern_migration *m)
+{
+	if (m == NULL)
+		return 0;
+	int rc = tern_migration_wait(m, -1, NULL, 0);
+	pthread_join(m->thread, NULL);
+	pthread_cond_destroy(&m->cv);
+	pthread_mutex_destroy(&m->mtx);
+	free(m);
+	return rc;
+}

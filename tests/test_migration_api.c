@@ -1,0 +1,143 @@
+/*
+ * The migration handle (tern.h), both sides in one process: start returns at
+ * once, progress and done come by callback, statistics are readable while
+ * it runs, cancel (from a callback, at an event) ends it with the source
+ * running, a bad start calls nothing back, close waits and frees.
+ */
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tern/tern.h"
+
+#define GUEST "simvm:mem=128M,vcpus=2,fill=random,workload=memtouch:ws=32M,rate=50M,pattern=random"
+
+struct side {
+	atomic_int progress;
+	atomic_int done;
+	atomic_int result;
+	atomic_int cancel_at_iterate;
+};
+
+static void
+on_progress(struct tern_migration *m, const struct tern_progress *p)
+{
+	struct side *s = tern_migration_data(m);
+	atomic_fetch_add(&s->progress, 1);
+	if (atomic_load(&s->cancel_at_iterate) && p->state != NULL &&
+	    strcmp(p->state, "iterate") == 0)
+		tern_migration_cancel(m);
+}
+
+static void
+on_done(struct tern_migration *m, int result, const char *err)
+{
+	struct side *s = tern_migration_data(m);
+	cr_assert_not_null(err);
+	atomic_store(&s->result, result);
+	atomic_fetch_add(&s->done, 1);
+}
+
+static const struct tern_migration_cb cbs = {.progress = on_progress, .done = on_done};
+
+/* Starts a destination handle on a free port; returns "127.0.0.1:PORT". */
+static struct tern_migration *
+start_destination(struct side *d, char *to, size_t tolen)
+{
+	int fds[2];
+	cr_assert_eq(pipe(fds), 0);
+	struct tern_recv_opts ro;
+	tern_recv_opts_init(&ro);
+	ro.listen = "127.0.0.1:0";
+	ro.ready_fd = fds[1];
+	ro.exit_after_handoff = 1;
+	ro.accept_timeout_ms = 60000;
+	struct tern_migration *m = NULL;
+	cr_assert_eq(tern_migration_receive(&m, &ro, &cbs, d), 0);
+	struct pollfd pf = {fds[0], POLLIN, 0};
+	cr_assert_eq(poll(&pf, 1, 60000), 1, "the destination never listened");
+	char line[32] = "";
+	cr_assert_gt(read(fds[0], line, sizeof(line) - 1), 0);
+	close(fds[0]);
+	close(fds[1]);
+	snprintf(to, tolen, "127.0.0.1:%d", atoi(line));
+	return m;
+}
+
+Test(migration_api, both_sides_by_handle, .timeout = 300)
+{
+	struct side src = {0}, dst = {0};
+	char to[64];
+	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
+	struct tern_send_opts so;
+	tern_send_opts_init(&so);
+	so.to = to;
+	so.guest = GUEST;
+	so.verify = 1;
+	so.timeout_ms = 120000;
+	struct tern_migration *m = NULL;
+	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	struct tern_stats st;
+	/* Readable at any time; "active" until the end. */
+	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert(strcmp(st.outcome, "active") == 0 || strcmp(st.outcome, "completed") == 0,
+	          "%s", st.outcome);
+	char err[512] = "";
+	int rc = tern_migration_wait(m, -1, err, sizeof(err));
+	cr_assert_eq(rc, 0, "send: %s", err);
+	cr_assert_eq(atomic_load(&src.done), 1, "done must come exactly once");
+	cr_assert_geq(atomic_load(&src.progress), 1);
+	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_str_eq(st.outcome, "completed");
+	cr_assert_eq(st.verified, 1);
+	cr_assert_eq(tern_migration_close(m), 0);
+	cr_assert_eq(tern_migration_close(d), 0);
+	cr_assert_eq(atomic_load(&dst.done), 1);
+	cr_assert_eq(atomic_load(&dst.result), 0);
+}
+
+Test(migration_api, cancel_from_a_callback, .timeout = 300)
+{
+	struct side src = {0}, dst = {0};
+	atomic_store(&src.cancel_at_iterate, 1);
+	char to[64];
+	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
+	struct tern_send_opts so;
+	tern_send_opts_init(&so);
+	so.to = to;
+	so.guest = GUEST;
+	so.downtime_limit_ms = 1; /* never converges: only the cancel ends it */
+	so.timeout_ms = 600000;
+	struct tern_migration *m = NULL;
+	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	char err[512] = "";
+	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), TERN_ECANCELED, "%s", err);
+	cr_assert_not_null(strstr(err, "cancelled"), "%s", err);
+	struct tern_stats st;
+	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_str_eq(st.outcome, "aborted");
+	cr_assert_eq(st.workload_ok, 1, "the source guest does not run after the cancel");
+	tern_migration_cancel(m); /* idempotent, also after the end */
+	cr_assert_eq(tern_migration_close(m), TERN_ECANCELED);
+	/* The destination was told and gave up its copy. */
+	cr_assert_neq(tern_migration_close(d), 0);
+	cr_assert_eq(atomic_load(&dst.done), 1);
+}
+
+Test(migration_api, a_bad_start_calls_nothing_back)
+{
+	struct side s = {0};
+	struct tern_send_opts so;
+	tern_send_opts_init(&so);
+	so.guest = GUEST; /* no destination */
+	struct tern_migration *m = (struct tern_migration *)&s;
+	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &s), TERN_EINVAL);
+	cr_assert_null(m);
+	usleep(100000);
+	cr_assert_eq(atomic_load(&s.done), 0);
+	cr_assert_eq(tern_migration_close(NULL), 0);
+}
