@@ -194,9 +194,10 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 static int
 cs_rate_wait(struct tern_actor *self, struct tern_rate_limit *l, uint64_t bytes)
 {
-	if (l == NULL || l->bytes_per_s == 0 || bytes == 0)
+	uint64_t bps = l != NULL ? atomic_load_explicit(&l->bytes_per_s, memory_order_relaxed) : 0;
+	if (bps == 0 || bytes == 0)
 		return 0;
-	uint64_t cost = (uint64_t)((double)bytes * 1e9 / (double)l->bytes_per_s);
+	uint64_t cost = (uint64_t)((double)bytes * 1e9 / (double)bps);
 	uint64_t now = tern_now_ns(), start, next = atomic_load(&l->next_ns);
 	do {
 		/* An idle cap does not bank credit beyond one chunk's worth. */

@@ -26,7 +26,9 @@
 /* A rate cap shared by every connection: each chunk reserves its share of
  * wire time on one timeline (lock-free), and its sender waits for it. */
 struct tern_rate_limit {
-	uint64_t bytes_per_s; /* 0: no cap */
+	/* 0: no cap.  The coordinator may change it while connections run
+	 * (a live parameter): relaxed, each chunk reads it once. */
+	_Atomic uint64_t bytes_per_s;
 	_Atomic uint64_t next_ns;
 };
 
@@ -39,7 +41,7 @@ struct tern_conn_send_args {
 	uint32_t conn, nconns;
 	uint32_t coordinator; /* receives CHUNK_DONE and CTL_IN */
 	uint32_t window;      /* chunks in flight (credits) */
-	struct tern_rate_limit *limit; /* may be NULL */
+	struct tern_rate_limit *limit; /* never NULL; bytes_per_s 0: no cap */
 	int deadline_ms;      /* no progress for this long: the peer is gone */
 	uint64_t peer_time_ns; /* destination clock at handshake */
 	/* Written by the actor, read by the coordinator for statistics. */

@@ -66,6 +66,7 @@ struct co_state {
 	int paused;
 	int resume_failed; /* every try failed: the session has the last word */
 	int await_dirty;   /* the last set was empty: take again at the next tick */
+	uint32_t limit_ms; /* downtime limit set while running (0: the option's) */
 
 	/* the set being sent */
 	struct tern_bitmap bulk;
@@ -555,6 +556,8 @@ co_expected_ms(const struct co_state *s, uint64_t bytes)
 static uint64_t
 co_limit_ms(const struct co_state *s)
 {
+	if (s->limit_ms != 0)
+		return s->limit_ms; /* changed while running */
 	return s->a->opts->downtime_limit_ms ? s->a->opts->downtime_limit_ms : 300;
 }
 
@@ -901,6 +904,16 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return 0;
 	}
 	switch (m->type) {
+	case TERN_MSG_PARAMS:
+		/* Takes effect at the next switchover decision and chunk. */
+		if (m->u.params.downtime_limit_ms != 0)
+			s->limit_ms = m->u.params.downtime_limit_ms;
+		if (m->u.params.max_bandwidth != 0)
+			atomic_store_explicit(&s->a->limit.bytes_per_s,
+			    m->u.params.max_bandwidth == UINT64_MAX ? 0 : m->u.params.max_bandwidth,
+			    memory_order_relaxed);
+		tern_actor_counter(self, "downtime_limit_ms", (double)co_limit_ms(s));
+		return 0;
 	case TERN_MSG_CANCEL:
 		if (s->phase == CO_HANDOFF) {
 			/* The destination may run the guest already: finish. */
@@ -1089,10 +1102,8 @@ co_init(struct tern_actor *self, void *state, void *arg)
 			return rc;
 		s->ring_step = o->ring_step ? o->ring_step : 1024;
 	}
-	if (o->max_bandwidth) {
-		a->limit.bytes_per_s = o->max_bandwidth;
-		atomic_init(&a->limit.next_ns, 0);
-	}
+	atomic_init(&a->limit.bytes_per_s, o->max_bandwidth);
+	atomic_init(&a->limit.next_ns, 0);
 	if (o->auto_converge != TERN_CONVERGE_OFF) {
 		if (o->auto_converge == TERN_CONVERGE_QEMU)
 			tern_converge_defaults_qemu(&s->conv);
@@ -1134,7 +1145,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		c->nconns = s->nconns;
 		c->coordinator = tern_actor_id(self);
 		c->window = 4;
-		c->limit = o->max_bandwidth ? &a->limit : NULL;
+		c->limit = &a->limit; /* a cap may come later (PARAMS) */
 		c->deadline_ms = o->io_timeout_ms ? (int)o->io_timeout_ms : 10000;
 		rc = tern_spawn(tern_actor_rt(self), &tern_conn_send_actor, c, tern_actor_id(self),
 		    &s->conns[i], &why);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "actors/session.h"
 #include "tern/tern.h"
 
 struct tern_migration {
@@ -22,6 +23,7 @@ struct tern_migration {
 	struct tern_recv_opts recv;
 	/* The blocking call polls it: set by cancel from any thread. */
 	volatile int cancel;
+	struct terni_live_params live;
 
 	pthread_t thread;
 	pthread_mutex_t mtx; /* guards everything below */
@@ -62,7 +64,7 @@ mig_main(void *arg)
 	struct tern_migration *m = arg;
 	struct tern_stats st;
 	char err[512] = "";
-	int rc = m->sending ? tern_migrate_send(&m->send, &st, err, sizeof(err))
+	int rc = m->sending ? terni_migrate_send(&m->send, &m->live, &st, err, sizeof(err))
 	                    : tern_migrate_receive(&m->recv, &st, err, sizeof(err));
 	pthread_mutex_lock(&m->mtx);
 	m->stats = st;
@@ -159,6 +161,32 @@ tern_migration_cancel(struct tern_migration *m)
 {
 	/* The blocking call polls it (within 100 ms on the source). */
 	__atomic_store_n(&m->cancel, 1, __ATOMIC_RELAXED);
+}
+
+static int
+mig_set(struct tern_migration *m, uint32_t downtime_ms, uint64_t max_bw)
+{
+	if (!m->sending)
+		return TERN_ESTATE; /* the source decides both */
+	if (downtime_ms != 0)
+		atomic_store_explicit(&m->live.downtime_limit_ms, downtime_ms, memory_order_relaxed);
+	if (max_bw != 0)
+		atomic_store_explicit(&m->live.max_bandwidth, max_bw, memory_order_relaxed);
+	/* Release: the values above are seen with the new generation. */
+	atomic_fetch_add_explicit(&m->live.gen, 1, memory_order_release);
+	return 0;
+}
+
+int
+tern_migration_set_downtime_limit(struct tern_migration *m, uint32_t ms)
+{
+	return ms == 0 ? TERN_EINVAL : mig_set(m, ms, 0);
+}
+
+int
+tern_migration_set_max_bandwidth(struct tern_migration *m, uint64_t bytes_per_s)
+{
+	return mig_set(m, 0, bytes_per_s == 0 ? UINT64_MAX : bytes_per_s);
 }
 
 int

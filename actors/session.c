@@ -15,6 +15,7 @@
 #include "actors/coordinator.h"
 #include "actors/guest_call.h"
 #include "actors/receiver.h"
+#include "actors/session.h"
 #include "net/net.h"
 #include "net/wire.h"
 #include "tern/tern.h"
@@ -81,7 +82,32 @@ session_paused_err(char *err, size_t errlen, int resume_rc, int rc)
 }
 
 int
-tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err, size_t errlen)
+tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err,
+    size_t errlen)
+{
+	return terni_migrate_send(opts, NULL, stats, err, errlen);
+}
+
+/* session_params sends the coordinator the parameters changed since *seen. */
+static void
+session_params(struct tern_runtime *rt, struct tern_mailbox *mb, struct tern_actor *co,
+    struct terni_live_params *live, uint32_t *seen)
+{
+	uint32_t gen = atomic_load_explicit(&live->gen, memory_order_acquire);
+	if (gen == *seen)
+		return;
+	struct tern_msg p;
+	tern_msg_init(&p, TERN_MSG_PARAMS);
+	p.u.params.downtime_limit_ms =
+	    atomic_load_explicit(&live->downtime_limit_ms, memory_order_relaxed);
+	p.u.params.max_bandwidth = atomic_load_explicit(&live->max_bandwidth, memory_order_relaxed);
+	if (tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &p) == 0)
+		*seen = gen;
+}
+
+int
+terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *live,
+    struct tern_stats *stats, char *err, size_t errlen)
 {
 	struct tern_guest_config cfg;
 	struct tern_guest *g = NULL;
@@ -144,15 +170,18 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 		goto out;
 	}
 	int cancel_sent = 0;
+	uint32_t params_seen = 0;
 	for (;;) {
 		struct tern_msg m;
+		if (live != NULL)
+			session_params(rt, mb, co, live, &params_seen);
 		if (!cancel_sent && opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
 			struct tern_msg c;
 			tern_msg_init(&c, TERN_MSG_CANCEL);
 			snprintf(c.u.cancel.why, sizeof(c.u.cancel.why), "stop requested (signal)");
 			cancel_sent = tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &c) == 0;
 		}
-		/* Short slices: a cancel is noticed within 100 ms. */
+		/* Short slices: a cancel or a parameter is noticed within 100 ms. */
 		rc = tern_mailbox_recv(mb, &m, 100);
 		if (rc == TERN_ETIMEDOUT)
 			continue;

@@ -101,6 +101,8 @@
 /* Driver -> Coordinator: cancel the migration (the source guest runs again;
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
+/* Driver -> Coordinator: parameters changed while running (0: unchanged). */
+#define TERN_FIELDS_PARAMS(F) F(U32, downtime_limit_ms) F(U64, max_bandwidth)
 
 #define TERN_MESSAGES(X)                                                       \
 	X(PING, ping, 0x0001)                                                  \
@@ -119,6 +121,7 @@
 	X(THROTTLE_SET, throttle_set, 0x0030)                                  \
 	X(THROTTLE_STATE, throttle_state, 0x0031)                              \
 	X(CANCEL, cancel, 0x0040)                                              \
+	X(PARAMS, params, 0x0041)                                              \
 	X(W_HELLO, w_hello, 0x1001)                                            \
 	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                    \
 	X(W_CONFIG, w_config, 0x1003)                                          \

@@ -21,6 +21,7 @@ struct side {
 	atomic_int done;
 	atomic_int result;
 	atomic_int cancel_at_iterate;
+	atomic_int relax_at_iterate; /* raise the downtime limit instead */
 };
 
 static void
@@ -28,9 +29,14 @@ on_progress(struct tern_migration *m, const struct tern_progress *p)
 {
 	struct side *s = tern_migration_data(m);
 	atomic_fetch_add(&s->progress, 1);
-	if (atomic_load(&s->cancel_at_iterate) && p->state != NULL &&
-	    strcmp(p->state, "iterate") == 0)
+	if (p->state == NULL || strcmp(p->state, "iterate") != 0)
+		return;
+	if (atomic_load(&s->cancel_at_iterate))
 		tern_migration_cancel(m);
+	if (atomic_exchange(&s->relax_at_iterate, 0)) {
+		cr_assert_eq(tern_migration_set_downtime_limit(m, 60000), 0);
+		cr_assert_eq(tern_migration_set_max_bandwidth(m, 0), 0);
+	}
 }
 
 static void
@@ -140,4 +146,31 @@ Test(migration_api, a_bad_start_calls_nothing_back)
 	usleep(100000);
 	cr_assert_eq(atomic_load(&s.done), 0);
 	cr_assert_eq(tern_migration_close(NULL), 0);
+}
+
+Test(migration_api, downtime_limit_changed_while_running, .timeout = 300)
+{
+	struct side src = {0}, dst = {0};
+	atomic_store(&src.relax_at_iterate, 1);
+	char to[64];
+	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
+	struct tern_send_opts so;
+	tern_send_opts_init(&so);
+	so.to = to;
+	so.guest = GUEST;
+	so.downtime_limit_ms = 1; /* would never converge... */
+	so.timeout_ms = 600000;
+	struct tern_migration *m = NULL;
+	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	char err[512] = "";
+	/* ...until the callback raises the limit: then it completes. */
+	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), 0, "%s", err);
+	struct tern_stats st;
+	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_str_eq(st.outcome, "completed");
+	cr_assert_gt(st.expected_downtime_ms, 1, "switched over within the old 1 ms limit?");
+	cr_assert_eq(tern_migration_close(m), 0);
+	/* A destination has no such parameters. */
+	cr_assert_eq(tern_migration_set_downtime_limit(d, 5), TERN_ESTATE);
+	cr_assert_eq(tern_migration_close(d), 0);
 }

@@ -263,6 +263,14 @@ TERN_EXTERN void *tern_migration_data(const struct tern_migration *m);
  * blocks, idempotent, from any thread (a callback included). */
 TERN_EXTERN void tern_migration_cancel(struct tern_migration *m);
 
+/* tern_migration_set_downtime_limit (ms > 0) and
+ * tern_migration_set_max_bandwidth (bytes/s, 0: no cap) change a running
+ * source migration: the limit applies from the next switchover decision,
+ * the cap from the next chunk.  Any thread; TERN_ESTATE on a destination. */
+TERN_EXTERN int tern_migration_set_downtime_limit(struct tern_migration *m, uint32_t ms);
+TERN_EXTERN int tern_migration_set_max_bandwidth(struct tern_migration *m,
+    uint64_t bytes_per_s);
+
 /* tern_migration_stats fills *s from any thread at any time: while running
  * outcome is "active" with the live figures (elapsed time, bytes
  * transferred, iteration, dirty rate, bandwidth), after the done callback
