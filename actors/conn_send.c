@@ -53,7 +53,13 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	if (s->rx == NULL)
 		return TERN_ENOMEM;
 	char why[TERN_STR_MAX] = "";
-	int rc = tern_net_connect(a->to, 5000, &s->fd, why, sizeof(why));
+	int rc = 0;
+	if (a->given_fd >= 0) {
+		s->fd = a->given_fd; /* ours now: cs_stop closes it */
+		a->given_fd = -1;
+	} else {
+		rc = tern_net_connect(a->to, 5000, &s->fd, why, sizeof(why));
+	}
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "%s", why);
 	/* A kill shuts it down, releasing a send or receive in progress. */

@@ -36,6 +36,7 @@ struct tern_conn_send_args {
 	struct tern_guest *guest;
 	struct tern_queue *queue;
 	const char *to;
+	int given_fd; /* a connected socket the VMM passed (>= 0), else connect to `to` */
 	const char *migration;
 	const char *auth;
 	uint32_t conn, nconns;

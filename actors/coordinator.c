@@ -67,6 +67,7 @@ struct co_state {
 	int resume_failed; /* every try failed: the session has the last word */
 	int await_dirty;   /* the last set was empty: take again at the next tick */
 	uint32_t limit_ms; /* downtime limit set while running (0: the option's) */
+	uint32_t fds_handed; /* given sockets passed to connection actors */
 
 	/* the set being sent */
 	struct tern_bitmap bulk;
@@ -1044,10 +1045,11 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	const struct tern_send_opts *o = a->opts;
 	struct tern_exit why;
 	s->a = a;
+	a->fds_owned = 1; /* co_stop closes the given sockets not handed on */
 	s->g = a->guest;
 	s->start_ns = tern_now_ns();
 	s->last_progress_ns = s->start_ns;
-	s->nconns = o->connections ? o->connections : 1;
+	s->nconns = o->nfds ? o->nfds : o->connections ? o->connections : 1;
 	uint64_t chunk = o->chunk_size ? o->chunk_size : (1u << 20);
 	s->chunk_pages = chunk / TERN_PAGE_SIZE ? chunk / TERN_PAGE_SIZE : 1;
 	a->result = TERN_ECANCELED;
@@ -1138,7 +1140,9 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		struct tern_conn_send_args *c = &a->conns[i];
 		c->guest = s->g;
 		c->queue = s->queue;
-		c->to = o->to;
+		c->to = o->to != NULL ? o->to : "the given socket";
+		c->given_fd = o->nfds ? o->fds[i] : -1;
+		s->fds_handed = i + 1;
 		c->migration = a->migration;
 		c->auth = o->auth;
 		c->conn = i;
@@ -1199,6 +1203,10 @@ co_stop(struct tern_actor *self, void *state)
 	/* Killed or failed before the handoff: the source guest runs again. */
 	if (s->phase != CO_COMPLETED)
 		co_resume_source(self, s);
+	/* Given sockets no connection actor took: still ours to close. */
+	for (uint32_t i = s->fds_handed; i < a->opts->nfds; i++)
+		close(a->opts->fds[i]);
+	s->fds_handed = a->opts->nfds;
 	if (s->scan_queue != NULL)
 		tern_queue_close(s->scan_queue);
 	if (s->queue != NULL)

@@ -39,6 +39,7 @@ struct tern_coordinator_args {
 	/* outcome */
 	int result;
 	char err[TERN_STR_MAX];
+	int fds_owned; /* the coordinator took the given sockets (it closes them) */
 	struct tern_stats *stats;
 };
 

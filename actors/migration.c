@@ -120,7 +120,7 @@ tern_migration_send(struct tern_migration **out, const struct tern_send_opts *op
 {
 	if (out != NULL)
 		*out = NULL;
-	if (out == NULL || opts == NULL || opts->to == NULL ||
+	if (out == NULL || opts == NULL || (opts->to == NULL && opts->nfds == 0) ||
 	    (opts->provider == NULL && opts->guest == NULL))
 		return TERN_EINVAL;
 	struct tern_migration *m = calloc(1, sizeof(*m));
@@ -140,7 +140,7 @@ tern_migration_receive(struct tern_migration **out, const struct tern_recv_opts 
 {
 	if (out != NULL)
 		*out = NULL;
-	if (out == NULL || opts == NULL || opts->listen == NULL)
+	if (out == NULL || opts == NULL || (opts->listen == NULL && opts->nfds == 0))
 		return TERN_EINVAL;
 	struct tern_migration *m = calloc(1, sizeof(*m));
 	if (m == NULL)

@@ -121,17 +121,19 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 
 	memset(stats, 0, sizeof(*stats));
 	snprintf(stats->outcome, sizeof(stats->outcome), "failed");
-	if (opts->connections > TERN_MAX_CONNECTIONS) {
-		snprintf(err, errlen, "--connections must be 1..%d", TERN_MAX_CONNECTIONS);
-		return TERN_EINVAL;
+	if (opts->connections > TERN_MAX_CONNECTIONS || opts->nfds > TERN_MAX_CONNECTIONS ||
+	    (opts->nfds > 0 && opts->fds == NULL)) {
+		snprintf(err, errlen, "connections must be 1..%d", TERN_MAX_CONNECTIONS);
+		rc = TERN_EINVAL;
+		goto out;
 	}
 	if (opts->provider == NULL &&
 	    (rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why))) != 0) {
 		session_err(err, errlen, "bad guest spec: %s", why);
-		return rc;
+		goto out;
 	}
 	if ((rc = session_trace(opts->trace_path, "source", &trace, err, errlen)) != 0)
-		return rc;
+		goto out;
 	if (opts->provider != NULL) {
 		/* The VMM's guest: libtern only wraps it. */
 		rc = tern_guest_from_provider(&g, opts->provider, TERN_GUEST_SOURCE, why,
@@ -222,6 +224,11 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 	if (rc != 0)
 		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
 out:
+	/* Given sockets are libtern's from the call on: the coordinator closes
+	 * those it took; the rest are closed here. */
+	if (opts->nfds > 0 && opts->fds != NULL && (a == NULL || !a->fds_owned))
+		for (uint32_t i = 0; i < opts->nfds && i < TERN_MAX_CONNECTIONS; i++)
+			close(opts->fds[i]);
 	if (rc != 0 && g != NULL && !stats->handoff_unknown) {
 		int rrc = session_source_alive(g, stats, trace);
 		if (rrc != 0)
@@ -265,8 +272,16 @@ session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
 /* Waits for one connection in short slices, so that a stop request (SIGINT
  * on the CLI) ends the wait at once instead of at the accept timeout. */
 static int
-session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, int *fd)
+session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, int *fd,
+    uint32_t *next_given)
 {
+	if (opts->nfds > 0) {
+		/* Already accepted by the VMM: the next one, or none left. */
+		if (*next_given >= opts->nfds)
+			return TERN_ECLOSED;
+		*fd = opts->fds[(*next_given)++];
+		return 0;
+	}
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
 					   : tern_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
@@ -286,7 +301,7 @@ session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, i
  * accepts the others of the same migration. */
 static int
 session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_args *a,
-    char *err, size_t errlen)
+    uint32_t *next_given, char *err, size_t errlen)
 {
 	char why[TERN_STR_MAX] = "";
 	struct tern_msg_w_hello hello;
@@ -298,7 +313,7 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 
 	while (have + refused < asked) {
 		int fd = -1;
-		rc = session_accept_one(opts, lfd, have == 0 ? timeout : 10000, &fd);
+		rc = session_accept_one(opts, lfd, have == 0 ? timeout : 10000, &fd, next_given);
 		if (rc != 0) {
 			if (rc == TERN_ECANCELED)
 				snprintf(err, errlen, "stopped while waiting for %s",
@@ -314,7 +329,7 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 		rc = tern_wire_accept_hello(fd, opts->auth, 5000, &hello, why, sizeof(why));
 		if (rc != 0) {
 			close(fd);
-			if (have == 0) {
+			if (have == 0 && opts->nfds == 0) {
 				/* A stray client: report it and keep waiting. */
 				session_log(opts, "refused a connection: %s", why);
 				continue;
@@ -416,6 +431,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	struct tern_receiver_args *a = NULL;
 	struct tern_guest *g = NULL, *own = NULL;
 	int lfd = -1, rc, fds_handed = 0;
+	uint32_t next_given = 0; /* given sockets taken so far */
 	char why[TERN_STR_MAX] = "";
 
 	memset(stats, 0, sizeof(*stats));
@@ -423,13 +439,12 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	/* The VMM's guest exists before anything listens: a source is only
 	 * ever answered by a destination that can take its layout. */
 	if ((rc = session_own_guest(opts, &own, stats, err, errlen)) != 0)
-		return rc;
-	if ((rc = tern_net_listen(opts->listen, &lfd, why, sizeof(why))) != 0) {
+		goto out;
+	if (opts->nfds == 0 && (rc = tern_net_listen(opts->listen, &lfd, why, sizeof(why))) != 0) {
 		session_err(err, errlen, "%s", why);
-		tern_guest_destroy(own);
-		return rc;
+		goto out;
 	}
-	if (opts->ready_fd >= 0) {
+	if (opts->nfds == 0 && opts->ready_fd >= 0) {
 		char line[32];
 		int n = snprintf(line, sizeof(line), "%d\n", tern_net_local_port(lfd));
 		if (write(opts->ready_fd, line, (size_t)n) != n) {
@@ -450,7 +465,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	a->opts = opts;
 	a->stats = stats;
 	a->own = own;
-	if ((rc = session_accept(opts, lfd, a, err, errlen)) != 0)
+	if ((rc = session_accept(opts, lfd, a, &next_given, err, errlen)) != 0)
 		goto out;
 	a->start_ns = tern_now_ns();
 	stats->connections = a->nconns;
@@ -540,6 +555,9 @@ out:
 	tern_guest_destroy(g);
 	if (lfd >= 0)
 		close(lfd);
+	/* Given sockets never taken are still ours to close. */
+	for (uint32_t i = next_given; i < opts->nfds && opts->fds != NULL; i++)
+		close(opts->fds[i]);
 	tern_trace_close(trace);
 	return rc;
 }

@@ -5,6 +5,9 @@
  * running, a bad start calls nothing back, close waits and frees.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -173,4 +176,47 @@ Test(migration_api, downtime_limit_changed_while_running, .timeout = 300)
 	/* A destination has no such parameters. */
 	cr_assert_eq(tern_migration_set_downtime_limit(d, 5), TERN_ESTATE);
 	cr_assert_eq(tern_migration_close(d), 0);
+}
+
+Test(migration_api, over_sockets_the_vmm_connected, .timeout = 300)
+{
+	/* Two connections over socket pairs the "VMM" made: nothing listens,
+	 * nothing connects; libtern owns and closes all four ends. */
+	int a[2], b[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+	int src_fds[2] = {a[0], b[0]}, dst_fds[2] = {a[1], b[1]};
+	struct side src = {0}, dst = {0};
+	struct tern_recv_opts ro;
+	tern_recv_opts_init(&ro);
+	ro.fds = dst_fds;
+	ro.nfds = 2;
+	ro.exit_after_handoff = 1;
+	struct tern_migration *d = NULL;
+	cr_assert_eq(tern_migration_receive(&d, &ro, &cbs, &dst), 0);
+	struct tern_send_opts so;
+	tern_send_opts_init(&so);
+	so.fds = src_fds;
+	so.nfds = 2;
+	so.guest = GUEST;
+	so.verify = 1;
+	so.timeout_ms = 120000;
+	struct tern_migration *m = NULL;
+	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	char err[512] = "";
+	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), 0, "%s", err);
+	struct tern_stats st;
+	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_eq(st.verified, 1);
+	cr_assert_eq(st.connections, 2);
+	cr_assert_eq(tern_migration_close(m), 0);
+	cr_assert_eq(tern_migration_close(d), 0);
+	for (int i = 0; i < 2; i++) {
+		errno = 0;
+		cr_assert(fcntl(src_fds[i], F_GETFD) == -1 && errno == EBADF,
+		          "source socket %d left open", i);
+		errno = 0;
+		cr_assert(fcntl(dst_fds[i], F_GETFD) == -1 && errno == EBADF,
+		          "destination socket %d left open", i);
+	}
 }

@@ -74,6 +74,12 @@ enum tern_converge_mode {
  * that fields added later start at their defaults. */
 struct tern_send_opts {
 	const char *to;          /* "HOST:PORT" of the destination */
+	/* Or connections the VMM already made (QEMU's fd:, a socket pair,
+	 * a tunnel): nfds connected sockets, one per connection (connections
+	 * is then nfds; to is only a name for messages).  libtern owns them
+	 * from the call on and closes them on every path. */
+	const int *fds;
+	uint32_t nfds;
 	/* The guest to migrate: the VMM's (provider), or, when provider is
 	 * NULL, a built-in simulated guest built from the spec in guest
 	 * ("simvm:mem=1G,...", for the CLI and tests). */
@@ -124,6 +130,10 @@ struct tern_send_opts {
 
 struct tern_recv_opts {
 	const char *listen;        /* "HOST:PORT" */
+	/* Or the connections already accepted (the source's nfds): nothing
+	 * listens.  libtern owns them from the call on and closes them. */
+	const int *fds;
+	uint32_t nfds;
 	/* The destination's guest, created by the VMM before the migration
 	 * (paused; libtern resumes it at the handoff).  The source's announced
 	 * memory layout must equal its regions, or the migration is refused.
