@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "actors/session.h"
+#include "messages/msg.h"
 #include "tern/tern.h"
 
 struct tern_migration {
@@ -36,14 +37,6 @@ struct tern_migration {
 	char state[32];              /* latest.state points here */
 	uint64_t start_ns;
 };
-
-static uint64_t
-mig_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void
 mig_progress(const struct tern_progress *p, void *arg)
@@ -90,7 +83,7 @@ mig_start(struct tern_migration **out, struct tern_migration *m, const struct te
 	m->data = data;
 	if (cb != NULL)
 		m->cb = *cb;
-	m->start_ns = mig_now_ns();
+	m->start_ns = tern_now_ns();
 	snprintf(m->state, sizeof(m->state), "setup");
 	m->latest.state = m->state;
 	if (pthread_mutex_init(&m->mtx, NULL) != 0) {
@@ -198,7 +191,7 @@ tern_migration_stats(struct tern_migration *m, struct tern_stats *out)
 	} else {
 		memset(out, 0, sizeof(*out));
 		snprintf(out->outcome, sizeof(out->outcome), "active");
-		out->total_ms = (mig_now_ns() - m->start_ns) / 1000000;
+		out->total_ms = (tern_now_ns() - m->start_ns) / 1000000;
 		out->payload_bytes = m->latest.transferred_bytes;
 		out->iterations = m->latest.iteration;
 		out->dirty_rate_pps = m->latest.dirty_rate_pps;

@@ -174,4 +174,63 @@ json_num(const char *s, const char *name)
 	return strtoll(p, NULL, 10);
 }
 
+/* ---- a migration between two real processes, with faults ---- */
+
+/* Starts argv with TERN_FAULT=fault in its environment (NULL: none); the
+ * test's own environment is left as it was. */
+static inline int
+proc_start_fault(struct proc *p, char *const argv[], int want_ready, const char *fault)
+{
+	if (fault != NULL)
+		setenv("TERN_FAULT", fault, 1);
+	int rc = proc_start(p, argv, want_ready);
+	if (fault != NULL)
+		unsetenv("TERN_FAULT");
+	return rc;
+}
+
+/* Starts `tern receive` on a free loopback port (ready fd, --json, 60 s for
+ * the source to arrive, the extra arguments, NULL-terminated) with fault;
+ * writes "127.0.0.1:PORT" into to.  Returns 0, -1 if it never listened. */
+static inline int
+proc_start_receiver(struct proc *r, const char *fault, char *const extra[], char *to,
+                    size_t tolen)
+{
+	char *argv[32] = { tern_cli(), "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
+		"--json", "--accept-timeout", "60s" };
+	int n = 9;
+	for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	if (proc_start_fault(r, argv, 1, fault) != 0)
+		return -1;
+	int port = proc_ready_port(r, 60000);
+	if (port <= 0)
+		return -1;
+	snprintf(to, tolen, "127.0.0.1:%d", port);
+	return 0;
+}
+
+/* Starts `tern send --to to --json` with the extra arguments and fault. */
+static inline int
+proc_start_sender(struct proc *s, const char *to, const char *fault, char *const extra[])
+{
+	char *argv[40] = { tern_cli(), "send", "--to", (char *)to, "--json" };
+	int n = 5;
+	for (int i = 0; extra != NULL && extra[i] != NULL && n < 39; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	return proc_start_fault(s, argv, 0, fault);
+}
+
+/* Whether p reported that fault fired (tern prints "tern: fault fired: "
+ * and the trigger when it does). */
+static inline int
+proc_fault_fired(const struct proc *p, const char *fault)
+{
+	char line[256];
+	snprintf(line, sizeof(line), "tern: fault fired: %s", fault);
+	return strstr(p->errbuf, line) != NULL;
+}
+
 #endif /* TERN_TESTS_PROC_H */

@@ -15,23 +15,13 @@ static void
 run_with_fault(const char *side, const char *fault, const char *expect)
 {
 	struct proc r, s;
-	if (strcmp(side, "destination") == 0)
-		setenv("TERN_FAULT", fault, 1);
-	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
-	cr_assert_eq(proc_start(&r, ra, 1), 0);
-	unsetenv("TERN_FAULT");
-	int port = proc_ready_port(&r, 10000);
-	cr_assert_gt(port, 0);
 	char to[64];
-	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
-	if (strcmp(side, "source") == 0)
-		setenv("TERN_FAULT", fault, 1);
+	int dst = strcmp(side, "destination") == 0;
+	char *rx[] = { "--exit-after-handoff", NULL };
+	cr_assert_eq(proc_start_receiver(&r, dst ? fault : NULL, rx, to, sizeof(to)), 0);
 	/* A 1 ms limit keeps it iterating until the fault hits. */
-	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit", "1ms",
-		"--timeout", "60s", "--json", NULL };
-	cr_assert_eq(proc_start(&s, sa, 0), 0);
-	unsetenv("TERN_FAULT");
+	char *tx[] = { "--guest", GUEST, "--downtime-limit", "1ms", "--timeout", "60s", NULL };
+	cr_assert_eq(proc_start_sender(&s, to, dst ? NULL : fault, tx), 0);
 	uint64_t t0 = proc_now_ms();
 	/* Liveness bounds only: a sanitizer build (CI runs this file with a
 	 * TSan CLI) takes ~15 s to reach the later events. */
@@ -39,11 +29,9 @@ run_with_fault(const char *side, const char *fault, const char *expect)
 	cr_assert_eq(proc_wait(&r, 60000), 0, "destination hung after %s was killed", fault);
 	cr_log_info("%s killed: source ended after %llu ms: %s", fault,
 	    (unsigned long long)(proc_now_ms() - t0), s.errbuf);
-	char fired[160];
-	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
-	struct proc *faulty = strcmp(side, "source") == 0 ? &s : &r;
-	cr_assert(strstr(faulty->errbuf, fired) != NULL, "the fault %s never fired (%s: %s)",
-	    fault, side, faulty->errbuf);
+	struct proc *faulty = dst ? &r : &s;
+	cr_assert(proc_fault_fired(faulty, fault), "the fault %s never fired (%s: %s)", fault, side,
+	    faulty->errbuf);
 	cr_assert_eq(proc_exit_code(&s), 1, "source: %s", s.errbuf);
 	cr_assert_eq(proc_exit_code(&r), 1, "destination: %s", r.errbuf);
 	cr_assert(strstr(s.errbuf, expect) != NULL || strstr(r.errbuf, expect) != NULL,
@@ -86,29 +74,18 @@ static void
 kill_after_handoff(const char *side, const char *fault)
 {
 	struct proc r, s;
-	if (strcmp(side, "destination") == 0)
-		setenv("TERN_FAULT", fault, 1);
-	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
-	cr_assert_eq(proc_start(&r, ra, 1), 0);
-	unsetenv("TERN_FAULT");
-	int port = proc_ready_port(&r, 30000);
-	cr_assert_gt(port, 0);
 	char to[64];
-	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
-	if (strcmp(side, "source") == 0)
-		setenv("TERN_FAULT", fault, 1);
+	int dst = strcmp(side, "destination") == 0;
+	char *rx[] = { "--exit-after-handoff", NULL };
+	cr_assert_eq(proc_start_receiver(&r, dst ? fault : NULL, rx, to, sizeof(to)), 0);
 	/* A 60 s limit: bulk, then straight to the switchover. */
-	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit", "60s",
-		"--verify", "--timeout", "120s", "--json", NULL };
-	cr_assert_eq(proc_start(&s, sa, 0), 0);
-	unsetenv("TERN_FAULT");
+	char *tx[] = { "--guest", GUEST, "--downtime-limit", "60s", "--verify", "--timeout", "120s",
+		NULL };
+	cr_assert_eq(proc_start_sender(&s, to, dst ? NULL : fault, tx), 0);
 	cr_assert_eq(proc_wait(&s, 150000), 0, "source hung");
 	cr_assert_eq(proc_wait(&r, 60000), 0, "destination hung");
-	char fired[160];
-	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
-	struct proc *faulty = strcmp(side, "source") == 0 ? &s : &r;
-	cr_assert(strstr(faulty->errbuf, fired) != NULL, "the fault %s never fired: %s", fault,
+	struct proc *faulty = dst ? &r : &s;
+	cr_assert(proc_fault_fired(faulty, fault), "the fault %s never fired: %s", fault,
 	    faulty->errbuf);
 	/* Exactly one guest runs: the destination's. */
 	cr_assert_eq(proc_exit_code(&r), 0, "destination: %s", r.errbuf);

@@ -19,31 +19,20 @@ static void
 guest_call_fails(const char *side, const char *fault, const char *downtime, const char *expect)
 {
 	struct proc r, s;
-	if (strcmp(side, "destination") == 0)
-		setenv("TERN_FAULT", fault, 1);
-	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
-	cr_assert_eq(proc_start(&r, ra, 1), 0);
-	unsetenv("TERN_FAULT");
-	int port = proc_ready_port(&r, 30000);
-	cr_assert_gt(port, 0);
 	char to[64];
-	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
-	if (strcmp(side, "source") == 0)
-		setenv("TERN_FAULT", fault, 1);
-	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--downtime-limit",
-		(char *)downtime, "--timeout", "120s", "--json", NULL };
-	cr_assert_eq(proc_start(&s, sa, 0), 0);
-	unsetenv("TERN_FAULT");
+	int dst = strcmp(side, "destination") == 0;
+	char *rx[] = { "--exit-after-handoff", NULL };
+	cr_assert_eq(proc_start_receiver(&r, dst ? fault : NULL, rx, to, sizeof(to)), 0);
+	char *tx[] = { "--guest", GUEST, "--downtime-limit", (char *)downtime, "--timeout", "120s",
+		NULL };
+	cr_assert_eq(proc_start_sender(&s, to, dst ? NULL : fault, tx), 0);
 	cr_assert_eq(proc_wait(&s, 150000), 0, "source hung");
 	/* A source that failed before it connected never reaches the
 	 * destination: stop it (a no-op if it ended already). */
 	kill(r.pid, SIGTERM);
 	cr_assert_eq(proc_wait(&r, 60000), 0, "destination hung");
-	char fired[160];
-	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
-	struct proc *faulty = strcmp(side, "source") == 0 ? &s : &r;
-	cr_assert(strstr(faulty->errbuf, fired) != NULL, "the fault %s never fired: %s", fault,
+	struct proc *faulty = dst ? &r : &s;
+	cr_assert(proc_fault_fired(faulty, fault), "the fault %s never fired: %s", fault,
 	    faulty->errbuf);
 	cr_assert_eq(proc_exit_code(&s), 1, "source: %s", s.errbuf);
 	cr_assert_not_null(strstr(s.errbuf, expect), "no '%s' in: %s", expect, s.errbuf);

@@ -77,19 +77,28 @@ start_destination(struct side *d, char *to, size_t tolen)
 	return m;
 }
 
+/* Starts a source handle sending GUEST to `to` with a downtime limit. */
+static struct tern_migration *
+start_source(struct side *src, const char *to, uint32_t limit_ms, int verify)
+{
+	struct tern_send_opts so;
+	tern_send_opts_init(&so);
+	so.to = to;
+	so.guest = GUEST;
+	so.downtime_limit_ms = limit_ms;
+	so.verify = verify;
+	so.timeout_ms = 600000;
+	struct tern_migration *m = NULL;
+	cr_assert_eq(tern_migration_send(&m, &so, &cbs, src), 0);
+	return m;
+}
+
 Test(migration_api, both_sides_by_handle, .timeout = 300)
 {
 	struct side src = {0}, dst = {0};
 	char to[64];
 	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
-	struct tern_send_opts so;
-	tern_send_opts_init(&so);
-	so.to = to;
-	so.guest = GUEST;
-	so.verify = 1;
-	so.timeout_ms = 120000;
-	struct tern_migration *m = NULL;
-	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	struct tern_migration *m = start_source(&src, to, 0, 1);
 	struct tern_stats st;
 	/* Readable at any time; "active" until the end. */
 	cr_assert_eq(tern_migration_stats(m, &st), 0);
@@ -115,14 +124,8 @@ Test(migration_api, cancel_from_a_callback, .timeout = 300)
 	atomic_store(&src.cancel_at_iterate, 1);
 	char to[64];
 	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
-	struct tern_send_opts so;
-	tern_send_opts_init(&so);
-	so.to = to;
-	so.guest = GUEST;
-	so.downtime_limit_ms = 1; /* never converges: only the cancel ends it */
-	so.timeout_ms = 600000;
-	struct tern_migration *m = NULL;
-	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	/* A 1 ms limit never converges: only the cancel ends it. */
+	struct tern_migration *m = start_source(&src, to, 1, 0);
 	char err[512] = "";
 	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), TERN_ECANCELED, "%s", err);
 	cr_assert_not_null(strstr(err, "cancelled"), "%s", err);
@@ -157,14 +160,8 @@ Test(migration_api, downtime_limit_changed_while_running, .timeout = 300)
 	atomic_store(&src.relax_at_iterate, 1);
 	char to[64];
 	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
-	struct tern_send_opts so;
-	tern_send_opts_init(&so);
-	so.to = to;
-	so.guest = GUEST;
-	so.downtime_limit_ms = 1; /* would never converge... */
-	so.timeout_ms = 600000;
-	struct tern_migration *m = NULL;
-	cr_assert_eq(tern_migration_send(&m, &so, &cbs, &src), 0);
+	/* A 1 ms limit would never converge... */
+	struct tern_migration *m = start_source(&src, to, 1, 0);
 	char err[512] = "";
 	/* ...until the callback raises the limit: then it completes. */
 	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), 0, "%s", err);

@@ -31,21 +31,12 @@
 static void
 run_pair(struct proc *s, struct proc *r, const char *src_fault, const char *dest_fault)
 {
-	if (dest_fault != NULL)
-		setenv("TERN_FAULT", dest_fault, 1);
-	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--exit-after-handoff", "--accept-timeout", "60s", "--json", NULL };
-	cr_assert_eq(proc_start(r, ra, 1), 0);
-	unsetenv("TERN_FAULT");
-	int port = proc_ready_port(r, 10000);
-	cr_assert_gt(port, 0, "the destination did not report its port");
 	char to[64];
-	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
-	setenv("TERN_FAULT", src_fault, 1);
-	char *sa[] = { TERN, "send", "--to", to, "--guest", GUEST, "--timeout", "60s", "--json",
-		NULL };
-	cr_assert_eq(proc_start(s, sa, 0), 0);
-	unsetenv("TERN_FAULT");
+	char *rx[] = { "--exit-after-handoff", NULL };
+	cr_assert_eq(proc_start_receiver(r, dest_fault, rx, to, sizeof(to)), 0,
+	    "the destination did not report its port");
+	char *tx[] = { "--guest", GUEST, "--timeout", "60s", NULL };
+	cr_assert_eq(proc_start_sender(s, to, src_fault, tx), 0);
 	/* Liveness only: generous bounds. */
 	cr_assert_eq(proc_wait(s, 120000), 0, "the source hung: %s", s->errbuf);
 	cr_assert_eq(proc_wait(r, 60000), 0, "the destination hung: %s", r->errbuf);
@@ -56,10 +47,8 @@ run_pair(struct proc *s, struct proc *r, const char *src_fault, const char *dest
 static void
 assert_fired(const struct proc *p, const char *side, const char *fault)
 {
-	char fired[160];
-	snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
-	cr_assert(strstr(p->errbuf, fired) != NULL, "the fault %s never fired (%s: %s)", fault,
-	    side, p->errbuf);
+	cr_assert(proc_fault_fired(p, fault), "the fault %s never fired (%s: %s)", fault, side,
+	    p->errbuf);
 }
 
 /* `tern send` exits 3 when the source guest could not be resumed (its
