@@ -1247,6 +1247,7 @@ co_stop(struct tern_actor *self, void *state)
 	free(s->requeue);
 	s->out = NULL;
 	s->requeue = NULL;
+	a->stats->downtime_limit_ms = (uint32_t)co_limit_ms(s);
 	/* Every outcome reports how long it ran, not only a completed one. */
 	if (a->stats->total_ms == 0 && s->start_ns != 0)
 		a->stats->total_ms = (tern_now_ns() - s->start_ns) / 1000000;

@@ -114,7 +114,8 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 			snprintf(why, sizeof(why), "guest size/page size disagree with the spec");
 		}
 		if (rc == 0)
-			rc = tern_guest_create(&g, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
+			rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_DESTINATION, why,
+			    sizeof(why));
 	}
 	if (rc == 0 && (rc = tern_bitmap_init(&s->a->written, g->npages)) != 0) {
 		snprintf(why, sizeof(why), "out of memory");

@@ -142,7 +142,8 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 			session_err(err, errlen, "%s", why);
 			goto out;
 		}
-	} else if ((rc = tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, why, sizeof(why))) != 0) {
+	} else if ((rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_SOURCE, why,
+				sizeof(why))) != 0) {
 		session_err(err, errlen, "cannot build the guest: %s", why);
 		goto out;
 	}
@@ -394,7 +395,8 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 	} else if (opts->guest != NULL) {
 		rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why));
 		if (rc == 0)
-			rc = tern_guest_create(own, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why));
+			rc = tern_guest_create_provided(own, &cfg, TERN_GUEST_DESTINATION, why,
+			    sizeof(why));
 		if (rc == 0)
 			stats->guest_build_ms = (*own)->stats.build_ns / 1000000;
 	}
@@ -567,7 +569,8 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 {
 	int n = snprintf(buf, len,
 	    "{\"outcome\":\"%s\",\"total_ms\":%" PRIu64 ",\"downtime_ms\":%" PRIu64
-	    ",\"expected_downtime_ms\":%" PRIu64 ",\"guest_build_ms\":%" PRIu64
+	    ",\"expected_downtime_ms\":%" PRIu64 ",\"downtime_limit_ms\":%u"
+	    ",\"guest_build_ms\":%" PRIu64
 	    ",\"populate_ms\":%" PRIu64 ",\"verify_ms\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"payload_bytes\":%" PRIu64
 	    ",\"pages_sent\":%" PRIu64 ",\"pages_skipped\":%" PRIu64 ",\"iterations\":%" PRIu64
 	    ",\"final_pages\":%" PRIu64 ",\"dirty_rate_pps\":%" PRIu64
@@ -576,7 +579,8 @@ tern_stats_json(const struct tern_stats *s, char *buf, size_t len)
 	    ",\"source_resume_failed\":%s"
 	    ",\"workload_progress_at_resume\":%" PRIu64 ",\"workload_progress_after\":%" PRIu64
 	    ",\"workload_ok\":%d}",
-	    s->outcome, s->total_ms, s->downtime_ms, s->expected_downtime_ms, s->guest_build_ms,
+	    s->outcome, s->total_ms, s->downtime_ms, s->expected_downtime_ms, s->downtime_limit_ms,
+	    s->guest_build_ms,
 	    s->populate_ms, s->verify_ms, s->bytes_sent, s->payload_bytes, s->pages_sent, s->pages_skipped,
 	    s->iterations, s->final_pages, s->dirty_rate_pps, s->bandwidth_bps,
 	    s->pause_latency_us, s->connections, s->verified ? "true" : "false",

@@ -189,6 +189,19 @@ struct tern_guest_provider;
 int tern_guest_from_provider(struct tern_guest **g, const struct tern_guest_provider *p, int role,
     char *err, size_t errlen);
 
+/* tern_guest_provider_adopt makes the wrapper g own inner, the built-in
+ * guest behind its provider: g takes inner's configuration and workload
+ * check, and destroying g calls release(arg), which frees inner. */
+void tern_guest_provider_adopt(struct tern_guest *g, struct tern_guest *inner,
+    void (*release)(void *arg), void *arg);
+
+/* tern_guest_create_provided builds a built-in guest (simvm) as
+ * tern_guest_create does and hands it out through the public provider ops
+ * (kvm/simvm_provider.c): the migration then sees it only as a VMM's guest
+ * (tern/guest.h).  Destroying the result destroys the simvm guest. */
+int tern_guest_create_provided(struct tern_guest **g, const struct tern_guest_config *cfg,
+    int role, char *err, size_t errlen);
+
 /* tern_guest_set_dirty_mode selects the dirty-log mode ("bitmap", "ring";
  * NULL or "" for the backend's default) and, for "ring", the ring size in
  * entries per vCPU (a power of two in TERN_DIRTY_RING_MIN..MAX; 0 for

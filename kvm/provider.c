@@ -25,6 +25,11 @@
 struct pv_state {
 	struct tern_guest_provider p;
 	struct tern_dirty_entry *ring; /* PV_RING_BATCH entries, for RING */
+	/* A built-in guest behind the ops (tern_guest_provider_adopt): its
+	 * workload check answers for the wrapper, release frees it. */
+	struct tern_guest *inner;
+	void (*release)(void *arg);
+	void *release_arg;
 };
 
 static const struct tern_guest_ops *
@@ -235,10 +240,20 @@ static void
 pv_destroy(struct tern_guest *g)
 {
 	struct pv_state *s = g->priv;
-	if (s != NULL)
+	if (s != NULL) {
+		if (s->release != NULL)
+			s->release(s->release_arg);
 		free(s->ring);
+	}
 	free(s);
 	g->priv = NULL;
+}
+
+static int
+pv_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen)
+{
+	struct pv_state *s = g->priv;
+	return tern_guest_check(s->inner, progress, why, whylen);
 }
 
 static const struct terni_backend_ops pv_backend = {
@@ -253,6 +268,34 @@ static const struct terni_backend_ops pv_backend = {
 	.state_load = pv_state_load,
 	.dirty_modes = pv_modes,
 };
+
+/* The same, for a built-in guest whose workload can be checked. */
+static const struct terni_backend_ops pv_backend_checked = {
+	.name = "provider",
+	.destroy = pv_destroy,
+	.pause = pv_pause,
+	.resume = pv_resume,
+	.dirty_start = pv_dirty_start,
+	.dirty_harvest = pv_dirty_harvest,
+	.dirty_stop = pv_dirty_stop,
+	.state_save = pv_state_save,
+	.state_load = pv_state_load,
+	.check = pv_check,
+	.dirty_modes = pv_modes,
+};
+
+void
+tern_guest_provider_adopt(struct tern_guest *g, struct tern_guest *inner,
+                          void (*release)(void *arg), void *arg)
+{
+	struct pv_state *s = g->priv;
+	s->inner = inner;
+	s->release = release;
+	s->release_arg = arg;
+	g->ops = &pv_backend_checked;
+	g->cfg = inner->cfg;
+	g->stats.build_ns = inner->stats.build_ns;
+}
 
 /* pv_check_ops: every slot this version calls must be there. */
 static int

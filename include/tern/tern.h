@@ -178,6 +178,7 @@ struct tern_stats {
 	uint64_t guest_build_ms;  /* building + filling the guest, reported apart */
 	uint64_t downtime_ms;     /* source pause -> destination confirmed running, hashing excluded */
 	uint64_t expected_downtime_ms; /* the estimate that allowed switchover */
+	uint32_t downtime_limit_ms; /* the limit in force at the end (it may change live) */
 	uint64_t verify_ms;       /* digest time at switchover (not in downtime) */
 	uint64_t bytes_sent;      /* bytes on the wire, all frames */
 	uint64_t payload_bytes;   /* page data bytes */

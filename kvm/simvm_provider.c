@@ -1,0 +1,205 @@
+/*
+ * simvm as a provider: the simulated guest handed to the migration through
+ * the public ops (include/tern/guest.h), exactly as a VMM hands its own, so
+ * that every migration -- the CLI's, the tests' -- runs the public contract.
+ *
+ * The adapter turns simvm's harvests (into a bitmap of the whole guest) into
+ * the public slots' shapes: a bitmap harvest of a page range collects into a
+ * scratch bitmap and moves that range's words out; a ring pop drains the
+ * scratch bitmap into entries and harvests simvm's rings again when it is
+ * empty.  Nothing is dropped: a page stays in scratch until a caller took it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvm/guest.h"
+#include "tern/error.h"
+#include "tern/guest.h"
+
+struct sp_state {
+	struct tern_guest *g;       /* the simvm guest (owned by the wrapper) */
+	struct tern_bitmap scratch; /* harvested, not yet handed out */
+	uint64_t pop_pos;           /* ring pop: where the drain resumes */
+};
+
+static int
+sp_regions(void *guest, struct tern_mem_region *out, uint32_t cap, uint32_t *count)
+{
+	struct sp_state *s = guest;
+	*count = 1;
+	if (cap < 1)
+		return 0;
+	out[0] = (struct tern_mem_region){
+	    .gpa = s->g->region.gpa,
+	    .size = s->g->region.size,
+	    .host = s->g->region.host,
+	    .fd = s->g->region.fd,
+	    .fd_offset = s->g->region.fd_offset,
+	    .flags = s->g->region.fd < 0 ? TERN_MEM_ANON_THP : 0,
+	};
+	return 0;
+}
+
+static int
+sp_dirty_start(void *guest, uint32_t mode, uint32_t ring_entries)
+{
+	struct sp_state *s = guest;
+	char why[192];
+	int rc = tern_guest_set_dirty_mode(s->g, mode == TERN_DIRTY_RING ? "ring" : "bitmap",
+	                                   ring_entries, why, sizeof(why));
+	if (rc != 0)
+		return rc;
+	tern_bitmap_clear_all(&s->scratch);
+	s->pop_pos = 0;
+	return s->g->ops->dirty_start(s->g);
+}
+
+static int
+sp_dirty_harvest(void *guest, uint32_t region, uint64_t first, uint64_t count, uint64_t *bitmap,
+                 uint64_t *pages)
+{
+	struct sp_state *s = guest;
+	if (region != 0 || first % 64 != 0 || first + count > s->g->npages)
+		return -EINVAL;
+	uint64_t n = 0;
+	const struct tern_dirty_mode *m = s->g->dirty_mode;
+	int rc = m != NULL && m->harvest_range != NULL
+	             ? m->harvest_range(s->g, &s->scratch, first, count, &n)
+	             : s->g->ops->dirty_harvest(s->g, &s->scratch, &n);
+	if (rc != 0)
+		return rc;
+	/* Hand out this range's words (and only them: a whole-guest harvest
+	 * leaves the rest in scratch for the later ranges). */
+	uint64_t w0 = first / 64, nw = (count + 63) / 64;
+	for (uint64_t i = 0; i < nw; i++) {
+		uint64_t w = s->scratch.words[w0 + i];
+		if (i == nw - 1 && count % 64 != 0)
+			w &= (1ull << (count % 64)) - 1;
+		s->scratch.words[w0 + i] &= ~w;
+		bitmap[i] |= w;
+		*pages += (uint64_t)__builtin_popcountll(w);
+	}
+	return 0;
+}
+
+static int
+sp_dirty_ring_pop(void *guest, struct tern_dirty_entry *out, uint32_t cap, uint32_t *n)
+{
+	struct sp_state *s = guest;
+	*n = 0;
+	for (int pass = 0; pass < 2 && *n < cap; pass++) {
+		if (pass == 1) {
+			/* Scratch drained: collect simvm's rings again. */
+			uint64_t got = 0;
+			int rc = s->g->ops->dirty_harvest(s->g, &s->scratch, &got);
+			if (rc != 0)
+				return rc;
+			s->pop_pos = 0;
+		}
+		uint64_t first, cnt;
+		while (*n < cap &&
+		       tern_bitmap_next_run(&s->scratch, &s->pop_pos, cap - *n, &first, &cnt)) {
+			for (uint64_t p = first; p < first + cnt; p++) {
+				s->scratch.words[p >> 6] &= ~(1ull << (p & 63));
+				out[(*n)++] = (struct tern_dirty_entry){.region = 0, .page = p};
+			}
+		}
+		if (*n == cap)
+			break;
+		s->pop_pos = 0;
+	}
+	return 0;
+}
+
+static int
+sp_dirty_stop(void *guest)
+{
+	struct sp_state *s = guest;
+	return s->g->ops->dirty_stop(s->g);
+}
+
+static int
+sp_pause(void *guest)
+{
+	struct sp_state *s = guest;
+	return s->g->ops->pause(s->g);
+}
+
+static int
+sp_resume(void *guest)
+{
+	struct sp_state *s = guest;
+	return s->g->ops->resume(s->g);
+}
+
+static int
+sp_state_save(void *guest, void *buf, uint64_t cap, uint64_t *len)
+{
+	struct sp_state *s = guest;
+	size_t n = 0;
+	int rc = s->g->ops->state_save(s->g, buf, (size_t)cap, &n);
+	*len = n;
+	return rc;
+}
+
+static int
+sp_state_load(void *guest, const void *buf, uint64_t len)
+{
+	struct sp_state *s = guest;
+	return s->g->ops->state_load(s->g, buf, (size_t)len);
+}
+
+static const struct tern_guest_ops sp_ops = {
+    .size = sizeof(struct tern_guest_ops),
+    .name = "simvm",
+    .regions = sp_regions,
+    .dirty_modes = TERN_DIRTY_BITMAP | TERN_DIRTY_RING,
+    .dirty_start = sp_dirty_start,
+    .dirty_harvest = sp_dirty_harvest,
+    .dirty_ring_pop = sp_dirty_ring_pop,
+    .dirty_stop = sp_dirty_stop,
+    .pause = sp_pause,
+    .resume = sp_resume,
+    .state_save = sp_state_save,
+    .state_load = sp_state_load,
+};
+
+static void
+sp_release(void *guest)
+{
+	struct sp_state *s = guest;
+	tern_guest_destroy(s->g);
+	tern_bitmap_fini(&s->scratch);
+	free(s);
+}
+
+int
+tern_guest_create_provided(struct tern_guest **gp, const struct tern_guest_config *cfg, int role,
+                           char *err, size_t errlen)
+{
+	struct tern_guest *inner = NULL;
+	struct sp_state *s = NULL;
+	int rc;
+
+	*gp = NULL;
+	if ((rc = tern_guest_create(&inner, cfg, role, err, errlen)) != 0)
+		return rc;
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (rc = tern_bitmap_init(&s->scratch, inner->npages)) != 0) {
+		free(s);
+		tern_guest_destroy(inner);
+		return TERN_ENOMEM;
+	}
+	s->g = inner;
+	struct tern_guest_provider p = {.ops = &sp_ops, .guest = s};
+	if ((rc = tern_guest_from_provider(gp, &p, role, err, errlen)) != 0) {
+		sp_release(s);
+		return rc;
+	}
+	/* The wrapper owns the simvm guest from here on, answers for its
+	 * workload check, and keeps its configuration (what the destination
+	 * builds from when it has no guest of its own). */
+	tern_guest_provider_adopt(*gp, inner, sp_release, s);
+	return 0;
+}
