@@ -38,7 +38,15 @@ Test(converge, without_throttle_it_gives_up_with_the_reason, .timeout = 120)
 	struct proc s, r;
 	char *extra[] = { "--timeout", "20s", NULL };
 	run(&s, &r, extra);
-	cr_assert_eq(proc_exit_code(&s), 1);
+	/* The guest dirties as fast as its vCPU threads run; on a host loaded
+	 * far past its cores they may not outpace even 50 MB/s.  Completing is
+	 * then right, and this test has nothing to judge -- unless the measured
+	 * dirty rate did exceed the link, which must never complete. */
+	long long dirty_bps = json_num(s.outbuf, "dirty_rate_pps") * 4096;
+	if (proc_exit_code(&s) == 0 && dirty_bps < 50ll * 1024 * 1024)
+		cr_skip_test("host too loaded: the guest dirtied %lld B/s, below the 50 MiB/s link; "
+		             "the give-up path was not exercised", dirty_bps);
+	cr_assert_eq(proc_exit_code(&s), 1, "%s", s.errbuf);
 	cr_assert(strstr(s.errbuf, "did not converge") != NULL, "%s", s.errbuf);
 	/* The reason: the dirty rate against the bandwidth (or, on a host so
 	 * loaded that the first pass did not finish, how far it got). */
