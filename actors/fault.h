@@ -26,7 +26,8 @@
  *                             zero-scan); "chunk:N" is the same as "chunk#N"
  *           | "iteration"     the coordinator starts a pass over memory (the
  *                             bulk pass is the 1st, dirty iterations follow)
- *           | "pause" | "resume" | "save" | "load"   guest calls ("guest")
+ *           | "pause" | "resume" | "save" | "load" | "dirty_start"
+ *           | "harvest"       guest calls ("guest"): the call fails (-EIO)
  *   n       = fire at the n-th such event (from 1; default 1)
  *
  * Each trigger fires once per process.  Examples:

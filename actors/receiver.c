@@ -196,7 +196,9 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 			(void)rc_answer(self, s, f.type, TERN_ESTATE, 0, "no state loaded");
 			return rc_fail(self, s, TERN_EPROTO, "handoff before the state");
 		}
-		if ((rc = g->ops->resume(g)) != 0) {
+		/* Through guest_call: TERN_FAULT=guest@resume can fail it. */
+		rc = tern_guest_resume_checked(g, tern_runtime_trace(tern_actor_rt(self)));
+		if (rc != 0) {
 			(void)rc_answer(self, s, f.type, rc, 0, "resume failed");
 			return rc_fail(self, s, rc, "cannot resume the guest: %s", tern_strerror(rc));
 		}

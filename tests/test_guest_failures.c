@@ -62,3 +62,10 @@ Test(guest_failures, state_load_fails_on_the_destination, .timeout = 240)
 {
 	guest_call_fails("destination", "guest@load", "60s", "refused W_STATE");
 }
+
+Test(guest_failures, destination_resume_fails_at_the_handoff, .timeout = 240)
+{
+	/* A definite answer that the destination could not run the guest:
+	 * the source runs again (not left paused as handoff_unknown). */
+	guest_call_fails("destination", "guest@resume", "60s", "refused W_COMPLETE");
+}
