@@ -214,7 +214,10 @@ actor_exit(struct tern_actor *a, int rc, bool report)
 		e->reason = TERN_EXIT_NORMAL;
 	}
 
-	/* Monitor semantics: gone for everyone before stop runs. */
+	/* Monitor semantics: gone for everyone before stop runs.  What is
+	 * waiting in the mailbox will never be handled: free it first (see
+	 * terni_mbx_drain). */
+	terni_mbx_drain(&a->mb);
 	terni_rt_unregister(a->rt, a->mb.id, a->desc->name, e);
 	/* stop closes the sockets: a kill must not shut down a number that
 	 * may be reused from here on. */

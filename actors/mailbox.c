@@ -135,9 +135,19 @@ terni_rt_unregister(struct tern_runtime *rt, uint32_t id, const char *name,
 /* terni_mbx_close unregisters the mailbox (if not done yet), closes its receiving
  * socket and frees what was queued. */
 void
+terni_mbx_drain(struct rt_mbx *mb)
+{
+	nng_msg *msg;
+	while (nng_recvmsg(mb->pull, &msg, NNG_FLAG_NONBLOCK) == 0)
+		nng_msg_free(msg);
+}
+
+void
 terni_mbx_close(struct rt_mbx *mb, const struct tern_exit *e)
 {
+	terni_mbx_drain(mb);
 	terni_rt_unregister(mb->rt, mb->id, mb->name, e);
+	terni_mbx_drain(mb);
 	nng_close(mb->pull);
 	mb->rfd = -1;
 	while (mb->dlen > 0) {

@@ -195,6 +195,12 @@ void terni_rt_unregister(struct tern_runtime *rt, uint32_t id, const char *name,
  * socket and frees what was queued. */
 void terni_mbx_close(struct rt_mbx *mb, const struct tern_exit *e);
 
+/* terni_mbx_drain frees the messages waiting in mb's socket.  nng 1.5.2's
+ * pull0 keeps a message in its pipe until a reader takes it, and drops it
+ * without freeing it when the pipe closes under it (LeakSanitizer saw that
+ * under load): a mailbox about to close is drained first. */
+void terni_mbx_drain(struct rt_mbx *mb);
+
 void terni_mbx_release_held(struct rt_mbx *mb);
 
 nng_msg *terni_mbx_undefer(struct rt_mbx *mb);
