@@ -9,6 +9,7 @@
  * page numbers per region throughout the wire and the coordinator.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,12 +45,27 @@ pv_guest(struct tern_guest *g)
 	return ((struct pv_state *)g->priv)->p.guest;
 }
 
-/* The VMM's slot failed: say which, for the migration's error. */
+/* The reason a slot gave with tern_guest_error, per thread: slots run on
+ * libtern's threads, and each failure is read right after its call. */
+static _Thread_local char pv_reason[160];
+
+void
+tern_guest_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(pv_reason, sizeof(pv_reason), fmt, ap);
+	va_end(ap);
+}
+
+/* The VMM's slot failed: say which and why, for the migration's error. */
 static int
 pv_failed(struct tern_guest *g, const char *slot, int rc)
 {
-	snprintf(g->why, sizeof(g->why), "%s: %s failed: %s", pv_ops(g)->name, slot,
-	         tern_strerror(rc));
+	/* Bounded pieces: the whole line fits g->why (192). */
+	snprintf(g->why, sizeof(g->why), "%.24s: %.40s failed: %.110s", pv_ops(g)->name, slot,
+	         pv_reason[0] ? pv_reason : tern_strerror(rc));
+	pv_reason[0] = '\0';
 	return rc < 0 ? rc : TERN_EINVAL;
 }
 

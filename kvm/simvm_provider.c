@@ -23,6 +23,15 @@ struct sp_state {
 	uint64_t pop_pos;           /* ring pop: where the drain resumes */
 };
 
+/* simvm's one-line reason for a failure goes out as the slot's reason. */
+static int
+sp_ret(struct sp_state *s, int rc)
+{
+	if (rc != 0 && s->g->why[0] != '\0')
+		tern_guest_error("%s", s->g->why);
+	return rc;
+}
+
 static int
 sp_regions(void *guest, struct tern_mem_region *out, uint32_t cap, uint32_t *count)
 {
@@ -48,11 +57,13 @@ sp_dirty_start(void *guest, uint32_t mode, uint32_t ring_entries)
 	char why[192];
 	int rc = tern_guest_set_dirty_mode(s->g, mode == TERN_DIRTY_RING ? "ring" : "bitmap",
 	                                   ring_entries, why, sizeof(why));
-	if (rc != 0)
+	if (rc != 0) {
+		tern_guest_error("%s", why);
 		return rc;
+	}
 	tern_bitmap_clear_all(&s->scratch);
 	s->pop_pos = 0;
-	return s->g->ops->dirty_start(s->g);
+	return sp_ret(s, s->g->ops->dirty_start(s->g));
 }
 
 static int
@@ -68,7 +79,7 @@ sp_dirty_harvest(void *guest, uint32_t region, uint64_t first, uint64_t count, u
 	             ? m->harvest_range(s->g, &s->scratch, first, count, &n)
 	             : s->g->ops->dirty_harvest(s->g, &s->scratch, &n);
 	if (rc != 0)
-		return rc;
+		return sp_ret(s, rc);
 	/* Hand out this range's words (and only them: a whole-guest harvest
 	 * leaves the rest in scratch for the later ranges). */
 	uint64_t w0 = first / 64, nw = (count + 63) / 64;
@@ -94,7 +105,7 @@ sp_dirty_ring_pop(void *guest, struct tern_dirty_entry *out, uint32_t cap, uint3
 			uint64_t got = 0;
 			int rc = s->g->ops->dirty_harvest(s->g, &s->scratch, &got);
 			if (rc != 0)
-				return rc;
+				return sp_ret(s, rc);
 			s->pop_pos = 0;
 		}
 		uint64_t first, cnt;
@@ -116,21 +127,21 @@ static int
 sp_dirty_stop(void *guest)
 {
 	struct sp_state *s = guest;
-	return s->g->ops->dirty_stop(s->g);
+	return sp_ret(s, s->g->ops->dirty_stop(s->g));
 }
 
 static int
 sp_pause(void *guest)
 {
 	struct sp_state *s = guest;
-	return s->g->ops->pause(s->g);
+	return sp_ret(s, s->g->ops->pause(s->g));
 }
 
 static int
 sp_resume(void *guest)
 {
 	struct sp_state *s = guest;
-	return s->g->ops->resume(s->g);
+	return sp_ret(s, s->g->ops->resume(s->g));
 }
 
 static int
@@ -140,14 +151,14 @@ sp_state_save(void *guest, void *buf, uint64_t cap, uint64_t *len)
 	size_t n = 0;
 	int rc = s->g->ops->state_save(s->g, buf, (size_t)cap, &n);
 	*len = n;
-	return rc;
+	return sp_ret(s, rc);
 }
 
 static int
 sp_state_load(void *guest, const void *buf, uint64_t len)
 {
 	struct sp_state *s = guest;
-	return s->g->ops->state_load(s->g, buf, (size_t)len);
+	return sp_ret(s, s->g->ops->state_load(s->g, buf, (size_t)len));
 }
 
 static const struct tern_guest_ops sp_ops = {

@@ -88,3 +88,16 @@ Test(dest_guest, options_belong_to_their_command)
 	char *c[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--prealloc", NULL };
 	usage_error(c, "--prealloc needs --guest");
 }
+
+Test(dest_guest, a_rejected_state_says_why, .timeout = 300)
+{
+	/* Same memory, another workload: simvm's state_load refuses the blob,
+	 * and its own reason reaches the source through the public slot. */
+	struct proc r, s;
+	migrate("simvm:mem=256M,vcpus=2", 0, &r, &s);
+	cr_assert_eq(proc_exit_code(&s), 1, "send: %s", s.errbuf);
+	cr_assert_not_null(strstr(s.errbuf, "refused W_STATE"), "%s", s.errbuf);
+	cr_assert_not_null(strstr(s.errbuf, "state of a guest with"), "no reason: %s", s.errbuf);
+	cr_assert_eq(json_num(s.outbuf, "workload_ok"), 1, "source guest not running: %s",
+	    s.outbuf);
+}

@@ -35,6 +35,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tern/error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -150,6 +152,12 @@ struct tern_guest_ops {
 	 * source runs again. */
 	int (*state_load)(void *guest, const void *buf, uint64_t len);
 };
+
+/* tern_guest_error gives the reason of the slot that is about to fail, in
+ * one line (printf format): call it from the slot, on the thread libtern
+ * called it on, just before returning the error.  libtern puts it in the
+ * migration's error ("my-vmm: state_load failed: <reason>"). */
+TERN_EXTERN void tern_guest_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A guest for one migration: its ops and the VMM's pointer to it. */
 struct tern_guest_provider {
