@@ -272,33 +272,16 @@ pv_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen)
 	return tern_guest_check(s->inner, progress, why, whylen);
 }
 
-static const struct terni_backend_ops pv_backend = {
-	.name = "provider",
-	.destroy = pv_destroy,
-	.pause = pv_pause,
-	.resume = pv_resume,
-	.dirty_start = pv_dirty_start,
-	.dirty_harvest = pv_dirty_harvest,
-	.dirty_stop = pv_dirty_stop,
-	.state_save = pv_state_save,
-	.state_load = pv_state_load,
-	.dirty_modes = pv_modes,
-};
+/* Every slot forwards to the VMM's ops; the two tables differ only in
+ * the workload check, which only an adopted built-in guest has. */
+#define PV_BACKEND_SLOTS                                                                          \
+	.name = "provider", .destroy = pv_destroy, .pause = pv_pause, .resume = pv_resume,         \
+	.dirty_start = pv_dirty_start, .dirty_harvest = pv_dirty_harvest,                          \
+	.dirty_stop = pv_dirty_stop, .state_save = pv_state_save, .state_load = pv_state_load,     \
+	.dirty_modes = pv_modes
 
-/* The same, for a built-in guest whose workload can be checked. */
-static const struct terni_backend_ops pv_backend_checked = {
-	.name = "provider",
-	.destroy = pv_destroy,
-	.pause = pv_pause,
-	.resume = pv_resume,
-	.dirty_start = pv_dirty_start,
-	.dirty_harvest = pv_dirty_harvest,
-	.dirty_stop = pv_dirty_stop,
-	.state_save = pv_state_save,
-	.state_load = pv_state_load,
-	.check = pv_check,
-	.dirty_modes = pv_modes,
-};
+static const struct terni_backend_ops pv_backend = {PV_BACKEND_SLOTS};
+static const struct terni_backend_ops pv_backend_checked = {PV_BACKEND_SLOTS, .check = pv_check};
 
 void
 tern_guest_provider_adopt(struct tern_guest *g, struct tern_guest *inner,
