@@ -202,6 +202,16 @@ void tern_guest_provider_adopt(struct tern_guest *g, struct tern_guest *inner,
 int tern_guest_create_provided(struct tern_guest **g, const struct tern_guest_config *cfg,
     int role, char *err, size_t errlen);
 
+/* tern_simvm_provider_create builds a simvm guest as tern_guest_create does
+ * and gives its public provider (tern/guest.h) to the caller, who owns it:
+ * a process hosting a guest across migrations (`tern vm`) hands it to one
+ * migration after another as a VMM would.  tern_simvm_provider_guest gives
+ * the simvm guest behind it (for its workload check); destroy frees both. */
+int tern_simvm_provider_create(struct tern_guest_provider *p, const struct tern_guest_config *cfg,
+    int role, char *err, size_t errlen);
+struct tern_guest *tern_simvm_provider_guest(const struct tern_guest_provider *p);
+void tern_simvm_provider_destroy(struct tern_guest_provider *p);
+
 /* tern_guest_set_dirty_mode selects the dirty-log mode ("bitmap", "ring";
  * NULL or "" for the backend's default) and, for "ring", the ring size in
  * entries per vCPU (a power of two in TERN_DIRTY_RING_MIN..MAX; 0 for

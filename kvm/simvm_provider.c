@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kvm/guest.h"
@@ -213,4 +214,41 @@ tern_guest_create_provided(struct tern_guest **gp, const struct tern_guest_confi
 	 * builds from when it has no guest of its own). */
 	tern_guest_provider_adopt(*gp, inner, sp_release, s);
 	return 0;
+}
+
+int
+tern_simvm_provider_create(struct tern_guest_provider *p, const struct tern_guest_config *cfg,
+                           int role, char *err, size_t errlen)
+{
+	struct tern_guest *inner = NULL;
+	struct sp_state *s = NULL;
+	int rc;
+
+	*p = (struct tern_guest_provider){0};
+	if ((rc = tern_guest_create(&inner, cfg, role, err, errlen)) != 0)
+		return rc;
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (rc = tern_bitmap_init(&s->scratch, inner->npages)) != 0) {
+		free(s);
+		tern_guest_destroy(inner);
+		snprintf(err, errlen, "out of memory");
+		return TERN_ENOMEM;
+	}
+	s->g = inner;
+	*p = (struct tern_guest_provider){.ops = &sp_ops, .guest = s};
+	return 0;
+}
+
+struct tern_guest *
+tern_simvm_provider_guest(const struct tern_guest_provider *p)
+{
+	return p->guest != NULL ? ((struct sp_state *)p->guest)->g : NULL;
+}
+
+void
+tern_simvm_provider_destroy(struct tern_guest_provider *p)
+{
+	if (p->guest != NULL)
+		sp_release(p->guest);
+	*p = (struct tern_guest_provider){0};
 }

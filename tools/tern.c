@@ -26,6 +26,8 @@
 
 #include "kvm/guest.h"
 #include "tern/tern.h"
+#include "tools/ctl.h"
+#include "tools/vm.h"
 
 #define DEMO_GUEST                                                             \
 	"simvm:mem=1G,vcpus=2,fill=random,workload=memtouch:ws=256M,rate=200M,pattern=random"
@@ -109,6 +111,8 @@ usage(FILE *f)
 	    "usage: tern send --to HOST:PORT --guest SPEC [options]\n"
 	    "       tern receive --listen HOST:PORT [options]\n"
 	    "       tern demo [send options]\n"
+	    "       tern vm --guest SPEC --control PATH [--incoming URI|defer]   (tern vm --help)\n"
+	    "       tern ctl SOCKET COMMAND [key=value...]                   (tern ctl --help)\n"
 	    "\n"
 	    "Live-migrates a running guest's memory and state to another process over TCP.\n"
 	    "\n"
@@ -728,6 +732,11 @@ main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	/* Long-lived and client commands own their signals and options. */
+	if (strcmp(cmd, "vm") == 0)
+		return vm_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "ctl") == 0)
+		return ctl_main(argc - 1, argv + 1);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -741,7 +750,7 @@ main(int argc, char **argv)
 	    : strcmp(cmd, "demo") == 0            ? FOR_DEMO
 						  : 0;
 	if (scope == 0)
-		return bad_usage("unknown command '%s' (send, receive, demo)", cmd);
+		return bad_usage("unknown command '%s' (send, receive, demo, vm, ctl)", cmd);
 	int rc = parse_opts(argc - 1, argv + 1, &c, scope, cmd);
 	if (rc != 0)
 		return rc;
@@ -767,5 +776,5 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "demo") == 0)
 		return run_demo(&c, "/proc/self/exe");
-	return bad_usage("unknown command '%s' (send, receive, demo)", cmd);
+	return bad_usage("unknown command '%s' (send, receive, demo, vm, ctl)", cmd);
 }

@@ -1,0 +1,749 @@
+/*
+ * `tern vm` (vm.h): one process, one guest, a QMP control socket.  The
+ * guest is a simvm the process owns through the public provider ops, handed
+ * to one migration after another exactly as a VMM would.  Everything runs on
+ * one libuv loop; the migration's callbacks (libtern's thread) only set a
+ * flag and wake the loop.
+ *
+ * Run states (QEMU's names): running, paused, inmigrate (waiting for or
+ * receiving a guest), finish-migrate (outgoing switchover), postmigrate
+ * (the guest has left; the process is empty and can take migrate-incoming).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/vm.h"
+
+static void vm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void
+vm_log(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "tern vm: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static void
+vm_set_status(struct vm *vm, const char *status)
+{
+	vm->status = status;
+}
+
+/* The QMP MigrationStatus changes: recorded, and a MIGRATION event. */
+static void
+vm_mig_status(struct vm *vm, const char *status)
+{
+	if (strcmp(vm->mig.status, status) == 0)
+		return;
+	snprintf(vm->mig.status, sizeof(vm->mig.status), "%s", status);
+	qmp_server_event(vm->qmp, "MIGRATION", json_pack("{s:s}", "status", status));
+}
+
+/* ---- the guest ---- */
+
+static int
+vm_guest_create(struct vm *vm, int role, char *err, size_t errlen)
+{
+	int rc = tern_simvm_provider_create(&vm->guest, &vm->cfg, role, err, errlen);
+	if (rc == 0)
+		vm->mig.total_bytes = vm->cfg.mem_size;
+	return rc;
+}
+
+static void
+vm_guest_destroy(struct vm *vm)
+{
+	if (vm->guest.guest != NULL)
+		tern_simvm_provider_destroy(&vm->guest);
+}
+
+/* ---- the migration's callbacks (libtern's thread) ---- */
+
+static void
+vm_cb_progress(struct tern_migration *h, const struct tern_progress *p)
+{
+	struct vm *vm = tern_migration_data(h);
+	(void)p;
+	uv_async_send(&vm->wake);
+}
+
+static void
+vm_cb_done(struct tern_migration *h, int result, const char *err)
+{
+	struct vm *vm = tern_migration_data(h);
+	vm->mig.result = result;
+	snprintf(vm->mig.err, sizeof(vm->mig.err), "%s", err);
+	/* Release: result and err are seen by the loop that sees done. */
+	atomic_store_explicit(&vm->mig.done, 1, memory_order_release);
+	uv_async_send(&vm->wake);
+}
+
+static void
+vm_recv_log(const char *line, void *arg)
+{
+	struct vm *vm = arg;
+	vm_log("%s", line);
+	if (strncmp(line, "receiving migration", 19) == 0) {
+		atomic_store_explicit(&vm->mig.receiving, 1, memory_order_relaxed);
+		uv_async_send(&vm->wake);
+	}
+}
+
+static const struct tern_migration_cb vm_callbacks = {
+    .progress = vm_cb_progress,
+    .done = vm_cb_done,
+};
+
+/* ---- following a running migration (on the loop) ---- */
+
+/* The QMP status a source phase stands for. */
+static const char *
+vm_phase_status(const char *state)
+{
+	static const char *const device[] = {"switchover", "state", "verify", "handoff", NULL};
+	for (int i = 0; device[i] != NULL; i++)
+		if (strcmp(state, device[i]) == 0)
+			return "device";
+	if (strcmp(state, "setup") == 0)
+		return "setup";
+	if (strcmp(state, "completed") == 0 || strncmp(state, "abort", 5) == 0)
+		return NULL; /* the end settles it */
+	return "active";
+}
+
+static void
+vm_follow_outgoing(struct vm *vm)
+{
+	struct vm_mig *m = &vm->mig;
+	struct tern_progress p;
+	char state[64] = "";
+	if (tern_migration_progress(m->h, &p, state, sizeof(state)) != 0)
+		return;
+	const char *st = m->cancel_requested ? "cancelling" : vm_phase_status(state);
+	if (st == NULL)
+		return;
+	if (m->setup_ms == 0 && strcmp(st, "setup") != 0)
+		m->setup_ms = (tern_now_ns() - m->start_ns) / 1000000 + 1;
+	if (p.iteration > m->pass) {
+		m->pass = p.iteration;
+		qmp_server_event(vm->qmp, "MIGRATION_PASS",
+		                 json_pack("{s:i}", "pass", (int)p.iteration));
+	}
+	if (strncmp(state, "stalled: ", 9) == 0 && strcmp(m->stall, state + 9) != 0) {
+		snprintf(m->stall, sizeof(m->stall), "%s", state + 9);
+		qmp_server_event(vm->qmp, "MIGRATION_STALL",
+		                 json_pack("{s:s}", "reason", m->stall));
+	}
+	/* The source guest is paused for the switchover, and runs again if a
+	 * strict switchover goes back to iterating. */
+	if (strcmp(st, "device") == 0 && !m->guest_stopped) {
+		m->guest_stopped = true;
+		vm_set_status(vm, "finish-migrate");
+		qmp_server_event(vm->qmp, "STOP", NULL);
+	} else if (strcmp(st, "active") == 0 && m->guest_stopped) {
+		m->guest_stopped = false;
+		vm_set_status(vm, "running");
+		qmp_server_event(vm->qmp, "RESUME", NULL);
+	}
+	vm_mig_status(vm, st);
+}
+
+static void vm_close_ready(struct vm *vm);
+
+/* The migration has ended: its handle goes, the guest is where the
+ * outcome says, and the manager hears it. */
+static void
+vm_mig_ended(struct vm *vm)
+{
+	struct vm_mig *m = &vm->mig;
+	(void)tern_migration_stats(m->h, &m->final);
+	(void)tern_migration_close(m->h);
+	m->h = NULL;
+	m->ended = true;
+	vm_close_ready(vm);
+	const char *end = m->result == 0                ? "completed"
+	                  : m->result == TERN_ECANCELED ? "cancelled"
+	                                                : "failed";
+	if (m->outgoing) {
+		if (m->result == 0) {
+			/* The guest runs on the destination: this copy is gone. */
+			vm_guest_destroy(vm);
+			vm_set_status(vm, "postmigrate");
+			vm_log("migrated to %s in %" PRIu64 " ms, downtime %" PRIu64 " ms", m->addr,
+			       m->final.total_ms, m->final.downtime_ms);
+		} else if (m->final.handoff_unknown || m->final.source_resume_failed) {
+			/* Never both running: the operator decides (cont). */
+			vm_set_status(vm, "paused");
+			vm_log("migration %s, guest left PAUSED: %s", end, m->err);
+		} else {
+			vm_set_status(vm, "running");
+			if (m->guest_stopped)
+				qmp_server_event(vm->qmp, "RESUME", NULL);
+			vm_log("migration %s, guest running here: %s", end, m->err);
+		}
+		m->guest_stopped = false;
+		vm_mig_status(vm, end);
+		return;
+	}
+	if (m->result == 0) {
+		vm_set_status(vm, "running");
+		vm_log("guest arrived from %s and runs",
+		       m->final.connections == 1 ? "the source" : "the source");
+		vm_mig_status(vm, end);
+		qmp_server_event(vm->qmp, "RESUME", NULL);
+		return;
+	}
+	/* Nothing arrived whole: the empty guest goes, the process waits for
+	 * the next migrate-incoming. */
+	vm_guest_destroy(vm);
+	vm_set_status(vm, "inmigrate");
+	vm_log("incoming migration %s: %s", end, m->err);
+	vm_mig_status(vm, end);
+}
+
+static void
+vm_on_wake(uv_async_t *a)
+{
+	struct vm *vm = a->data;
+	struct vm_mig *m = &vm->mig;
+	if (m->h == NULL)
+		return;
+	/* Acquire: pairs with vm_cb_done's release. */
+	if (atomic_load_explicit(&m->done, memory_order_acquire)) {
+		vm_mig_ended(vm);
+		if (vm->quitting)
+			uv_stop(&vm->loop);
+		return;
+	}
+	if (m->outgoing) {
+		vm_follow_outgoing(vm);
+	} else if (atomic_load_explicit(&m->receiving, memory_order_relaxed)) {
+		if (m->setup_ms == 0)
+			m->setup_ms = (tern_now_ns() - m->start_ns) / 1000000 + 1;
+		vm_mig_status(vm, m->cancel_requested ? "cancelling" : "active");
+	}
+}
+
+/* ---- destination: the port it listens on ---- */
+
+static void
+vm_close_ready(struct vm *vm)
+{
+	struct vm_mig *m = &vm->mig;
+	vm_mig_port(m);
+	if (m->ready_rfd >= 0)
+		close(m->ready_rfd);
+	if (m->ready_wfd >= 0)
+		close(m->ready_wfd);
+	m->ready_rfd = m->ready_wfd = -1;
+}
+
+void
+vm_mig_port(struct vm_mig *m)
+{
+	char line[32] = "";
+	if (m->port > 0 || m->ready_rfd < 0)
+		return;
+	/* One short write by libtern ("PORT\n"): whole or not yet there. */
+	ssize_t n = read(m->ready_rfd, line, sizeof(line) - 1);
+	if (n > 0 && (m->port = atoi(line)) > 0)
+		vm_log("listening for the guest on port %d", m->port);
+}
+
+/* ---- starting migrations ---- */
+
+static void
+vm_mig_reset(struct vm *vm, bool outgoing, const char *addr)
+{
+	struct vm_mig *m = &vm->mig;
+	*m = (struct vm_mig){.outgoing = outgoing,
+	                     .ready_rfd = -1,
+	                     .ready_wfd = -1,
+	                     .start_ns = tern_now_ns(),
+	                     .total_bytes = vm->cfg.mem_size};
+	snprintf(m->addr, sizeof(m->addr), "%s", addr);
+	snprintf(m->status, sizeof(m->status), "none");
+}
+
+/* "tcp:HOST:PORT" -> "HOST:PORT". */
+static int
+vm_parse_uri(json_t *args, char *addr, size_t len, struct qmp_error *err)
+{
+	json_t *u = json_object_get(args, "uri");
+	if (!json_is_string(u)) {
+		qmp_errorf(err, QMP_GENERIC_ERROR, "%s",
+		           u == NULL ? "Parameter 'uri' is missing"
+		                     : "Invalid parameter type for 'uri', expected: string");
+		return -1;
+	}
+	const char *s = json_string_value(u);
+	if (strncmp(s, "tcp:", 4) != 0 || strchr(s + 4, ':') == NULL || strlen(s + 4) >= len) {
+		qmp_errorf(err, QMP_GENERIC_ERROR,
+		           "URI '%.200s' is not supported: tern migrates over tcp:HOST:PORT", s);
+		return -1;
+	}
+	snprintf(addr, len, "%s", s + 4);
+	return 0;
+}
+
+static int
+vm_start_incoming(struct vm *vm, const char *addr, char *err, size_t errlen)
+{
+	struct vm_mig *m = &vm->mig;
+	int rc, pfd[2];
+	vm_mig_reset(vm, false, addr);
+	if ((rc = vm_guest_create(vm, TERN_GUEST_DESTINATION, err, errlen)) != 0)
+		return rc;
+	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		vm_guest_destroy(vm);
+		return rc;
+	}
+	m->ready_rfd = pfd[0];
+	m->ready_wfd = pfd[1];
+	tern_recv_opts_init(&m->recv);
+	m->recv.listen = m->addr;
+	m->recv.provider = &vm->guest;
+	m->recv.prealloc = vm->prealloc;
+	m->recv.ready_fd = m->ready_wfd;
+	m->recv.exit_after_handoff = 1;
+	m->recv.log = vm_recv_log;
+	m->recv.log_arg = vm;
+	if ((rc = tern_migration_receive(&m->h, &m->recv, &vm_callbacks, vm)) != 0) {
+		snprintf(err, errlen, "cannot start the incoming migration: %s", tern_strerror(rc));
+		vm_close_ready(vm);
+		vm_guest_destroy(vm);
+		return rc;
+	}
+	vm_set_status(vm, "inmigrate");
+	vm_mig_status(vm, "setup");
+	return 0;
+}
+
+/* ---- commands ---- */
+
+static bool
+vm_busy(const struct vm *vm)
+{
+	return vm->mig.h != NULL;
+}
+
+static json_t *
+cmd_query_status(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	bool running = strcmp(vm->status, "running") == 0;
+	json_t *r =
+	    json_pack("{s:b,s:b,s:s}", "running", running, "singlestep", 0, "status", vm->status);
+	json_t *g = json_pack("{s:s,s:b}", "spec", vm->spec, "present", vm->guest.guest != NULL);
+	/* The workload's invariant, checked now (not while a migration owns
+	 * the guest's pauses). */
+	if (vm->guest.guest != NULL && !vm_busy(vm) && vm->cfg.workload == TERN_WORKLOAD_MEMTOUCH) {
+		uint64_t progress = 0;
+		char why[256] = "";
+		int rc = tern_guest_check(tern_simvm_provider_guest(&vm->guest), &progress, why,
+		                          sizeof(why));
+		json_object_set_new(g, "workload-progress", json_integer((json_int_t)progress));
+		json_object_set_new(g, "workload-ok", json_boolean(rc == 0));
+		if (rc != 0)
+			json_object_set_new(g, "workload-error", json_string(why));
+	}
+	json_object_set_new(r, "tern-guest", g);
+	(void)args;
+	(void)err;
+	return r;
+}
+
+static json_t *
+cmd_migrate(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	struct vm_params p = vm->params;
+	char addr[256];
+	if (vm_busy(vm))
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "There's a migration process in progress");
+	if (vm->guest.guest == NULL)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "this process holds no guest (%s)",
+		                  vm->status);
+	if (strcmp(vm->status, "running") != 0)
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "the guest is %s: cont it before migrating", vm->status);
+	json_t *fl = json_object_get(args, "blk"), *inc = json_object_get(args, "inc");
+	json_t *res = json_object_get(args, "resume");
+	if (json_is_true(fl) || json_is_true(inc) || json_is_true(res))
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "tern migrates memory and state only (no blk, inc, resume)");
+	if (vm_parse_uri(args, addr, sizeof(addr), err) != 0 ||
+	    vm_params_set(&p, args, true, err) != 0)
+		return NULL;
+	struct vm_mig *m = &vm->mig;
+	vm_mig_reset(vm, true, addr);
+	tern_send_opts_init(&m->send);
+	vm_params_to_send(&p, &m->send);
+	m->send.to = m->addr;
+	m->send.provider = &vm->guest;
+	int rc = tern_migration_send(&m->h, &m->send, &vm_callbacks, vm);
+	if (rc != 0)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "cannot start the migration: %s",
+		                  tern_strerror(rc));
+	vm_log("migrating to %s over %u connection(s)", addr, p.connections);
+	vm_mig_status(vm, "setup");
+	return json_object();
+}
+
+static json_t *
+cmd_migrate_incoming(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	char addr[256], why[512] = "";
+	if (vm_busy(vm))
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "There's a migration process in progress");
+	if (vm->guest.guest != NULL)
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "this process already holds a guest (%s): migrate-incoming "
+		                  "takes a guest into an empty process",
+		                  vm->status);
+	if (vm_parse_uri(args, addr, sizeof(addr), err) != 0)
+		return NULL;
+	if (vm_start_incoming(vm, addr, why, sizeof(why)) != 0)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "%s", why);
+	return json_object();
+}
+
+static json_t *
+cmd_query_migrate(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	/* The latest figures, not the last wake's. */
+	if (vm->mig.h != NULL && vm->mig.outgoing)
+		vm_follow_outgoing(vm);
+	vm_mig_port(&vm->mig);
+	(void)args;
+	(void)err;
+	return vm_migrate_info(vm);
+}
+
+static json_t *
+cmd_migrate_cancel(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	if (vm->mig.h != NULL && !vm->mig.cancel_requested) {
+		vm->mig.cancel_requested = true;
+		tern_migration_cancel(vm->mig.h);
+		vm_mig_status(vm, "cancelling");
+	}
+	(void)args;
+	(void)err;
+	return json_object();
+}
+
+static json_t *
+cmd_set_parameters(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	struct vm_params p = vm->params;
+	if (vm_params_set(&p, args, false, err) != 0)
+		return NULL;
+	/* Two apply to the running migration at once; the rest to the next. */
+	if (vm->mig.h != NULL && vm->mig.outgoing) {
+		if (p.downtime_limit_ms != vm->params.downtime_limit_ms)
+			(void)tern_migration_set_downtime_limit(vm->mig.h, p.downtime_limit_ms);
+		if (p.max_bandwidth != vm->params.max_bandwidth)
+			(void)tern_migration_set_max_bandwidth(vm->mig.h, p.max_bandwidth);
+	}
+	vm->params = p;
+	return json_object();
+}
+
+static json_t *
+cmd_query_parameters(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	(void)args;
+	(void)err;
+	return vm_params_json(&vm->params);
+}
+
+static json_t *
+cmd_set_capabilities(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	json_t *caps = json_object_get(args, "capabilities"), *c;
+	size_t i;
+	if (!json_is_array(caps))
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "Parameter 'capabilities' is missing");
+	int converge = vm->params.auto_converge;
+	json_array_foreach(caps, i, c)
+	{
+		const char *name = json_string_value(json_object_get(c, "capability"));
+		json_t *state = json_object_get(c, "state");
+		if (name == NULL || !json_is_boolean(state))
+			return qmp_errorf(err, QMP_GENERIC_ERROR,
+			                  "each capability needs 'capability' and 'state'");
+		if (strcmp(name, "auto-converge") != 0)
+			return qmp_errorf(err, QMP_GENERIC_ERROR,
+			                  "Capability '%.64s' is not supported by tern", name);
+		if (!json_is_true(state))
+			converge = TERN_CONVERGE_OFF;
+		else if (converge == TERN_CONVERGE_OFF)
+			converge = TERN_CONVERGE_QEMU;
+	}
+	vm->params.auto_converge = converge;
+	return json_object();
+}
+
+static json_t *
+cmd_query_capabilities(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	(void)args;
+	(void)err;
+	return json_pack("[{s:s,s:b}]", "capability", "auto-converge", "state",
+	                 vm->params.auto_converge != TERN_CONVERGE_OFF);
+}
+
+static json_t *
+cmd_stop_cont(struct vm *vm, bool stop, struct qmp_error *err)
+{
+	if (vm_busy(vm))
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "a migration is running: it pauses and resumes the guest itself");
+	if (vm->guest.guest == NULL)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "this process holds no guest (%s)",
+		                  vm->status);
+	const struct tern_guest_ops *ops = vm->guest.ops;
+	int rc = stop ? ops->pause(vm->guest.guest) : ops->resume(vm->guest.guest);
+	if (rc != 0)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "cannot %s the guest: %s",
+		                  stop ? "pause" : "resume", tern_strerror(rc));
+	const char *want = stop ? "paused" : "running";
+	if (strcmp(vm->status, want) != 0) {
+		vm_set_status(vm, want);
+		qmp_server_event(vm->qmp, stop ? "STOP" : "RESUME", NULL);
+	}
+	return json_object();
+}
+
+static json_t *
+cmd_stop(void *ctx, json_t *args, struct qmp_error *err)
+{
+	(void)args;
+	return cmd_stop_cont(ctx, true, err);
+}
+
+static json_t *
+cmd_cont(void *ctx, json_t *args, struct qmp_error *err)
+{
+	(void)args;
+	return cmd_stop_cont(ctx, false, err);
+}
+
+/* quit and SIGTERM: a running migration is cancelled first (the source
+ * guest runs again, the destination is told), then the process ends. */
+static void
+vm_quit(struct vm *vm, const char *reason)
+{
+	if (vm->quitting)
+		return;
+	vm->quitting = 1;
+	qmp_server_event(vm->qmp, "SHUTDOWN", json_pack("{s:b,s:s}", "guest", 0, "reason", reason));
+	if (vm->mig.h != NULL) {
+		vm->mig.cancel_requested = true;
+		tern_migration_cancel(vm->mig.h);
+		return; /* the end of the migration stops the loop */
+	}
+	uv_stop(&vm->loop);
+}
+
+static json_t *
+cmd_quit(void *ctx, json_t *args, struct qmp_error *err)
+{
+	(void)args;
+	(void)err;
+	vm_quit(ctx, "host-qmp-quit");
+	return json_object();
+}
+
+static const struct qmp_command vm_commands[] = {
+    {"query-status", cmd_query_status},
+    {"migrate", cmd_migrate},
+    {"migrate-incoming", cmd_migrate_incoming},
+    {"query-migrate", cmd_query_migrate},
+    {"migrate_cancel", cmd_migrate_cancel},
+    {"migrate-set-parameters", cmd_set_parameters},
+    {"query-migrate-parameters", cmd_query_parameters},
+    {"migrate-set-capabilities", cmd_set_capabilities},
+    {"query-migrate-capabilities", cmd_query_capabilities},
+    {"stop", cmd_stop},
+    {"cont", cmd_cont},
+    {"quit", cmd_quit},
+    {NULL, NULL},
+};
+
+static void
+vm_on_signal(uv_signal_t *s, int signum)
+{
+	(void)signum;
+	vm_quit(s->data, "host-signal");
+}
+
+static void
+vm_usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: tern vm --guest SPEC --control PATH [--incoming tcp:HOST:PORT|defer]\n"
+	        "               [--prealloc]\n"
+	        "\n"
+	        "Hosts one guest in a long-lived process driven through a QMP control socket\n"
+	        "(docs/control.md): query-status, migrate, migrate-incoming, query-migrate,\n"
+	        "migrate_cancel, migrate-set-parameters, query-migrate-parameters,\n"
+	        "migrate-set-capabilities, stop, cont, quit.  After its guest has migrated away\n"
+	        "the process stays, empty, and can take migrate-incoming again.\n"
+	        "\n"
+	        "  --guest SPEC        the guest (as for tern send); with --incoming, the layout\n"
+	        "                      every arriving guest must have\n"
+	        "  --control PATH      the QMP unix socket (mode 0600)\n"
+	        "  --incoming URI      start empty and wait for a guest on tcp:HOST:PORT (port 0:\n"
+	        "                      any; query-migrate's socket-address tells), or 'defer' for\n"
+	        "                      a later migrate-incoming\n"
+	        "  --prealloc          populate an arriving guest's memory before listening\n"
+	        "\n"
+	        "SIGTERM/SIGINT, like quit: a running migration is cancelled first (the source\n"
+	        "guest keeps running), then the process exits.  Exit status 0, or 1 on a\n"
+	        "start-up error, 2 on bad usage.\n");
+}
+
+int
+vm_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"guest", required_argument, NULL, 'g'},    {"control", required_argument, NULL, 'c'},
+	    {"incoming", required_argument, NULL, 'i'}, {"prealloc", no_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+	};
+	const char *control = NULL, *incoming = NULL;
+	struct vm *vm = calloc(1, sizeof(*vm));
+	char err[512] = "";
+	int opt, rc = 1;
+
+	if (vm == NULL)
+		return 1;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'g':
+			vm->spec = optarg;
+			break;
+		case 'c':
+			control = optarg;
+			break;
+		case 'i':
+			incoming = optarg;
+			break;
+		case 'p':
+			vm->prealloc = 1;
+			break;
+		case 'h':
+			vm_usage(stdout);
+			free(vm);
+			return 0;
+		default:
+			vm_usage(stderr);
+			free(vm);
+			return 2;
+		}
+	}
+	if (optind < argc || vm->spec == NULL || control == NULL) {
+		fprintf(stderr, "tern vm: %s\n",
+		        optind < argc ? "unexpected argument"
+		                      : "needs --guest SPEC and --control PATH");
+		free(vm);
+		return 2;
+	}
+	if (tern_guest_spec_parse(vm->spec, &vm->cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tern vm: bad --guest: %s\n", err);
+		free(vm);
+		return 2;
+	}
+	char inc_addr[256] = "";
+	if (incoming != NULL && strcmp(incoming, "defer") != 0) {
+		struct qmp_error qe;
+		json_t *a = json_pack("{s:s}", "uri", incoming);
+		int bad = vm_parse_uri(a, inc_addr, sizeof(inc_addr), &qe);
+		json_decref(a);
+		if (bad) {
+			fprintf(stderr, "tern vm: --incoming: %s\n", qe.desc);
+			free(vm);
+			return 2;
+		}
+	}
+	vm_params_defaults(&vm->params);
+	vm_mig_reset(vm, false, "");
+	uv_loop_init(&vm->loop);
+	uv_async_init(&vm->loop, &vm->wake, vm_on_wake);
+	vm->wake.data = vm;
+	uv_signal_init(&vm->loop, &vm->sigterm);
+	uv_signal_init(&vm->loop, &vm->sigint);
+	vm->sigterm.data = vm->sigint.data = vm;
+	uv_signal_start(&vm->sigterm, vm_on_signal, SIGTERM);
+	uv_signal_start(&vm->sigint, vm_on_signal, SIGINT);
+	char product[64];
+	snprintf(product, sizeof(product), "tern %s", tern_version());
+	if ((rc = qmp_server_start(&vm->qmp, &vm->loop, control, vm_commands, vm, product, err,
+	                           sizeof(err))) != 0) {
+		fprintf(stderr, "tern vm: %s\n", err);
+		rc = 1;
+		goto out;
+	}
+	if (incoming == NULL) {
+		if ((rc = vm_guest_create(vm, TERN_GUEST_SOURCE, err, sizeof(err))) != 0) {
+			fprintf(stderr, "tern vm: cannot build the guest: %s\n", err);
+			rc = 1;
+			goto out;
+		}
+		vm_set_status(vm, "running");
+	} else if (inc_addr[0] != '\0') {
+		if (vm_start_incoming(vm, inc_addr, err, sizeof(err)) != 0) {
+			fprintf(stderr, "tern vm: %s\n", err);
+			rc = 1;
+			goto out;
+		}
+	} else {
+		vm_set_status(vm, "inmigrate");
+	}
+	vm_log("%s, control socket %s", vm->status, control);
+	uv_run(&vm->loop, UV_RUN_DEFAULT);
+	rc = 0;
+out:
+	/* A quit during a migration waits for its end (the loop stopped
+	 * there); any other path still holds a handle only on errors. */
+	if (vm->mig.h != NULL) {
+		tern_migration_cancel(vm->mig.h);
+		(void)tern_migration_close(vm->mig.h);
+		vm->mig.h = NULL;
+	}
+	vm_close_ready(vm);
+	qmp_server_close(vm->qmp);
+	uv_close((uv_handle_t *)&vm->wake, NULL);
+	uv_close((uv_handle_t *)&vm->sigterm, NULL);
+	uv_close((uv_handle_t *)&vm->sigint, NULL);
+	uv_run(&vm->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&vm->loop) != 0)
+		vm_log("%s", "the event loop still had handles at exit");
+	vm_guest_destroy(vm);
+	free(vm);
+	return rc;
+}

@@ -1,0 +1,110 @@
+/*
+ * `tern vm`: a long-lived process hosting one guest, driven through a QMP
+ * control socket (docs/control.md).  vm.c runs the process (loop, guest,
+ * migrations, commands); vm_params.c holds the migration parameters table
+ * (migrate-set-parameters, query-migrate-parameters, migrate's own
+ * arguments); vm_info.c builds query-migrate's answer.
+ */
+#ifndef TERN_TOOLS_VM_H
+#define TERN_TOOLS_VM_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "kvm/guest.h"
+#include "messages/msg.h"
+#include "tern/tern.h"
+#include "tools/qmp.h"
+
+/* The parameters a migration starts with; downtime-limit and max-bandwidth
+ * also change a running one. */
+struct vm_params {
+	uint32_t downtime_limit_ms;
+	uint64_t max_bandwidth; /* bytes/s, 0: none */
+	uint32_t connections;
+	uint32_t connections_min;
+	uint32_t throttle_initial, throttle_increment, throttle_max;
+	int auto_converge; /* enum tern_converge_mode */
+	int verify;
+	int dirty_log; /* 0 bitmap, 1 ring */
+	uint32_t ring_size;
+	int ring_only;
+	int zero_pages; /* enum tern_zero_mode */
+	int switchover_loose;
+	uint64_t timeout_ms;
+	uint32_t stall_window_ms;
+	uint64_t chunk_size;
+};
+
+/* One migration, outgoing or incoming, and what remains of it once ended
+ * (query-migrate reports the last one). */
+struct vm_mig {
+	struct tern_migration *h; /* NULL once ended */
+	bool outgoing;
+	bool cancel_requested;
+	char status[16]; /* QMP MigrationStatus */
+	uint64_t start_ns;
+	uint64_t setup_ms;  /* start to the first pass (0: not yet) */
+	uint32_t pass;      /* last MIGRATION_PASS sent */
+	bool guest_stopped; /* STOP sent for the switchover, no RESUME yet */
+	char stall[160];    /* last MIGRATION_STALL reason sent */
+	char addr[256];     /* HOST:PORT */
+	struct tern_send_opts send;
+	struct tern_recv_opts recv;
+	/* Destination: libtern writes the port it listens on into ready_wfd;
+	 * query-migrate reads it (socket-address) from ready_rfd. */
+	int ready_rfd, ready_wfd;
+	int port;             /* 0: not known yet */
+	atomic_int done;      /* set by the done callback (release), read by the loop */
+	atomic_int receiving; /* destination: the source has connected */
+	int result;
+	char err[512];
+	struct tern_stats final;
+	bool ended;
+	uint64_t total_bytes; /* guest memory */
+};
+
+struct vm {
+	uv_loop_t loop;
+	struct qmp_server *qmp;
+	uv_async_t wake; /* migration callbacks -> the loop */
+	uv_signal_t sigterm, sigint;
+	const char *spec;
+	struct tern_guest_config cfg;
+	struct tern_guest_provider guest; /* .guest NULL: this process holds none */
+	const char *status;               /* QMP RunState */
+	int prealloc;
+	int quitting;
+	struct vm_params params;
+	struct vm_mig mig;
+};
+
+/* vm_main runs `tern vm` with argv[0] = "vm"; returns the exit status. */
+int vm_main(int argc, char **argv);
+
+/* vm_params_defaults fills p with the defaults `tern send` has. */
+void vm_params_defaults(struct vm_params *p);
+
+/* vm_params_set applies every member of args to p.  migrate_args: the
+ * members of a `migrate` command (parameters under their names with or
+ * without "tern-", "connections" for multifd-channels; uri and QEMU's
+ * migrate flags are skipped).  Returns 0, or -1 with err set (p is then
+ * unchanged). */
+int vm_params_set(struct vm_params *p, json_t *args, bool migrate_args, struct qmp_error *err);
+
+/* vm_params_json: query-migrate-parameters' answer. */
+json_t *vm_params_json(const struct vm_params *p);
+
+/* vm_params_to_send fills the send options from p. */
+void vm_params_to_send(const struct vm_params *p, struct tern_send_opts *o);
+
+/* vm_mig_port reads the destination's listening port if it has arrived. */
+void vm_mig_port(struct vm_mig *m);
+
+/* vm_migrate_info: query-migrate's answer for the current or last migration. */
+json_t *vm_migrate_info(struct vm *vm);
+
+#endif /* TERN_TOOLS_VM_H */

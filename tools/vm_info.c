@@ -1,0 +1,159 @@
+/*
+ * query-migrate's answer in QEMU's layout (qapi/migration.json MigrationInfo),
+ * with tern's own figures under "tern".  While a migration runs the live
+ * figures come from its last progress sample; once it has ended, from its
+ * final statistics.  A figure tern does not know yet is left out rather
+ * than reported as zero.
+ */
+#include <string.h>
+
+#include "tools/vm.h"
+
+#define VI_PAGE 4096u
+
+static json_t *
+vi_conns(const struct tern_stats *st)
+{
+	json_t *a = json_array();
+	for (uint32_t i = 0; i < st->connections && i < TERN_MAX_CONNECTIONS; i++) {
+		const struct tern_conn_stats *c = &st->conn[i];
+		json_array_append_new(a, json_pack("{s:I,s:I,s:I,s:I,s:b}", "bytes",
+		                                   (json_int_t)c->bytes, "payload-bytes",
+		                                   (json_int_t)c->payload, "chunks",
+		                                   (json_int_t)c->chunks, "active-ms",
+		                                   (json_int_t)c->active_ms, "lost", c->lost));
+	}
+	return a;
+}
+
+/* The final figures of an ended migration. */
+static void
+vi_final(struct vm *vm, json_t *o, json_t *ram, json_t *t)
+{
+	const struct vm_mig *m = &vm->mig;
+	const struct tern_stats *st = &m->final;
+	uint64_t downtime_bytes = st->final_pages * VI_PAGE;
+	json_object_set_new(o, "total-time", json_integer((json_int_t)st->total_ms));
+	if (strcmp(m->status, "completed") == 0)
+		json_object_set_new(o, "downtime", json_integer((json_int_t)st->downtime_ms));
+	json_object_set_new(o, "expected-downtime",
+	                    json_integer((json_int_t)st->expected_downtime_ms));
+	json_object_set_new(ram, "transferred", json_integer((json_int_t)st->bytes_sent));
+	json_object_set_new(ram, "remaining", json_integer(0));
+	json_object_set_new(ram, "duplicate",
+	                    json_integer((json_int_t)(st->pages_zero + st->pages_skipped)));
+	json_object_set_new(ram, "normal", json_integer((json_int_t)st->pages_sent));
+	json_object_set_new(ram, "normal-bytes",
+	                    json_integer((json_int_t)(st->pages_sent * VI_PAGE)));
+	json_object_set_new(ram, "dirty-pages-rate", json_integer((json_int_t)st->dirty_rate_pps));
+	json_object_set_new(ram, "mbps", json_real((double)st->bandwidth_bps * 8 / 1e6));
+	json_object_set_new(ram, "dirty-sync-count", json_integer((json_int_t)st->iterations));
+	json_object_set_new(ram, "precopy-bytes",
+	                    json_integer((json_int_t)(st->payload_bytes > downtime_bytes
+	                                                  ? st->payload_bytes - downtime_bytes
+	                                                  : 0)));
+	json_object_set_new(ram, "downtime-bytes", json_integer((json_int_t)downtime_bytes));
+	json_object_set_new(ram, "pages-per-second",
+	                    json_integer((json_int_t)(st->bandwidth_bps / VI_PAGE)));
+	if (st->throttle_max_pct > 0)
+		json_object_set_new(o, "cpu-throttle-percentage", json_integer(st->throttle_pct));
+	if (m->result != 0)
+		json_object_set_new(o, "error-desc", json_string(m->err));
+
+	json_object_set_new(t, "outcome", json_string(st->outcome));
+	json_object_set_new(t, "achieved-downtime", json_integer((json_int_t)st->downtime_ms));
+	json_object_set_new(t, "expected-downtime",
+	                    json_integer((json_int_t)st->expected_downtime_ms));
+	json_object_set_new(t, "downtime-limit", json_integer(st->downtime_limit_ms));
+	json_object_set_new(t, "iterations", json_integer((json_int_t)st->iterations));
+	json_object_set_new(t, "payload-bytes", json_integer((json_int_t)st->payload_bytes));
+	json_object_set_new(t, "pages-zero", json_integer((json_int_t)st->pages_zero));
+	json_object_set_new(t, "pages-skipped", json_integer((json_int_t)st->pages_skipped));
+	json_object_set_new(t, "final-pages", json_integer((json_int_t)st->final_pages));
+	json_object_set_new(t, "throttle-max", json_integer(st->throttle_max_pct));
+	json_object_set_new(t, "switchover-retries", json_integer(st->switchover_retries));
+	json_object_set_new(t, "stalled", json_boolean(st->stalled));
+	json_object_set_new(t, "stall-reason", json_string(st->stall_reason));
+	json_object_set_new(t, "verified", json_boolean(st->verified));
+	json_object_set_new(t, "handoff-unknown", json_boolean(st->handoff_unknown));
+	json_object_set_new(t, "source-resume-failed", json_boolean(st->source_resume_failed));
+	json_object_set_new(t, "guest-build-ms", json_integer((json_int_t)st->guest_build_ms));
+	json_object_set_new(t, "populate-ms", json_integer((json_int_t)st->populate_ms));
+	json_object_set_new(t, "connections-lost", json_integer(st->connections_lost));
+	json_object_set_new(t, "connections", vi_conns(st));
+}
+
+/* The live figures of a running migration. */
+static void
+vi_live(struct vm *vm, json_t *o, json_t *ram, json_t *t)
+{
+	struct vm_mig *m = &vm->mig;
+	struct tern_stats st;
+	struct tern_progress p;
+	char state[64] = "";
+	(void)tern_migration_stats(m->h, &st);
+	(void)tern_migration_progress(m->h, &p, state, sizeof(state));
+	json_object_set_new(o, "total-time", json_integer((json_int_t)st.total_ms));
+	if (!m->outgoing) {
+		json_object_set_new(t, "phase",
+		                    json_string(m->receiving ? "receiving" : "listening"));
+		return;
+	}
+	uint64_t bw = p.bandwidth_bps;
+	if (bw > 0)
+		json_object_set_new(o, "expected-downtime",
+		                    json_integer((json_int_t)(p.remaining_bytes * 1000 / bw)));
+	json_object_set_new(ram, "transferred", json_integer((json_int_t)p.transferred_bytes));
+	json_object_set_new(ram, "remaining", json_integer((json_int_t)p.remaining_bytes));
+	json_object_set_new(ram, "dirty-pages-rate", json_integer((json_int_t)p.dirty_rate_pps));
+	json_object_set_new(ram, "mbps", json_real((double)bw * 8 / 1e6));
+	json_object_set_new(ram, "dirty-sync-count", json_integer(p.iteration));
+	json_object_set_new(ram, "pages-per-second", json_integer((json_int_t)(bw / VI_PAGE)));
+	json_object_set_new(t, "phase", json_string(state));
+	json_object_set_new(t, "iteration", json_integer(p.iteration));
+	json_object_set_new(t, "eta-ms", json_integer((json_int_t)p.eta_ms));
+	json_object_set_new(t, "downtime-limit", json_integer(vm->params.downtime_limit_ms));
+	if (strncmp(state, "stalled: ", 9) == 0)
+		json_object_set_new(t, "stall-reason", json_string(state + 9));
+}
+
+json_t *
+vm_migrate_info(struct vm *vm)
+{
+	struct vm_mig *m = &vm->mig;
+	json_t *o = json_pack("{s:s}", "status", m->status);
+	if (strcmp(m->status, "none") == 0)
+		return o;
+	json_t *ram = json_object(), *t = json_object();
+	if (m->setup_ms > 0)
+		json_object_set_new(o, "setup-time", json_integer((json_int_t)m->setup_ms));
+	if (m->h != NULL)
+		vi_live(vm, o, ram, t);
+	else
+		vi_final(vm, o, ram, t);
+	if (json_object_size(ram) > 0) {
+		json_object_set_new(ram, "total", json_integer((json_int_t)m->total_bytes));
+		json_object_set_new(o, "ram", ram);
+	} else {
+		json_decref(ram);
+	}
+	json_object_set_new(t, "direction", json_string(m->outgoing ? "outgoing" : "incoming"));
+	json_object_set_new(o, "tern", t);
+	if (!m->outgoing && m->port > 0) {
+		/* QEMU's: where the destination really listens (port 0 asked). */
+		char host[256], port[16];
+		snprintf(host, sizeof(host), "%s", m->addr);
+		char *colon = strrchr(host, ':');
+		if (colon != NULL)
+			*colon = '\0';
+		if (host[0] == '[') { /* [v6]:port */
+			memmove(host, host + 1, strlen(host));
+			host[strcspn(host, "]")] = '\0';
+		}
+		snprintf(port, sizeof(port), "%d", m->port);
+		json_object_set_new(
+		    o, "socket-address",
+		    json_pack("[{s:s,s:s,s:s}]", "type", "inet", "host", host, "port", port));
+	}
+	return o;
+}
