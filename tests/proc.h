@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,6 +60,8 @@ proc_start(struct proc *p, char *const argv[], int want_ready)
 	if (p->pid < 0)
 		return -1;
 	if (p->pid == 0) {
+		/* A test that fails or crashes takes its processes with it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(o[1], 1);
 		dup2(e[1], 2);
 		if (want_ready)

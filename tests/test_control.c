@@ -16,8 +16,11 @@
 #define GUEST_BIG "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=32M,rate=20M"
 #define LIVENESS_MS 120000
 
+struct vmproc;
+
 struct qmp {
 	int fd;
+	struct vmproc *vm; /* the server's process, for its log when it fails */
 	char buf[1 << 16];
 	size_t len;
 	json_t *events; /* every event seen, in order */
@@ -32,6 +35,8 @@ struct vmproc {
 static void
 vm_start(struct vmproc *v, const char *name, const char *guest, int incoming)
 {
+	/* A server that closes on us is a failed assertion, not a crash. */
+	signal(SIGPIPE, SIG_IGN);
 	snprintf(v->sock, sizeof(v->sock), "/tmp/tern-test-%d-%s.sock", (int)getpid(), name);
 	char *argv[] = {tern_cli(),
 	                "vm",
@@ -87,17 +92,27 @@ static void
 qmp_raw(struct qmp *q, const char *text)
 {
 	size_t n = strlen(text);
-	cr_assert_eq(write(q->fd, text, n), (ssize_t)n);
+	ssize_t w = write(q->fd, text, n);
+	if (w != (ssize_t)n && q->vm != NULL) {
+		/* The server went away: its log says why. */
+		proc_wait(&q->vm->p, 5000);
+		cr_assert_fail("cannot send %s: %s; the vm %s with %d, its log:\n%s", text,
+		               strerror(errno), q->vm->sock, proc_exit_code(&q->vm->p),
+		               q->vm->p.errbuf);
+	}
+	cr_assert_eq(w, (ssize_t)n, "cannot send %s: %s", text, strerror(errno));
 }
 
 /* Connects (the vm may still be starting) and reads the greeting; with
  * negotiate, also qmp_capabilities. */
 static void
-qmp_open(struct qmp *q, const char *path, int negotiate)
+qmp_open(struct qmp *q, struct vmproc *v, int negotiate)
 {
+	const char *path = v->sock;
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
 	memset(q, 0, sizeof(*q));
+	q->vm = v;
 	q->events = json_array();
 	uint64_t deadline = proc_now_ms() + LIVENESS_MS;
 	for (;;) {
@@ -138,8 +153,10 @@ qmp_cmd(struct qmp *q, const char *name, json_t *args)
 		json_object_set_new(req, "arguments", args);
 	char *text = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
-	qmp_raw(q, text);
-	qmp_raw(q, "\n");
+	char line[4096];
+	/* One write: the server may act (quit) on the object before a newline. */
+	snprintf(line, sizeof(line), "%s\n", text);
+	qmp_raw(q, line);
 	free(text);
 	for (;;) {
 		json_t *r = qmp_next(q, LIVENESS_MS);
@@ -316,7 +333,7 @@ Test(control, protocol)
 	struct vmproc a;
 	struct qmp q, q2;
 	vm_start(&a, "proto", GUEST_SMALL, 0);
-	qmp_open(&q, a.sock, 0);
+	qmp_open(&q, &a, 0);
 	/* Nothing before negotiation. */
 	qmp_raw(&q, "{\"execute\":\"query-status\",\"id\":\"x1\"}\n");
 	json_t *r = qmp_next(&q, LIVENESS_MS);
@@ -380,7 +397,7 @@ Test(control, protocol)
 	json_decref(r);
 	cr_assert_str_eq(migrate_status(&q), "none");
 	/* A second client: events reach both. */
-	qmp_open(&q2, a.sock, 1);
+	qmp_open(&q2, &a, 1);
 	json_decref(qmp_ok(&q, "stop", NULL));
 	cr_assert_str_eq(run_status(&q2), "paused");
 	qmp_wait_event(&q, "STOP", NULL, NULL);
@@ -405,8 +422,8 @@ Test(control, ping_pong)
 	struct qmp qa, qb;
 	vm_start(&a, "ppa", GUEST_SMALL, 0);
 	vm_start(&b, "ppb", GUEST_SMALL, 1);
-	qmp_open(&qa, a.sock, 1);
-	qmp_open(&qb, b.sock, 1);
+	qmp_open(&qa, &a, 1);
+	qmp_open(&qb, &b, 1);
 	cr_assert_str_eq(run_status(&qb), "inmigrate");
 	for (int round = 0; round < 2; round++) {
 		migrate_once(&qa, &qb); /* A -> B */
@@ -451,8 +468,8 @@ Test(control, cancel_leaves_source_running)
 	struct qmp qa, qb;
 	vm_start(&a, "ca", GUEST_BIG, 0);
 	vm_start(&b, "cb", GUEST_BIG, 1);
-	qmp_open(&qa, a.sock, 1);
-	qmp_open(&qb, b.sock, 1);
+	qmp_open(&qa, &a, 1);
+	qmp_open(&qb, &b, 1);
 	start_capped(&qa, &qb, 4ll << 20); /* 256 MiB at 4 MiB/s: about a minute */
 	json_decref(qmp_ok(&qa, "migrate_cancel", NULL));
 	cr_assert_str_eq(wait_status(&qa, "completed failed cancelled"), "cancelled");
@@ -492,8 +509,8 @@ Test(control, max_bandwidth_changes_a_running_migration)
 	const long long cap = 4ll << 20;
 	vm_start(&a, "bwa", GUEST_BIG, 0);
 	vm_start(&b, "bwb", GUEST_BIG, 1);
-	qmp_open(&qa, a.sock, 1);
-	qmp_open(&qb, b.sock, 1);
+	qmp_open(&qa, &a, 1);
+	qmp_open(&qb, &b, 1);
 	start_capped(&qa, &qb, cap);
 	/* Under the cap: over a few seconds, no more than the cap allows (plus
 	 * one chunk in flight and a progress sample's lag). */
@@ -531,8 +548,8 @@ Test(control, sigterm_cancels_the_migration_first)
 	struct qmp qa, qb;
 	vm_start(&a, "ta", GUEST_BIG, 0);
 	vm_start(&b, "tb", GUEST_BIG, 1);
-	qmp_open(&qa, a.sock, 1);
-	qmp_open(&qb, b.sock, 1);
+	qmp_open(&qa, &a, 1);
+	qmp_open(&qb, &b, 1);
 	start_capped(&qa, &qb, 4ll << 20);
 	kill(a.p.pid, SIGTERM);
 	cr_assert_eq(vm_end(&a), 0);

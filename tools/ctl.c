@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,9 +90,18 @@ ctl_call(struct ctl *c, const char *name, json_t *args, char *why, size_t whylen
 		json_object_set(req, "arguments", args);
 	char *text = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
+	/* One write with its newline: a server acting on the object at once
+	 * (quit) must not see the connection fail under a second write. */
 	size_t n = strlen(text);
-	int ok = write(c->fd, text, n) == (ssize_t)n && write(c->fd, "\n", 1) == 1;
-	free(text);
+	char *line = realloc(text, n + 2);
+	if (line == NULL) {
+		free(text);
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	memcpy(line + n, "\n", 2);
+	int ok = write(c->fd, line, n + 1) == (ssize_t)(n + 1);
+	free(line);
 	if (!ok) {
 		snprintf(why, whylen, "cannot send: %s", strerror(errno));
 		return NULL;
@@ -287,6 +297,7 @@ ctl_main(int argc, char **argv)
 	int opt, wait = 0, rc = 1;
 	uint64_t timeout_ms = 0;
 	const char *get = NULL;
+	signal(SIGPIPE, SIG_IGN); /* a server that goes away is an error line */
 	optind = 1;
 	/* Options may come anywhere; key=value pairs never start with "-". */
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

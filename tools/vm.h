@@ -85,6 +85,41 @@ struct vm {
 /* vm_main runs `tern vm` with argv[0] = "vm"; returns the exit status. */
 int vm_main(int argc, char **argv);
 
+/* ---- vm_mig.c ---- */
+
+static inline void
+vm_set_status(struct vm *vm, const char *status)
+{
+	vm->status = status; /* a QMP RunState name, static */
+}
+
+void vm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* vm_mig_status records a new QMP MigrationStatus and sends MIGRATION. */
+void vm_mig_status(struct vm *vm, const char *status);
+/* vm_guest_create builds the guest from the spec in the role given;
+ * vm_guest_destroy frees it (none held: nothing). */
+int vm_guest_create(struct vm *vm, int role, char *err, size_t errlen);
+void vm_guest_destroy(struct vm *vm);
+/* vm_mig_reset starts a fresh record (status "none"). */
+void vm_mig_reset(struct vm *vm, bool outgoing, const char *addr);
+/* vm_parse_uri takes args' "tcp:HOST:PORT" uri into addr ("HOST:PORT"). */
+int vm_parse_uri(json_t *args, char *addr, size_t len, struct qmp_error *err);
+/* vm_start_outgoing / vm_start_incoming start a migration of this
+ * process's guest / into a fresh guest of its spec (0, or a negative code
+ * with err set and nothing started). */
+int vm_start_outgoing(struct vm *vm, const char *addr, const struct vm_params *p, char *err,
+                      size_t errlen);
+int vm_start_incoming(struct vm *vm, const char *addr, char *err, size_t errlen);
+/* vm_follow_outgoing reads the running source migration's progress and
+ * sends what changed (status, passes, stalls, STOP/RESUME). */
+void vm_follow_outgoing(struct vm *vm);
+/* vm_on_wake: the loop's side of the migration callbacks. */
+void vm_on_wake(uv_async_t *a);
+/* vm_close_ready closes the destination's port pipe. */
+void vm_close_ready(struct vm *vm);
+
+/* ---- vm_params.c, vm_info.c ---- */
+
 /* vm_params_defaults fills p with the defaults `tern send` has. */
 void vm_params_defaults(struct vm_params *p);
 
