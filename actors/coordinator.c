@@ -150,6 +150,9 @@ co_set_phase(struct tern_actor *self, struct co_state *s, enum co_phase p)
 {
 	s->phase = p;
 	tern_actor_state(self, co_phase_names[p]);
+	/* Every phase reaches the driver: a manager following the migration
+	 * sees the switchover however short it is. */
+	co_progress(self, s);
 }
 
 static int co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *frame,

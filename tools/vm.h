@@ -50,8 +50,14 @@ struct vm_mig {
 	uint64_t setup_ms;  /* start to the first pass (0: not yet) */
 	uint32_t pass;      /* last MIGRATION_PASS sent */
 	bool guest_stopped; /* STOP sent for the switchover, no RESUME yet */
-	char stall[160];    /* last MIGRATION_STALL reason sent */
-	char addr[256];     /* HOST:PORT */
+	/* Counted by the progress callback (libtern's thread), sent by the
+	 * loop: */
+	atomic_uint_fast64_t first_pass_ns; /* the first sample past setup */
+	atomic_uint stops, resumes;         /* entries into / out of a switchover */
+	bool cb_in_device;                  /* the callback's own (one thread) */
+	uint32_t stops_sent, resumes_sent;
+	char stall[160]; /* last MIGRATION_STALL reason sent */
+	char addr[256];  /* HOST:PORT */
 	struct tern_send_opts send;
 	struct tern_recv_opts recv;
 	/* Destination: libtern writes the port it listens on into ready_wfd;

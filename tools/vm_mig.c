@@ -31,6 +31,19 @@ vm_log(const char *fmt, ...)
 void
 vm_mig_status(struct vm *vm, const char *status)
 {
+	/* An outgoing migration goes setup, active, device, completed: the
+	 * loop may sample past one (a switchover of a few milliseconds), but
+	 * every one happened, and a manager waits for each. */
+	static const char *const forward[] = {"setup", "active", "device", "completed", NULL};
+	int from = -1, to = -1;
+	for (int i = 0; forward[i] != NULL; i++) {
+		if (strcmp(vm->mig.status, forward[i]) == 0)
+			from = i;
+		if (strcmp(status, forward[i]) == 0)
+			to = i;
+	}
+	if (vm->mig.outgoing && from >= 0 && to > from + 1)
+		vm_mig_status(vm, forward[to - 1]);
 	if (strcmp(vm->mig.status, status) == 0)
 		return;
 	snprintf(vm->mig.status, sizeof(vm->mig.status), "%s", status);
@@ -57,11 +70,29 @@ vm_guest_destroy(struct vm *vm)
 
 /* ---- the migration's callbacks (libtern's thread) ---- */
 
+static const char *vm_phase_status(const char *state);
+
+/* Every progress sample passes here, so the transitions are counted where
+ * none can be missed (the loop only sees the latest sample): the first
+ * pass's time, and each pause for a switchover and each resume after one.
+ * Relaxed: the loop reads counters, and the async send orders its wake-up
+ * after them. */
 static void
 vm_cb_progress(struct tern_migration *h, const struct tern_progress *p)
 {
 	struct vm *vm = tern_migration_data(h);
-	(void)p;
+	struct vm_mig *m = &vm->mig;
+	const char *st = vm_phase_status(p->state != NULL ? p->state : "");
+	if (st != NULL && strcmp(st, "setup") != 0 &&
+	    atomic_load_explicit(&m->first_pass_ns, memory_order_relaxed) == 0)
+		atomic_store_explicit(&m->first_pass_ns, tern_now_ns(), memory_order_relaxed);
+	bool device = st != NULL && strcmp(st, "device") == 0;
+	if (device && !m->cb_in_device)
+		atomic_fetch_add_explicit(&m->stops, 1, memory_order_relaxed);
+	else if (st != NULL && strcmp(st, "active") == 0 && m->cb_in_device)
+		atomic_fetch_add_explicit(&m->resumes, 1, memory_order_relaxed);
+	if (st != NULL)
+		m->cb_in_device = device;
 	uv_async_send(&vm->wake);
 }
 
@@ -117,33 +148,45 @@ vm_follow_outgoing(struct vm *vm)
 	char state[64] = "";
 	if (tern_migration_progress(m->h, &p, state, sizeof(state)) != 0)
 		return;
-	const char *st = m->cancel_requested ? "cancelling" : vm_phase_status(state);
-	if (st == NULL)
-		return;
-	if (m->setup_ms == 0 && strcmp(st, "setup") != 0)
-		m->setup_ms = (tern_now_ns() - m->start_ns) / 1000000 + 1;
-	if (p.iteration > m->pass) {
-		m->pass = p.iteration;
+	uint64_t first = atomic_load_explicit(&m->first_pass_ns, memory_order_relaxed);
+	if (m->setup_ms == 0 && first != 0)
+		m->setup_ms = (first - m->start_ns) / 1000000 + 1;
+	/* Active before its first pass is announced, as QEMU orders them. */
+	if (first != 0 && !m->cancel_requested && strcmp(m->status, "setup") == 0)
+		vm_mig_status(vm, "active");
+	/* Pass 1 is the bulk copy (iteration 0), as QEMU counts: one event each. */
+	uint32_t passes = first != 0 ? p.iteration + 1 : 0;
+	while (m->pass < passes)
 		qmp_server_event(vm->qmp, "MIGRATION_PASS",
-		                 json_pack("{s:i}", "pass", (int)p.iteration));
-	}
+		                 json_pack("{s:i}", "pass", (int)++m->pass));
 	if (strncmp(state, "stalled: ", 9) == 0 && strcmp(m->stall, state + 9) != 0) {
 		snprintf(m->stall, sizeof(m->stall), "%s", state + 9);
 		qmp_server_event(vm->qmp, "MIGRATION_STALL",
 		                 json_pack("{s:s}", "reason", m->stall));
 	}
 	/* The source guest is paused for the switchover, and runs again if a
-	 * strict switchover goes back to iterating. */
-	if (strcmp(st, "device") == 0 && !m->guest_stopped) {
-		m->guest_stopped = true;
-		vm_set_status(vm, "finish-migrate");
-		qmp_server_event(vm->qmp, "STOP", NULL);
-	} else if (strcmp(st, "active") == 0 && m->guest_stopped) {
-		m->guest_stopped = false;
-		vm_set_status(vm, "running");
-		qmp_server_event(vm->qmp, "RESUME", NULL);
+	 * strict switchover goes back to iterating: a STOP and a RESUME for
+	 * each, however short. */
+	uint32_t stops = atomic_load_explicit(&m->stops, memory_order_relaxed);
+	uint32_t resumes = atomic_load_explicit(&m->resumes, memory_order_relaxed);
+	while (m->stops_sent < stops || m->resumes_sent < resumes) {
+		if (!m->guest_stopped && m->stops_sent < stops) {
+			m->stops_sent++;
+			m->guest_stopped = true;
+			vm_set_status(vm, "finish-migrate");
+			qmp_server_event(vm->qmp, "STOP", NULL);
+		} else if (m->guest_stopped && m->resumes_sent < resumes) {
+			m->resumes_sent++;
+			m->guest_stopped = false;
+			vm_set_status(vm, "running");
+			qmp_server_event(vm->qmp, "RESUME", NULL);
+		} else {
+			break;
+		}
 	}
-	vm_mig_status(vm, st);
+	const char *st = m->cancel_requested ? "cancelling" : vm_phase_status(state);
+	if (st != NULL)
+		vm_mig_status(vm, st);
 }
 
 /* The migration has ended: its handle goes, the guest is where the
@@ -152,6 +195,8 @@ static void
 vm_mig_ended(struct vm *vm)
 {
 	struct vm_mig *m = &vm->mig;
+	if (m->outgoing)
+		vm_follow_outgoing(vm); /* the last transitions, before the end */
 	(void)tern_migration_stats(m->h, &m->final);
 	(void)tern_migration_close(m->h);
 	m->h = NULL;
