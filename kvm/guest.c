@@ -1,12 +1,12 @@
 /*
- * The backend-independent half of the guest: spec parsing and formatting,
- * dispatch to a backend's ops, range checks, populate, digest and check.
+ * The backend-independent half of the guest: dispatch to a backend's ops,
+ * the dirty-mode choice, range checks, populate, digest and check.  The
+ * spec is parsed in spec.c.
  */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +17,7 @@
 #include <xxhash.h>
 
 #include "kvm/guest.h"
+#include "messages/msg.h"
 #include "tern/error.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -25,385 +26,17 @@
 
 #include "kvm/pagemap_scan.h"
 
-/* The memtouch layout shared with simvm.c: control pages first (one per
- * vCPU, at least 64), then the working set. */
-#define GUEST_CTL_PAGES_MIN 64u
-
 static const struct terni_backend_ops *const guest_backends[] = {
     &tern_simvm_ops,
 };
 
-static const struct terni_backend_ops *
-guest_backend_find(const char *name)
+const struct terni_backend_ops *
+terni_guest_backend_find(const char *name)
 {
 	for (size_t i = 0; i < sizeof(guest_backends) / sizeof(guest_backends[0]); i++)
 		if (strcmp(name, guest_backends[i]->name) == 0)
 			return guest_backends[i];
 	return NULL;
-}
-
-static void
-guest_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-int
-tern_parse_size(const char *s, uint64_t *out)
-{
-	uint64_t v = 0, mul = 1;
-	const char *p = s;
-
-	if (s == NULL || *p < '0' || *p > '9')
-		return TERN_EINVAL;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
-			return TERN_EINVAL;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	switch (*p) {
-	case '\0':
-		break;
-	case 'k':
-	case 'K':
-		mul = 1ull << 10;
-		break;
-	case 'm':
-	case 'M':
-		mul = 1ull << 20;
-		break;
-	case 'g':
-	case 'G':
-		mul = 1ull << 30;
-		break;
-	case 't':
-	case 'T':
-		mul = 1ull << 40;
-		break;
-	default:
-		return TERN_EINVAL;
-	}
-	if (*p != '\0' && p[1] != '\0')
-		return TERN_EINVAL;
-	if (v > UINT64_MAX / mul)
-		return TERN_EINVAL;
-	*out = v * mul;
-	return 0;
-}
-
-/* guest_config_check validates a filled-in config; parse and create share
- * it so that a hand-built config gets the same messages. */
-static int
-guest_config_check(const struct tern_guest_config *cfg, char *err, size_t errlen)
-{
-	if (memchr(cfg->backend, '\0', sizeof(cfg->backend)) == NULL) {
-		guest_errf(err, errlen, "backend: name is not terminated");
-		return TERN_EINVAL;
-	}
-	if (guest_backend_find(cfg->backend) == NULL) {
-		if (strcmp(cfg->backend, "kvm") == 0)
-			guest_errf(err, errlen,
-			           "backend 'kvm' is not available: this build has only simvm");
-		else
-			guest_errf(err, errlen,
-			           "backend '%s' is unknown: this build has only simvm",
-			           cfg->backend);
-		return TERN_EINVAL;
-	}
-	if (cfg->mem_size == 0 || cfg->mem_size % TERN_PAGE_SIZE != 0) {
-		guest_errf(err, errlen,
-		           "mem: %" PRIu64
-		           " bytes is not a positive multiple of the %llu-byte page",
-		           cfg->mem_size, TERN_PAGE_SIZE);
-		return TERN_EINVAL;
-	}
-	if (cfg->vcpus == 0 || cfg->vcpus > 256) {
-		guest_errf(err, errlen, "vcpus: %u is outside 1..256", cfg->vcpus);
-		return TERN_EINVAL;
-	}
-	if (cfg->fill == TERN_FILL_RANDOM && cfg->fill_size > cfg->mem_size) {
-		guest_errf(err, errlen, "fill: random:SIZE is larger than mem");
-		return TERN_EINVAL;
-	}
-	if (cfg->fill > TERN_FILL_PERCENT ||
-	    (cfg->fill == TERN_FILL_PERCENT && cfg->fill_pct > 100)) {
-		guest_errf(err, errlen, "fill: percentage %u is above 100", cfg->fill_pct);
-		return TERN_EINVAL;
-	}
-	if (cfg->backing > TERN_BACKING_ANON_THP) {
-		guest_errf(err, errlen, "backing: unknown backing %u", cfg->backing);
-		return TERN_EINVAL;
-	}
-	if (cfg->workload > TERN_WORKLOAD_MEMTOUCH || cfg->pattern > TERN_PATTERN_RANDOM) {
-		guest_errf(err, errlen, "workload: unknown workload or pattern");
-		return TERN_EINVAL;
-	}
-	if (cfg->ws_size > cfg->mem_size) {
-		guest_errf(err, errlen, "ws: working set of %" PRIu64 " bytes exceeds mem=%" PRIu64,
-		           cfg->ws_size, cfg->mem_size);
-		return TERN_EINVAL;
-	}
-	if (cfg->workload == TERN_WORKLOAD_MEMTOUCH) {
-		uint64_t npages = cfg->mem_size / TERN_PAGE_SIZE;
-		uint64_t ctl = cfg->vcpus > GUEST_CTL_PAGES_MIN ? cfg->vcpus : GUEST_CTL_PAGES_MIN;
-		uint64_t ws = cfg->ws_size / TERN_PAGE_SIZE;
-
-		if (npages < ctl + cfg->vcpus) {
-			guest_errf(err, errlen,
-			           "mem: workload=memtouch with vcpus=%u needs at least %" PRIu64
-			           " pages (%" PRIu64
-			           " control pages + one working-set page per vCPU)",
-			           cfg->vcpus, ctl + cfg->vcpus, ctl);
-			return TERN_EINVAL;
-		}
-		if (ws < cfg->vcpus) {
-			guest_errf(err, errlen,
-			           "ws: working set of %" PRIu64
-			           " bytes gives fewer than one page per vCPU",
-			           cfg->ws_size);
-			return TERN_EINVAL;
-		}
-	}
-	return 0;
-}
-
-static int
-guest_parse_u64(const char *v, uint64_t *out)
-{
-	uint64_t x = 0;
-
-	if (*v == '\0')
-		return TERN_EINVAL;
-	for (; *v != '\0'; v++) {
-		if (*v < '0' || *v > '9' || x > (UINT64_MAX - (uint64_t)(*v - '0')) / 10)
-			return TERN_EINVAL;
-		x = x * 10 + (uint64_t)(*v - '0');
-	}
-	*out = x;
-	return 0;
-}
-
-/* One "key=value" option.  seen_memtouch says whether workload=memtouch
- * came earlier: ws, rate and pattern belong to it. */
-static int
-guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, bool *ws_set,
-                char *err, size_t errlen)
-{
-	char *key = tok, *val = strchr(tok, '='), *sub = NULL;
-	uint64_t x;
-
-	if (val == NULL || val == key) {
-		guest_errf(err, errlen, "spec: '%s' is not key=value", tok);
-		return TERN_EINVAL;
-	}
-	*val++ = '\0';
-	if (strcmp(key, "mem") == 0) {
-		if (tern_parse_size(val, &cfg->mem_size) != 0) {
-			guest_errf(err, errlen, "mem: '%s' is not a size (4096, 64K, 256M, 1G, 1T)",
-			           val);
-			return TERN_EINVAL;
-		}
-	} else if (strcmp(key, "vcpus") == 0) {
-		if (guest_parse_u64(val, &x) != 0 || x == 0 || x > 256) {
-			guest_errf(err, errlen, "vcpus: '%s' is not a number in 1..256", val);
-			return TERN_EINVAL;
-		}
-		cfg->vcpus = (uint32_t)x;
-	} else if (strcmp(key, "fill") == 0) {
-		if (strcmp(val, "zero") == 0) {
-			cfg->fill = TERN_FILL_ZERO;
-		} else if (strcmp(val, "random") == 0) {
-			cfg->fill = TERN_FILL_RANDOM;
-			cfg->fill_size = 0;
-		} else if (strncmp(val, "random:", 7) == 0) {
-			/* random:SIZE: the first SIZE random, the rest untouched. */
-			if (tern_parse_size(val + 7, &x) != 0 || x == 0 || x % TERN_PAGE_SIZE) {
-				guest_errf(err, errlen,
-				           "fill: '%s' needs a page-aligned size, e.g. random:1G", val);
-				return TERN_EINVAL;
-			}
-			cfg->fill = TERN_FILL_RANDOM;
-			cfg->fill_size = x;
-		} else if (guest_parse_u64(val, &x) == 0 && x <= 100) {
-			cfg->fill = TERN_FILL_PERCENT;
-			cfg->fill_pct = (uint32_t)x;
-		} else {
-			guest_errf(err, errlen,
-			           "fill: '%s' is not zero, random or a percentage 0..100", val);
-			return TERN_EINVAL;
-		}
-	} else if (strcmp(key, "backing") == 0) {
-		if (strcmp(val, "memfd") == 0) {
-			cfg->backing = TERN_BACKING_MEMFD;
-		} else if (strcmp(val, "anon-thp") == 0) {
-			cfg->backing = TERN_BACKING_ANON_THP;
-		} else {
-			guest_errf(err, errlen, "backing: '%s' is not memfd or anon-thp", val);
-			return TERN_EINVAL;
-		}
-	} else if (strcmp(key, "workload") == 0) {
-		sub = strchr(val, ':');
-		if (sub != NULL)
-			*sub++ = '\0';
-		if (strcmp(val, "idle") == 0) {
-			cfg->workload = TERN_WORKLOAD_IDLE;
-			*seen_memtouch = false;
-		} else if (strcmp(val, "memtouch") == 0) {
-			cfg->workload = TERN_WORKLOAD_MEMTOUCH;
-			*seen_memtouch = true;
-		} else {
-			guest_errf(err, errlen, "workload: '%s' is not idle or memtouch", val);
-			return TERN_EINVAL;
-		}
-		if (sub != NULL) {
-			if (!*seen_memtouch) {
-				guest_errf(err, errlen, "workload: idle takes no options ('%s')",
-				           sub);
-				return TERN_EINVAL;
-			}
-			return guest_parse_opt(sub, cfg, seen_memtouch, ws_set, err, errlen);
-		}
-	} else if (strcmp(key, "ws") == 0 || strcmp(key, "rate") == 0 ||
-	           strcmp(key, "pattern") == 0) {
-		if (!*seen_memtouch) {
-			guest_errf(err, errlen, "%s: only valid after workload=memtouch", key);
-			return TERN_EINVAL;
-		}
-		if (key[0] == 'w') {
-			if (tern_parse_size(val, &cfg->ws_size) != 0) {
-				guest_errf(err, errlen, "ws: '%s' is not a size", val);
-				return TERN_EINVAL;
-			}
-			*ws_set = true;
-		} else if (key[0] == 'r') {
-			if (tern_parse_size(val, &cfg->rate) != 0) {
-				guest_errf(err, errlen, "rate: '%s' is not a size in bytes/s", val);
-				return TERN_EINVAL;
-			}
-		} else if (strcmp(val, "seq") == 0) {
-			cfg->pattern = TERN_PATTERN_SEQ;
-		} else if (strcmp(val, "random") == 0) {
-			cfg->pattern = TERN_PATTERN_RANDOM;
-		} else {
-			guest_errf(err, errlen, "pattern: '%s' is not seq or random", val);
-			return TERN_EINVAL;
-		}
-	} else if (strcmp(key, "seed") == 0) {
-		if (guest_parse_u64(val, &cfg->seed) != 0) {
-			guest_errf(err, errlen, "seed: '%s' is not a decimal number", val);
-			return TERN_EINVAL;
-		}
-	} else {
-		guest_errf(err, errlen, "spec: unknown key '%s'", key);
-		return TERN_EINVAL;
-	}
-	return 0;
-}
-
-int
-tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err, size_t errlen)
-{
-	char buf[512], *opts, *tok, *save = NULL;
-	bool seen_memtouch = false, ws_set = false;
-	size_t blen;
-	int rv;
-
-	guest_errf(err, errlen, "%s", "");
-	if (spec == NULL || strlen(spec) >= sizeof(buf)) {
-		guest_errf(err, errlen, "spec: missing or longer than %zu characters",
-		           sizeof(buf) - 1);
-		return TERN_EINVAL;
-	}
-	strcpy(buf, spec);
-	opts = strchr(buf, ':');
-	if (opts != NULL)
-		*opts++ = '\0';
-	blen = strlen(buf);
-	if (blen == 0 || blen >= sizeof(cfg->backend)) {
-		guest_errf(err, errlen, "spec: backend '%s' is %s (expected 'simvm:key=value,...')",
-		           buf, blen == 0 ? "missing" : "unknown");
-		return TERN_EINVAL;
-	}
-	memset(cfg, 0, sizeof(*cfg));
-	memcpy(cfg->backend, buf, blen + 1);
-	cfg->mem_size = 1ull << 30;
-	cfg->vcpus = 1;
-	cfg->fill = TERN_FILL_ZERO;
-	cfg->backing = TERN_BACKING_MEMFD;
-	cfg->workload = TERN_WORKLOAD_IDLE;
-	cfg->rate = 0;
-	cfg->pattern = TERN_PATTERN_RANDOM;
-	cfg->seed = 1;
-
-	/* The backend is checked before its options, so that "kvm:..." is
-	 * reported as a missing backend, not as an option simvm lacks. */
-	if (guest_backend_find(cfg->backend) == NULL)
-		return guest_config_check(cfg, err, errlen);
-	for (tok = opts ? strtok_r(opts, ",", &save) : NULL; tok != NULL;
-	     tok = strtok_r(NULL, ",", &save)) {
-		if ((rv = guest_parse_opt(tok, cfg, &seen_memtouch, &ws_set, err, errlen)) != 0)
-			return rv;
-	}
-	if (!ws_set)
-		cfg->ws_size = (cfg->mem_size / 4) & ~(TERN_PAGE_SIZE - 1);
-	return guest_config_check(cfg, err, errlen);
-}
-
-static void
-guest_format_size(uint64_t v, char *buf, size_t len)
-{
-	static const char suffix[] = "KMGT";
-	int i = -1;
-
-	while (i < 3 && v != 0 && v % 1024 == 0) {
-		v /= 1024;
-		i++;
-	}
-	if (i < 0)
-		snprintf(buf, len, "%" PRIu64, v);
-	else
-		snprintf(buf, len, "%" PRIu64 "%c", v, suffix[i]);
-}
-
-int
-tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t len)
-{
-	char mem[32], ws[32], rate[32], fill[40];
-	int n;
-
-	guest_format_size(cfg->mem_size, mem, sizeof(mem));
-	guest_format_size(cfg->ws_size, ws, sizeof(ws));
-	guest_format_size(cfg->rate, rate, sizeof(rate));
-	if (cfg->fill == TERN_FILL_ZERO)
-		snprintf(fill, sizeof(fill), "zero");
-	else if (cfg->fill == TERN_FILL_RANDOM && cfg->fill_size != 0)
-		snprintf(fill, sizeof(fill), "random:%" PRIu64 "K", cfg->fill_size >> 10);
-	else if (cfg->fill == TERN_FILL_RANDOM)
-		snprintf(fill, sizeof(fill), "random");
-	else
-		snprintf(fill, sizeof(fill), "%u", cfg->fill_pct);
-	if (cfg->workload == TERN_WORKLOAD_MEMTOUCH)
-		n = snprintf(
-		    buf, len,
-		    "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=memtouch:ws=%s,rate=%s,"
-		    "pattern=%s,seed=%" PRIu64,
-		    cfg->backend, mem, cfg->vcpus, fill,
-		    cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd", ws, rate,
-		    cfg->pattern == TERN_PATTERN_SEQ ? "seq" : "random", cfg->seed);
-	else
-		n = snprintf(
-		    buf, len, "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=idle,seed=%" PRIu64,
-		    cfg->backend, mem, cfg->vcpus, fill,
-		    cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd", cfg->seed);
-	if (n < 0 || (size_t)n >= len)
-		return TERN_EINVAL;
-	return 0;
 }
 
 int
@@ -415,16 +48,16 @@ tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, i
 	int rv;
 
 	*gp = NULL;
-	guest_errf(err, errlen, "%s", "");
-	if ((rv = guest_config_check(cfg, err, errlen)) != 0)
+	terni_errf(err, errlen, "%s", "");
+	if ((rv = terni_guest_config_check(cfg, err, errlen)) != 0)
 		return rv;
 	if (role != TERN_GUEST_SOURCE && role != TERN_GUEST_DESTINATION) {
-		guest_errf(err, errlen, "role: %d is neither source nor destination", role);
+		terni_errf(err, errlen, "role: %d is neither source nor destination", role);
 		return TERN_EINVAL;
 	}
-	ops = guest_backend_find(cfg->backend);
+	ops = terni_guest_backend_find(cfg->backend);
 	if ((g = calloc(1, sizeof(*g))) == NULL) {
-		guest_errf(err, errlen, "out of memory");
+		terni_errf(err, errlen, "out of memory");
 		return TERN_ENOMEM;
 	}
 	g->ops = ops;
@@ -436,9 +69,9 @@ tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, i
 	g->dirty_ring_size = TERN_DIRTY_RING_DEFAULT;
 	if ((rv = ops->create(g, cfg, role)) != 0) {
 		if (g->why[0] != '\0')
-			guest_errf(err, errlen, "%s", g->why);
+			terni_errf(err, errlen, "%s", g->why);
 		else
-			guest_errf(err, errlen, "%s backend: %s", ops->name, tern_strerror(rv));
+			terni_errf(err, errlen, "%s backend: %s", ops->name, tern_strerror(rv));
 		ops->destroy(g);
 		free(g);
 		return rv;
@@ -464,9 +97,9 @@ tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_
 	char names[128] = "", r[160];
 	size_t len = 0;
 
-	guest_errf(why, whylen, "%s", "");
+	terni_errf(why, whylen, "%s", "");
 	if (m == NULL || m[0] == NULL) {
-		guest_errf(why, whylen, "dirty-log mode '%s': backend %s has no dirty tracking",
+		terni_errf(why, whylen, "dirty-log mode '%s': backend %s has no dirty tracking",
 		           mode ? mode : "", g->ops->name);
 		return TERN_ENOTSUP;
 	}
@@ -480,12 +113,12 @@ tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_
 			                        len ? ", " : "", (*m)->name);
 	}
 	if (found == NULL) {
-		guest_errf(why, whylen, "dirty-log mode '%s' is unknown (backend %s has: %s)", mode,
+		terni_errf(why, whylen, "dirty-log mode '%s' is unknown (backend %s has: %s)", mode,
 		           g->ops->name, names);
 		return TERN_EINVAL;
 	}
 	if (g->dirty_tracking) {
-		guest_errf(why, whylen,
+		terni_errf(why, whylen,
 		           "dirty-log mode '%s': cannot change mode while '%s' tracking runs", mode,
 		           g->dirty_mode->name);
 		return TERN_ESTATE;
@@ -494,13 +127,13 @@ tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_
 		ring_size = TERN_DIRTY_RING_DEFAULT;
 	if (ring_size < TERN_DIRTY_RING_MIN || ring_size > TERN_DIRTY_RING_MAX ||
 	    (ring_size & (ring_size - 1)) != 0) {
-		guest_errf(why, whylen,
+		terni_errf(why, whylen,
 		           "dirty-log mode '%s': ring size %u is not a power of two in %u..%u",
 		           mode, ring_size, TERN_DIRTY_RING_MIN, TERN_DIRTY_RING_MAX);
 		return TERN_EINVAL;
 	}
 	if (found->supported != NULL && !found->supported(g, r, sizeof(r))) {
-		guest_errf(why, whylen, "dirty-log mode '%s' is not supported: %s", mode, r);
+		terni_errf(why, whylen, "dirty-log mode '%s' is not supported: %s", mode, r);
 		return TERN_ENOTSUP;
 	}
 	g->dirty_mode = found;
@@ -548,7 +181,7 @@ tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len)
 
 int
 tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *cursor,
-    uint64_t max_pages, uint64_t *pages, bool *done)
+                               uint64_t max_pages, uint64_t *pages, bool *done)
 {
 	const struct tern_dirty_mode *m = g->dirty_mode;
 	*done = true;
@@ -586,7 +219,7 @@ tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
 	memset(r->host + b, 0, end - b);
 	if (r->fd >= 0) {
 		if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			(off_t)(r->fd_offset + a), (off_t)(b - a)) != 0)
+		              (off_t)(r->fd_offset + a), (off_t)(b - a)) != 0)
 			return -errno;
 	} else {
 		/* Anonymous memory may sit in huge pages: dropping part of one
@@ -681,8 +314,8 @@ tern_guest_extents(struct tern_guest *g, tern_extent_fn fn, void *arg)
 
 struct guest_digest {
 	struct tern_guest *g;
-	XXH3_state_t *outer; /* over the block hashes */
-	XXH3_state_t *block; /* the block being hashed */
+	XXH3_state_t *outer;  /* over the block hashes */
+	XXH3_state_t *block;  /* the block being hashed */
 	uint64_t block_start; /* offset of the block in progress */
 	uint64_t pos;         /* hashed up to here inside it */
 	uint64_t zero_hash;   /* of a full all-zero block */
@@ -717,7 +350,8 @@ guest_digest_zeros_to(struct guest_digest *d, uint64_t off)
 		uint64_t bend = d->block_start + GUEST_DIGEST_BLOCK;
 		if (bend > size)
 			bend = size;
-		if (d->pos == d->block_start && bend <= off && bend - d->block_start == GUEST_DIGEST_BLOCK) {
+		if (d->pos == d->block_start && bend <= off &&
+		    bend - d->block_start == GUEST_DIGEST_BLOCK) {
 			guest_digest_emit(d, d->zero_hash); /* a whole zero block */
 		} else {
 			uint64_t stop = off < bend ? off : bend;
@@ -756,7 +390,7 @@ guest_digest_extent(uint64_t start, uint64_t end, void *arg)
 int
 tern_guest_digest(struct tern_guest *g, uint64_t *digest)
 {
-	struct guest_digest d = { .g = g };
+	struct guest_digest d = {.g = g};
 	int rv = TERN_ENOMEM;
 
 	d.outer = XXH3_createState();
@@ -785,7 +419,7 @@ tern_guest_check(struct tern_guest *g, uint64_t *progress, char *why, size_t why
 	uint64_t p = 0;
 	int rv = 0;
 
-	guest_errf(why, whylen, "%s", "");
+	terni_errf(why, whylen, "%s", "");
 	if (g->ops->check != NULL)
 		rv = g->ops->check(g, &p, why, whylen);
 	if (progress != NULL)
