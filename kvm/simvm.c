@@ -17,23 +17,11 @@
  * simvm_dirty.c (the dirty-log modes, over kvm/dirty_wp.h and
  * kvm/dirty_ring.h); simvm_priv.h holds what they share.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "kvm/simvm_priv.h"
 #include "messages/msg.h"
 #include "tern/error.h"
-
-void
-simvm_why(struct tern_guest *g, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(g->why, sizeof(g->why), fmt, ap);
-	va_end(ap);
-}
 
 static void
 simvm_destroy(struct tern_guest *g)

@@ -21,6 +21,7 @@
 #include "kvm/dirty_ring.h"
 #include "kvm/dirty_wp.h"
 #include "kvm/guest.h"
+#include "messages/msg.h"
 
 #define SIMVM_CTL_MAGIC 0x314c54434e524554ull /* "TERNCTL1" */
 #define SIMVM_CTL_PAGES_MIN TERN_GUEST_CTL_PAGES_MIN
@@ -119,11 +120,9 @@ simvm_ctl(struct tern_guest *g, uint32_t v)
 	return (struct simvm_ctl *)(g->region.host + (uint64_t)v * TERN_PAGE_SIZE);
 }
 
-/* simvm.c */
-
 /* simvm_why writes the one-line reason for the failure being returned into
  * g->why, where tern_guest_create and the provider pick it up. */
-void simvm_why(struct tern_guest *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define simvm_why(g, ...) terni_errf((g)->why, sizeof((g)->why), __VA_ARGS__)
 
 /* simvm_mem.c */
 
