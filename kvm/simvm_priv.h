@@ -148,6 +148,9 @@ int simvm_gate_init(struct simvm *s);
 int simvm_vcpus_start(struct tern_guest *g, struct simvm *s);
 void simvm_vcpus_fini(struct simvm *s);
 
+/* simvm_pause and simvm_resume are the ops' pause and resume slots: pause
+ * returns once every vCPU is parked, resume releases them without waiting
+ * for them to be scheduled. */
 int simvm_pause(struct tern_guest *g);
 int simvm_resume(struct tern_guest *g);
 
@@ -156,17 +159,21 @@ int simvm_resume(struct tern_guest *g);
 void simvm_hold(struct simvm *s);
 void simvm_release(struct simvm *s);
 
-/* simvm_check: tern_simvm_ops.check (the memtouch ledgers). */
+/* simvm_check is the ops' check slot: every memtouch ledger against its
+ * pages, with the vCPUs held. */
 int simvm_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen);
 
 /* simvm_state.c */
 
+/* The ops' state slots: the blob carries each vCPU's step count and halted
+ * flag; load checks it against this guest's shape (guest paused). */
 int simvm_state_save(struct tern_guest *g, void *buf, size_t cap, size_t *len);
 int simvm_state_load(struct tern_guest *g, const void *buf, size_t len);
 
 /* simvm_dirty.c */
 
-/* The guest's dirty slots, dispatching to the selected mode. */
+/* The ops' dirty slots, which dispatch to the mode selected in
+ * g->dirty_mode, and simvm's modes (NULL-terminated, bitmap first). */
 int simvm_dirty_start(struct tern_guest *g);
 int simvm_dirty_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages);
 int simvm_dirty_stop(struct tern_guest *g);
