@@ -175,7 +175,7 @@ int tern_guest_create_provided(struct tern_guest **g, const struct tern_guest_co
  * migration after another as a VMM would.  tern_simvm_provider_guest gives
  * the simvm guest behind it (for its workload check); destroy frees both. */
 int tern_simvm_provider_create(struct tern_guest_provider *p, const struct tern_guest_config *cfg,
-    int role, char *err, size_t errlen);
+                               int role, char *err, size_t errlen);
 struct tern_guest *tern_simvm_provider_guest(const struct tern_guest_provider *p);
 void tern_simvm_provider_destroy(struct tern_guest_provider *p);
 
