@@ -13,45 +13,12 @@
 #include <stdint.h>
 
 #include "kvm/bitmap.h"
+#include "kvm/spec.h"
 
 #define TERN_PAGE_SIZE 4096ull
 #define TERN_PAGE_SHIFT 12
 
-enum tern_fill { TERN_FILL_ZERO = 0, TERN_FILL_RANDOM = 1, TERN_FILL_PERCENT = 2 };
-enum tern_backing { TERN_BACKING_MEMFD = 0, TERN_BACKING_ANON_THP = 1 };
-enum tern_workload { TERN_WORKLOAD_IDLE = 0, TERN_WORKLOAD_MEMTOUCH = 1 };
-enum tern_pattern { TERN_PATTERN_SEQ = 0, TERN_PATTERN_RANDOM = 1 };
 enum tern_guest_role { TERN_GUEST_SOURCE = 0, TERN_GUEST_DESTINATION = 1 };
-
-/* Parsed form of "simvm:mem=1G,vcpus=2,fill=random,backing=memfd,
- * workload=memtouch:ws=256M,rate=200M,pattern=random,seed=1". */
-struct tern_guest_config {
-	char backend[16]; /* "simvm" */
-	uint64_t mem_size;  /* bytes, page-aligned, > 0 */
-	uint32_t vcpus;     /* 1..256 */
-	uint32_t fill;      /* enum tern_fill */
-	uint32_t fill_pct;  /* with TERN_FILL_PERCENT: 0..100 */
-	uint64_t fill_size; /* with TERN_FILL_RANDOM: only the first fill_size
-			       bytes are random, the rest never touched (0: all) */
-	uint32_t backing;   /* enum tern_backing */
-	uint32_t workload;  /* enum tern_workload */
-	uint64_t ws_size;   /* memtouch working set in bytes (default: mem/4) */
-	uint64_t rate;      /* memtouch dirty rate in bytes/s (0: as fast as it can) */
-	uint32_t pattern;   /* enum tern_pattern */
-	uint64_t seed;
-};
-
-/* tern_guest_spec_parse parses spec into *cfg (defaults filled in).  On
- * error returns TERN_EINVAL and writes a one-line reason naming the bad key
- * or value into err. */
-int tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err, size_t errlen);
-
-/* tern_guest_spec_format writes the canonical spec of cfg (parseable back). */
-int tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t len);
-
-/* tern_parse_size parses "4096", "64K", "256M", "1G", "1T" (powers of 1024)
- * into bytes.  0 or TERN_EINVAL. */
-int tern_parse_size(const char *s, uint64_t *out);
 
 struct tern_guest_region {
 	uint64_t gpa;
@@ -65,11 +32,11 @@ struct tern_guest;
 
 /* Per-guest statistics the backend keeps. */
 struct tern_guest_stats {
-	uint64_t build_ns;        /* create + fill */
-	uint64_t last_pause_ns;   /* latency of the last pause */
-	uint64_t last_resume_ns;  /* latency of the last resume */
-	uint64_t harvests;        /* dirty harvests done */
-	uint64_t workload_steps;  /* memtouch writes done by all vCPUs */
+	uint64_t build_ns;       /* create + fill */
+	uint64_t last_pause_ns;  /* latency of the last pause */
+	uint64_t last_resume_ns; /* latency of the last resume */
+	uint64_t harvests;       /* dirty harvests done */
+	uint64_t workload_steps; /* memtouch writes done by all vCPUs */
 	/* ring mode: times a vCPU found its dirty ring full and stopped until
 	 * a harvest freed it (KVM_EXIT_DIRTY_RING_FULL).  Written by vCPU
 	 * threads: read it with __atomic_load_n. */
@@ -111,7 +78,7 @@ struct tern_dirty_mode {
 	 * Modes whose cost follows the address space walked (bitmap) offer
 	 * it, so that a harvest can be cut into bounded slices. */
 	int (*harvest_range)(struct tern_guest *g, struct tern_bitmap *bm, uint64_t first,
-	    uint64_t count, uint64_t *pages);
+	                     uint64_t count, uint64_t *pages);
 	/* stop ends tracking; idempotent. */
 	int (*stop)(struct tern_guest *g);
 };
@@ -177,7 +144,7 @@ struct tern_guest {
  * negative code, writes a one-line reason into err (naming a missing kernel
  * feature, e.g. "userfaultfd WP_ASYNC not supported"), and frees everything. */
 int tern_guest_create(struct tern_guest **g, const struct tern_guest_config *cfg, int role,
-    char *err, size_t errlen);
+                      char *err, size_t errlen);
 void tern_guest_destroy(struct tern_guest *g);
 
 struct tern_guest_provider;
@@ -187,20 +154,20 @@ struct tern_guest_provider;
  * wrapper.  Checks the ops and the layout (this version: one region at gpa
  * 0); on failure a one-line reason in err. */
 int tern_guest_from_provider(struct tern_guest **g, const struct tern_guest_provider *p, int role,
-    char *err, size_t errlen);
+                             char *err, size_t errlen);
 
 /* tern_guest_provider_adopt makes the wrapper g own inner, the built-in
  * guest behind its provider: g takes inner's configuration and workload
  * check, and destroying g calls release(arg), which frees inner. */
 void tern_guest_provider_adopt(struct tern_guest *g, struct tern_guest *inner,
-    void (*release)(void *arg), void *arg);
+                               void (*release)(void *arg), void *arg);
 
 /* tern_guest_create_provided builds a built-in guest (simvm) as
  * tern_guest_create does and hands it out through the public provider ops
  * (kvm/simvm_provider.c): the migration then sees it only as a VMM's guest
  * (tern/guest.h).  Destroying the result destroys the simvm guest. */
-int tern_guest_create_provided(struct tern_guest **g, const struct tern_guest_config *cfg,
-    int role, char *err, size_t errlen);
+int tern_guest_create_provided(struct tern_guest **g, const struct tern_guest_config *cfg, int role,
+                               char *err, size_t errlen);
 
 /* tern_simvm_provider_create builds a simvm guest as tern_guest_create does
  * and gives its public provider (tern/guest.h) to the caller, who owns it:
@@ -208,7 +175,7 @@ int tern_guest_create_provided(struct tern_guest **g, const struct tern_guest_co
  * migration after another as a VMM would.  tern_simvm_provider_guest gives
  * the simvm guest behind it (for its workload check); destroy frees both. */
 int tern_simvm_provider_create(struct tern_guest_provider *p, const struct tern_guest_config *cfg,
-    int role, char *err, size_t errlen);
+                               int role, char *err, size_t errlen);
 struct tern_guest *tern_simvm_provider_guest(const struct tern_guest_provider *p);
 void tern_simvm_provider_destroy(struct tern_guest_provider *p);
 
@@ -219,16 +186,16 @@ void tern_simvm_provider_destroy(struct tern_guest_provider *p);
  * TERN_EINVAL for an unknown mode or a bad size, TERN_ENOTSUP for a mode
  * this guest cannot run, TERN_ESTATE while tracking runs -- each with a
  * one-line reason naming the mode in why. */
-int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_size,
-    char *why, size_t whylen);
+int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t ring_size, char *why,
+                              size_t whylen);
 
 /* tern_guest_dirty_harvest_slice harvests at most max_pages pages of guest
  * address space starting at *cursor (into bm, counting into *pages), moves
  * *cursor on, and sets *done when the sweep reached the end (then *cursor is
  * 0 again).  A mode without harvest_range harvests everything at once.  Every
  * page written before a sweep started is reported by the time it is done. */
-int tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm,
-    uint64_t *cursor, uint64_t max_pages, uint64_t *pages, bool *done);
+int tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *cursor,
+                                   uint64_t max_pages, uint64_t *pages, bool *done);
 
 /* tern_guest_populate installs page-table entries for [gpa, gpa+len) ahead
  * of data (MADV_POPULATE_WRITE; fallocate first for a memfd) so that writes
@@ -270,5 +237,8 @@ int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
 int tern_guest_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen);
 
 extern const struct terni_backend_ops tern_simvm_ops;
+
+/* terni_guest_backend_find returns the backend named name, or NULL. */
+const struct terni_backend_ops *terni_guest_backend_find(const char *name);
 
 #endif /* TERN_KVM_GUEST_H */

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <time.h>
 
 #include "kvm/guest.h"
+#include "messages/msg.h"
 #include "tern/error.h"
 #include "tern/guest.h"
 
@@ -205,30 +205,22 @@ pv_dirty_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
 	return g->dirty_mode->harvest(g, bm, pages);
 }
 
-static uint64_t
-pv_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Pause latency is measured here: the downtime estimate needs it. */
 static int
 pv_pause(struct tern_guest *g)
 {
-	uint64_t t0 = pv_now_ns();
+	uint64_t t0 = tern_now_ns();
 	int rc = pv_ops(g)->pause(pv_guest(g));
-	g->stats.last_pause_ns = pv_now_ns() - t0;
+	g->stats.last_pause_ns = tern_now_ns() - t0;
 	return rc == 0 ? 0 : pv_failed(g, "pause", rc);
 }
 
 static int
 pv_resume(struct tern_guest *g)
 {
-	uint64_t t0 = pv_now_ns();
+	uint64_t t0 = tern_now_ns();
 	int rc = pv_ops(g)->resume(pv_guest(g));
-	g->stats.last_resume_ns = pv_now_ns() - t0;
+	g->stats.last_resume_ns = tern_now_ns() - t0;
 	return rc == 0 ? 0 : pv_failed(g, "resume", rc);
 }
 

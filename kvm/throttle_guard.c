@@ -5,25 +5,16 @@
  * used it is gone.
  */
 #include <stddef.h>
-#include <time.h>
 
 #include "kvm/throttle_guard.h"
+#include "messages/msg.h"
 #include "tern/error.h"
-
-static uint64_t
-tg_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* tg_resume_locked ends a throttle pause; lock held. */
 static int
 tg_resume_locked(struct tern_throttle_guard *g, uint64_t *t_call, uint64_t *t_ret)
 {
-	uint64_t t0 = tg_now();
+	uint64_t t0 = tern_now_ns();
 	int rc;
 
 	/* Relaxed: every writer holds the lock; lock-free readers only want
@@ -34,7 +25,7 @@ tg_resume_locked(struct tern_throttle_guard *g, uint64_t *t_call, uint64_t *t_re
 	if (t_call != NULL)
 		*t_call = t0;
 	if (t_ret != NULL)
-		*t_ret = tg_now();
+		*t_ret = tern_now_ns();
 	if (rc != 0)
 		return rc;
 	atomic_store_explicit(&g->paused, false, memory_order_relaxed);
@@ -82,7 +73,7 @@ tern_throttle_guard_pause(struct tern_throttle_guard *g, uint64_t *t_call, uint6
 	} else if (g->holds > 0) {
 		rc = TERN_ESTATE;
 	} else if (!atomic_load_explicit(&g->paused, memory_order_relaxed)) {
-		t0 = tg_now();
+		t0 = tern_now_ns();
 		/* Counted as paused before the call: if pause fails half way
 		 * the vCPUs may be stopped, and resume is idempotent, so a
 		 * release must try. */
@@ -91,11 +82,11 @@ tern_throttle_guard_pause(struct tern_throttle_guard *g, uint64_t *t_call, uint6
 		if (t_call != NULL)
 			*t_call = t0;
 		if (t_ret != NULL)
-			*t_ret = tg_now();
+			*t_ret = tern_now_ns();
 		g->pauses++;
 	} else if (t_call != NULL || t_ret != NULL) {
 		/* Already paused by the throttle: report an empty pause. */
-		t0 = tg_now();
+		t0 = tern_now_ns();
 		if (t_call != NULL)
 			*t_call = t0;
 		if (t_ret != NULL)

@@ -1,8 +1,23 @@
-/* tern_strerror & co, generated from TERN_ERRNO_MAP. */
+/* tern_strerror & co, generated from TERN_ERRNO_MAP; the internal terni_errf. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "messages/msg.h"
 #include "tern/error.h"
+
+void
+terni_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
 
 const char *
 tern_strerror(int err)

@@ -112,4 +112,9 @@ void tern_ranges_put(void *pairs, uint32_t i, uint64_t gpa, uint64_t len);
 /* tern_now_ns returns CLOCK_MONOTONIC in nanoseconds. */
 uint64_t tern_now_ns(void);
 
+/* terni_errf formats a one-line reason into err (a caller's buffer of
+ * errlen bytes); err may be NULL or errlen 0, then it does nothing. */
+void terni_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif /* TERN_MESSAGES_MSG_H */

@@ -11,43 +11,20 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include "messages/msg.h"
 #include "net/net.h"
 #include "tern/error.h"
 
 #define NET_BACKLOG 128
 #define NET_SOCKBUF (4 << 20)
-
-/* net_seterr formats a one-line reason into err (which may be NULL). */
-static void __attribute__((format(printf, 3, 4)))
-net_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static uint64_t
-net_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* net_poll waits for events on fd for up to timeout_ms (-1: forever),
  * restarting after signals with the time that is left.  Returns 1 when
@@ -55,7 +32,7 @@ net_now_ms(void)
 static int
 net_poll(int fd, short events, int timeout_ms)
 {
-	uint64_t deadline = timeout_ms < 0 ? 0 : net_now_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = timeout_ms < 0 ? 0 : tern_now_ns() / 1000000 + (uint64_t)timeout_ms;
 	struct pollfd p = {.fd = fd, .events = events};
 	int wait = timeout_ms;
 
@@ -69,7 +46,7 @@ net_poll(int fd, short events, int timeout_ms)
 		if (errno != EINTR)
 			return -errno;
 		if (timeout_ms >= 0) {
-			uint64_t now = net_now_ms();
+			uint64_t now = tern_now_ns() / 1000000;
 
 			if (now >= deadline)
 				return TERN_ETIMEDOUT;
@@ -110,14 +87,14 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 
 	memset(ss, 0, sizeof(*ss));
 	if (hostport == NULL) {
-		net_seterr(err, errlen, "bad address: none given");
+		terni_errf(err, errlen, "bad address: none given");
 		return TERN_EINVAL;
 	}
 	if (hostport[0] == '[') {
 		hs = hostport + 1;
 		he = strchr(hs, ']');
 		if (he == NULL || he[1] != ':') {
-			net_seterr(err, errlen, "bad address '%s': expected [IPV6]:PORT", hostport);
+			terni_errf(err, errlen, "bad address '%s': expected [IPV6]:PORT", hostport);
 			return TERN_EINVAL;
 		}
 		ps = he + 2;
@@ -125,11 +102,11 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 		hs = hostport;
 		he = strrchr(hostport, ':');
 		if (he == NULL) {
-			net_seterr(err, errlen, "bad address '%s': expected HOST:PORT", hostport);
+			terni_errf(err, errlen, "bad address '%s': expected HOST:PORT", hostport);
 			return TERN_EINVAL;
 		}
 		if (memchr(hs, ':', (size_t)(he - hs)) != NULL) {
-			net_seterr(
+			terni_errf(
 			    err, errlen,
 			    "bad address '%s': an IPv6 address needs brackets, as in [::1]:PORT",
 			    hostport);
@@ -138,12 +115,12 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 		ps = he + 1;
 	}
 	if (net_parse_port(ps, &port) != 0) {
-		net_seterr(err, errlen, "bad address '%s': port '%s' is not a number in 0..65535",
+		terni_errf(err, errlen, "bad address '%s': port '%s' is not a number in 0..65535",
 		           hostport, ps);
 		return TERN_EINVAL;
 	}
 	if ((size_t)(he - hs) >= sizeof(host)) {
-		net_seterr(err, errlen, "bad address '%s': host name too long", hostport);
+		terni_errf(err, errlen, "bad address '%s': host name too long", hostport);
 		return TERN_EINVAL;
 	}
 	memcpy(host, hs, (size_t)(he - hs));
@@ -151,7 +128,7 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 
 	if (hostport[0] != '[' && (host[0] == '\0' || strcmp(host, "*") == 0)) {
 		if (!passive) {
-			net_seterr(err, errlen, "bad address '%s': no host to connect to",
+			terni_errf(err, errlen, "bad address '%s': no host to connect to",
 			           hostport);
 			return TERN_EINVAL;
 		}
@@ -167,7 +144,7 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 	}
 	if (hostport[0] == '[') {
 		if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) != 0) {
-			net_seterr(err, errlen, "bad address '%s': '%s' is not an IPv6 address",
+			terni_errf(err, errlen, "bad address '%s': '%s' is not an IPv6 address",
 			           hostport, host);
 			return TERN_EINVAL;
 		}
@@ -184,7 +161,7 @@ net_resolve(const char *hostport, bool passive, struct sockaddr_storage *ss, soc
 
 	rv = getaddrinfo(host, NULL, &hints, &res);
 	if (rv != 0 || res == NULL) {
-		net_seterr(err, errlen, "bad address '%s': cannot resolve '%s': %s", hostport, host,
+		terni_errf(err, errlen, "bad address '%s': cannot resolve '%s': %s", hostport, host,
 		           rv == EAI_SYSTEM ? strerror(errno) : gai_strerror(rv));
 		if (res != NULL)
 			freeaddrinfo(res);
@@ -220,7 +197,7 @@ tern_net_listen(const char *hostport, int *fd, char *err, size_t errlen)
 	s = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s < 0) {
 		rv = -errno;
-		net_seterr(err, errlen, "cannot listen on %s: %s", hostport, strerror(-rv));
+		terni_errf(err, errlen, "cannot listen on %s: %s", hostport, strerror(-rv));
 		return rv;
 	}
 	/* A restarted destination must be able to rebind while old
@@ -229,7 +206,7 @@ tern_net_listen(const char *hostport, int *fd, char *err, size_t errlen)
 	    bind(s, (struct sockaddr *)&ss, sslen) != 0 || listen(s, NET_BACKLOG) != 0) {
 		rv = -errno;
 		close(s);
-		net_seterr(err, errlen, "cannot listen on %s: %s", hostport, strerror(-rv));
+		terni_errf(err, errlen, "cannot listen on %s: %s", hostport, strerror(-rv));
 		return rv;
 	}
 	*fd = s;
@@ -297,7 +274,7 @@ tern_net_connect(const char *hostport, int timeout_ms, int *fd, char *err, size_
 		}
 		rv = net_poll(s, POLLOUT, timeout_ms);
 		if (rv == TERN_ETIMEDOUT) {
-			net_seterr(err, errlen, "cannot connect to %s: no answer within %d ms",
+			terni_errf(err, errlen, "cannot connect to %s: no answer within %d ms",
 			           hostport, timeout_ms);
 			close(s);
 			return rv;
@@ -325,7 +302,7 @@ tern_net_connect(const char *hostport, int timeout_ms, int *fd, char *err, size_
 	return 0;
 
 fail:
-	net_seterr(err, errlen, "cannot connect to %s: %s", hostport, strerror(-rv));
+	terni_errf(err, errlen, "cannot connect to %s: %s", hostport, strerror(-rv));
 	if (s >= 0)
 		close(s);
 	return rv;

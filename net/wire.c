@@ -10,7 +10,6 @@
  * TERN_ETIMEDOUT here.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,18 +36,6 @@
 /* Sequence numbers for frames sent with seq 0: unique per process is all
  * the receiver needs (it matches replies by `re`), so relaxed is enough. */
 static _Atomic uint64_t wire_seq;
-
-static void __attribute__((format(printf, 3, 4)))
-wire_seterr(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why == NULL || whylen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
 
 /* wire_errno maps a failed socket call: with a kernel timeout set, EAGAIN
  * on a blocking socket means the deadline passed. */
@@ -277,24 +264,24 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 	if (rv == TERN_ECLOSED && got > 0)
 		rv = TERN_EPROTO;
 	if (rv != 0) {
-		wire_seterr(why, whylen, "%s", wire_read_why(rv));
+		terni_errf(why, whylen, "%s", wire_read_why(rv));
 		return rv;
 	}
 	magic = (uint32_t)wire_get(pre, 4);
 	hlen = (uint32_t)wire_get(pre + 4, 4);
 	plen = wire_get(pre + 8, 8);
 	if (magic != TERN_WIRE_FRAME_MAGIC) {
-		wire_seterr(why, whylen, "bad frame magic 0x%08x", magic);
+		terni_errf(why, whylen, "bad frame magic 0x%08x", magic);
 		return TERN_EPROTO;
 	}
 	if (hlen == 0 || hlen > TERN_WIRE_HEADER_MAX) {
-		wire_seterr(why, whylen, "frame header length %u outside 1..%u", hlen,
-		            TERN_WIRE_HEADER_MAX);
+		terni_errf(why, whylen, "frame header length %u outside 1..%u", hlen,
+		           TERN_WIRE_HEADER_MAX);
 		return TERN_EPROTO;
 	}
 	if (plen > TERN_WIRE_PAYLOAD_MAX) {
-		wire_seterr(why, whylen, "frame payload length %llu over the limit %llu",
-		            (unsigned long long)plen, (unsigned long long)TERN_WIRE_PAYLOAD_MAX);
+		terni_errf(why, whylen, "frame payload length %llu over the limit %llu",
+		           (unsigned long long)plen, (unsigned long long)TERN_WIRE_PAYLOAD_MAX);
 		return TERN_EPROTO;
 	}
 	rv = wire_read(fd, rx->buf, hlen, &got, deadline_ns);
@@ -302,16 +289,16 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 	if (rv == TERN_ECLOSED)
 		rv = TERN_EPROTO;
 	if (rv != 0) {
-		wire_seterr(why, whylen, "%s", wire_read_why(rv));
+		terni_errf(why, whylen, "%s", wire_read_why(rv));
 		return rv;
 	}
 	if (tern_msg_decode(rx->buf, hlen, m) != 0) {
-		wire_seterr(why, whylen, "undecodable frame header");
+		terni_errf(why, whylen, "undecodable frame header");
 		return TERN_EMSG;
 	}
 	if (m->type < WIRE_TYPE_MIN || m->type > WIRE_TYPE_MAX) {
-		wire_seterr(why, whylen, "%s (0x%x) is not a wire frame", tern_msg_name(m->type),
-		            m->type);
+		terni_errf(why, whylen, "%s (0x%x) is not a wire frame", tern_msg_name(m->type),
+		           m->type);
 		memset(m, 0, sizeof(*m));
 		return TERN_EMSG;
 	}
@@ -335,13 +322,13 @@ tern_wire_recv_exact(int fd, void *dst, uint64_t len)
 
 int
 tern_wire_forward(int fd, const void *frame, size_t len, const void *payload, size_t plen,
-    uint64_t *bytes)
+                  uint64_t *bytes)
 {
 	struct tern_msg m;
 	int rc = tern_msg_decode(frame, len, &m);
 	if (rc != 0)
 		return rc;
-	struct iovec iov = { (void *)payload, plen };
+	struct iovec iov = {(void *)payload, plen};
 	return tern_wire_send(fd, &m, &iov, plen ? 1 : 0, bytes);
 }
 
@@ -349,7 +336,7 @@ int
 tern_wire_recv_iov(int fd, struct iovec *iov, int n)
 {
 	while (n > 0) {
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(n < 1024 ? n : 1024) };
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(n < 1024 ? n : 1024)};
 		ssize_t got = recvmsg(fd, &mh, MSG_WAITALL);
 		if (got == 0)
 			return TERN_EPROTO;
@@ -438,11 +425,11 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 	uint64_t until = wire_deadline_ns(timeout_ms);
 	int rv, rv2;
 
-	wire_seterr(why, whylen, "%s", "");
+	terni_errf(why, whylen, "%s", "");
 	if ((migration != NULL && strlen(migration) >= TERN_STR_MAX) ||
 	    (auth != NULL && strlen(auth) >= TERN_STR_MAX)) {
-		wire_seterr(why, whylen, "migration id or auth token longer than %d bytes",
-		            TERN_STR_MAX - 1);
+		terni_errf(why, whylen, "migration id or auth token longer than %d bytes",
+		           TERN_STR_MAX - 1);
 		return TERN_EINVAL;
 	}
 	tern_msg_init(&m, TERN_MSG_W_HELLO);
@@ -458,31 +445,29 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 	rx->bytes = 0;
 	if ((rv = wire_deadline_save(fd, &saved)) != 0) {
 		free(rx);
-		wire_seterr(why, whylen, "cannot read the socket's timeouts: %s",
-		            tern_strerror(rv));
+		terni_errf(why, whylen, "cannot read the socket's timeouts: %s", tern_strerror(rv));
 		return rv;
 	}
 	/* One deadline for sending the hello and for the answer. */
 	if ((rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0)) != 0) {
-		wire_seterr(why, whylen, "cannot set the handshake deadline: %s",
-		            tern_strerror(rv));
+		terni_errf(why, whylen, "cannot set the handshake deadline: %s", tern_strerror(rv));
 		goto out;
 	}
 	rv = tern_wire_send(fd, &m, NULL, 0, NULL);
 	if (rv == 0)
 		rv = wire_recv_header(fd, rx, &m, &plen, until, inner, sizeof(inner));
 	if (rv == TERN_ECLOSED || rv == -ECONNRESET || rv == -EPIPE) {
-		wire_seterr(why, whylen, "peer closed the connection during the handshake");
+		terni_errf(why, whylen, "peer closed the connection during the handshake");
 		rv = TERN_EPROTO;
 	} else if (rv == TERN_EPROTO || rv == TERN_EMSG) {
-		wire_seterr(why, whylen, "peer is not a tern destination (%s)", inner);
+		terni_errf(why, whylen, "peer is not a tern destination (%s)", inner);
 		rv = TERN_EPROTO;
 	} else if (rv == TERN_ETIMEDOUT) {
-		wire_seterr(why, whylen, "no answer to the hello within %d ms", timeout_ms);
+		terni_errf(why, whylen, "no answer to the hello within %d ms", timeout_ms);
 	} else if (rv != 0) {
-		wire_seterr(why, whylen, "handshake failed: %s", tern_strerror(rv));
+		terni_errf(why, whylen, "handshake failed: %s", tern_strerror(rv));
 	} else if (m.type != TERN_MSG_W_HELLO_ACK || plen != 0) {
-		wire_seterr(why, whylen, "peer answered the hello with %s", tern_msg_name(m.type));
+		terni_errf(why, whylen, "peer answered the hello with %s", tern_msg_name(m.type));
 		rv = TERN_EPROTO;
 	} else if (m.u.w_hello_ack.status != 0) {
 		const struct tern_msg_w_hello_ack *a = &m.u.w_hello_ack;
@@ -490,10 +475,10 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 		/* The destination's own code and words; a status that is not
 		 * a negative code cannot be passed on as one. */
 		rv = a->status < 0 ? a->status : TERN_EPEER;
-		wire_seterr(why, whylen, "%s", a->why[0] ? a->why : tern_strerror(rv));
+		terni_errf(why, whylen, "%s", a->why[0] ? a->why : tern_strerror(rv));
 	} else if (m.u.w_hello_ack.version != TERN_WIRE_VERSION) {
-		wire_seterr(why, whylen, "destination speaks protocol version %u, this source %u",
-		            m.u.w_hello_ack.version, TERN_WIRE_VERSION);
+		terni_errf(why, whylen, "destination speaks protocol version %u, this source %u",
+		           m.u.w_hello_ack.version, TERN_WIRE_VERSION);
 		rv = TERN_EVERSION;
 	} else if (peer_time_ns != NULL) {
 		*peer_time_ns = m.u.w_hello_ack.time_ns;
@@ -501,8 +486,8 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 out:
 	rv2 = wire_deadline_restore(fd, &saved);
 	if (rv == 0 && rv2 != 0) {
-		wire_seterr(why, whylen, "cannot restore the socket's timeouts: %s",
-		            tern_strerror(rv2));
+		terni_errf(why, whylen, "cannot restore the socket's timeouts: %s",
+		           tern_strerror(rv2));
 		rv = rv2;
 	}
 	free(rx);
@@ -557,14 +542,13 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	uint64_t until = wire_deadline_ns(timeout_ms);
 	int rv, rv2;
 
-	wire_seterr(why, whylen, "%s", "");
+	terni_errf(why, whylen, "%s", "");
 	if ((rx = malloc(sizeof(*rx))) == NULL)
 		return TERN_ENOMEM;
 	rx->bytes = 0;
 	if ((rv = wire_deadline_save(fd, &saved)) != 0) {
 		free(rx);
-		wire_seterr(why, whylen, "cannot read the socket's timeouts: %s",
-		            tern_strerror(rv));
+		terni_errf(why, whylen, "cannot read the socket's timeouts: %s", tern_strerror(rv));
 		return rv;
 	}
 	rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0);
@@ -574,36 +558,35 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	const struct tern_msg_w_hello *h = &m.u.w_hello;
 
 	if (rv == TERN_ECLOSED) {
-		wire_seterr(reason, sizeof(reason),
-		            "source closed the connection before its hello");
+		terni_errf(reason, sizeof(reason), "source closed the connection before its hello");
 		rv = TERN_EPROTO;
 	} else if (rv == TERN_EPROTO || rv == TERN_EMSG) {
 		/* Perhaps a tern of another version: it gets an answer too. */
-		wire_seterr(reason, sizeof(reason), "not a tern hello (%s)", inner);
+		terni_errf(reason, sizeof(reason), "not a tern hello (%s)", inner);
 		rv = TERN_EPROTO;
 	} else if (rv == TERN_ETIMEDOUT) {
-		wire_seterr(reason, sizeof(reason), "no hello within %d ms", timeout_ms);
+		terni_errf(reason, sizeof(reason), "no hello within %d ms", timeout_ms);
 	} else if (rv != 0) {
-		wire_seterr(reason, sizeof(reason), "cannot read the hello: %s", tern_strerror(rv));
+		terni_errf(reason, sizeof(reason), "cannot read the hello: %s", tern_strerror(rv));
 	} else if (m.type != TERN_MSG_W_HELLO || plen != 0) {
-		wire_seterr(reason, sizeof(reason), "expected W_HELLO, got %s%s",
-		            tern_msg_name(m.type), plen != 0 ? " with a payload" : "");
+		terni_errf(reason, sizeof(reason), "expected W_HELLO, got %s%s",
+		           tern_msg_name(m.type), plen != 0 ? " with a payload" : "");
 		rv = TERN_EPROTO;
 	} else if (h->magic != TERN_WIRE_HELLO_MAGIC) {
-		wire_seterr(reason, sizeof(reason), "bad hello magic 0x%016llx",
-		            (unsigned long long)h->magic);
+		terni_errf(reason, sizeof(reason), "bad hello magic 0x%016llx",
+		           (unsigned long long)h->magic);
 		rv = TERN_EPROTO;
 	} else if (h->version != TERN_WIRE_VERSION) {
-		wire_seterr(reason, sizeof(reason),
-		            "source speaks protocol version %u, this destination speaks %u",
-		            h->version, TERN_WIRE_VERSION);
+		terni_errf(reason, sizeof(reason),
+		           "source speaks protocol version %u, this destination speaks %u",
+		           h->version, TERN_WIRE_VERSION);
 		rv = TERN_EVERSION;
 	} else if (!wire_auth_ok(auth, h->auth)) {
-		wire_seterr(reason, sizeof(reason), "authentication failed: wrong token");
+		terni_errf(reason, sizeof(reason), "authentication failed: wrong token");
 		rv = TERN_EAUTH;
 	} else if (h->nconns == 0 || h->conn >= h->nconns) {
-		wire_seterr(reason, sizeof(reason), "connection index %u out of %u connections",
-		            h->conn, h->nconns);
+		terni_errf(reason, sizeof(reason), "connection index %u out of %u connections",
+		           h->conn, h->nconns);
 		rv = TERN_EPROTO;
 	}
 
@@ -614,8 +597,8 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	ack.u.w_hello_ack.time_ns = tern_now_ns();
 	rv2 = tern_wire_send(fd, &ack, NULL, 0, NULL);
 	if (rv == 0 && rv2 != 0) {
-		wire_seterr(reason, sizeof(reason), "cannot answer the hello: %s",
-		            tern_strerror(rv2));
+		terni_errf(reason, sizeof(reason), "cannot answer the hello: %s",
+		           tern_strerror(rv2));
 		rv = rv2;
 	}
 	if (rv == 0 && hello != NULL)
@@ -624,11 +607,11 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 		wire_linger(fd);
 	rv2 = wire_deadline_restore(fd, &saved);
 	if (rv == 0 && rv2 != 0) {
-		wire_seterr(reason, sizeof(reason), "cannot restore the socket's timeouts: %s",
-		            tern_strerror(rv2));
+		terni_errf(reason, sizeof(reason), "cannot restore the socket's timeouts: %s",
+		           tern_strerror(rv2));
 		rv = rv2;
 	}
-	wire_seterr(why, whylen, "%s", reason);
+	terni_errf(why, whylen, "%s", reason);
 	free(rx);
 	return rv;
 }
