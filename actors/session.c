@@ -181,7 +181,7 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 		if (!cancel_sent && opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
 			struct tern_msg c;
 			tern_msg_init(&c, TERN_MSG_CANCEL);
-			snprintf(c.u.cancel.why, sizeof(c.u.cancel.why), "stop requested (signal)");
+			snprintf(c.u.cancel.why, sizeof(c.u.cancel.why), "cancel requested");
 			cancel_sent = tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &c) == 0;
 		}
 		/* Short slices: a cancel or a parameter is noticed within 100 ms. */
