@@ -190,21 +190,14 @@ int
 tern_guest_create_provided(struct tern_guest **gp, const struct tern_guest_config *cfg, int role,
                            char *err, size_t errlen)
 {
-	struct tern_guest *inner = NULL;
-	struct sp_state *s = NULL;
+	struct tern_guest_provider p;
 	int rc;
 
 	*gp = NULL;
-	if ((rc = tern_guest_create(&inner, cfg, role, err, errlen)) != 0)
+	if ((rc = tern_simvm_provider_create(&p, cfg, role, err, errlen)) != 0)
 		return rc;
-	if ((s = calloc(1, sizeof(*s))) == NULL ||
-	    (rc = tern_bitmap_init(&s->scratch, inner->npages)) != 0) {
-		free(s);
-		tern_guest_destroy(inner);
-		return TERN_ENOMEM;
-	}
-	s->g = inner;
-	struct tern_guest_provider p = {.ops = &sp_ops, .guest = s};
+	struct sp_state *s = p.guest;
+	struct tern_guest *inner = s->g;
 	if ((rc = tern_guest_from_provider(gp, &p, role, err, errlen)) != 0) {
 		sp_release(s);
 		return rc;
