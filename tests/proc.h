@@ -1,6 +1,12 @@
 /*
- * Test helper: run real `tern` processes, capture their output, bound their
- * lifetime.  Header-only (static) so that each test executable stays one file.
+ * Test helper (tests/proc.c): run real `tern` processes, capture their output,
+ * bound their lifetime; start a migration between a receiver and a sender
+ * over loopback, with faults at named events.  Compiled once and linked into
+ * every test executable (tests/CMakeLists.txt).
+ *
+ * Every bound here is a liveness bound: it catches a hang, it never judges
+ * speed.  The assertions are criterion's, so a helper that fails ends the
+ * test that called it with a message saying what hung or did not start.
  */
 #ifndef TERN_TESTS_PROC_H
 #define TERN_TESTS_PROC_H
@@ -14,15 +20,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PROC_OUT_MAX (64 * 1024)
 
-/* The tern binary under test: $TERN_CLI (e.g. a TSan build of the CLI, so
- * that whole migrations run under the sanitizer while criterion itself runs
- * plain), else the one built with this tree. */
+/* Liveness bounds of a migration's two processes (mig_wait), generous enough
+ * for a sanitizer CLI on a loaded 2-core machine.  A test that waits on them
+ * runs with a criterion .timeout of at least 300 s, so that a hang is
+ * reported by the bound (and the children killed) rather than by
+ * criterion's timeout, which would leave them running. */
+#define MIG_SEND_BOUND_MS 180000
+#define MIG_RECV_BOUND_MS 60000
+
+/* ---- process primitives ----
+ * static inline, unlike the rest of this helper: tools/tern-bench.c includes
+ * them without linking tests/proc.c (or criterion). */
+
+/* tern_cli returns the tern binary under test: $TERN_CLI, else the one
+ * built with this tree (tests/test_control.c's name for proc_cli). */
 static inline char *
 tern_cli(void)
 {
@@ -30,15 +48,19 @@ tern_cli(void)
 	return env != NULL && env[0] != '\0' ? env : (char *)TERN_CLI_PATH;
 }
 
+/* One child process, its output collected in full (up to PROC_OUT_MAX). */
 struct proc {
 	pid_t pid;
 	int out, err, ready; /* pipes from the child; ready: --ready-fd */
 	char outbuf[PROC_OUT_MAX], errbuf[PROC_OUT_MAX];
 	size_t outlen, errlen;
 	int status;
-	int exited;
+	int exited; /* waited for: status is its end */
+	int killed; /* ...and proc_wait had to kill it */
 };
 
+/* proc_now_ms returns CLOCK_MONOTONIC in milliseconds (for logging how long
+ * something took, never for asserting it). */
 static inline uint64_t
 proc_now_ms(void)
 {
@@ -47,12 +69,14 @@ proc_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Starts argv[] (NULL-terminated, argv[0] = program path).  With want_ready,
- * the child gets a pipe as fd 3 (pass "--ready-fd" "3"). */
+/* proc_spawn starts argv[] (NULL-terminated, argv[0] = program path) with
+ * the environment envp (NULL: this process's).  With want_ready the child
+ * gets a pipe as fd 3 (pass "--ready-fd" "3").  Returns 0, -1 on failure. */
 static inline int
-proc_start(struct proc *p, char *const argv[], int want_ready)
+proc_spawn(struct proc *p, char *const argv[], int want_ready, char *const envp[])
 {
-	int o[2], e[2], r[2] = { -1, -1 };
+	extern char **environ;
+	int o[2], e[2], r[2] = {-1, -1};
 	memset(p, 0, sizeof(*p));
 	if (pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || (want_ready && pipe2(r, O_CLOEXEC)))
 		return -1;
@@ -66,7 +90,7 @@ proc_start(struct proc *p, char *const argv[], int want_ready)
 		dup2(e[1], 2);
 		if (want_ready)
 			dup2(r[1], 3); /* dup2 clears CLOEXEC on the new fd */
-		execv(argv[0], argv);
+		execve(argv[0], argv, envp != NULL ? envp : environ);
 		_exit(127);
 	}
 	close(o[1]);
@@ -81,11 +105,19 @@ proc_start(struct proc *p, char *const argv[], int want_ready)
 	return 0;
 }
 
-/* Reads the port the child wrote to its ready fd (0 on failure). */
+/* proc_start starts argv[] in this process's environment (proc_spawn). */
+static inline int
+proc_start(struct proc *p, char *const argv[], int want_ready)
+{
+	return proc_spawn(p, argv, want_ready, NULL);
+}
+
+/* proc_ready_port reads the port the child wrote to its ready fd; 0 when it
+ * wrote none within timeout_ms. */
 static inline int
 proc_ready_port(struct proc *p, int timeout_ms)
 {
-	struct pollfd pf = { p->ready, POLLIN, 0 };
+	struct pollfd pf = {p->ready, POLLIN, 0};
 	char line[32] = "";
 	if (poll(&pf, 1, timeout_ms) != 1)
 		return 0;
@@ -93,6 +125,8 @@ proc_ready_port(struct proc *p, int timeout_ms)
 	return n > 0 ? atoi(line) : 0;
 }
 
+/* proc_drain reads what is there from *fd into buf (closing and clearing
+ * *fd at its end). */
 static inline void
 proc_drain(int *fd, char *buf, size_t *len)
 {
@@ -108,15 +142,19 @@ proc_drain(int *fd, char *buf, size_t *len)
 	buf[*len] = '\0';
 }
 
-/* Waits up to timeout_ms for the child to exit, collecting its output.
- * Kills it (SIGKILL) at the deadline.  Returns 0 if it exited by itself. */
+/* proc_wait waits up to timeout_ms for the child to exit, collecting its
+ * output, and SIGKILLs it at the deadline.  Returns 0 if it exited by
+ * itself (a signal it sent itself included), -1 if it had to be killed.
+ * Waiting again for a child that was waited for returns the same. */
 static inline int
 proc_wait(struct proc *p, int timeout_ms)
 {
 	uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
 	int killed = 0;
+	if (p->exited)
+		return p->killed ? -1 : 0;
 	while (p->out >= 0 || p->err >= 0) {
-		struct pollfd pf[2] = { { p->out, POLLIN, 0 }, { p->err, POLLIN, 0 } };
+		struct pollfd pf[2] = {{p->out, POLLIN, 0}, {p->err, POLLIN, 0}};
 		int64_t left = (int64_t)(deadline - proc_now_ms());
 		if (left <= 0 && !killed) {
 			kill(p->pid, SIGKILL);
@@ -132,35 +170,22 @@ proc_wait(struct proc *p, int timeout_ms)
 	}
 	waitpid(p->pid, &p->status, 0);
 	p->exited = 1;
+	p->killed = killed;
 	if (p->ready >= 0)
 		close(p->ready);
 	p->ready = -1;
 	return killed ? -1 : 0;
 }
 
-/* Waits until the child's stderr contains needle (collecting it). */
-static inline int
-proc_wait_stderr(struct proc *p, const char *needle, int timeout_ms)
-{
-	uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
-	while (strstr(p->errbuf, needle) == NULL) {
-		int64_t left = (int64_t)(deadline - proc_now_ms());
-		if (left <= 0 || p->err < 0)
-			return -1;
-		struct pollfd pf = { p->err, POLLIN, 0 };
-		if (poll(&pf, 1, (int)left) > 0)
-			proc_drain(&p->err, p->errbuf, &p->errlen);
-	}
-	return 0;
-}
-
+/* proc_exit_code is the child's exit status, 128 + the signal that ended it. */
 static inline int
 proc_exit_code(const struct proc *p)
 {
 	return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
 }
 
-/* Extracts a numeric JSON field ("name":123) from s; -1 when absent. */
+/* json_num extracts a numeric field ("name":123, true = 1, false = 0) from
+ * the JSON in s, the first one of that name; -1 when absent. */
 static inline long long
 json_num(const char *s, const char *name)
 {
@@ -177,63 +202,96 @@ json_num(const char *s, const char *name)
 	return strtoll(p, NULL, 10);
 }
 
-/* ---- a migration between two real processes, with faults ---- */
+/* ---- for tests (tests/proc.c, with criterion) ---- */
 
-/* Starts argv with TERN_FAULT=fault in its environment (NULL: none); the
- * test's own environment is left as it was. */
-static inline int
-proc_start_fault(struct proc *p, char *const argv[], int want_ready, const char *fault)
-{
-	if (fault != NULL)
-		setenv("TERN_FAULT", fault, 1);
-	int rc = proc_start(p, argv, want_ready);
-	if (fault != NULL)
-		unsetenv("TERN_FAULT");
-	return rc;
-}
+/* proc_cli returns the tern binary under test: $TERN_CLI (e.g. a TSan build
+ * of the CLI, so that whole migrations run under the sanitizer while
+ * criterion itself runs plain), else the one built with this tree. */
+char *proc_cli(void);
 
-/* Starts `tern receive` on a free loopback port (ready fd, --json, 60 s for
- * the source to arrive, the extra arguments, NULL-terminated) with fault;
- * writes "127.0.0.1:PORT" into to.  Returns 0, -1 if it never listened. */
-static inline int
-proc_start_receiver(struct proc *r, const char *fault, char *const extra[], char *to,
-                    size_t tolen)
-{
-	char *argv[32] = { tern_cli(), "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--json", "--accept-timeout", "60s" };
-	int n = 9;
-	for (int i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-	if (proc_start_fault(r, argv, 1, fault) != 0)
-		return -1;
-	int port = proc_ready_port(r, 60000);
-	if (port <= 0)
-		return -1;
-	snprintf(to, tolen, "127.0.0.1:%d", port);
-	return 0;
-}
+/* proc_tool returns the path of a tool built next to this tree's tern
+ * (tern-relay, tern-trace); the string stays valid for the next 7 calls. */
+char *proc_tool(const char *name);
 
-/* Starts `tern send --to to --json` with the extra arguments and fault. */
-static inline int
-proc_start_sender(struct proc *s, const char *to, const char *fault, char *const extra[])
-{
-	char *argv[40] = { tern_cli(), "send", "--to", (char *)to, "--json" };
-	int n = 5;
-	for (int i = 0; extra != NULL && extra[i] != NULL && n < 39; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-	return proc_start_fault(s, argv, 0, fault);
-}
+/* proc_start_fault starts argv (proc_spawn) with TERN_FAULT=fault in its
+ * environment, or without TERN_FAULT when fault is NULL; the test's own
+ * environment, and every other child it starts, stay as they were. */
+int proc_start_fault(struct proc *p, char *const argv[], int want_ready, const char *fault);
 
-/* Whether p reported that fault fired (tern prints "tern: fault fired: "
- * and the trigger when it does). */
-static inline int
-proc_fault_fired(const struct proc *p, const char *fault)
-{
-	char line[256];
-	snprintf(line, sizeof(line), "tern: fault fired: %s", fault);
-	return strstr(p->errbuf, line) != NULL;
-}
+/* proc_listen starts argv (which must pass "--ready-fd" "3") with fault and
+ * asserts that it reported a listening port within a liveness bound; writes
+ * "127.0.0.1:PORT" into addr and returns the port. */
+int proc_listen(struct proc *p, char *const argv[], const char *fault, char *addr, size_t addrlen);
+
+/* proc_wait_stderr waits up to timeout_ms until the child's stderr contains
+ * needle (collecting it).  Returns 0, or -1 if it did not. */
+int proc_wait_stderr(struct proc *p, const char *needle, int timeout_ms);
+
+/* proc_run runs argv to completion, asserting that it started and ended
+ * within bound_ms; returns its exit code, its output stays in p. */
+int proc_run(struct proc *p, char *const argv[], int bound_ms);
+
+/* proc_assert_usage_error runs argv and asserts that it exits 2 (bad usage)
+ * with needle in its stderr. */
+void proc_assert_usage_error(char *const argv[], const char *needle);
+
+/* args_join writes the NULL-terminated argument lists a then b (either may
+ * be NULL) into dst, NULL-terminated, asserting that they fit in max. */
+void args_join(char **dst, int max, char *const a[], char *const b[]);
+
+/* proc_fault_fired is whether p reported that fault (one trigger) fired:
+ * tern prints "tern: fault fired: " and the trigger when it does. */
+int proc_fault_fired(const struct proc *p, const char *fault);
+
+/* ---- a migration between two real tern processes ---- */
+
+/* A receiver (`tern receive`) and a sender (`tern send`), and where the
+ * sender is sent: the receiver's address unless the test points it
+ * elsewhere (a relay) before mig_send. */
+struct mig {
+	struct proc r, s;
+	int port;             /* the receiver's */
+	char to[64];          /* "127.0.0.1:PORT", the sender's --to */
+	const char *fault[2]; /* TERN_FAULT given to the receiver, the sender */
+};
+
+/* mig_receive starts `tern receive --listen 127.0.0.1:0 --ready-fd 3 --json
+ * --accept-timeout 60s` and the extra arguments (NULL-terminated; NULL: none)
+ * with TERN_FAULT=fault (NULL: none), asserting that it listens; sets
+ * m->port and m->to. */
+void mig_receive(struct mig *m, const char *fault, char *const extra[]);
+
+/* mig_send starts `tern send --to m->to --json` and the extra arguments with
+ * TERN_FAULT=fault, asserting that it started. */
+void mig_send(struct mig *m, const char *fault, char *const extra[]);
+
+/* mig_wait waits for the sender, then the receiver, asserting that each
+ * ended by itself within its liveness bound (MIG_*_BOUND_MS), and logs
+ * their output.  For each side started with a fault it then asserts that
+ * the first trigger of its list fired: a fault test whose event never came
+ * fails saying so instead of passing vacuously (a test whose later triggers
+ * must fire too checks them with mig_assert_fired). */
+void mig_wait(struct mig *m);
+
+/* mig_side returns the process of a side: "source" (the sender) or
+ * "destination" (the receiver). */
+struct proc *mig_side(struct mig *m, const char *side);
+
+/* mig_assert_fired asserts that fault (one trigger) fired on side. */
+void mig_assert_fired(struct mig *m, const char *side, const char *fault);
+
+/* ---- traces (--trace FILE) ---- */
+
+/* trace_count counts the records of kind in the trace at path, those with
+ * that text and of that actor when text or actor is not NULL; it asserts
+ * that the trace opens and is not corrupt (a cut last record is its end). */
+int trace_count(const char *path, uint32_t kind, const char *text, const char *actor);
+
+/* trace_wait_count waits until the trace at path, still being written by
+ * another process, holds at least n such records; it asserts that it did
+ * within bound_ms.  This is how a test acts at a named event of a process
+ * it cannot inject a fault into (state changes are written at once). */
+void trace_wait_count(const char *path, uint32_t kind, const char *text, const char *actor, int n,
+                      int bound_ms);
 
 #endif /* TERN_TESTS_PROC_H */

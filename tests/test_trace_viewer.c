@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 #include "messages/trace.h"
-#include "proc.h"
+#include "tests/proc.h"
 
 #define GUEST "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=64M,rate=100M"
 #define CHROMIUM "/usr/bin/chromium"
@@ -36,15 +36,7 @@ tv_teardown(void)
 }
 
 /* tern-trace is built next to tern. */
-static const char *
-tern_trace(void)
-{
-	static char path[512];
-	char cli[512];
-	snprintf(cli, sizeof(cli), "%s", TERN_CLI_PATH);
-	snprintf(path, sizeof(path), "%s/tern-trace", dirname(cli));
-	return path;
-}
+#define TRACE_TOOL proc_tool("tern-trace")
 
 static char *
 in_dir(const char *name)
@@ -56,64 +48,22 @@ in_dir(const char *name)
 	return b;
 }
 
-/* Runs argv to completion; returns its exit code, output in p. */
-static int
-run(struct proc *p, char *const argv[], int timeout_ms)
-{
-	cr_assert_eq(proc_start(p, argv, 0), 0, "cannot start %s", argv[0]);
-	cr_assert_eq(proc_wait(p, timeout_ms), 0, "%s did not finish in %d ms", argv[0],
-	             timeout_ms);
-	return proc_exit_code(p);
-}
-
 /* Migrates GUEST with both sides traced into dir/src.trace, dir/dst.trace.
- * fault: TERN_FAULT for the sender (NULL: none); kill_at_bytes > 0:
- * SIGKILL the sender once its trace has grown that large (mid-migration).
- * Returns the sender's exit code. */
+ * fault: TERN_FAULT for the sender (NULL: none), which must fire.  Returns
+ * the sender's exit code. */
 static int
-migrate(const char *conns, const char *fault, off_t kill_at_bytes)
+migrate(const char *conns, const char *fault)
 {
-	struct proc rx, tx;
-	char *rargv[] = {tern_cli(),
-	                 "receive",
-	                 "--listen",
-	                 "127.0.0.1:0",
-	                 "--ready-fd",
-	                 "3",
-	                 "--exit-after-handoff",
-	                 "--trace",
-	                 in_dir("dst.trace"),
-	                 NULL};
-	cr_assert_eq(proc_start(&rx, rargv, 1), 0);
-	int port = proc_ready_port(&rx, 10000);
-	cr_assert_gt(port, 0, "the receiver did not report its port");
-	char to[64];
-	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
-	char *targv[] = {tern_cli(),      "send",        "--to",    to,
-	                 "--guest",       GUEST,         "--trace", in_dir("src.trace"),
-	                 "--connections", (char *)conns, NULL};
+	struct mig m;
+	char *rx[] = {"--exit-after-handoff", "--trace", in_dir("dst.trace"), NULL};
+	char *tx[] = {"--guest",       GUEST,         "--trace", in_dir("src.trace"),
+	              "--connections", (char *)conns, NULL};
+	mig_receive(&m, NULL, rx);
+	mig_send(&m, fault, tx);
+	mig_wait(&m);
 	if (fault != NULL)
-		setenv("TERN_FAULT", fault, 1);
-	cr_assert_eq(proc_start(&tx, targv, 0), 0);
-	unsetenv("TERN_FAULT");
-	if (kill_at_bytes > 0) {
-		struct stat st;
-		for (int i = 0; i < 2000; i++) {
-			if (stat(in_dir("src.trace"), &st) == 0 && st.st_size >= kill_at_bytes)
-				break;
-			usleep(10000);
-		}
-		kill(tx.pid, SIGKILL);
-	}
-	proc_wait(&tx, 60000);
-	proc_wait(&rx, 30000);
-	if (fault != NULL) {
-		char fired[160];
-		snprintf(fired, sizeof(fired), "tern: fault fired: %s", fault);
-		cr_assert_not_null(strstr(tx.errbuf, fired), "the fault %s never fired: %s", fault,
-		                   tx.errbuf);
-	}
-	return proc_exit_code(&tx);
+		mig_assert_fired(&m, "source", fault);
+	return proc_exit_code(&m.s);
 }
 
 static size_t
@@ -122,35 +72,6 @@ count(const char *s, const char *what)
 	size_t n = 0;
 	for (const char *p = s; (p = strstr(p, what)) != NULL; p += strlen(what))
 		n++;
-	return n;
-}
-
-static size_t
-trace_count(const char *path, uint32_t kind)
-{
-	struct tern_trace_reader *r;
-	struct tern_trace_record rec;
-	size_t n = 0;
-	int rc;
-	cr_assert_eq(tern_trace_reader_open(&r, path, NULL), 0, "%s does not open", path);
-	while ((rc = tern_trace_reader_next(r, &rec)) == 1)
-		n += rec.kind == kind;
-	tern_trace_reader_close(r);
-	cr_assert_eq(rc, 0);
-	return n;
-}
-
-/* SEND records of the actor named name. */
-static size_t
-trace_sends_of(const char *path, const char *name)
-{
-	struct tern_trace_reader *r;
-	struct tern_trace_record rec;
-	size_t n = 0;
-	cr_assert_eq(tern_trace_reader_open(&r, path, NULL), 0);
-	while (tern_trace_reader_next(r, &rec) == 1)
-		n += rec.kind == TERN_TRACE_SEND && strcmp(rec.actor_name, name) == 0;
-	tern_trace_reader_close(r);
 	return n;
 }
 
@@ -247,23 +168,23 @@ check_html_in_chromium(const char *html)
 	snprintf(png, sizeof(png), "%s/trace-report.png", dirname(self));
 	snprintf(shot, sizeof(shot), "--screenshot=%s", png);
 	struct proc p;
-	char *dom[] = {CHROMIUM,
-	               "--headless",
-	               "--no-sandbox",
-	               "--disable-gpu",
-	               "--disable-quic",
-	               "--no-first-run",
-	               "--disable-background-networking",
-	               "--disable-component-update",
-	               "--disable-sync",
-	               profile,
-	               "--enable-logging=stderr",
-	               "--v=0",
-	               size,
-	               "--dump-dom",
-	               url,
-	               NULL};
-	cr_assert_eq(run(&p, dom, 60000), 0, "chromium failed: %s", p.errbuf);
+	/* Headless, and quiet: nothing fetched, nothing updated. */
+	char *chromium[] = {CHROMIUM,
+	                    "--headless",
+	                    "--no-sandbox",
+	                    "--disable-gpu",
+	                    "--disable-quic",
+	                    "--no-first-run",
+	                    "--disable-background-networking",
+	                    "--disable-component-update",
+	                    "--disable-sync",
+	                    profile,
+	                    size,
+	                    NULL};
+	char *dom_args[] = {"--enable-logging=stderr", "--v=0", "--dump-dom", url, NULL};
+	char *dom[24];
+	args_join(dom, 24, chromium, dom_args);
+	cr_assert_eq(proc_run(&p, dom, 60000), 0, "chromium failed: %s", p.errbuf);
 	cr_assert_null(strstr(p.errbuf, "Uncaught"), "the report has script errors:\n%s", p.errbuf);
 	cr_assert_not_null(strstr(p.outbuf, "data-plots-drawn=\"4\""), "plots not drawn");
 	/* dirty rate, remaining bytes and throughput come from this trace. */
@@ -273,22 +194,10 @@ check_html_in_chromium(const char *html)
 	cr_assert_null(strstr(p.outbuf, "data-slices-drawn=\"0\""));
 	cr_assert_not_null(strstr(p.outbuf, "data-slices-drawn=\""), "timeline not drawn");
 	unlink(png);
-	char *shotv[] = {CHROMIUM,
-	                 "--headless",
-	                 "--no-sandbox",
-	                 "--disable-gpu",
-	                 "--disable-quic",
-	                 "--no-first-run",
-	                 "--disable-background-networking",
-	                 "--disable-component-update",
-	                 "--disable-sync",
-	                 profile,
-	                 "--hide-scrollbars",
-	                 size,
-	                 shot,
-	                 url,
-	                 NULL};
-	cr_assert_eq(run(&p, shotv, 60000), 0, "chromium screenshot failed: %s", p.errbuf);
+	char *shot_args[] = {"--hide-scrollbars", shot, url, NULL};
+	char *shotv[24];
+	args_join(shotv, 24, chromium, shot_args);
+	cr_assert_eq(proc_run(&p, shotv, 60000), 0, "chromium screenshot failed: %s", p.errbuf);
 	struct stat st;
 	cr_assert_eq(stat(png, &st), 0, "no screenshot at %s", png);
 	cr_assert_gt(st.st_size, 20000, "the screenshot is nearly empty");
@@ -298,12 +207,12 @@ check_html_in_chromium(const char *html)
 
 Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeout = 120)
 {
-	cr_assert_eq(migrate("2", NULL, 0), 0, "the migration failed");
+	cr_assert_eq(migrate("2", NULL), 0, "the migration failed");
 	char *src = in_dir("src.trace"), *dst = in_dir("dst.trace");
 	struct proc p;
 
-	char *sum[] = {(char *)tern_trace(), "summary", src, dst, NULL};
-	cr_assert_eq(run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
+	char *sum[] = {TRACE_TOOL, "summary", src, dst, NULL};
+	cr_assert_eq(proc_run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
 	const char *want[] = {"Phases (src coordinator)",
 	                      "setup",
 	                      "bulk",
@@ -329,23 +238,26 @@ Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeo
 	const char *row = strstr(p.outbuf, "\n  src coordinator ");
 	cr_assert_not_null(row, "%s", p.outbuf);
 	cr_expect_eq(strtoull(row + strlen("\n  src coordinator "), NULL, 10),
-	             trace_sends_of(src, "coordinator"), "%s", p.outbuf);
+	             (unsigned long long)trace_count(src, TERN_TRACE_SEND, NULL, "coordinator"),
+	             "%s", p.outbuf);
 
 	char *json = in_dir("out.json");
-	char *exp[] = {(char *)tern_trace(), "export", "--perfetto", src, dst, "-o", json, NULL};
-	cr_assert_eq(run(&p, exp, 30000), 0, "export failed: %s", p.errbuf);
+	char *exp[] = {TRACE_TOOL, "export", "--perfetto", src, dst, "-o", json, NULL};
+	cr_assert_eq(proc_run(&p, exp, 30000), 0, "export failed: %s", p.errbuf);
 	size_t len;
 	char *j = slurp(json, &len);
 	cr_assert_eq(strncmp(j, "{\"traceEvents\":[", 16), 0);
 	const char *end = json_value(j, 0);
 	cr_assert_not_null(end, "the export is not JSON");
 	cr_assert_eq(strspn(end, " \n"), strlen(end), "garbage after the JSON");
-	size_t recv = trace_count(src, TERN_TRACE_RECV) + trace_count(dst, TERN_TRACE_RECV);
+	size_t recv = (size_t)(trace_count(src, TERN_TRACE_RECV, NULL, NULL) +
+	                       trace_count(dst, TERN_TRACE_RECV, NULL, NULL));
 	cr_expect_eq(count(j, "\"cat\":\"msg\""), recv, "one slice per RECV record");
 	size_t flows = count(j, "\"ph\":\"s\"");
 	cr_expect_eq(flows, count(j, "\"ph\":\"f\""));
 	cr_expect_gt(flows, recv / 2, "most messages have their flow arrow");
-	cr_expect_leq(flows, trace_count(src, TERN_TRACE_SEND) + trace_count(dst, TERN_TRACE_SEND));
+	cr_expect_leq(flows, (size_t)(trace_count(src, TERN_TRACE_SEND, NULL, NULL) +
+	                              trace_count(dst, TERN_TRACE_SEND, NULL, NULL)));
 	cr_expect_gt(count(j, "\"name\":\"dirty_rate_pps (dirty-log)\""), 0);
 	cr_expect_gt(count(j, "\"name\":\"throughput MB/s (conn-send 1)\""), 0);
 	cr_expect_gt(count(j, "\"name\":\"state: switchover\""), 0);
@@ -353,8 +265,8 @@ Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeo
 	free(j);
 
 	char *html = in_dir("report.html");
-	char *h[] = {(char *)tern_trace(), "html", src, dst, "-o", html, NULL};
-	cr_assert_eq(run(&p, h, 30000), 0, "html failed: %s", p.errbuf);
+	char *h[] = {TRACE_TOOL, "html", src, dst, "-o", html, NULL};
+	cr_assert_eq(proc_run(&p, h, 30000), 0, "html failed: %s", p.errbuf);
 	char *page = slurp(html, NULL);
 	cr_expect_null(strstr(page, "http://"), "the report must not load anything");
 	cr_expect_null(strstr(page, "https://"), "the report must not load anything");
@@ -365,40 +277,40 @@ Test(trace_viewer, real_migration, .init = tv_setup, .fini = tv_teardown, .timeo
 
 Test(trace_viewer, killed_coordinator, .init = tv_setup, .fini = tv_teardown, .timeout = 120)
 {
-	cr_assert_neq(migrate("2", "coordinator@state:bulk", 0), 0, "the coordinator was not killed");
+	cr_assert_neq(migrate("2", "coordinator@state:bulk"), 0, "the coordinator was not killed");
 	struct proc p;
-	char *sum[] = {(char *)tern_trace(), "summary", in_dir("src.trace"), in_dir("dst.trace"),
-	               NULL};
-	cr_assert_eq(run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
+	char *sum[] = {TRACE_TOOL, "summary", in_dir("src.trace"), in_dir("dst.trace"), NULL};
+	cr_assert_eq(proc_run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
 	cr_expect_not_null(strstr(p.outbuf, "src coordinator"), "%s", p.outbuf);
 	cr_expect_not_null(strstr(p.outbuf, "killed: killed"), "the kill is not reported:\n%s",
 	                   p.outbuf);
 	cr_expect_not_null(strstr(p.outbuf, "Switchover: not reached"), "%s", p.outbuf);
-	char *h[] = {(char *)tern_trace(), "html", in_dir("src.trace"), in_dir("dst.trace"), "-o",
-	             in_dir("r.html"),     NULL};
-	cr_expect_eq(run(&p, h, 30000), 0, "html failed: %s", p.errbuf);
+	char *h[] = {TRACE_TOOL,       "html", in_dir("src.trace"), in_dir("dst.trace"), "-o",
+	             in_dir("r.html"), NULL};
+	cr_expect_eq(proc_run(&p, h, 30000), 0, "html failed: %s", p.errbuf);
 }
 
 Test(trace_viewer, sigkilled_sender_truncated, .init = tv_setup, .fini = tv_teardown,
      .timeout = 120)
 {
-	cr_assert_eq(migrate("2", NULL, 6000), 128 + SIGKILL, "the sender was not killed");
+	/* The sender SIGKILLs itself mid-bulk (at its 20th chunk), at an event
+	 * rather than once its trace has grown large enough. */
+	cr_assert_eq(migrate("2", "process@chunk#20"), 128 + SIGKILL, "the sender was not killed");
 	char *src = in_dir("src.trace");
 	struct stat st;
 	cr_assert_eq(stat(src, &st), 0);
 	/* Cut the last record in half, as a crash in the middle of write(2)
 	 * could (a single write makes it rare, not impossible). */
 	cr_assert_eq(truncate(src, st.st_size - 7), 0);
-	size_t recs = trace_count(src, TERN_TRACE_SPAWN);
+	size_t recs = (size_t)trace_count(src, TERN_TRACE_SPAWN, NULL, NULL);
 	cr_assert_gt(recs, 0, "the killed sender's trace holds nothing");
 	struct proc p;
-	char *sum[] = {(char *)tern_trace(), "summary", src, NULL};
-	cr_assert_eq(run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
+	char *sum[] = {TRACE_TOOL, "summary", src, NULL};
+	cr_assert_eq(proc_run(&p, sum, 30000), 0, "summary failed: %s", p.errbuf);
 	cr_expect_not_null(strstr(p.outbuf, "no exit recorded"), "%s", p.outbuf);
 	cr_expect_not_null(strstr(p.outbuf, "(the trace ends in this phase)"), "%s", p.outbuf);
-	char *exp[] = {(char *)tern_trace(), "export", "--perfetto", src, "-o",
-	               in_dir("k.json"),     NULL};
-	cr_assert_eq(run(&p, exp, 30000), 0, "export failed: %s", p.errbuf);
+	char *exp[] = {TRACE_TOOL, "export", "--perfetto", src, "-o", in_dir("k.json"), NULL};
+	cr_assert_eq(proc_run(&p, exp, 30000), 0, "export failed: %s", p.errbuf);
 	char *j = slurp(in_dir("k.json"), NULL);
 	cr_expect_not_null(json_value(j, 0), "the export of a truncated trace is not JSON");
 	free(j);
@@ -411,23 +323,22 @@ Test(trace_viewer, errors_and_usage, .init = tv_setup, .fini = tv_teardown)
 	cr_assert_not_null(f);
 	fputs("hello, I am not a trace\n", f);
 	fclose(f);
-	char *bad[] = {(char *)tern_trace(), "summary", in_dir("not.trace"), NULL};
-	cr_expect_eq(run(&p, bad, 10000), 1);
+	char *bad[] = {TRACE_TOOL, "summary", in_dir("not.trace"), NULL};
+	cr_expect_eq(proc_run(&p, bad, 10000), 1);
 	cr_expect_not_null(strstr(p.errbuf, "not a tern trace file"), "%s", p.errbuf);
 	cr_expect_eq(count(p.errbuf, "\n"), 1, "one line, got: %s", p.errbuf);
-	char *missing[] = {(char *)tern_trace(), "html", in_dir("none.trace"), "-o",
-	                   in_dir("x.html"),     NULL};
-	cr_expect_eq(run(&p, missing, 10000), 1);
-	char *none[] = {(char *)tern_trace(), NULL};
-	cr_expect_eq(run(&p, none, 10000), 2);
-	char *unknown[] = {(char *)tern_trace(), "frobnicate", "x", NULL};
-	cr_expect_eq(run(&p, unknown, 10000), 2);
-	char *noformat[] = {(char *)tern_trace(), "export", in_dir("not.trace"), NULL};
-	cr_expect_eq(run(&p, noformat, 10000), 2);
-	char *three[] = {(char *)tern_trace(), "summary", "a", "b", "c", NULL};
-	cr_expect_eq(run(&p, three, 10000), 2);
-	char *help[] = {(char *)tern_trace(), "--help", NULL};
-	cr_expect_eq(run(&p, help, 10000), 0);
+	char *missing[] = {TRACE_TOOL, "html", in_dir("none.trace"), "-o", in_dir("x.html"), NULL};
+	cr_expect_eq(proc_run(&p, missing, 10000), 1);
+	char *none[] = {TRACE_TOOL, NULL};
+	cr_expect_eq(proc_run(&p, none, 10000), 2);
+	char *unknown[] = {TRACE_TOOL, "frobnicate", "x", NULL};
+	cr_expect_eq(proc_run(&p, unknown, 10000), 2);
+	char *noformat[] = {TRACE_TOOL, "export", in_dir("not.trace"), NULL};
+	cr_expect_eq(proc_run(&p, noformat, 10000), 2);
+	char *three[] = {TRACE_TOOL, "summary", "a", "b", "c", NULL};
+	cr_expect_eq(proc_run(&p, three, 10000), 2);
+	char *help[] = {TRACE_TOOL, "--help", NULL};
+	cr_expect_eq(proc_run(&p, help, 10000), 0);
 	cr_expect_not_null(strstr(p.outbuf, "export --perfetto"));
 	cr_expect_not_null(strstr(p.outbuf, "peer_clock_offset_ns"));
 }

@@ -13,7 +13,6 @@
 #include "tern/error.h"
 #include "tests/proc.h"
 
-#define TERN tern_cli()
 #define PG 4096u
 
 struct runs {
@@ -34,7 +33,7 @@ collect(uint64_t gpa, uint64_t len, bool zero, void *arg)
 	for (uint64_t i = 0; i < len; i++) {
 		if (zero)
 			cr_assert_eq(r->orig[gpa + i], 0, "a zero run holds a non-zero byte at %lu",
-			    (unsigned long)(gpa + i));
+			             (unsigned long)(gpa + i));
 		r->rebuilt[gpa + i] = zero ? 0 : r->orig[gpa + i];
 	}
 	r->next = gpa + len;
@@ -47,7 +46,7 @@ static void
 check_split(const uint8_t *mem, uint64_t size, uint64_t gpa, uint64_t len)
 {
 	uint8_t *rebuilt = calloc(1, size);
-	struct runs r = { .next = gpa, .rebuilt = rebuilt, .orig = mem };
+	struct runs r = {.next = gpa, .rebuilt = rebuilt, .orig = mem};
 	cr_assert_eq(tern_zero_split(mem, gpa, len, collect, &r), 0);
 	cr_assert_eq(r.next, gpa + len, "the runs must cover the whole range");
 	cr_assert(memcmp(rebuilt + gpa, mem + gpa, len) == 0, "rebuilt memory differs");
@@ -60,7 +59,7 @@ Test(zero, seed003_unaligned_case)
 	uint8_t *mem = calloc(1, 4 * PG);
 	memset(mem + 0x800 + 0x800, 0xab, 0x1000);
 	uint8_t *rebuilt = calloc(1, 4 * PG);
-	struct runs r = { .next = 0x800, .rebuilt = rebuilt, .orig = mem };
+	struct runs r = {.next = 0x800, .rebuilt = rebuilt, .orig = mem};
 	cr_assert_eq(tern_zero_split(mem, 0x800, 0x2800, collect, &r), 0);
 	/* zero [0x800,0x1000), data [0x1000,0x2000), zero [0x2000,0x3000) */
 	cr_assert_eq(r.n, 3, "got %d runs", r.n);
@@ -124,7 +123,7 @@ Test(zero, destination_clear_on_reused_memory)
 	for (int backing = 0; backing < 2; backing++) {
 		c.backing = backing ? TERN_BACKING_ANON_THP : TERN_BACKING_MEMFD;
 		cr_assert_eq(tern_guest_create(&g, &c, TERN_GUEST_DESTINATION, err, sizeof(err)), 0,
-		    "%s", err);
+		             "%s", err);
 		memset(g->region.host, 0x5a, 1 << 20); /* a previous migration's data */
 		uint64_t before = g->region.fd >= 0 ? blocks_of(g) * 512 : 0;
 		/* Whole pages, then unaligned head and tail. */
@@ -135,8 +134,9 @@ Test(zero, destination_clear_on_reused_memory)
 			cr_assert_leq(blocks_of(g) * 512, before - 10 * PG);
 		for (uint64_t i = 0; i < (1 << 20); i++) {
 			bool zeroed = (i >= 4 * PG && i < 12 * PG) ||
-			    (i >= 20 * PG + 100 && i < 23 * PG + 100);
-			cr_assert_eq(g->region.host[i], zeroed ? 0 : 0x5a, "byte %lu", (unsigned long)i);
+			              (i >= 20 * PG + 100 && i < 23 * PG + 100);
+			cr_assert_eq(g->region.host[i], zeroed ? 0 : 0x5a, "byte %lu",
+			             (unsigned long)i);
 		}
 		cr_assert_eq(tern_guest_zero(g, 15ull << 20, 2ull << 20), TERN_ERANGE);
 		tern_guest_destroy(g);
@@ -146,56 +146,52 @@ Test(zero, destination_clear_on_reused_memory)
 /* ---- end to end ---- */
 
 static void
-migrate(const char *guest, const char *mode, struct proc *s, struct proc *r)
+migrate(struct mig *m, const char *guest, const char *mode)
 {
-	char *ra[] = { TERN, "receive", "--listen", "127.0.0.1:0", "--ready-fd", "3",
-		"--exit-after-handoff", "--json", NULL };
-	cr_assert_eq(proc_start(r, ra, 1), 0);
-	int port = proc_ready_port(r, 10000);
-	cr_assert_gt(port, 0);
-	char to[64];
-	snprintf(to, sizeof(to), "127.0.0.1:%d", port);
-	char *sa[] = { TERN, "send", "--to", to, "--guest", (char *)guest, "--zero-pages",
-		(char *)mode, "--verify", "--json", "--timeout", "120s", NULL };
-	cr_assert_eq(proc_start(s, sa, 0), 0);
-	cr_assert_eq(proc_wait(s, 150000), 0);
-	cr_assert_eq(proc_wait(r, 60000), 0);
-	cr_log_info("%s %s: %s", guest, mode, s->outbuf);
-	cr_assert_eq(proc_exit_code(s), 0, "%s", s->errbuf);
-	cr_assert_eq(proc_exit_code(r), 0, "%s", r->errbuf);
-	cr_assert_eq(json_num(s->outbuf, "verified"), 1);
+	char *rx[] = {"--exit-after-handoff", NULL};
+	char *tx[] = {"--guest",  (char *)guest, "--zero-pages", (char *)mode,
+	              "--verify", "--timeout",   "120s",         NULL};
+	mig_receive(m, NULL, rx);
+	mig_send(m, NULL, tx);
+	mig_wait(m);
+	cr_assert_eq(proc_exit_code(&m->s), 0, "%s %s: %s", guest, mode, m->s.errbuf);
+	cr_assert_eq(proc_exit_code(&m->r), 0, "%s", m->r.errbuf);
+	cr_assert_eq(json_num(m->s.outbuf, "verified"), 1);
 }
 
 Test(zero, populated_zero_pages_are_announced, .timeout = 300)
 {
-	struct proc s, r;
+	struct mig m;
 	/* Anonymous huge pages: a touched 2 MiB block makes its zero pages
 	 * populated, so half of this guest is populated zeros. */
-	migrate("simvm:mem=256M,fill=5,backing=anon-thp,workload=memtouch:ws=32M,rate=20M",
-	    "detect", &s, &r);
-	long long zero = json_num(s.outbuf, "pages_zero"), sent = json_num(s.outbuf, "pages_sent");
+	migrate(&m, "simvm:mem=256M,fill=5,backing=anon-thp,workload=memtouch:ws=32M,rate=20M",
+	        "detect");
+	long long zero = json_num(m.s.outbuf, "pages_zero"),
+	          sent = json_num(m.s.outbuf, "pages_sent");
 	cr_assert_gt(zero, 50000, "zero pages were not announced");
-	cr_assert_lt(json_num(s.outbuf, "payload_bytes"), 64ll << 20);
-	cr_assert_eq(json_num(r.outbuf, "pages_zero"), zero, "both sides count the same");
+	cr_assert_lt(json_num(m.s.outbuf, "payload_bytes"), 64ll << 20);
+	cr_assert_eq(json_num(m.r.outbuf, "pages_zero"), zero, "both sides count the same");
 	cr_assert_gt(sent, 0);
 	/* Honest statistics: zero pages never inflate the bandwidth used for
 	 * the downtime estimate (it is wire bytes over wire time). */
 	/* 95% of this guest is zero: counting announced pages as transferred
 	 * would inflate the bandwidth about twentyfold over the data rate the
 	 * connection really carried while it was active. */
-	long long bw = json_num(s.outbuf, "bandwidth_bps");
-	long long expected = json_num(s.outbuf, "expected_downtime_ms");
-	long long downtime = json_num(s.outbuf, "downtime_ms");
+	long long bw = json_num(m.s.outbuf, "bandwidth_bps");
+	long long expected = json_num(m.s.outbuf, "expected_downtime_ms");
+	long long downtime = json_num(m.s.outbuf, "downtime_ms");
 	/* The same guest with every page sent as data measures what this link
 	 * really carries; counting the announced pages as sent would make the
 	 * detect run's figure several times larger. */
-	migrate("simvm:mem=256M,fill=5,backing=anon-thp,workload=memtouch:ws=32M,rate=20M",
-	    "skip-unpopulated", &s, &r);
-	long long bw_full = json_num(s.outbuf, "bandwidth_bps");
+	migrate(&m, "simvm:mem=256M,fill=5,backing=anon-thp,workload=memtouch:ws=32M,rate=20M",
+	        "skip-unpopulated");
+	long long bw_full = json_num(m.s.outbuf, "bandwidth_bps");
 	cr_assert_gt(bw_full, 0);
-	cr_assert_leq(bw, 3 * bw_full,
+	cr_assert_leq(
+	    bw, 3 * bw_full,
 	    "bandwidth %lld with zero pages announced, %lld with every page sent: zero pages "
-	    "inflated the estimate", bw, bw_full);
+	    "inflated the estimate",
+	    bw, bw_full);
 	/* A mostly-zero guest must not switch over on an optimistic estimate. */
 	cr_assert_leq(expected, 300);
 	cr_log_info("achieved downtime %lld ms (limit 300 ms)", downtime);
@@ -203,25 +199,25 @@ Test(zero, populated_zero_pages_are_announced, .timeout = 300)
 
 Test(zero, every_mode_verifies, .timeout = 300)
 {
-	struct proc s, r;
+	struct mig m;
 	const char *g = "simvm:mem=128M,fill=50,workload=memtouch:ws=16M,rate=10M";
-	migrate(g, "off", &s, &r);
-	long long off_bytes = json_num(s.outbuf, "bytes_sent");
+	migrate(&m, g, "off");
+	long long off_bytes = json_num(m.s.outbuf, "bytes_sent");
 	cr_assert_geq(off_bytes, 128ll << 20, "off sends every page");
-	cr_assert_eq(json_num(s.outbuf, "pages_skipped"), 0);
-	migrate(g, "skip-unpopulated", &s, &r);
-	cr_assert_gt(json_num(s.outbuf, "pages_skipped"), 10000);
-	cr_assert_lt(json_num(s.outbuf, "bytes_sent"), off_bytes * 3 / 4);
-	migrate(g, "detect", &s, &r);
-	cr_assert_gt(json_num(s.outbuf, "pages_skipped"), 10000);
+	cr_assert_eq(json_num(m.s.outbuf, "pages_skipped"), 0);
+	migrate(&m, g, "skip-unpopulated");
+	cr_assert_gt(json_num(m.s.outbuf, "pages_skipped"), 10000);
+	cr_assert_lt(json_num(m.s.outbuf, "bytes_sent"), off_bytes * 3 / 4);
+	migrate(&m, g, "detect");
+	cr_assert_gt(json_num(m.s.outbuf, "pages_skipped"), 10000);
 }
 
 Test(zero, sparse_guest_moves_like_its_data, .timeout = 300)
 {
-	struct proc s, r;
+	struct mig m;
 	/* 64 GiB of guest, 64 MiB of it ever touched. */
-	migrate("simvm:mem=64G,fill=random:64M,workload=memtouch:ws=16M,rate=10M", "detect", &s,
-	    &r);
-	cr_assert_gt(json_num(s.outbuf, "pages_skipped"), (64ll << 30) / 4096 - (80ll << 20) / 4096);
-	cr_assert_lt(json_num(s.outbuf, "bytes_sent"), 128ll << 20);
+	migrate(&m, "simvm:mem=64G,fill=random:64M,workload=memtouch:ws=16M,rate=10M", "detect");
+	cr_assert_gt(json_num(m.s.outbuf, "pages_skipped"),
+	             (64ll << 30) / 4096 - (80ll << 20) / 4096);
+	cr_assert_lt(json_num(m.s.outbuf, "bytes_sent"), 128ll << 20);
 }
