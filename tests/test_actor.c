@@ -29,6 +29,8 @@ struct ctl {
 	atomic_int ticks;
 	atomic_int fd_calls;
 	atomic_ullong final_count;
+	atomic_int blocked; /* a "block" handler is running */
+	atomic_int release; /* ...and may return */
 };
 
 struct ta_state {
@@ -91,6 +93,14 @@ ta_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return ta_reply(self, m, s->count, s->ordered ? "ordered" : "disordered");
 	if (strcmp(t, "sleep") == 0) {
 		usleep((useconds_t)m->u.ping.value * 1000);
+		return 0;
+	}
+	if (strcmp(t, "block") == 0) {
+		/* Busy until the test releases it: the test acts while a handler
+		 * runs at that event, not after a sleep it hopes is long enough. */
+		atomic_store(&s->ctl->blocked, 1);
+		while (!atomic_load(&s->ctl->release))
+			usleep(1000);
 		return 0;
 	}
 	if (strcmp(t, "ignore") == 0)
@@ -220,6 +230,22 @@ fx_spawn(struct fixture *f)
 	int rc = tern_spawn(f->rt, &ta_desc, &f->ctl, tern_mailbox_id(f->mb), &a, NULL);
 	cr_assert_eq(rc, 0, "spawn: %s", tern_strerror(rc));
 	return a;
+}
+
+/* Liveness bound for waiting on an event of the actor under test. */
+#define WAIT_BOUND_NS 30000000000ull
+
+/* Waits until *counter reaches n, asserting that it does within the
+ * liveness bound. */
+static void
+wait_count(atomic_int *counter, int n, const char *what)
+{
+	uint64_t t0 = tern_now_ns();
+	while (atomic_load(counter) < n) {
+		cr_assert_lt(tern_now_ns() - t0, WAIT_BOUND_NS, "%s: %d of %d", what,
+		             atomic_load(counter), n);
+		usleep(1000);
+	}
 }
 
 static void
@@ -424,12 +450,14 @@ Test(actor, kill_busy_actor)
 	struct tern_actor *a = fx_spawn(&f);
 	uint32_t id = tern_actor_id(a);
 
-	cr_assert_eq(ping(f.rt, 0, id, 200, "sleep"), 0);
+	cr_assert_eq(ping(f.rt, 0, id, 0, "block"), 0);
 	for (uint64_t v = 1; v <= 100; v++)
 		cr_assert_eq(ping(f.rt, 0, id, v, ""), 0);
-	usleep(50 * 1000); /* it is inside the sleep now */
+	wait_count(&f.ctl.blocked, 1, "the handler never ran");
+	/* Killed while its handler runs, 100 messages queued behind it. */
 	tern_actor_kill(a);
 	tern_actor_kill(a); /* idempotent */
+	atomic_store(&f.ctl.release, 1);
 
 	struct tern_exit e;
 	cr_assert_eq(tern_actor_join(a, 5000, &e), 0);
@@ -466,10 +494,13 @@ Test(actor, join_times_out_while_running)
 	struct fixture f;
 	fx_open(&f);
 	struct tern_actor *a = fx_spawn(&f);
-	cr_assert_eq(ping(f.rt, 0, tern_actor_id(a), 300, "sleep"), 0);
+	cr_assert_eq(ping(f.rt, 0, tern_actor_id(a), 0, "block"), 0);
 	tern_actor_stop(a);
+	/* Its handler cannot return before the release: the join must time
+	 * out, however late this thread runs. */
 	cr_assert_eq(tern_actor_join(a, 50, NULL), TERN_ETIMEDOUT);
 	cr_assert_eq(atomic_load(&f.ctl.stops), 0);
+	atomic_store(&f.ctl.release, 1);
 	cr_assert_eq(tern_actor_join(a, -1, NULL), 0);
 	cr_assert_eq(atomic_load(&f.ctl.stops), 1);
 	fx_close(&f);
@@ -559,13 +590,17 @@ Test(actor, tick_runs_periodically)
 	struct fixture f;
 	fx_open(&f);
 	f.ctl.tick_ns = 10 * 1000000ull;
+	uint64_t t0 = tern_now_ns();
 	struct tern_actor *a = fx_spawn(&f);
-	usleep(300 * 1000);
+	/* Ten ticks come (when is the host's business: a liveness bound)... */
+	wait_count(&f.ctl.ticks, 10, "ticks");
 	tern_actor_stop(a);
 	cr_assert_eq(tern_actor_join(a, 5000, NULL), 0);
+	uint64_t periods = (tern_now_ns() - t0) / f.ctl.tick_ns;
 	int ticks = atomic_load(&f.ctl.ticks);
-	/* 30 periods; generous bounds for a loaded 2-core machine. */
-	cr_assert(ticks >= 10 && ticks <= 32, "%d ticks in 300 ms at 10 ms", ticks);
+	/* ...and none early: no more ticks than periods went by. */
+	cr_assert((uint64_t)ticks <= periods + 2, "%d ticks in %llu periods of 10 ms", ticks,
+	          (unsigned long long)periods);
 	fx_close(&f);
 }
 
@@ -577,8 +612,14 @@ Test(actor, tick_keeps_running_under_message_load)
 	struct tern_actor *a = fx_spawn(&f);
 	uint64_t t0 = tern_now_ns();
 	uint64_t v = 1;
-	while (tern_now_ns() - t0 < 200000000ull)
+	/* Messages without a pause (senders block on the full mailbox) until
+	 * five ticks have run between them; ticks starved by messages never
+	 * come, and the liveness bound says so. */
+	while (atomic_load(&f.ctl.ticks) < 5) {
+		cr_assert_lt(tern_now_ns() - t0, WAIT_BOUND_NS, "ticks starved by messages: %d",
+		             atomic_load(&f.ctl.ticks));
 		cr_assert_eq(ping(f.rt, 0, tern_actor_id(a), v++, ""), 0);
+	}
 	tern_actor_stop(a);
 	cr_assert_eq(tern_actor_join(a, 5000, NULL), 0);
 	cr_assert_eq(atomic_load(&f.ctl.final_count), v - 1);

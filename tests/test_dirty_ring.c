@@ -317,6 +317,8 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 	 * most ~6400 steps: fewer than the 16384 pages, no page written
 	 * twice, every step a new entry. */
 	for (int it = 0; it < 400; it++) {
+		uint64_t stalls_before =
+		    __atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED);
 		tern_bitmap_clear_all(&h);
 		pages = 0;
 		cr_assert_eq(g->ops->dirty_harvest(g, &h, &pages), 0, "%s", g->why);
@@ -332,8 +334,19 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 			             "iter %d: a page written once reported twice", it);
 			uni.words[w] |= h.words[w];
 		}
-		if (it % 8 == 0)
-			sleep_us(200); /* let the vCPU fill the ring and stall */
+		if (it % 8 == 0) {
+			/* Let the vCPU fill the ring and stall: wait for a stall
+			 * since before this harvest (a liveness bound), not a
+			 * while.  Counted from before the harvest: a vCPU that
+			 * stalled since sleeps on its full ring until the next. */
+			uint64_t t0 = tern_now_ns();
+			while (__atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED) ==
+			       stalls_before) {
+				cr_assert_lt(tern_now_ns() - t0, 30000000000ull,
+				             "iter %d: the vCPU never found its ring full", it);
+				sleep_us(100);
+			}
+		}
 	}
 	cr_assert_eq(g->ops->pause(g), 0);
 	tern_bitmap_clear_all(&h);
@@ -343,7 +356,8 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 	tern_bitmap_or(&uni, &h);
 	steps = g->stats.workload_steps - steps0;
 	stalls = __atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED);
-	cr_assert_lt(steps + steps0, ws, "the vCPU wrapped around its pages; the test needs more pages");
+	cr_assert_lt(steps + steps0, ws,
+	             "the vCPU wrapped around its pages; the test needs more pages");
 	cr_assert_gt(stalls, 0, "the vCPU never found its ring full");
 	for (uint64_t p = CTL_PAGES; p < CTL_PAGES + ws; p++) {
 		bool stamped = *(const uint64_t *)(g->region.host + p * PG) != 0;
@@ -379,7 +393,8 @@ Test(ring, pause_and_destroy_while_stalled, .timeout = 30)
 	cr_assert_geq(__atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED), 2);
 	t0 = tern_now_ns();
 	cr_assert_eq(g->ops->pause(g), 0);
-	printf("pause with both vCPUs stalled on full rings: %.3f ms\n", (tern_now_ns() - t0) / 1e6);
+	printf("pause with both vCPUs stalled on full rings: %.3f ms\n",
+	       (tern_now_ns() - t0) / 1e6);
 	s1 = g->stats.workload_steps;
 	cr_assert_eq(g->ops->dirty_harvest(g, &bm, &pages), 0);
 	cr_assert_leq(pages, 32);
@@ -409,7 +424,6 @@ take_final(struct tern_mailbox *mb, uint32_t dl, uint64_t *npages, int final)
 	*npages = r.u.dirty_set.pages;
 	return (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
 }
-
 
 static void
 give(struct tern_runtime *rt, struct tern_mailbox *mb, uint32_t dl, struct tern_bitmap *b)
@@ -482,7 +496,8 @@ Test(ring, actor_take_loses_nothing, .timeout = 60)
 		cr_assert_eq(tern_bitmap_init(&u, g->npages), 0);
 		for (int k = it - 1; k <= iters + 1; k++)
 			tern_bitmap_or(&u, &copy[k]);
-		changed += expect_changed_reported(snap[it - 1], snap[it], npg, &u, NULL, "actor", it);
+		changed +=
+		    expect_changed_reported(snap[it - 1], snap[it], npg, &u, NULL, "actor", it);
 		tern_bitmap_fini(&u);
 	}
 	stalls = __atomic_load_n(&g->stats.ring_full_stalls, __ATOMIC_RELAXED);
