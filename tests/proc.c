@@ -13,13 +13,6 @@
 #define PROC_LISTEN_BOUND_MS 60000
 
 char *
-proc_cli(void)
-{
-	char *env = getenv("TERN_CLI");
-	return env != NULL && env[0] != '\0' ? env : (char *)TERN_CLI_PATH;
-}
-
-char *
 proc_tool(const char *name)
 {
 	static char paths[8][512];
@@ -138,7 +131,7 @@ proc_fault_fired(const struct proc *p, const char *fault)
 void
 mig_receive(struct mig *m, const char *fault, char *const extra[])
 {
-	char *base[] = {proc_cli(), "receive", "--listen",         "127.0.0.1:0", "--ready-fd",
+	char *base[] = {tern_cli(), "receive", "--listen",         "127.0.0.1:0", "--ready-fd",
 	                "3",        "--json",  "--accept-timeout", "60s",         NULL};
 	char *argv[64];
 	args_join(argv, 64, base, extra);
@@ -150,7 +143,7 @@ mig_receive(struct mig *m, const char *fault, char *const extra[])
 void
 mig_send(struct mig *m, const char *fault, char *const extra[])
 {
-	char *base[] = {proc_cli(), "send", "--to", m->to, "--json", NULL};
+	char *base[] = {tern_cli(), "send", "--to", m->to, "--json", NULL};
 	char *argv[64];
 	args_join(argv, 64, base, extra);
 	m->fault[1] = fault;

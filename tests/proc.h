@@ -1,8 +1,9 @@
 /*
- * Test helper (tests/proc.c): run real `tern` processes, capture their output,
- * bound their lifetime; start a migration between a receiver and a sender
- * over loopback, with faults at named events.  Compiled once and linked into
- * every test executable (tests/CMakeLists.txt).
+ * Test helper: run real `tern` processes, capture their output, bound their
+ * lifetime (the primitives, static inline below); start a migration between
+ * a receiver and a sender over loopback, with faults at named events
+ * (tests/proc.c, compiled once and linked into every test executable by
+ * tests/CMakeLists.txt).
  *
  * Every bound here is a liveness bound: it catches a hang, it never judges
  * speed.  The assertions are criterion's, so a helper that fails ends the
@@ -25,13 +26,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "messages/msg.h"
+
 #define PROC_OUT_MAX (64 * 1024)
 
 /* Liveness bounds of a migration's two processes (mig_wait), generous enough
  * for a sanitizer CLI on a loaded 2-core machine.  A test that waits on them
  * runs with a criterion .timeout of at least 300 s, so that a hang is
- * reported by the bound (and the children killed) rather than by
- * criterion's timeout, which would leave them running. */
+ * reported by the bound, naming the end that hung, rather than by
+ * criterion's timeout. */
 #define MIG_SEND_BOUND_MS 180000
 #define MIG_RECV_BOUND_MS 60000
 
@@ -39,8 +42,10 @@
  * static inline, unlike the rest of this helper: tools/tern-bench.c includes
  * them without linking tests/proc.c (or criterion). */
 
-/* tern_cli returns the tern binary under test: $TERN_CLI, else the one
- * built with this tree (tests/test_control.c's name for proc_cli). */
+/* tern_cli returns the tern binary under test: $TERN_CLI (e.g. a TSan build
+ * of the CLI, so that whole migrations run under the sanitizer while
+ * criterion itself runs plain), else TERN_CLI_PATH, the one built with this
+ * tree. */
 static inline char *
 tern_cli(void)
 {
@@ -59,14 +64,13 @@ struct proc {
 	int killed; /* ...and proc_wait had to kill it */
 };
 
-/* proc_now_ms returns CLOCK_MONOTONIC in milliseconds (for logging how long
- * something took, never for asserting it). */
+/* proc_now_ms is the runtime's clock (tern_now_ns) in milliseconds: for
+ * deadlines and for logging how long something took, never for asserting
+ * that it was quick. */
 static inline uint64_t
 proc_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return tern_now_ns() / 1000000;
 }
 
 /* proc_spawn starts argv[] (NULL-terminated, argv[0] = program path) with
@@ -203,11 +207,6 @@ json_num(const char *s, const char *name)
 }
 
 /* ---- for tests (tests/proc.c, with criterion) ---- */
-
-/* proc_cli returns the tern binary under test: $TERN_CLI (e.g. a TSan build
- * of the CLI, so that whole migrations run under the sanitizer while
- * criterion itself runs plain), else the one built with this tree. */
-char *proc_cli(void);
 
 /* proc_tool returns the path of a tool built next to this tree's tern
  * (tern-relay, tern-trace); the string stays valid for the next 7 calls. */

@@ -8,7 +8,7 @@
 
 #include "tests/proc.h"
 
-#define TERN proc_cli()
+#define TERN tern_cli()
 #define SRC_GUEST                                                                                  \
 	"simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=64M,rate=50M,pattern=random"
 

@@ -9,7 +9,7 @@
 
 #include "tests/proc.h"
 
-#define TERN proc_cli()
+#define TERN tern_cli()
 
 /* Migrates with the sender's extra arguments to a receiver that runs the
  * guest 1 s after the handoff, asserting that both completed. */

