@@ -387,22 +387,26 @@ Test(supervision, kill_releases_socket_write, .init = sv_setup, .fini = sv_teard
 	kill_while_on_socket("write");
 }
 
-Test(supervision, kill_releases_queue_take, .init = sv_setup, .fini = sv_teardown)
+/* kill_while the actor blocks on a queue (what: "take" or "put"); the
+ * blocked call returns TERN_EKILLED. */
+static void
+kill_while_on_queue(const char *what)
 {
 	struct sv_ctl c;
 	ctl_init(&c);
 	cr_assert_eq(tern_queue_open(rt, "q", &c.queue), 0);
-	kill_while("take", &c);
+	kill_while(what, &c);
 	cr_assert_eq(atomic_load(&c.result), TERN_EKILLED);
+}
+
+Test(supervision, kill_releases_queue_take, .init = sv_setup, .fini = sv_teardown)
+{
+	kill_while_on_queue("take");
 }
 
 Test(supervision, kill_releases_queue_put, .init = sv_setup, .fini = sv_teardown)
 {
-	struct sv_ctl c;
-	ctl_init(&c);
-	cr_assert_eq(tern_queue_open(rt, "q", &c.queue), 0);
-	kill_while("put", &c);
-	cr_assert_eq(atomic_load(&c.result), TERN_EKILLED);
+	kill_while_on_queue("put");
 }
 
 Test(supervision, kill_releases_request, .init = sv_setup, .fini = sv_teardown)

@@ -217,6 +217,16 @@ wait_paused(struct fx *f)
 	}
 }
 
+/* fx_paused starts the fixture (slice_ms slices), sets pct and waits until
+ * the throttle has paused the guest. */
+static void
+fx_paused(struct fx *f, uint32_t slice_ms, uint32_t pct)
+{
+	fx_start(f, slice_ms);
+	set_pct(f, pct);
+	wait_paused(f);
+}
+
 /* wait_events waits until the timeline holds n events of kind called after
  * t_ns, asserting that it does within the liveness bound. */
 static void
@@ -430,9 +440,7 @@ Test(throttle, pause_stops_guest)
 
 	/* 10 s slices, paused 8 s of each: the 200 ms looked at lie inside
 	 * the pause however late this thread runs. */
-	fx_start(&f, 10000);
-	set_pct(&f, 80);
-	wait_paused(&f);
+	fx_paused(&f, 10000, 80);
 	cr_assert(!guest_ran_during(f.g, 200), "the guest ran while throttle-paused");
 	size_t n = snapshot(&f, ev);
 	cr_assert(check_timeline(ev, n));
@@ -502,9 +510,7 @@ end_while_paused(bool kill)
 
 	/* 10 s slices at 99%: the slice's own resume would come 9.9 s after
 	 * its pause, far from the stop's. */
-	fx_start(&f, 10000);
-	set_pct(&f, 99);
-	wait_paused(&f);
+	fx_paused(&f, 10000, 99);
 	sleep_ms(50);
 	uint64_t t_end = tern_now_ns();
 	if (kill)
@@ -582,9 +588,7 @@ Test(throttle, hold_blocks_throttle)
 	static struct tern_throttle_event ev[EV_MAX];
 	struct fx f;
 
-	fx_start(&f, 100);
-	set_pct(&f, 60);
-	wait_paused(&f);
+	fx_paused(&f, 100, 60);
 	cr_assert_eq(tern_throttle_guard_hold(&f.guard), 0);
 	uint64_t t_hold = tern_now_ns();
 	cr_assert(!tern_throttle_guard_paused(&f.guard), "the hold ends the throttle's pause");
