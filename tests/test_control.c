@@ -340,6 +340,39 @@ migrate_once(struct qmp *src, struct qmp *dst)
 		cr_assert(proc_now_ms() < deadline, "the arrived guest does not run");
 }
 
+/* Two vms: a runs guest, b waits (--incoming defer) for one of its layout;
+ * both negotiated. */
+struct pair {
+	struct vmproc a, b;
+	struct qmp qa, qb;
+};
+
+static void
+pair_start(struct pair *p, const char *name, const char *guest)
+{
+	char na[32], nb[32];
+	snprintf(na, sizeof(na), "%sa", name);
+	snprintf(nb, sizeof(nb), "%sb", name);
+	vm_start(&p->a, na, guest, 0);
+	vm_start(&p->b, nb, guest, 1);
+	qmp_open(&p->qa, &p->a, 1);
+	qmp_open(&p->qb, &p->b, 1);
+}
+
+/* quit through the sockets; both must exit 0 (a vm already gone: NULL q). */
+static void
+pair_end(struct pair *p, int a_alive)
+{
+	if (a_alive)
+		json_decref(qmp_ok(&p->qa, "quit", NULL));
+	json_decref(qmp_ok(&p->qb, "quit", NULL));
+	if (a_alive)
+		cr_assert_eq(vm_end(&p->a), 0);
+	cr_assert_eq(vm_end(&p->b), 0);
+	qmp_close(&p->qa);
+	qmp_close(&p->qb);
+}
+
 Test(control, protocol)
 {
 	struct vmproc a;
@@ -430,23 +463,14 @@ Test(control, protocol)
 
 Test(control, ping_pong)
 {
-	struct vmproc a, b;
-	struct qmp qa, qb;
-	vm_start(&a, "ppa", GUEST_SMALL, 0);
-	vm_start(&b, "ppb", GUEST_SMALL, 1);
-	qmp_open(&qa, &a, 1);
-	qmp_open(&qb, &b, 1);
-	cr_assert_str_eq(run_status(&qb), "inmigrate");
+	struct pair p;
+	pair_start(&p, "pp", GUEST_SMALL);
+	cr_assert_str_eq(run_status(&p.qb), "inmigrate");
 	for (int round = 0; round < 2; round++) {
-		migrate_once(&qa, &qb); /* A -> B */
-		migrate_once(&qb, &qa); /* and back */
+		migrate_once(&p.qa, &p.qb); /* A -> B */
+		migrate_once(&p.qb, &p.qa); /* and back */
 	}
-	json_decref(qmp_ok(&qa, "quit", NULL));
-	json_decref(qmp_ok(&qb, "quit", NULL));
-	cr_assert_eq(vm_end(&a), 0);
-	cr_assert_eq(vm_end(&b), 0);
-	qmp_close(&qa);
-	qmp_close(&qb);
+	pair_end(&p, 1);
 }
 
 /* A capped migration, still running when the test acts on it. */
@@ -475,32 +499,24 @@ start_capped(struct qmp *qa, struct qmp *qb, long long cap)
 
 Test(control, cancel_leaves_source_running)
 {
-	struct vmproc a, b;
-	struct qmp qa, qb;
-	vm_start(&a, "ca", GUEST_BIG, 0);
-	vm_start(&b, "cb", GUEST_BIG, 1);
-	qmp_open(&qa, &a, 1);
-	qmp_open(&qb, &b, 1);
-	start_capped(&qa, &qb, 4ll << 20); /* 256 MiB at 4 MiB/s: about a minute */
-	json_decref(qmp_ok(&qa, "migrate_cancel", NULL));
-	cr_assert_str_eq(wait_status(&qa, "completed failed cancelled"), "cancelled");
-	qmp_wait_event(&qa, "MIGRATION", "status", "cancelled");
-	cr_assert_str_eq(run_status(&qa), "running");
-	long long p0 = workload(&qa);
+	struct pair p;
+	pair_start(&p, "c", GUEST_BIG);
+	start_capped(&p.qa, &p.qb, 4ll << 20); /* 256 MiB at 4 MiB/s: about a minute */
+	json_decref(qmp_ok(&p.qa, "migrate_cancel", NULL));
+	cr_assert_str_eq(wait_status(&p.qa, "completed failed cancelled"), "cancelled");
+	qmp_wait_event(&p.qa, "MIGRATION", "status", "cancelled");
+	cr_assert_str_eq(run_status(&p.qa), "running");
+	long long p0 = workload(&p.qa);
 	uint64_t deadline = proc_now_ms() + LIVENESS_MS;
-	while (workload(&qa) <= p0)
+	while (workload(&p.qa) <= p0)
 		cr_assert(proc_now_ms() < deadline, "the source guest does not run after cancel");
 	/* The destination was told and is empty again, ready for another. */
-	wait_status(&qb, "failed cancelled");
-	cr_assert_str_eq(run_status(&qb), "inmigrate");
-	json_decref(qmp_ok(&qa, "migrate-set-parameters", json_pack("{s:i}", "max-bandwidth", 0)));
-	migrate_once(&qa, &qb);
-	json_decref(qmp_ok(&qa, "quit", NULL));
-	json_decref(qmp_ok(&qb, "quit", NULL));
-	cr_assert_eq(vm_end(&a), 0);
-	cr_assert_eq(vm_end(&b), 0);
-	qmp_close(&qa);
-	qmp_close(&qb);
+	wait_status(&p.qb, "failed cancelled");
+	cr_assert_str_eq(run_status(&p.qb), "inmigrate");
+	json_decref(
+	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "max-bandwidth", 0)));
+	migrate_once(&p.qa, &p.qb);
+	pair_end(&p, 1);
 }
 
 /* transferred bytes and the time they were read at */
@@ -515,68 +531,87 @@ sample(struct qmp *q, long long *bytes, uint64_t *ms)
 
 Test(control, max_bandwidth_changes_a_running_migration)
 {
-	struct vmproc a, b;
-	struct qmp qa, qb;
+	struct pair p;
 	/* At 1 MiB/s the 256 MiB guest would take over 4 minutes, twice
 	 * LIVENESS_MS: completing within that bound once the cap is lifted
 	 * shows the lift took effect, however slow the host. */
 	const long long cap = 1ll << 20;
-	vm_start(&a, "bwa", GUEST_BIG, 0);
-	vm_start(&b, "bwb", GUEST_BIG, 1);
-	qmp_open(&qa, &a, 1);
-	qmp_open(&qb, &b, 1);
-	start_capped(&qa, &qb, cap);
+	pair_start(&p, "bw", GUEST_BIG);
+	start_capped(&p.qa, &p.qb, cap);
 	/* Under the cap: over a few seconds, no more than the cap allows (plus
 	 * one chunk in flight and a progress sample's lag). */
 	long long x0, x1;
 	uint64_t t0, t1;
-	sample(&qa, &x0, &t0);
+	sample(&p.qa, &x0, &t0);
 	usleep(3000 * 1000);
-	sample(&qa, &x1, &t1);
-	cr_assert_str_eq(migrate_status(&qa), "active");
+	sample(&p.qa, &x1, &t1);
+	cr_assert_str_eq(migrate_status(&p.qa), "active");
 	double capped = (double)(x1 - x0) * 1000.0 / (double)(t1 - t0);
 	cr_assert(capped <= 2.0 * (double)cap, "capped at %lld B/s, moved %.0f B/s", cap, capped);
 	cr_assert(x1 < (256ll << 20) / 2, "the cap did not hold the migration back");
 	/* Lifted while running: the rest goes at the wire's pace, so the
 	 * migration completes within the liveness bound (which it could not
 	 * at the cap) and, having done so, moved faster than twice the cap. */
-	json_decref(qmp_ok(&qa, "migrate-set-parameters", json_pack("{s:i}", "max-bandwidth", 0)));
-	cr_assert_str_eq(wait_status(&qa, "completed failed cancelled"), "completed");
+	json_decref(
+	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "max-bandwidth", 0)));
+	cr_assert_str_eq(wait_status(&p.qa, "completed failed cancelled"), "completed");
 	uint64_t t2 = proc_now_ms();
-	json_t *r = qmp_ok(&qa, "query-migrate", NULL);
+	json_t *r = qmp_ok(&p.qa, "query-migrate", NULL);
 	long long total =
 	    json_integer_value(json_object_get(json_object_get(r, "ram"), "transferred"));
 	json_decref(r);
 	double lifted = (double)(total - x1) * 1000.0 / (double)(t2 - t1 + 1);
 	cr_assert(lifted > 2.0 * (double)cap, "lifting the cap did not speed it up: %.0f B/s",
 	          lifted);
-	json_decref(qmp_ok(&qa, "quit", NULL));
-	json_decref(qmp_ok(&qb, "quit", NULL));
-	cr_assert_eq(vm_end(&a), 0);
-	cr_assert_eq(vm_end(&b), 0);
-	qmp_close(&qa);
-	qmp_close(&qb);
+	pair_end(&p, 1);
 }
 
 Test(control, sigterm_cancels_the_migration_first)
 {
-	struct vmproc a, b;
-	struct qmp qa, qb;
-	vm_start(&a, "ta", GUEST_BIG, 0);
-	vm_start(&b, "tb", GUEST_BIG, 1);
-	qmp_open(&qa, &a, 1);
-	qmp_open(&qb, &b, 1);
-	start_capped(&qa, &qb, 4ll << 20);
-	kill(a.p.pid, SIGTERM);
-	cr_assert_eq(vm_end(&a), 0);
-	cr_assert(strstr(a.p.errbuf, "migration cancelled, guest running here") != NULL, "%s",
-	          a.p.errbuf);
-	qmp_wait_event(&qa, "MIGRATION", "status", "cancelled");
+	struct pair p;
+	pair_start(&p, "t", GUEST_BIG);
+	start_capped(&p.qa, &p.qb, 4ll << 20);
+	kill(p.a.p.pid, SIGTERM);
+	cr_assert_eq(vm_end(&p.a), 0);
+	cr_assert(strstr(p.a.p.errbuf, "migration cancelled, guest running here") != NULL, "%s",
+	          p.a.p.errbuf);
+	qmp_wait_event(&p.qa, "MIGRATION", "status", "cancelled");
 	/* The destination learnt of it and waits for another. */
-	wait_status(&qb, "failed cancelled");
-	cr_assert_str_eq(run_status(&qb), "inmigrate");
-	json_decref(qmp_ok(&qb, "quit", NULL));
-	cr_assert_eq(vm_end(&b), 0);
-	qmp_close(&qa);
-	qmp_close(&qb);
+	wait_status(&p.qb, "failed cancelled");
+	cr_assert_str_eq(run_status(&p.qb), "inmigrate");
+	pair_end(&p, 0);
+}
+
+/* A guest dirtying its working set faster than the capped link: the
+ * remaining bytes stop shrinking, the manager hears MIGRATION_STALL with a
+ * reason and sees it in query-migrate, and cancels. */
+Test(control, stall_is_reported)
+{
+	struct pair p;
+	pair_start(&p, "st",
+	           "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M");
+	json_decref(qmp_ok(&p.qa, "migrate-set-parameters",
+	                   json_pack("{s:i,s:i}", "tern-stall-window", 300, "downtime-limit", 5)));
+	start_capped(&p.qa, &p.qb, 8ll << 20);
+	qmp_wait_event(&p.qa, "MIGRATION_STALL", NULL, NULL);
+	json_t *ev = NULL;
+	size_t i;
+	json_array_foreach(p.qa.events, i, ev)
+	{
+		if (strcmp(json_string_value(json_object_get(ev, "event")), "MIGRATION_STALL") == 0)
+			break;
+	}
+	const char *reason =
+	    json_string_value(json_object_get(json_object_get(ev, "data"), "reason"));
+	cr_assert(reason != NULL && reason[0] != '\0', "a stall without a reason");
+	json_decref(qmp_ok(&p.qa, "migrate_cancel", NULL));
+	cr_assert_str_eq(wait_status(&p.qa, "completed failed cancelled"), "cancelled");
+	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
+	json_t *t = json_object_get(info, "tern");
+	cr_assert(json_is_true(json_object_get(t, "stalled")));
+	cr_assert(strlen(json_string_value(json_object_get(t, "stall-reason"))) > 0);
+	json_decref(info);
+	cr_assert_str_eq(run_status(&p.qa), "running");
+	wait_status(&p.qb, "failed cancelled");
+	pair_end(&p, 1);
 }
