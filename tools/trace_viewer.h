@@ -133,8 +133,38 @@ int tv_perfetto(const struct tv_model *m, FILE *out);
 int tv_html(const struct tv_model *m, FILE *out);
 int tv_dump(const struct tv_model *m, FILE *out);
 
-/* JSON helpers shared by the two JSON writers. */
-void tv_json_str(FILE *out, const char *s);
-void tv_json_num(FILE *out, double v);
+/* What the two JSON writers share (tools/trace_json.c).  The json_t
+ * arguments are jansson's; NULL stands for a value that could not be built. */
+struct json_t;
+
+/* tv_json_put writes v compactly (with '<', '>' and '&' escaped, so the
+ * output may sit inside an HTML <script>) and releases it: 0, -ENOMEM when
+ * v is NULL, -EIO when the write failed. */
+int tv_json_put(FILE *out, struct json_t *v);
+
+/* tv_json_first keeps the first error of a sequence of writes. */
+int tv_json_first(int rc, int next);
+
+/* tv_json_num: a measured value (integers stay integers, others keep 6
+ * significant digits, NaN and infinities become 0). */
+struct json_t *tv_json_num(double v);
+
+/* tv_json_int: a record's unsigned counter, capped at INT64_MAX. */
+struct json_t *tv_json_int(uint64_t v);
+
+/* tv_json_text: a string from a trace file, non-UTF-8 bytes as '?'. */
+struct json_t *tv_json_text(const char *s);
+
+/* A chunk in flight: taken from the queue by a connection's actor until its
+ * CHUNK_DONE (acked), or until the actor's last record. */
+struct tv_flight {
+	uint32_t actor;
+	int64_t start, end;
+	int acked;
+};
+
+/* tv_flights lists every chunk in flight, connection by connection (n of
+ * them); NULL when out of memory.  The caller frees it. */
+struct tv_flight *tv_flights(const struct tv_model *m, size_t *n);
 
 #endif /* TERN_TOOLS_TRACE_VIEWER_H */

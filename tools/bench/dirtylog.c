@@ -1,0 +1,306 @@
+/*
+ * `dirtylog`: the dirty log in process (libtern, no migration).  Per guest
+ * size: DIRTY_TAKE request-to-reply latency through the DirtyLogActor
+ * against synchronous harvests at the same interval and at the actor's
+ * period; then bitmap (sparse, populated) against ring harvests of a fixed
+ * dirty set.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/actor.h"
+#include "actors/dirty_log.h"
+#include "kvm/guest.h"
+#include "tern/tern.h"
+#include "tools/bench/bench.h"
+
+static void
+bench_sleep_ms(double ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1e3), .tv_nsec = (long)(fmod(ms, 1e3) * 1e6)};
+	nanosleep(&ts, NULL);
+}
+
+static int
+bench_guest(const char *spec, struct tern_guest **g, char *why, size_t len)
+{
+	struct tern_guest_config cfg;
+	int rc = tern_guest_spec_parse(spec, &cfg, why, len);
+	return rc != 0 ? rc : tern_guest_create(g, &cfg, TERN_GUEST_SOURCE, why, len);
+}
+
+struct dl_size {
+	char why[256];
+	double *take, *take_harvest, *sync, *period; /* seconds */
+	double take_pages, sync_pages, period_pages; /* medians */
+	int ntake, nsync, nperiod;
+};
+
+/* TAKE latency through the DirtyLogActor, then a synchronous harvest of the
+ * same guest at the same interval, then at the actor's period. */
+static int
+bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
+{
+	struct tern_guest *g = NULL;
+	struct tern_dirty_log_args a = {.period_ms = (uint32_t)x->period_ms};
+	struct tern_runtime *rt = NULL;
+	struct tern_mailbox *mb = NULL;
+	struct tern_actor *act = NULL;
+	struct tern_bitmap bm = {0}, *held[2] = {NULL, NULL};
+	double pg[1024];
+	int rc, n = x->takes;
+
+	d->take = calloc((size_t)n, sizeof(double));
+	d->take_harvest = calloc((size_t)n, sizeof(double));
+	d->sync = calloc((size_t)n, sizeof(double));
+	d->period = calloc((size_t)n, sizeof(double));
+	if (d->take == NULL || d->take_harvest == NULL || d->sync == NULL || d->period == NULL)
+		return -ENOMEM;
+	if ((rc = bench_guest(spec, &g, d->why, sizeof(d->why))) != 0)
+		return rc;
+	a.guest = g;
+	for (int k = 0; k < TERN_DIRTY_MAPS; k++)
+		if ((rc = tern_bitmap_init(&a.maps[k], g->npages)) != 0)
+			goto out;
+	if ((rc = tern_bitmap_init(&bm, g->npages)) != 0)
+		goto out;
+	/* The working set populated first (it sits at the start of memory,
+	 * after the vCPUs' control pages): first touches of fresh pages cost
+	 * ~10 us each here and are the guest's cost, not the dirty log's. */
+	uint64_t ws = g->cfg.ws_size + (4u << 20);
+	if ((rc = tern_guest_populate(g, 0, ws < g->region.size ? ws : g->region.size)) != 0) {
+		snprintf(d->why, sizeof(d->why), "populate: %s", tern_strerror(rc));
+		goto out;
+	}
+	bench_sleep_ms(500);
+	if ((rc = tern_runtime_create(&rt, NULL)) != 0 ||
+	    (rc = tern_mailbox_open(rt, "bench", &mb)) != 0)
+		goto out;
+	struct tern_exit why;
+	if ((rc = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act, &why)) !=
+	    0) {
+		snprintf(d->why, sizeof(d->why), "spawn dirty-log: %.200s", why.why);
+		act = NULL;
+		goto out;
+	}
+	uint32_t id = tern_actor_id(act);
+	for (int i = 0; i < n; i++) {
+		struct tern_msg m, r;
+		/* Realistic intervals: not in step with the actor's period. */
+		bench_sleep_ms(x->interval_ms * (0.5 + (double)(i % 7) / 6));
+		if (held[1] != NULL) {
+			tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
+			m.u.dirty_give.set = (uint64_t)(uintptr_t)held[1];
+			if ((rc = tern_send(rt, tern_mailbox_id(mb), id, &m)) != 0)
+				goto out;
+		}
+		held[1] = held[0];
+		tern_msg_init(&m, TERN_MSG_DIRTY_TAKE);
+		double t0 = bench_now();
+		rc = tern_mailbox_request(mb, id, &m, &r, 5000);
+		d->take[i] = bench_now() - t0;
+		if (rc == 0 && r.type != TERN_MSG_DIRTY_SET)
+			rc = -EPROTO;
+		if (rc != 0) {
+			snprintf(d->why, sizeof(d->why), "DIRTY_TAKE: %s", tern_strerror(rc));
+			goto out;
+		}
+		held[0] = (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
+		d->take_harvest[i] = (double)r.u.dirty_set.harvest_ns / 1e9;
+		pg[i % 1024] = (double)r.u.dirty_set.pages;
+		d->ntake++;
+	}
+	d->take_pages = bench_median(pg, d->ntake < 64 ? d->ntake : 64);
+	{
+		struct tern_msg m;
+		tern_msg_init(&m, TERN_MSG_DIRTY_STOP);
+		tern_send(rt, tern_mailbox_id(mb), id, &m);
+		struct tern_exit ex;
+		if (tern_actor_join(act, 5000, &ex) == 0)
+			act = NULL;
+	}
+	/* The synchronous alternative: the caller harvests the whole log itself. */
+	if ((rc = g->ops->dirty_start(g)) != 0) {
+		snprintf(d->why, sizeof(d->why), "dirty_start: %s", g->why);
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && rc == 0; pass++) {
+		double *s = pass == 0 ? d->sync : d->period;
+		int *ns = pass == 0 ? &d->nsync : &d->nperiod;
+		for (int i = 0; i < n; i++) {
+			uint64_t pages = 0;
+			bench_sleep_ms(pass == 0 ? x->interval_ms * (0.5 + (double)(i % 7) / 6)
+			                         : (double)x->period_ms);
+			double t0 = bench_now();
+			rc = g->ops->dirty_harvest(g, &bm, &pages);
+			s[i] = bench_now() - t0;
+			if (rc != 0) {
+				snprintf(d->why, sizeof(d->why), "dirty_harvest: %s", g->why);
+				break;
+			}
+			tern_bitmap_clear_all(&bm);
+			pg[i % 64] = (double)pages;
+			(*ns)++;
+		}
+		*(pass == 0 ? &d->sync_pages : &d->period_pages) =
+		    bench_median(pg, *ns < 64 ? *ns : 64);
+	}
+	g->ops->dirty_stop(g);
+out:
+	if (act != NULL) {
+		tern_actor_kill(act);
+		tern_actor_join(act, 5000, NULL);
+	}
+	if (mb != NULL)
+		tern_mailbox_close(mb);
+	if (rt != NULL)
+		tern_runtime_destroy(rt);
+	for (int k = 0; k < TERN_DIRTY_MAPS; k++)
+		tern_bitmap_fini(&a.maps[k]);
+	tern_bitmap_fini(&bm);
+	tern_guest_destroy(g);
+	return rc;
+}
+
+/* Median harvest time of a fixed dirty set: one vCPU rewrites the same 1000
+ * pages between harvests (memtouch ws=1000 pages, seq), guest paused while
+ * harvesting; populate: every page of the guest mapped first (the dense case
+ * for the bitmap mode, whose cost follows populated memory). */
+static double
+bench_dl_fixed(const char *mem, const char *mode, int populate, double *pages_out, char *why,
+               size_t len)
+{
+	char spec[160];
+	struct tern_guest *g = NULL;
+	struct tern_bitmap bm = {0};
+	double t[5], res = NAN;
+	int rc;
+
+	snprintf(spec, sizeof(spec),
+	         "simvm:mem=%.31s,vcpus=1,fill=zero,workload=memtouch:ws=4000K,rate=0,pattern=seq",
+	         mem);
+	if (bench_guest(spec, &g, why, len) != 0)
+		return NAN;
+	if ((rc = g->ops->pause(g)) != 0 ||
+	    (populate && (rc = tern_guest_populate(g, 0, g->region.size)) != 0) ||
+	    (rc = tern_guest_set_dirty_mode(g, mode, 0, why, len)) != 0 ||
+	    (rc = tern_bitmap_init(&bm, g->npages)) != 0 || (rc = g->ops->dirty_start(g)) != 0) {
+		if (!why[0])
+			snprintf(why, len, "%s: %s", tern_strerror(rc), g->why);
+		goto out;
+	}
+	for (int r = 0; r < 5; r++) {
+		uint64_t target = g->stats.workload_steps + 1000, pages = 0;
+		while (g->stats.workload_steps < target) {
+			if ((rc = g->ops->resume(g)) != 0)
+				goto out;
+			bench_sleep_ms(2);
+			if ((rc = g->ops->pause(g)) != 0)
+				goto out;
+		}
+		double t0 = bench_now();
+		if ((rc = g->ops->dirty_harvest(g, &bm, &pages)) != 0) {
+			snprintf(why, len, "harvest: %s", g->why);
+			goto out;
+		}
+		t[r] = bench_now() - t0;
+		tern_bitmap_clear_all(&bm);
+		*pages_out = (double)pages;
+	}
+	res = bench_median(t, 5) * 1e3;
+	g->ops->dirty_stop(g);
+out:
+	tern_bitmap_fini(&bm);
+	tern_guest_destroy(g);
+	return res;
+}
+
+static void
+bench_dl_size_json(json_t *cp, const char *spec, struct dl_size *d)
+{
+	json_t *o = bench_push_obj(cp);
+	bench_set_str(o, "guest", spec);
+	if (d->why[0])
+		bench_set_str(o, "error", d->why);
+	bench_lat(o, "take", d->take, d->ntake);
+	bench_lat(o, "take_inner_harvest", d->take_harvest, d->ntake);
+	bench_set_num(o, "take_pages_median", d->take_pages, 0);
+	bench_lat(o, "sync_harvest_same_interval", d->sync, d->nsync);
+	bench_set_num(o, "sync_pages_median", d->sync_pages, 0);
+	bench_lat(o, "harvest_per_period", d->period, d->nperiod);
+	bench_set_num(o, "period_pages_median", d->period_pages, 0);
+}
+
+/* The fixed dirty set of one guest size, each way of harvesting it. */
+static int
+bench_dl_fixed_json(json_t *sizes, const char *mem)
+{
+	static const char *const names[3] = {"bitmap_sparse_ms", "bitmap_populated_ms", "ring_ms"};
+	int rc = 0;
+	json_t *o = bench_push_obj(sizes);
+	bench_set_str(o, "mem", mem);
+	for (int j = 0; j < 3; j++) {
+		char why[256] = "";
+		double pages = NAN;
+		fprintf(stderr, "dirtylog: fixed dirty set, %s, %s\n", mem, names[j]);
+		double ms = bench_dl_fixed(mem, j == 2 ? "ring" : "bitmap", j == 1, &pages, why,
+		                           sizeof(why));
+		bench_set_num(o, names[j], ms, 3);
+		if (j == 2)
+			bench_set_num(o, "pages", pages, 0);
+		if (why[0]) {
+			char k2[48];
+			snprintf(k2, sizeof(k2), "%s_error", names[j]);
+			bench_set_str(o, k2, why);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+int
+bench_dirtylog(const struct bench_cfg *x, json_t *report)
+{
+	struct dl_size d[8];
+	char mem[8][32], spec[8][192];
+	int rc = 0;
+
+	memset(d, 0, sizeof(d));
+	for (int k = 0; k < x->nsizes; k++) {
+		bench_size_str(x->sizes[k], mem[k], sizeof(mem[k]));
+		snprintf(spec[k], sizeof(spec[k]),
+		         "simvm:mem=%s,vcpus=2,fill=zero,workload=memtouch:ws=256M,rate=200M,"
+		         "pattern=random",
+		         mem[k]);
+		fprintf(stderr, "dirtylog: %s, %d TAKEs then %d x 2 harvests\n", spec[k], x->takes,
+		        x->takes);
+		if (bench_dl_size(x, spec[k], &d[k]) != 0) {
+			fprintf(stderr, "dirtylog: FAILED: %s\n", d[k].why);
+			rc = -1;
+		}
+	}
+	bench_set_int(report, "period_ms", x->period_ms);
+	bench_set_int(report, "take_interval_ms", x->interval_ms);
+	json_t *cp = bench_set_arr(report, "critical_path");
+	for (int k = 0; k < x->nsizes; k++) {
+		bench_dl_size_json(cp, spec[k], &d[k]);
+		free(d[k].take);
+		free(d[k].take_harvest);
+		free(d[k].sync);
+		free(d[k].period);
+	}
+	bench_set_num(report, "target_take_p99_ms", 1, 0);
+
+	json_t *fixed = bench_set_obj(report, "fixed_dirty_set");
+	bench_set_str(fixed, "workload",
+	              "1 vCPU rewrites the same 1000 pages between harvests, paused");
+	json_t *sizes = bench_set_arr(fixed, "sizes");
+	for (int k = 0; k < x->nsizes; k++)
+		if (bench_dl_fixed_json(sizes, mem[k]) != 0)
+			rc = -1;
+	return rc;
+}
