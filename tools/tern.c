@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/pull.h>
 
@@ -91,10 +92,17 @@ leaks_report(char *json)
 					"start\n", lt, lf);
 		return;
 	}
-	size_t n = strlen(json);
-	if (n > 0 && json[n - 1] == '}')
-		json[--n] = '\0';
-	printf("%s,\"leaked_threads\":%ld,\"leaked_fds\":%ld}\n", json, lt, lf);
+	json_t *o = json_loads(json, 0, NULL);
+	if (o == NULL) {
+		printf("%s\n", json); /* cannot happen: tern_stats_json's own output */
+		return;
+	}
+	json_object_set_new(o, "leaked_threads", json_integer(lt));
+	json_object_set_new(o, "leaked_fds", json_integer(lf));
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	printf("%s\n", text != NULL ? text : "{}");
+	free(text);
+	json_decref(o);
 }
 
 static void
