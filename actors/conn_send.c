@@ -152,17 +152,18 @@ cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t cou
 static int
 cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 {
-	const struct tern_bitmap *set = (const struct tern_bitmap *)(uintptr_t)c->set;
-	const struct tern_bitmap *zmap = (const struct tern_bitmap *)(uintptr_t)c->zmap;
+	const struct tern_bitmap *set = tern_set_get(s->a->sets, c->set);
+	const struct tern_bitmap *zmap =
+	    c->flags & (TERN_CHUNK_ZSCANNED | TERN_CHUNK_ZHOLES) ? s->a->sets->zmap : NULL;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT;
 	uint64_t end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count;
 	int rc;
 	*f = (struct cs_frame){ 0 };
-	if (!tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
+	if (set == NULL || !tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
 	    (zmap != NULL && end > zmap->nbits))
 		return TERN_ERANGE;
-	int split = zmap != NULL && (c->flags & (TERN_CHUNK_ZSCANNED | TERN_CHUNK_ZHOLES));
+	int split = zmap != NULL;
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
 		if (first >= end)
 			break;

@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 
 #include "actors/actor.h"
+#include "actors/set_table.h"
 #include "kvm/guest.h"
 
 #define TERN_CONN_WINDOW_MAX 64
@@ -35,6 +36,7 @@ struct tern_rate_limit {
 struct tern_conn_send_args {
 	struct tern_guest *guest;
 	struct tern_queue *queue;
+	const struct tern_set_table *sets; /* resolves CHUNK.set and the zero map */
 	const char *to;
 	int given_fd; /* a connected socket the VMM passed (>= 0), else connect to `to` */
 	const char *migration;

@@ -17,6 +17,7 @@
 
 #include "actors/conn_send.h"
 #include "actors/dirty_log.h"
+#include "actors/set_table.h"
 #include "actors/throttle.h"
 #include "actors/zero_scan.h"
 #include "kvm/throttle_guard.h"
@@ -30,6 +31,7 @@ struct tern_coordinator_args {
 	uint32_t driver; /* mailbox receiving PROGRESS */
 	char migration[64];
 	struct tern_dirty_log_args dirty;
+	struct tern_set_table sets; /* filled by the coordinator; lent to chunk readers */
 	struct tern_conn_send_args conns[TERN_MAX_CONNECTIONS];
 	struct tern_zero_scan_args scanners[TERN_MAX_SCANNERS];
 	struct tern_throttle_guard guard; /* outlives the ThrottleActor */

@@ -113,11 +113,11 @@ zs_mark_run(uint64_t gpa, uint64_t len, bool zero, void *arg)
 static int
 zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 {
-	const struct tern_bitmap *set = (const struct tern_bitmap *)(uintptr_t)c->set;
+	const struct tern_bitmap *set = tern_set_get(s->a->sets, c->set);
 	struct tern_guest *g = s->a->guest;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT, end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count, pages = 0, zero = 0, t0 = tern_now_ns();
-	if (!tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits || end > s->a->zmap->nbits)
+	if (set == NULL || !tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits || end > s->a->zmap->nbits)
 		return TERN_ERANGE;
 	struct zs_run r = { s->a->zmap, 0 };
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
@@ -128,7 +128,6 @@ zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 		pages += count;
 	}
 	zero = r.zero_pages;
-	c->zmap = (uint64_t)(uintptr_t)s->a->zmap;
 	c->flags |= TERN_CHUNK_ZSCANNED;
 	atomic_fetch_add_explicit(&s->a->pages, pages, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->a->zero, zero, memory_order_relaxed);

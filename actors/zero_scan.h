@@ -12,13 +12,17 @@
 #include <stdatomic.h>
 
 #include "actors/actor.h"
+#include "actors/set_table.h"
 #include "kvm/guest.h"
 
 struct tern_zero_scan_args {
 	struct tern_guest *guest;
 	struct tern_queue *in;   /* chunks to scan */
 	struct tern_queue *out;  /* scanned chunks, to the connections */
-	struct tern_bitmap *zmap; /* one bit per guest page, 1 = all zero */
+	const struct tern_set_table *sets; /* resolves CHUNK.set */
+	/* One bit per guest page, 1 = all zero: the set table's zmap, written
+	 * here (atomic bit updates), read by the connections. */
+	struct tern_bitmap *zmap;
 	_Atomic uint64_t pages;  /* pages scanned */
 	_Atomic uint64_t zero;   /* of which all zero */
 	_Atomic uint64_t scan_ns;
