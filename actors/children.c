@@ -44,6 +44,23 @@ tern_children_id(const struct tern_child *child)
 }
 
 void
+tern_children_stop(struct tern_children *k)
+{
+	for (uint32_t i = k->n; i-- > 0;)
+		if (k->c[i].actor != NULL && !k->c[i].exited)
+			tern_actor_stop(k->c[i].actor);
+}
+
+uint32_t
+tern_children_running(const struct tern_children *k)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < k->n; i++)
+		n += k->c[i].actor != NULL && !k->c[i].exited;
+	return n;
+}
+
+void
 tern_children_stop_all(struct tern_children *k, int timeout_ms)
 {
 	for (uint32_t i = k->n; i-- > 0;)

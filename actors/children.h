@@ -46,6 +46,13 @@ struct tern_child *tern_children_exit(struct tern_children *k, const struct tern
 /* tern_children_id returns child's actor id (0 once joined). */
 uint32_t tern_children_id(const struct tern_child *child);
 
+/* tern_children_stop asks every child still running to stop (after the
+ * messages already in its mailbox), last spawned first.  Non-blocking. */
+void tern_children_stop(struct tern_children *k);
+
+/* tern_children_running counts the children whose exit was not routed. */
+uint32_t tern_children_running(const struct tern_children *k);
+
 /* tern_children_stop_all stops and joins every child, last spawned first,
  * each within timeout_ms (then killed). */
 void tern_children_stop_all(struct tern_children *k, int timeout_ms);

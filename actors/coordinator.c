@@ -14,8 +14,8 @@
  * policy and stall detection: converge.c; control frames: control.c.
  *
  * Every step below that can end the migration calls co_abort or reaches a
- * final phase; handle and tick then return co_status, so "over" has one
- * meaning: the phase is final.
+ * final phase; none returns a status.  handle and tick return co_status, so
+ * "over" has one meaning: the phase is final (and the children have gone).
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -33,10 +33,18 @@ const char *const co_phase_names[] = {"setup",  "bulk",    "iterate",   "switcho
  * closing the connections (so it learns why rather than seeing a reset). */
 #define CO_ABORT_WAIT_NS 1000000000ull
 
-static int
-co_status(const struct co_state *s)
+static bool
+co_over(const struct co_state *s)
 {
-	return s->phase == CO_COMPLETED || s->phase == CO_ABORTED ? TERN_ACTOR_DONE : 0;
+	return s->phase == CO_COMPLETED || s->phase == CO_ABORTED;
+}
+
+/* What handle and tick return: once the migration is over, the children's
+ * final counters are collected before the coordinator stops. */
+static int
+co_status(struct tern_actor *self, struct co_state *s)
+{
+	return co_over(s) ? co_close(self, s) : 0;
 }
 
 void
@@ -464,11 +472,13 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		if (k != NULL && tern_children_id(k) == s->ctl.conn0)
 			s->ctl.alive = false;
 	}
+	if (co_collect(s, m) || co_over(s))
+		return co_status(self, s);
 	if (s->phase == CO_ABORTING) {
 		/* Only the answer to W_ABORT (or losing connection 0) matters now. */
 		if ((m->type == TERN_MSG_SYS_EXIT && !s->ctl.alive) || m->type == TERN_MSG_CTL_IN)
 			co_set_phase(self, s, CO_ABORTED);
-		return co_status(s);
+		return co_status(self, s);
 	}
 	switch (m->type) {
 	case TERN_MSG_THROTTLE_STATE:
@@ -514,7 +524,7 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	default:
 		co_abort(self, s, TERN_EPROTO, "unexpected message %s", tern_msg_name(m->type));
 	}
-	return co_status(s);
+	return co_status(self, s);
 }
 
 /* Past the timeout before switchover: give up with the source running.  A
@@ -544,10 +554,12 @@ co_tick(struct tern_actor *self, void *state)
 {
 	struct co_state *s = state;
 	uint64_t now = tern_now_ns();
+	if (co_over(s))
+		return co_status(self, s);
 	if (s->phase == CO_ABORTING) {
 		if (now >= s->abort_deadline_ns)
 			co_set_phase(self, s, CO_ABORTED);
-		return co_status(s);
+		return co_status(self, s);
 	}
 	if (s->phase == CO_BULK) {
 		int rc = co_ring_refill(self, s);
@@ -560,8 +572,8 @@ co_tick(struct tern_actor *self, void *state)
 		else
 			co_feed(self, s);
 	}
-	if (co_status(s))
-		return TERN_ACTOR_DONE;
+	if (co_over(s))
+		return co_status(self, s);
 	if (now - s->last_progress_ns >= 500000000ull)
 		co_progress(self, s);
 	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
@@ -572,7 +584,7 @@ co_tick(struct tern_actor *self, void *state)
 	else if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms &&
 	         s->phase <= CO_ITERATE)
 		co_timeout(self, s, now, elapsed_ms);
-	return co_status(s);
+	return co_status(self, s);
 }
 
 const struct tern_actor_desc tern_coordinator_actor = {

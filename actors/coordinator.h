@@ -10,7 +10,10 @@
  * handshaking), then sends W_CONFIG.  It decides what to send (the memfd's
  * data extents in bulk, then each dirty set), when the expected downtime
  * fits the limit, and owns the statistics.  Progress goes to `driver` as
- * PROGRESS messages.  It ends with TERN_ACTOR_DONE; the outcome is in args.
+ * PROGRESS messages.  Once over, it stops its children and collects their
+ * final counters (CONN_STATS, SCAN_STATS), then ends with TERN_ACTOR_DONE;
+ * the outcome is in args.  The page sets its chunks name by id are in
+ * args->sets (actors/set_table.h), valid until the coordinator is joined.
  */
 #ifndef TERN_ACTORS_COORDINATOR_H
 #define TERN_ACTORS_COORDINATOR_H
@@ -36,7 +39,6 @@ struct tern_coordinator_args {
 	struct tern_zero_scan_args scanners[TERN_MAX_SCANNERS];
 	struct tern_throttle_guard guard; /* outlives the ThrottleActor */
 	struct tern_throttle_args throttle;
-	struct tern_throttle_result throttle_result;
 	struct tern_rate_limit limit;     /* --max-bandwidth, shared by connections */
 	/* outcome */
 	int result;

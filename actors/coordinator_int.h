@@ -45,7 +45,9 @@ struct co_state {
 	int await_dirty;     /* the last set was empty: take again at the next tick */
 	uint32_t limit_ms;   /* downtime limit set while running (0: the option's) */
 	uint32_t fds_handed; /* given sockets passed to connection actors */
-	uint32_t lent;       /* id of the dirty set being sent (0: ours) */
+	bool closing;        /* over: children asked to stop, their counters collected */
+	uint64_t close_deadline_ns;
+	uint32_t lent; /* id of the dirty set being sent (0: ours) */
 
 	/* iteration accounting */
 	uint32_t iter;
@@ -93,6 +95,14 @@ int co_give(struct tern_actor *self, struct co_state *s, uint32_t id);
 /* co_ring_refill merges the ring pages reported since the last time into
  * the ring-only walk, when its ring set is idle. */
 int co_ring_refill(struct tern_actor *self, struct co_state *s);
+/* co_collect records the counters a child's message carries: true for
+ * CONN_STATS and SCAN_STATS (nothing else to do), false for any other
+ * message (CHUNK_DONE is counted for its connection, then handled). */
+bool co_collect(struct co_state *s, const struct tern_msg *m);
+/* co_close: the migration is over.  Asks the children to stop, once, and
+ * returns TERN_ACTOR_DONE when every one has exited (its final counters
+ * came before its SYS_EXIT) or the wait is over; 0 while waiting. */
+int co_close(struct tern_actor *self, struct co_state *s);
 void co_progress(struct tern_actor *self, struct co_state *s);
 /* co_converge decides the throttle for the next iteration and watches for
  * a stall. */

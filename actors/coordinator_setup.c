@@ -3,8 +3,10 @@
  * stops.  init builds the sets and queues and spawns the children into the
  * table (actors/children.h), each with its exit policy, in an order that
  * matters: dirty tracking starts before the bulk set is read, and the
- * connections come last.  stop ends them in reverse and collects the
- * statistics.  Also here: the throttle requests and the progress reports.
+ * connections come last.  Once the migration is over, co_close asks them to
+ * stop and co_collect records the final counters they send; stop joins them,
+ * last spawned first, and completes the statistics.  Also here: the messages
+ * to the children (dirty-set take and give, throttle requests) and progress.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +20,10 @@
 
 /* Chunks in flight per connection (credits). */
 #define CO_WINDOW 4
+
+/* How long a migration that is over waits for its children's final
+ * counters before stop joins (and if need be kills) them. */
+#define CO_CLOSE_WAIT_NS 2000000000ull
 
 static int
 co_bulk_extent(uint64_t start, uint64_t end, void *arg)
@@ -89,6 +95,7 @@ co_start_scanners(struct tern_actor *self, struct co_state *s)
 		z->out = s->feed.queue;
 		z->sets = &s->a->sets;
 		z->zmap = &s->zmap;
+		z->coordinator = tern_actor_id(self);
 		rc = co_spawn(self, s, &tern_zero_scan_actor, z, TERN_CHILD_FATAL, i, NULL,
 		              "cannot start a zero scanner: ");
 	}
@@ -105,7 +112,7 @@ co_start_throttle(struct tern_actor *self, struct co_state *s)
 	s->guard_ready = 1;
 	a->throttle.guest = s->g;
 	a->throttle.guard = &a->guard;
-	a->throttle.result = &a->throttle_result;
+	a->throttle.result = NULL; /* nobody reads it: its trace says the share */
 	a->throttle.realtime = true;
 	return co_spawn(self, s, &tern_throttle_actor, &a->throttle, TERN_CHILD_OPTIONAL, 0,
 	                &s->throttle, "cannot start the throttle: ");
@@ -395,36 +402,71 @@ co_ring_refill(struct tern_actor *self, struct co_state *s)
 	return co_give(self, s, id);
 }
 
-/* Final counters of the children, read after they are joined.  They still
- * come through atomics in the spawn arguments (see docs/architecture.md):
- * the children are joined in this stop, when no message is read any more. */
-static void
-co_collect_stats(struct co_state *s)
+bool
+co_collect(struct co_state *s, const struct tern_msg *m)
 {
-	struct tern_coordinator_args *a = s->a;
-	for (uint32_t i = 0; i < s->nscanners; i++) {
-		struct tern_zero_scan_args *z = &a->scanners[i];
-		a->stats->pages_scanned += atomic_load(&z->pages);
-		a->stats->zero_scan_ms += atomic_load(&z->scan_ns) / 1000000;
+	struct tern_stats *st = s->a->stats;
+	switch (m->type) {
+	case TERN_MSG_CHUNK_DONE:
+		/* Every ack its connection saw, a duplicate too, as the
+		 * connection's own count. */
+		if (m->u.chunk_done.conn < s->nconns) {
+			st->conn[m->u.chunk_done.conn].payload += m->u.chunk_done.bytes;
+			st->conn[m->u.chunk_done.conn].chunks++;
+		}
+		return false;
+	case TERN_MSG_CONN_STATS: {
+		const struct tern_msg_conn_stats *c = &m->u.conn_stats;
+		if (c->conn < s->nconns) {
+			struct tern_conn_stats *cs = &st->conn[c->conn];
+			cs->bytes = c->wire_bytes;
+			cs->active_ms = c->first_send_ns && c->last_ack_ns > c->first_send_ns
+			                    ? (c->last_ack_ns - c->first_send_ns) / 1000000
+			                    : 0;
+			st->bytes_sent += c->wire_bytes;
+		}
+		return true;
 	}
-	for (uint32_t i = 0; i < s->nconns; i++) {
-		struct tern_conn_send_args *c = &a->conns[i];
-		struct tern_conn_stats *cs = &a->stats->conn[i];
-		cs->bytes = atomic_load(&c->bytes);
-		cs->payload = atomic_load(&c->payload);
-		cs->chunks = atomic_load(&c->chunks);
-		uint64_t f = atomic_load(&c->first_send_ns), l = atomic_load(&c->last_ack_ns);
-		cs->active_ms = f && l > f ? (l - f) / 1000000 : 0;
-		a->stats->bytes_sent += cs->bytes;
+	case TERN_MSG_SCAN_STATS:
+		st->pages_scanned += m->u.scan_stats.pages;
+		st->zero_scan_ms += m->u.scan_stats.scan_ns / 1000000;
+		return true;
+	default:
+		return false;
 	}
-	a->stats->ring_pass_pages = s->feed.ring.pages;
-	a->stats->downtime_limit_ms = (uint32_t)co_limit_ms(s);
+}
+
+int
+co_close(struct tern_actor *self, struct co_state *s)
+{
+	uint64_t now = tern_now_ns();
+	if (!s->closing) {
+		s->closing = true;
+		s->close_deadline_ns = now + CO_CLOSE_WAIT_NS;
+		/* Closed queues end the scanners' and connections' waits at once. */
+		if (s->feed.scan_queue != NULL)
+			tern_queue_close(s->feed.scan_queue);
+		if (s->feed.queue != NULL)
+			tern_queue_close(s->feed.queue);
+		tern_children_stop(&s->kids);
+	}
+	if (tern_children_running(&s->kids) == 0 || now >= s->close_deadline_ns)
+		return TERN_ACTOR_DONE;
+	return 0;
+}
+
+static void
+co_final_stats(struct co_state *s)
+{
+	struct tern_stats *st = s->a->stats;
+	st->ring_pass_pages = s->feed.ring.pages;
+	st->downtime_limit_ms = (uint32_t)co_limit_ms(s);
 	/* Every outcome reports how long it ran, not only a completed one. */
-	if (a->stats->total_ms == 0 && s->start_ns != 0)
-		a->stats->total_ms = (tern_now_ns() - s->start_ns) / 1000000;
-	a->stats->dirty_rate_pps = s->dirty_pps;
-	a->stats->bandwidth_bps = s->bw_bps;
-	a->stats->transfer_ms = s->cum_ns / 1000000;
+	if (st->total_ms == 0 && s->start_ns != 0)
+		st->total_ms = (tern_now_ns() - s->start_ns) / 1000000;
+	st->dirty_rate_pps = s->dirty_pps;
+	st->bandwidth_bps = s->bw_bps;
+	st->transfer_ms = s->cum_ns / 1000000;
 }
 
 void
@@ -449,7 +491,8 @@ co_stop(struct tern_actor *self, void *state)
 		tern_queue_close(s->feed.scan_queue);
 	if (s->feed.queue != NULL)
 		tern_queue_close(s->feed.queue);
-	tern_children_stop_all(&s->kids, 2000);
+	/* After co_close waited already, whoever is left is killed soon. */
+	tern_children_stop_all(&s->kids, s->closing ? 200 : 2000);
 	if (s->guard_ready) {
 		/* Whatever happened to the throttle, the vCPUs it paused run. */
 		if (s->held)
@@ -461,7 +504,7 @@ co_stop(struct tern_actor *self, void *state)
 		tern_throttle_guard_fini(&a->guard);
 		s->guard_ready = 0;
 	}
-	co_collect_stats(s);
+	co_final_stats(s);
 	tern_feeder_fini(&s->feed);
 	tern_bitmap_fini(&s->bulk);
 	tern_bitmap_fini(&s->final);

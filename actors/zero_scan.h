@@ -23,9 +23,7 @@ struct tern_zero_scan_args {
 	/* One bit per guest page, 1 = all zero: the set table's zmap, written
 	 * here (atomic bit updates), read by the connections. */
 	struct tern_bitmap *zmap;
-	_Atomic uint64_t pages;  /* pages scanned */
-	_Atomic uint64_t zero;   /* of which all zero */
-	_Atomic uint64_t scan_ns;
+	uint32_t coordinator; /* receives SCAN_STATS, the final counters, from stop */
 };
 
 extern const struct tern_actor_desc tern_zero_scan_actor;

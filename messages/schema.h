@@ -62,6 +62,15 @@
  * unacknowledged chunk ids (as (id, 0) pairs) for re-queueing. */
 #define TERN_FIELDS_CONN_DOWN(F)                                               \
 	F(U32, conn) F(I32, code) F(STR, why) F(RANGES, chunks)
+/* ConnectionActor -> Coordinator, sent by its stop (so before its SYS_EXIT):
+ * the connection's final counters, bytes on the wire and the times of its
+ * first send and last ack.  Page bytes and chunks are not here: every
+ * CHUNK_DONE carries them. */
+#define TERN_FIELDS_CONN_STATS(F)                                              \
+	F(U32, conn) F(U64, wire_bytes) F(U64, first_send_ns) F(U64, last_ack_ns)
+/* ZeroScanActor -> Coordinator, sent by its stop: pages scanned (of which
+ * all zero) and the time spent scanning them. */
+#define TERN_FIELDS_SCAN_STATS(F) F(U64, pages) F(U64, zero) F(U64, scan_ns)
 /* Coordinator <-> ConnectionActor 0: a control frame to send / received. */
 #define TERN_FIELDS_CTL_OUT(F) F(BIN, frame) F(BIN, payload)
 #define TERN_FIELDS_CTL_IN(F) F(BIN, frame) F(BIN, payload)
@@ -122,6 +131,8 @@
 	X(CTL_IN, ctl_in, 0x0024)                                              \
 	X(PROGRESS, progress, 0x0025)                                          \
 	X(PAGES_IN, pages_in, 0x0026)                                          \
+	X(CONN_STATS, conn_stats, 0x0027)                                      \
+	X(SCAN_STATS, scan_stats, 0x0028)                                      \
 	X(THROTTLE_SET, throttle_set, 0x0030)                                  \
 	X(THROTTLE_STATE, throttle_state, 0x0031)                              \
 	X(CANCEL, cancel, 0x0040)                                              \

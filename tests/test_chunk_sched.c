@@ -1,11 +1,15 @@
 /*
  * actors/chunk_sched: cutting sets into chunks, the bound on outstanding
  * chunks, acknowledgements (duplicates included) and the requeue of a dead
- * connection's chunks.  No actor, no runtime: the scheduler is data.
+ * connection's chunks, and the ring-only walk as a chunk source.  No actor,
+ * no runtime: both are data.
  */
 #include <criterion/criterion.h>
 
+#include <string.h>
+
 #include "actors/chunk_sched.h"
+#include "actors/ring_pass.h"
 #include "actors/set_table.h"
 #include "kvm/guest.h"
 
@@ -196,4 +200,46 @@ Test(chunk_sched, empty_source)
 	tern_chunk_sched_fini(&cs);
 	tern_chunk_sched_fini(&cs); /* idempotent */
 	tern_bitmap_fini(&b);
+}
+
+/* The ring-only walk as a source: ring pages behind the walk go first while
+ * under the step budget, then one walk chunk is forced; pages reported ahead
+ * of the walk join it; every page goes exactly once. */
+Test(chunk_sched, ring_walk)
+{
+	struct tern_bitmap walk, dirty;
+	struct tern_ring_pass rp = {0};
+	struct tern_msg_chunk c;
+	cr_assert_eq(tern_bitmap_init(&walk, 4096), 0);
+	cr_assert_eq(tern_bitmap_init(&dirty, 4096), 0);
+	cr_assert_eq(tern_ring_pass_init(&rp, 4096, 32), 0);
+	tern_bitmap_set_range(&walk, 0, 1024);
+	tern_ring_pass_begin(&rp, &walk, 64);
+	cr_assert(tern_ring_pass_wants_merge(&rp));
+	memset(&c, 0, sizeof(c));
+	cr_assert(tern_ring_pass_cut(&rp, &c));
+	cr_assert_eq(c.set, TERN_SET_BULK);
+	cr_assert_eq(c.pages, 64); /* pages 0..63: the walk is in word 0 */
+	/* Written meanwhile: 10 pages behind the walk (word 0), 5 ahead (page
+	 * 2000, beyond the walk's set). */
+	tern_bitmap_set_range(&dirty, 0, 10);
+	tern_bitmap_set_range(&dirty, 2000, 5);
+	tern_ring_pass_merge(&rp, &dirty);
+	cr_assert_not(tern_ring_pass_wants_merge(&rp), "ring pages not cut yet");
+	cr_assert(tern_ring_pass_cut(&rp, &c));
+	cr_assert_eq(c.set, TERN_SET_RING);
+	cr_assert_eq(c.pages, 10);
+	cr_assert_not(tern_ring_pass_wants_merge(&rp), "a ring chunk is unacknowledged");
+	tern_ring_pass_acked(&rp, &c);
+	uint64_t walked = 64;
+	while (tern_ring_pass_cut(&rp, &c)) {
+		cr_assert_eq(c.set, TERN_SET_BULK);
+		walked += c.pages;
+	}
+	cr_assert_eq(walked, 1024 + 5, "the pages ahead joined the walk");
+	cr_assert_eq(rp.pages, 10);
+	cr_assert(rp.walk_done);
+	tern_ring_pass_fini(&rp);
+	tern_bitmap_fini(&walk);
+	tern_bitmap_fini(&dirty);
 }
