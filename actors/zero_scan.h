@@ -9,7 +9,6 @@
 #ifndef TERN_ACTORS_ZERO_SCAN_H
 #define TERN_ACTORS_ZERO_SCAN_H
 
-#include <stdatomic.h>
 
 #include "actors/actor.h"
 #include "actors/set_table.h"
