@@ -34,6 +34,8 @@ struct cs_state {
 	struct cs_flight flight[TERN_CONN_WINDOW_MAX];
 	uint32_t inflight;
 	uint64_t last_progress_ns; /* last ack, or the send that filled an empty window */
+	/* Final counters, reported by CONN_STATS from stop. */
+	uint64_t wire_bytes, payload, first_send_ns, last_ack_ns;
 	struct tern_wire_rx *rx;
 	uint8_t ranges[TERN_FRAME_MAX_RANGES * 16];
 	uint8_t zranges[TERN_FRAME_MAX_RANGES * 16];
@@ -152,17 +154,18 @@ cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t cou
 static int
 cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 {
-	const struct tern_bitmap *set = (const struct tern_bitmap *)(uintptr_t)c->set;
-	const struct tern_bitmap *zmap = (const struct tern_bitmap *)(uintptr_t)c->zmap;
+	const struct tern_bitmap *set = tern_set_get(s->a->sets, c->set);
+	const struct tern_bitmap *zmap =
+	    c->flags & (TERN_CHUNK_ZSCANNED | TERN_CHUNK_ZHOLES) ? s->a->sets->zmap : NULL;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT;
 	uint64_t end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count;
 	int rc;
 	*f = (struct cs_frame){ 0 };
-	if (!tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
+	if (set == NULL || !tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
 	    (zmap != NULL && end > zmap->nbits))
 		return TERN_ERANGE;
-	int split = zmap != NULL && (c->flags & (TERN_CHUNK_ZSCANNED | TERN_CHUNK_ZHOLES));
+	int split = zmap != NULL;
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
 		if (first >= end)
 			break;
@@ -219,8 +222,9 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	int rc = cs_build(s, c, &f);
 	/* In flight from before the first byte: if anything fails, CONN_DOWN
 	 * hands this chunk back too. */
-	uint64_t now = tern_now_ns(), zero = 0;
-	atomic_compare_exchange_strong(&s->a->first_send_ns, &zero, now);
+	uint64_t now = tern_now_ns();
+	if (s->first_send_ns == 0)
+		s->first_send_ns = now;
 	if (s->inflight == 0)
 		s->last_progress_ns = now;
 	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, f.bytes, f.zero_pages, now };
@@ -235,7 +239,7 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 		return rc;
 	uint64_t wire = 0;
 	rc = tern_wire_send(s->fd, &m, s->iov, (int)f.niov, &wire);
-	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
+	s->wire_bytes += wire;
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
 		    s->a->conn, tern_strerror(rc));
@@ -286,10 +290,9 @@ cs_ack(struct tern_actor *self, struct cs_state *s, const struct tern_msg_w_ack 
 	struct cs_flight f = s->flight[i];
 	s->flight[i] = s->flight[--s->inflight];
 	s->last_progress_ns = tern_now_ns();
-	uint64_t total = atomic_fetch_add_explicit(&s->a->payload, f.bytes, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->a->chunks, 1, memory_order_relaxed);
-	atomic_store_explicit(&s->a->last_ack_ns, tern_now_ns(), memory_order_relaxed);
-	tern_actor_counter(self, "conn_payload_bytes", (double)(total + f.bytes));
+	s->payload += f.bytes;
+	s->last_ack_ns = tern_now_ns();
+	tern_actor_counter(self, "conn_payload_bytes", (double)s->payload);
 	struct tern_msg d;
 	tern_msg_init(&d, TERN_MSG_CHUNK_DONE);
 	d.u.chunk_done.chunk = f.chunk;
@@ -374,7 +377,7 @@ cs_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	uint64_t wire = 0;
 	int rc = tern_wire_forward(s->fd, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
 	    m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
-	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
+	s->wire_bytes += wire;
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection 0: sending a control frame: %s",
 		    tern_strerror(rc));
@@ -397,6 +400,17 @@ cs_stop(struct tern_actor *self, void *state)
 		d.u.conn_down.chunks = (struct tern_ranges){ pairs, s->inflight };
 		(void)tern_actor_send(self, s->a->coordinator, &d);
 		s->inflight = 0;
+	}
+	if (s->a != NULL) {
+		/* Before the runtime's SYS_EXIT (same sender, same receiver: in
+		 * order), so the coordinator has them when it sees the exit. */
+		struct tern_msg st;
+		tern_msg_init(&st, TERN_MSG_CONN_STATS);
+		st.u.conn_stats.conn = s->a->conn;
+		st.u.conn_stats.wire_bytes = s->wire_bytes;
+		st.u.conn_stats.first_send_ns = s->first_send_ns;
+		st.u.conn_stats.last_ack_ns = s->last_ack_ns;
+		(void)tern_actor_send(self, s->a->coordinator, &st);
 	}
 	if (s->fd >= 0)
 		close(s->fd);

@@ -11,7 +11,7 @@
  *
  * However it ends (error, stop, kill), its stop callback sends CONN_DOWN
  * listing the chunks still unacknowledged, so the coordinator can hand them
- * to the surviving connections.
+ * to the surviving connections, and CONN_STATS with its final counters.
  */
 #ifndef TERN_ACTORS_CONN_SEND_H
 #define TERN_ACTORS_CONN_SEND_H
@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 
 #include "actors/actor.h"
+#include "actors/set_table.h"
 #include "kvm/guest.h"
 
 #define TERN_CONN_WINDOW_MAX 64
@@ -35,6 +36,7 @@ struct tern_rate_limit {
 struct tern_conn_send_args {
 	struct tern_guest *guest;
 	struct tern_queue *queue;
+	const struct tern_set_table *sets; /* resolves CHUNK.set and the zero map */
 	const char *to;
 	int given_fd; /* a connected socket the VMM passed (>= 0), else connect to `to` */
 	const char *migration;
@@ -45,11 +47,6 @@ struct tern_conn_send_args {
 	struct tern_rate_limit *limit; /* never NULL; bytes_per_s 0: no cap */
 	int deadline_ms;      /* no progress for this long: the peer is gone */
 	uint64_t peer_time_ns; /* destination clock at handshake */
-	/* Written by the actor, read by the coordinator for statistics. */
-	_Atomic uint64_t bytes;   /* bytes on the wire, both directions */
-	_Atomic uint64_t payload; /* page bytes acknowledged */
-	_Atomic uint64_t chunks;  /* chunks acknowledged */
-	_Atomic uint64_t first_send_ns, last_ack_ns;
 };
 
 extern const struct tern_actor_desc tern_conn_send_actor;

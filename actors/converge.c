@@ -4,8 +4,10 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "actors/converge.h"
+#include "tern/tern.h"
 
 #define CV_MAX_PCT 99u
 
@@ -181,4 +183,60 @@ tern_converge_stalled(const struct tern_converge_sample *s, size_t n, uint64_t w
 		return false;
 	tern_converge_reason(dirty_bps, bw_bps, why, whylen);
 	return true;
+}
+
+void
+tern_converge_ctl_init(struct tern_converge_ctl *c, int mode, uint32_t initial_pct,
+    uint32_t increment_pct, uint32_t max_pct, uint32_t stall_window_ms)
+{
+	memset(c, 0, sizeof(*c));
+	c->mode = mode;
+	if (mode == TERN_CONVERGE_QEMU)
+		tern_converge_defaults_qemu(&c->conv);
+	else
+		tern_converge_defaults_seed(&c->conv);
+	if (initial_pct)
+		c->conv.initial_pct = initial_pct;
+	if (increment_pct)
+		c->conv.increment_pct = increment_pct;
+	if (max_pct)
+		c->conv.max_pct = max_pct;
+	c->window_ns = (uint64_t)(stall_window_ms ? stall_window_ms : 5000) * 1000000ull;
+}
+
+uint32_t
+tern_converge_ctl_pct(struct tern_converge_ctl *c, const struct tern_converge_in *in)
+{
+	switch (c->mode) {
+	case TERN_CONVERGE_STEP:
+	case TERN_CONVERGE_QEMU:
+		return tern_converge_step(&c->conv, &c->st, in->dirty_bytes, in->sent_bytes);
+	case TERN_CONVERGE_RATE: {
+		struct tern_converge_rate_in r = {
+			.dirty_bps = in->dirty_bps,
+			.current_pct = in->current_pct,
+			.bw_bps = in->bw_bps,
+			.downtime_s = in->downtime_s,
+			.remaining = in->dirty_bytes,
+			.iterations = 1,
+		};
+		uint32_t pct = tern_converge_rate_pct(&r);
+		return pct < in->current_pct ? in->current_pct : pct;
+	}
+	default:
+		return in->current_pct;
+	}
+}
+
+bool
+tern_converge_ctl_stalled(struct tern_converge_ctl *c, const struct tern_converge_in *in,
+    char *why, size_t whylen)
+{
+	if (c->nsamples == TERN_CONVERGE_SAMPLES) {
+		memmove(c->samples, c->samples + 1, sizeof(c->samples) - sizeof(c->samples[0]));
+		c->nsamples--;
+	}
+	c->samples[c->nsamples++] = (struct tern_converge_sample){ in->now_ns, in->dirty_bytes };
+	return tern_converge_stalled(c->samples, c->nsamples, c->window_ns, in->dirty_bps,
+	    in->bw_bps, why, whylen);
 }

@@ -106,4 +106,44 @@ bool tern_converge_stalled(const struct tern_converge_sample *s, size_t n, uint6
  * rate and the bandwidth (MB = 10^6 bytes). */
 void tern_converge_reason(double dirty_bps, double bw_bps, char *why, size_t whylen);
 
+/* The coordinator's convergence controller, still pure: the throttle
+ * policy chosen by --auto-converge and the stall detector over the
+ * remaining bytes of each iteration. */
+#define TERN_CONVERGE_SAMPLES 64
+
+struct tern_converge_ctl {
+	int mode; /* TERN_CONVERGE_* (tern/tern.h) */
+	struct tern_converge_config conv;
+	struct tern_converge_state st;
+	struct tern_converge_sample samples[TERN_CONVERGE_SAMPLES];
+	uint32_t nsamples;
+	uint64_t window_ns;
+};
+
+/* One iteration's figures, at the decision that follows it. */
+struct tern_converge_in {
+	uint64_t now_ns;
+	uint64_t dirty_bytes; /* the dirty set just taken */
+	uint64_t sent_bytes;  /* sent in the iteration */
+	double dirty_bps, bw_bps;
+	double downtime_s;    /* the limit in force */
+	uint32_t current_pct; /* the throttle in force */
+};
+
+/* tern_converge_ctl_init sets the policy: mode, the step overrides (0: the
+ * mode's default) and the stall window (0: 5000 ms). */
+void tern_converge_ctl_init(struct tern_converge_ctl *c, int mode, uint32_t initial_pct,
+    uint32_t increment_pct, uint32_t max_pct, uint32_t stall_window_ms);
+
+/* tern_converge_ctl_pct returns the throttle to ask for next (the current
+ * one when off; never below the current one in rate mode, which already
+ * failed to converge). */
+uint32_t tern_converge_ctl_pct(struct tern_converge_ctl *c, const struct tern_converge_in *in);
+
+/* tern_converge_ctl_stalled records the iteration's remaining bytes and
+ * reports whether they stopped shrinking over the window (why as in
+ * tern_converge_stalled). */
+bool tern_converge_ctl_stalled(struct tern_converge_ctl *c, const struct tern_converge_in *in,
+    char *why, size_t whylen);
+
 #endif /* TERN_ACTORS_CONVERGE_H */

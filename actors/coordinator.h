@@ -10,13 +10,17 @@
  * handshaking), then sends W_CONFIG.  It decides what to send (the memfd's
  * data extents in bulk, then each dirty set), when the expected downtime
  * fits the limit, and owns the statistics.  Progress goes to `driver` as
- * PROGRESS messages.  It ends with TERN_ACTOR_DONE; the outcome is in args.
+ * PROGRESS messages.  Once over, it stops its children and collects their
+ * final counters (CONN_STATS, SCAN_STATS), then ends with TERN_ACTOR_DONE;
+ * the outcome is in args.  The page sets its chunks name by id are in
+ * args->sets (actors/set_table.h), valid until the coordinator is joined.
  */
 #ifndef TERN_ACTORS_COORDINATOR_H
 #define TERN_ACTORS_COORDINATOR_H
 
 #include "actors/conn_send.h"
 #include "actors/dirty_log.h"
+#include "actors/set_table.h"
 #include "actors/throttle.h"
 #include "actors/zero_scan.h"
 #include "kvm/throttle_guard.h"
@@ -30,11 +34,11 @@ struct tern_coordinator_args {
 	uint32_t driver; /* mailbox receiving PROGRESS */
 	char migration[64];
 	struct tern_dirty_log_args dirty;
+	struct tern_set_table sets; /* filled by the coordinator; lent to chunk readers */
 	struct tern_conn_send_args conns[TERN_MAX_CONNECTIONS];
 	struct tern_zero_scan_args scanners[TERN_MAX_SCANNERS];
 	struct tern_throttle_guard guard; /* outlives the ThrottleActor */
 	struct tern_throttle_args throttle;
-	struct tern_throttle_result throttle_result;
 	struct tern_rate_limit limit;     /* --max-bandwidth, shared by connections */
 	/* outcome */
 	int result;

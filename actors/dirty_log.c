@@ -176,7 +176,7 @@ dl_take(struct tern_actor *self, struct dl_state *s, const struct tern_msg *m)
 	uint64_t now = tern_now_ns();
 	struct tern_msg r;
 	tern_msg_init(&r, TERN_MSG_DIRTY_SET);
-	r.u.dirty_set.set = (uint64_t)(uintptr_t)taken;
+	r.u.dirty_set.set = TERN_SET_DIRTY + (uint32_t)(taken - s->args->maps);
 	r.u.dirty_set.pages = tern_bitmap_count(taken);
 	r.u.dirty_set.rate_pps = dl_rate_pps(s, now);
 	r.u.dirty_set.harvest_ns = s->last_harvest_ns;
@@ -195,11 +195,10 @@ dl_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	case TERN_MSG_DIRTY_TAKE:
 		return dl_take(self, s, m);
 	case TERN_MSG_DIRTY_GIVE: {
-		struct tern_bitmap *b = (struct tern_bitmap *)(uintptr_t)m->u.dirty_give.set;
-		int known = 0;
-		for (uint32_t i = 0; i < TERN_DIRTY_MAPS; i++)
-			known |= b == &s->args->maps[i];
-		for (uint32_t i = 0; i < s->nspare; i++)
+		uint32_t id = m->u.dirty_give.set;
+		int known = id >= TERN_SET_DIRTY && id < TERN_SET_DIRTY + TERN_DIRTY_MAPS;
+		struct tern_bitmap *b = known ? &s->args->maps[id - TERN_SET_DIRTY] : NULL;
+		for (uint32_t i = 0; known && i < s->nspare; i++)
 			known &= b != s->spare[i];
 		if (!known || b == s->acc)
 			return tern_actor_fail(self, TERN_EINVAL, "DIRTY_GIVE of a set not lent");

@@ -2,13 +2,15 @@
  * DirtyLogActor: harvests the guest's dirty log in the background and keeps
  * an accumulated dirty set, so that taking the set is a swap.
  *
- * It owns nothing that outlives it: the bitmaps it swaps live in the
- * args (the caller allocates them for the guest's page count and frees them
- * after joining every actor), and the coordinator holds one of them between
- * DIRTY_TAKE and DIRTY_GIVE.
+ * The sets it swaps are its own and are lent by id, never by address: the
+ * bitmaps live in the args (the caller allocates them for the guest's page
+ * count and frees them after joining every actor), and set id k is maps[k -
+ * TERN_SET_DIRTY] (actors/set_table.h), which the coordinator and the actors
+ * reading its chunks know from their spawn arguments.  A set lent by
+ * DIRTY_SET is not written by anyone until it comes back by DIRTY_GIVE.
  *
- * Messages: DIRTY_TAKE (request; replied with DIRTY_SET), DIRTY_GIVE (the
- * set comes back, cleared here), DIRTY_STOP.  Tracking starts in init (in
+ * Messages: DIRTY_TAKE (request; replied with DIRTY_SET and the lent set's
+ * id), DIRTY_GIVE (the set comes back, cleared here), DIRTY_STOP.  Tracking starts in init (in
  * args->mode, reported as a trace STATE "tracking (mode=...)") and stops in
  * stop.  In ring mode the trace counter "ring_full_stalls" counts the times
  * a vCPU stopped on a full ring (updated at every harvest that saw new
@@ -18,15 +20,14 @@
 #define TERN_ACTORS_DIRTY_LOG_H
 
 #include "actors/actor.h"
+#include "actors/set_table.h"
 #include "kvm/guest.h"
-
-#define TERN_DIRTY_MAPS 3
 
 struct tern_dirty_log_args {
 	struct tern_guest *guest;
 	/* Allocated by the caller, npages bits each: one accumulates, the
 	 * coordinator may hold up to two (the set being decided on and the
-	 * final harvest at switchover). */
+	 * final harvest at switchover).  Lent as ids TERN_SET_DIRTY + index. */
 	struct tern_bitmap maps[TERN_DIRTY_MAPS];
 	uint32_t period_ms;         /* background harvest period (30 ms) */
 	uint32_t window_ms;         /* dirty-rate window (1000 ms) */

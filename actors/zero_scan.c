@@ -69,6 +69,7 @@ zs_split(const uint8_t *base, uint64_t gpa, uint64_t len, tern_zero_run_fn fn, v
 struct zs_state {
 	struct tern_zero_scan_args *a;
 	int in_fd;
+	uint64_t pages, zero, scan_ns; /* reported by SCAN_STATS */
 };
 
 static int
@@ -113,11 +114,11 @@ zs_mark_run(uint64_t gpa, uint64_t len, bool zero, void *arg)
 static int
 zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 {
-	const struct tern_bitmap *set = (const struct tern_bitmap *)(uintptr_t)c->set;
+	const struct tern_bitmap *set = tern_set_get(s->a->sets, c->set);
 	struct tern_guest *g = s->a->guest;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT, end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count, pages = 0, zero = 0, t0 = tern_now_ns();
-	if (!tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits || end > s->a->zmap->nbits)
+	if (set == NULL || !tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits || end > s->a->zmap->nbits)
 		return TERN_ERANGE;
 	struct zs_run r = { s->a->zmap, 0 };
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
@@ -128,11 +129,10 @@ zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 		pages += count;
 	}
 	zero = r.zero_pages;
-	c->zmap = (uint64_t)(uintptr_t)s->a->zmap;
 	c->flags |= TERN_CHUNK_ZSCANNED;
-	atomic_fetch_add_explicit(&s->a->pages, pages, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->a->zero, zero, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->a->scan_ns, tern_now_ns() - t0, memory_order_relaxed);
+	s->pages += pages;
+	s->zero += zero;
+	s->scan_ns += tern_now_ns() - t0;
 	return 0;
 }
 
@@ -164,10 +164,26 @@ zs_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s", tern_msg_name(m->type));
 }
 
+/* The final counters, before the runtime's SYS_EXIT (in order). */
+static void
+zs_stop(struct tern_actor *self, void *state)
+{
+	struct zs_state *s = state;
+	if (s->a == NULL || s->a->coordinator == 0)
+		return;
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_SCAN_STATS);
+	m.u.scan_stats.pages = s->pages;
+	m.u.scan_stats.zero = s->zero;
+	m.u.scan_stats.scan_ns = s->scan_ns;
+	(void)tern_actor_send(self, s->a->coordinator, &m);
+}
+
 const struct tern_actor_desc tern_zero_scan_actor = {
 	.name = "zero-scan",
 	.state_size = sizeof(struct zs_state),
 	.init = zs_init,
 	.handle = zs_handle,
 	.on_fd = zs_on_fd,
+	.stop = zs_stop,
 };

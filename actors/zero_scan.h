@@ -9,19 +9,20 @@
 #ifndef TERN_ACTORS_ZERO_SCAN_H
 #define TERN_ACTORS_ZERO_SCAN_H
 
-#include <stdatomic.h>
 
 #include "actors/actor.h"
+#include "actors/set_table.h"
 #include "kvm/guest.h"
 
 struct tern_zero_scan_args {
 	struct tern_guest *guest;
 	struct tern_queue *in;   /* chunks to scan */
 	struct tern_queue *out;  /* scanned chunks, to the connections */
-	struct tern_bitmap *zmap; /* one bit per guest page, 1 = all zero */
-	_Atomic uint64_t pages;  /* pages scanned */
-	_Atomic uint64_t zero;   /* of which all zero */
-	_Atomic uint64_t scan_ns;
+	const struct tern_set_table *sets; /* resolves CHUNK.set */
+	/* One bit per guest page, 1 = all zero: the set table's zmap, written
+	 * here (atomic bit updates), read by the connections. */
+	struct tern_bitmap *zmap;
+	uint32_t coordinator; /* receives SCAN_STATS, the final counters, from stop */
 };
 
 extern const struct tern_actor_desc tern_zero_scan_actor;

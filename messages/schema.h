@@ -31,23 +31,27 @@
 #define TERN_FIELDS_DIRTY_START(F) F(U32, period_ms) F(U32, window_ms)
 /* Coordinator -> DirtyLogActor request: hand over the accumulated set. */
 #define TERN_FIELDS_DIRTY_TAKE(F) F(BOOL, final)
-/* DirtyLogActor reply: `set` is a handle (struct tern_dirty_set *) that the
- * coordinator owns until it sends DIRTY_GIVE back. */
+/* DirtyLogActor reply: `set` is the id (actors/set_table.h: 1..TERN_DIRTY_MAPS)
+ * of one of the actor's maps, lent to the coordinator unchanged until it
+ * sends DIRTY_GIVE with the same id (after every chunk cut from it is
+ * acknowledged); the DirtyLogActor clears it then and owns it again. */
 #define TERN_FIELDS_DIRTY_SET(F)                                               \
-	F(U64, set) F(U64, pages) F(U64, rate_pps) F(U64, harvest_ns)
-#define TERN_FIELDS_DIRTY_GIVE(F) F(U64, set)
+	F(U32, set) F(U64, pages) F(U64, rate_pps) F(U64, harvest_ns)
+#define TERN_FIELDS_DIRTY_GIVE(F) F(U32, set)
 #define TERN_FIELDS_DIRTY_STOP(F)
 /* Work item on the shared chunk queue: a descriptor, never page data.  The
- * chunk is the dirty pages of `set` (a struct tern_bitmap *, read-only while
- * the iteration runs) inside the window [gpa, gpa+len): `pages` pages in at
- * most TERN_CHUNK_MAX_RUNS runs. */
+ * chunk is the dirty pages of set `set` (an id of actors/set_table.h, which
+ * every reader gets at spawn; the set is read-only while the chunk is
+ * unacknowledged) inside the window [gpa, gpa+len): `pages` pages in at most
+ * TERN_CHUNK_MAX_RUNS runs. */
 #define TERN_FIELDS_CHUNK(F)                                                   \
 	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags)       \
-	F(U64, set) F(U64, pages) F(U64, zmap)
-/* CHUNK flags.  zmap is a struct tern_bitmap * of the guest's pages:
- * ZSCANNED: a ZeroScanActor set zmap's bits of this chunk (1 = all zero),
- * the pages go as announcements; ZHOLES (--zero-pages off): zmap marks holes,
- * which go as data read from a static zero page, never from the mapping. */
+	F(U32, set) F(U64, pages)
+/* CHUNK flags, about the zero map of the set table (one bit per page):
+ * ZSCANNED: a ZeroScanActor set the zero map's bits of this chunk (1 = all
+ * zero), the pages go as announcements; ZHOLES (--zero-pages off): the map
+ * marks holes, which go as data read from a static zero page, never from
+ * the mapping. */
 #define TERN_CHUNK_ZSCANNED 1u
 #define TERN_CHUNK_ZHOLES 2u
 /* ConnectionActor -> Coordinator: the destination acknowledged a chunk. */
@@ -58,6 +62,15 @@
  * unacknowledged chunk ids (as (id, 0) pairs) for re-queueing. */
 #define TERN_FIELDS_CONN_DOWN(F)                                               \
 	F(U32, conn) F(I32, code) F(STR, why) F(RANGES, chunks)
+/* ConnectionActor -> Coordinator, sent by its stop (so before its SYS_EXIT):
+ * the connection's final counters, bytes on the wire and the times of its
+ * first send and last ack.  Page bytes and chunks are not here: every
+ * CHUNK_DONE carries them. */
+#define TERN_FIELDS_CONN_STATS(F)                                              \
+	F(U32, conn) F(U64, wire_bytes) F(U64, first_send_ns) F(U64, last_ack_ns)
+/* ZeroScanActor -> Coordinator, sent by its stop: pages scanned (of which
+ * all zero) and the time spent scanning them. */
+#define TERN_FIELDS_SCAN_STATS(F) F(U64, pages) F(U64, zero) F(U64, scan_ns)
 /* Coordinator <-> ConnectionActor 0: a control frame to send / received. */
 #define TERN_FIELDS_CTL_OUT(F) F(BIN, frame) F(BIN, payload)
 #define TERN_FIELDS_CTL_IN(F) F(BIN, frame) F(BIN, payload)
@@ -118,6 +131,8 @@
 	X(CTL_IN, ctl_in, 0x0024)                                              \
 	X(PROGRESS, progress, 0x0025)                                          \
 	X(PAGES_IN, pages_in, 0x0026)                                          \
+	X(CONN_STATS, conn_stats, 0x0027)                                      \
+	X(SCAN_STATS, scan_stats, 0x0028)                                      \
 	X(THROTTLE_SET, throttle_set, 0x0030)                                  \
 	X(THROTTLE_STATE, throttle_state, 0x0031)                              \
 	X(CANCEL, cancel, 0x0040)                                              \

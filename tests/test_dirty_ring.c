@@ -410,8 +410,11 @@ Test(ring, pause_and_destroy_while_stalled, .timeout = 30)
 
 /* ---- through the DirtyLogActor ---- */
 
+/* The set lent by DIRTY_SET is named by its id: 1 + its index in the
+ * actor's maps (actors/set_table.h). */
 static struct tern_bitmap *
-take_final(struct tern_mailbox *mb, uint32_t dl, uint64_t *npages, int final)
+take_final(struct tern_dirty_log_args *a, struct tern_mailbox *mb, uint32_t dl, uint64_t *npages,
+    int final)
 {
 	struct tern_msg m, r;
 	int rv;
@@ -422,16 +425,19 @@ take_final(struct tern_mailbox *mb, uint32_t dl, uint64_t *npages, int final)
 	cr_assert_eq(rv, 0, "DIRTY_TAKE: %s", tern_strerror(rv));
 	cr_assert_eq(r.type, TERN_MSG_DIRTY_SET);
 	*npages = r.u.dirty_set.pages;
-	return (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
+	cr_assert(r.u.dirty_set.set >= TERN_SET_DIRTY &&
+	    r.u.dirty_set.set < TERN_SET_DIRTY + TERN_DIRTY_MAPS, "set id %u", r.u.dirty_set.set);
+	return &a->maps[r.u.dirty_set.set - TERN_SET_DIRTY];
 }
 
 static void
-give(struct tern_runtime *rt, struct tern_mailbox *mb, uint32_t dl, struct tern_bitmap *b)
+give(struct tern_dirty_log_args *a, struct tern_runtime *rt, struct tern_mailbox *mb, uint32_t dl,
+    struct tern_bitmap *b)
 {
 	struct tern_msg m;
 
 	tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
-	m.u.dirty_give.set = (uint64_t)(uintptr_t)b;
+	m.u.dirty_give.set = TERN_SET_DIRTY + (uint32_t)(b - a->maps);
 	cr_assert_eq(tern_send(rt, tern_mailbox_id(mb), dl, &m), 0);
 }
 
@@ -482,9 +488,9 @@ Test(ring, actor_take_loses_nothing, .timeout = 60)
 		snapshot(g, snap[it], npg);
 		/* The coordinator holds at most two sets: give the older back. */
 		if (held[1] != NULL)
-			give(rt, mb, id, held[1]);
+			give(&a, rt, mb, id, held[1]);
 		held[1] = held[0];
-		held[0] = take_final(mb, id, &n, final);
+		held[0] = take_final(&a, mb, id, &n, final);
 		cr_assert_eq(n, tern_bitmap_count(held[0]));
 		expect_only_vcpu_pages(g, held[0], npg, "actor", it);
 		tern_bitmap_or(&copy[it], held[0]);
