@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -188,22 +189,53 @@ proc_exit_code(const struct proc *p)
 	return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : 128 + WTERMSIG(p->status);
 }
 
-/* json_num extracts a numeric field ("name":123, true = 1, false = 0) from
- * the JSON in s, the first one of that name; -1 when absent. */
+/* json_find returns the first member called name in v, depth first
+ * (borrowed; NULL when there is none). */
+static inline json_t *
+json_find(json_t *v, const char *name)
+{
+	const char *k;
+	json_t *m, *hit;
+	size_t i;
+	if (json_is_object(v)) {
+		if ((hit = json_object_get(v, name)) != NULL)
+			return hit;
+		json_object_foreach(v, k, m)
+		{
+			if ((hit = json_find(m, name)) != NULL)
+				return hit;
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, m)
+		{
+			if ((hit = json_find(m, name)) != NULL)
+				return hit;
+		}
+	}
+	return NULL;
+}
+
+/* json_num reads a numeric member (true = 1, false = 0) from the JSON
+ * objects in s (a process's output: one object a line, other lines
+ * skipped), the first one of that name; -1 when absent. */
 static inline long long
 json_num(const char *s, const char *name)
 {
-	char key[64];
-	snprintf(key, sizeof(key), "\"%s\":", name);
-	const char *p = strstr(s, key);
-	if (p == NULL)
-		return -1;
-	p += strlen(key);
-	if (strncmp(p, "true", 4) == 0)
-		return 1;
-	if (strncmp(p, "false", 5) == 0)
-		return 0;
-	return strtoll(p, NULL, 10);
+	for (const char *line = s; line != NULL && *line != '\0';) {
+		const char *end = strchr(line, '\n');
+		size_t n = end != NULL ? (size_t)(end - line) : strlen(line);
+		json_t *o = *line == '{' ? json_loadb(line, n, 0, NULL) : NULL;
+		json_t *v = o != NULL ? json_find(o, name) : NULL;
+		long long r = json_is_integer(v)   ? (long long)json_integer_value(v)
+		              : json_is_boolean(v) ? (long long)json_is_true(v)
+		              : json_is_real(v)    ? (long long)json_real_value(v)
+		                                   : -2;
+		json_decref(o);
+		if (r != -2)
+			return r;
+		line = end != NULL ? end + 1 : NULL;
+	}
+	return -1;
 }
 
 /* ---- for tests (tests/proc.c, with criterion) ---- */
