@@ -484,15 +484,7 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	case TERN_MSG_THROTTLE_STATE:
 		break; /* the throttle's acknowledgement; its trace says the rest */
 	case TERN_MSG_PARAMS:
-		/* Takes effect at the next switchover decision and chunk. */
-		if (m->u.params.downtime_limit_ms != 0)
-			s->limit_ms = m->u.params.downtime_limit_ms;
-		if (m->u.params.max_bandwidth != 0)
-			atomic_store_explicit(
-			    &s->a->limit.bytes_per_s,
-			    m->u.params.max_bandwidth == UINT64_MAX ? 0 : m->u.params.max_bandwidth,
-			    memory_order_relaxed);
-		tern_actor_counter(self, "downtime_limit_ms", (double)co_limit_ms(s));
+		co_params(self, s, &m->u.params);
 		break;
 	case TERN_MSG_CANCEL:
 		if (s->phase == CO_HANDOFF) {

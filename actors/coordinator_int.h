@@ -104,6 +104,8 @@ bool co_collect(struct co_state *s, const struct tern_msg *m);
  * came before its SYS_EXIT) or the wait is over; 0 while waiting. */
 int co_close(struct tern_actor *self, struct co_state *s);
 void co_progress(struct tern_actor *self, struct co_state *s);
+/* co_params applies a PARAMS message (live parameters from the driver). */
+void co_params(struct tern_actor *self, struct co_state *s, const struct tern_msg_params *p);
 /* co_converge decides the throttle for the next iteration and watches for
  * a stall. */
 void co_converge(struct tern_actor *self, struct co_state *s, uint64_t dirty_bytes, uint64_t now);

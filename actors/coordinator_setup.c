@@ -358,6 +358,66 @@ co_converge(struct tern_actor *self, struct co_state *s, uint64_t dirty_bytes, u
 	st->stalled = stalled;
 }
 
+/* Auto-converge changed on the running migration: mode, and the throttle
+ * settings (0: keep, or the new mode's default); switching on starts the
+ * throttle actor, off lets the guest run at full speed at once. */
+static void
+co_converge_set(struct tern_actor *self, struct co_state *s, int mode, uint32_t initial,
+                uint32_t increment, uint32_t max)
+{
+	struct tern_converge_ctl keep = s->conv;
+	bool same = mode == keep.mode;
+	/* 0 keeps the setting in force, or takes a new mode's own default. */
+	tern_converge_ctl_init(&s->conv, mode,
+	                       initial ? initial
+	                       : same  ? keep.conv.initial_pct
+	                               : 0,
+	                       increment ? increment
+	                       : same    ? keep.conv.increment_pct
+	                                 : 0,
+	                       max    ? max
+	                       : same ? keep.conv.max_pct
+	                              : 0,
+	                       0);
+	/* The stall watch goes on over the same samples. */
+	s->conv.window_ns = keep.window_ns;
+	s->conv.nsamples = keep.nsamples;
+	memcpy(s->conv.samples, keep.samples, sizeof(keep.samples));
+	if (same)
+		s->conv.st = keep.st;
+	tern_actor_counter(self, "auto_converge", (double)mode);
+	if (mode == TERN_CONVERGE_OFF) {
+		co_throttle(self, s, 0); /* full speed at once */
+		return;
+	}
+	if (s->throttle == NULL && co_start_throttle(self, s) != 0) {
+		/* Optional: the migration goes on without it, and says so. */
+		tern_actor_state(self, "auto-converge switched on, but the throttle did not start");
+		return;
+	}
+	if (s->throttle_pct > s->conv.conv.max_pct)
+		co_throttle(self, s, s->conv.conv.max_pct);
+}
+
+void
+co_params(struct tern_actor *self, struct co_state *s, const struct tern_msg_params *p)
+{
+	/* Takes effect at the next switchover decision and chunk. */
+	if (p->downtime_limit_ms != 0)
+		s->limit_ms = p->downtime_limit_ms;
+	if (p->max_bandwidth != 0)
+		atomic_store_explicit(&s->a->limit.bytes_per_s,
+		                      p->max_bandwidth == UINT64_MAX ? 0 : p->max_bandwidth,
+		                      memory_order_relaxed);
+	tern_actor_counter(self, "downtime_limit_ms", (double)co_limit_ms(s));
+	if (p->converge > TERN_CONVERGE_RATE + 1)
+		return; /* not a mode: the driver validated it, nothing to apply */
+	if (p->converge != 0 || p->throttle_initial != 0 || p->throttle_increment != 0 ||
+	    p->throttle_max != 0)
+		co_converge_set(self, s, p->converge != 0 ? (int)p->converge - 1 : s->conv.mode,
+		                p->throttle_initial, p->throttle_increment, p->throttle_max);
+}
+
 /* Takes the DirtyLogActor's accumulated set: *id names the lent set
  * (actors/set_table.h), which stays unchanged until co_give. */
 int

@@ -183,6 +183,24 @@ tern_migration_set_max_bandwidth(struct tern_migration *m, uint64_t bytes_per_s)
 }
 
 int
+tern_migration_set_auto_converge(struct tern_migration *m, int mode, uint32_t initial,
+                                 uint32_t increment, uint32_t max)
+{
+	if (mode < TERN_CONVERGE_OFF || mode > TERN_CONVERGE_RATE || initial > 99 ||
+	    increment > 99 || max > 99)
+		return TERN_EINVAL;
+	if (!m->sending)
+		return TERN_ESTATE;
+	atomic_store_explicit(&m->live.converge, (uint32_t)mode + 1, memory_order_relaxed);
+	atomic_store_explicit(&m->live.throttle_initial, initial, memory_order_relaxed);
+	atomic_store_explicit(&m->live.throttle_increment, increment, memory_order_relaxed);
+	atomic_store_explicit(&m->live.throttle_max, max, memory_order_relaxed);
+	/* Release: the values above are seen with the new generation. */
+	atomic_fetch_add_explicit(&m->live.gen, 1, memory_order_release);
+	return 0;
+}
+
+int
 tern_migration_stats(struct tern_migration *m, struct tern_stats *out)
 {
 	pthread_mutex_lock(&m->mtx);

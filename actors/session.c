@@ -101,6 +101,12 @@ session_params(struct tern_runtime *rt, struct tern_mailbox *mb, struct tern_act
 	p.u.params.downtime_limit_ms =
 	    atomic_load_explicit(&live->downtime_limit_ms, memory_order_relaxed);
 	p.u.params.max_bandwidth = atomic_load_explicit(&live->max_bandwidth, memory_order_relaxed);
+	p.u.params.converge = atomic_load_explicit(&live->converge, memory_order_relaxed);
+	p.u.params.throttle_initial =
+	    atomic_load_explicit(&live->throttle_initial, memory_order_relaxed);
+	p.u.params.throttle_increment =
+	    atomic_load_explicit(&live->throttle_increment, memory_order_relaxed);
+	p.u.params.throttle_max = atomic_load_explicit(&live->throttle_max, memory_order_relaxed);
 	if (tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &p) == 0)
 		*seen = gen;
 }

@@ -17,6 +17,10 @@
 struct terni_live_params {
 	_Atomic uint32_t downtime_limit_ms;
 	_Atomic uint64_t max_bandwidth;
+	/* Auto-converge: converge is the mode + 1 (0: unchanged); the
+	 * throttle settings in % (0: unchanged). */
+	_Atomic uint32_t converge;
+	_Atomic uint32_t throttle_initial, throttle_increment, throttle_max;
 	_Atomic uint32_t gen;
 };
 

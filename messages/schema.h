@@ -115,7 +115,10 @@
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
 /* Driver -> Coordinator: parameters changed while running (0: unchanged). */
-#define TERN_FIELDS_PARAMS(F) F(U32, downtime_limit_ms) F(U64, max_bandwidth)
+/* PARAMS: 0 leaves a field unchanged; converge is the auto-converge mode + 1. */
+#define TERN_FIELDS_PARAMS(F)                                                  \
+	F(U32, downtime_limit_ms) F(U64, max_bandwidth) F(U32, converge)       \
+	F(U32, throttle_initial) F(U32, throttle_increment) F(U32, throttle_max)
 
 #define TERN_MESSAGES(X)                                                       \
 	X(PING, ping, 0x0001)                                                  \

@@ -615,3 +615,40 @@ Test(control, stall_is_reported)
 	wait_status(&p.qb, "failed cancelled");
 	pair_end(&p, 1);
 }
+
+/* Auto-converge switched on while the migration runs (it was off when the
+ * migration started): the throttle starts and the migration completes. */
+Test(control, auto_converge_switched_on_live)
+{
+	struct pair p;
+	pair_start(&p, "ac",
+	           "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M");
+	start_capped(&p.qa, &p.qb, 16ll << 20);
+	/* Iterating without converging: the guest dirties 400 MB/s. */
+	uint64_t deadline = proc_now_ms() + LIVENESS_MS;
+	for (;;) {
+		json_t *r = qmp_ok(&p.qa, "query-migrate", NULL);
+		long long passes = json_integer_value(
+		    json_object_get(json_object_get(r, "ram"), "dirty-sync-count"));
+		const char *st = json_string_value(json_object_get(r, "status"));
+		cr_assert_str_eq(st, "active", "it ended without auto-converge");
+		json_decref(r);
+		if (passes >= 2)
+			break;
+		cr_assert(proc_now_ms() < deadline, "no second pass");
+		usleep(50000);
+	}
+	json_t *caps =
+	    json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability", "auto-converge", "state", 1);
+	json_decref(qmp_ok(&p.qa, "migrate-set-capabilities", caps));
+	json_decref(
+	    qmp_ok(&p.qa, "migrate-set-parameters",
+	           json_pack("{s:s,s:i}", "tern-auto-converge", "rate", "max-cpu-throttle", 99)));
+	cr_assert_str_eq(wait_status(&p.qa, "completed failed cancelled"), "completed");
+	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
+	cr_assert(
+	    json_integer_value(json_object_get(json_object_get(info, "tern"), "throttle-max")) > 0,
+	    "the throttle never ran");
+	json_decref(info);
+	pair_end(&p, 1);
+}

@@ -127,6 +127,25 @@ cmd_migrate_cancel(void *ctx, json_t *args, struct qmp_error *err)
 	return json_object();
 }
 
+/* The downtime limit, the bandwidth cap and auto-converge with its throttle
+ * settings apply to a running migration at once; the rest to the next. */
+static void
+vm_params_live(struct vm *vm, const struct vm_params *p)
+{
+	const struct vm_params *o = &vm->params;
+	if (vm->mig.h == NULL || !vm->mig.outgoing)
+		return;
+	if (p->downtime_limit_ms != o->downtime_limit_ms)
+		(void)tern_migration_set_downtime_limit(vm->mig.h, p->downtime_limit_ms);
+	if (p->max_bandwidth != o->max_bandwidth)
+		(void)tern_migration_set_max_bandwidth(vm->mig.h, p->max_bandwidth);
+	if (p->auto_converge != o->auto_converge || p->throttle_initial != o->throttle_initial ||
+	    p->throttle_increment != o->throttle_increment || p->throttle_max != o->throttle_max)
+		(void)tern_migration_set_auto_converge(vm->mig.h, p->auto_converge,
+		                                       p->throttle_initial, p->throttle_increment,
+		                                       p->throttle_max);
+}
+
 static json_t *
 cmd_set_parameters(void *ctx, json_t *args, struct qmp_error *err)
 {
@@ -134,13 +153,7 @@ cmd_set_parameters(void *ctx, json_t *args, struct qmp_error *err)
 	struct vm_params p = vm->params;
 	if (vm_params_set(&p, args, false, err) != 0)
 		return NULL;
-	/* Two apply to the running migration at once; the rest to the next. */
-	if (vm->mig.h != NULL && vm->mig.outgoing) {
-		if (p.downtime_limit_ms != vm->params.downtime_limit_ms)
-			(void)tern_migration_set_downtime_limit(vm->mig.h, p.downtime_limit_ms);
-		if (p.max_bandwidth != vm->params.max_bandwidth)
-			(void)tern_migration_set_max_bandwidth(vm->mig.h, p.max_bandwidth);
-	}
+	vm_params_live(vm, &p);
 	vm->params = p;
 	return json_object();
 }
@@ -178,7 +191,10 @@ cmd_set_capabilities(void *ctx, json_t *args, struct qmp_error *err)
 		else if (converge == TERN_CONVERGE_OFF)
 			converge = TERN_CONVERGE_QEMU;
 	}
-	vm->params.auto_converge = converge;
+	struct vm_params p = vm->params;
+	p.auto_converge = converge;
+	vm_params_live(vm, &p);
+	vm->params = p;
 	return json_object();
 }
 

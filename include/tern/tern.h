@@ -282,6 +282,15 @@ TERN_EXTERN int tern_migration_set_downtime_limit(struct tern_migration *m, uint
 TERN_EXTERN int tern_migration_set_max_bandwidth(struct tern_migration *m,
     uint64_t bytes_per_s);
 
+/* tern_migration_set_auto_converge switches auto-converge on a running
+ * source migration: mode is an enum tern_converge_mode (TERN_CONVERGE_OFF
+ * lets a throttled guest run at full speed at once), initial, increment and
+ * max are the throttle settings in % (0: keep the current).  Applies from
+ * the next convergence decision.  Any thread; TERN_ESTATE on a destination,
+ * TERN_EINVAL for a mode or a percentage out of range. */
+TERN_EXTERN int tern_migration_set_auto_converge(struct tern_migration *m, int mode,
+    uint32_t initial, uint32_t increment, uint32_t max);
+
 /* tern_migration_stats fills *s from any thread at any time: while running
  * outcome is "active" with the live figures (elapsed time, bytes
  * transferred, iteration, dirty rate, bandwidth), after the done callback
