@@ -21,6 +21,10 @@ struct cr_state {
 	struct tern_wire_rx *rx;
 	uint8_t *ctl; /* control payload buffer */
 	uint64_t frames;
+	/* A frame, once begun, must end by this (absolute): a peer dribbling
+	 * bytes would otherwise hold the actor in one frame forever, since a
+	 * socket timeout restarts with every byte. */
+	uint64_t frame_ns, until;
 	struct iovec iov[TERN_FRAME_MAX_RANGES];
 };
 
@@ -33,7 +37,12 @@ cr_init(struct tern_actor *self, void *state, void *arg)
 	s->ctl = malloc(CR_CTL_PAYLOAD_MAX);
 	if (s->rx == NULL || s->ctl == NULL)
 		return TERN_ENOMEM;
-	int rc = tern_net_set_deadline(s->a->fd, s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000);
+	int deadline_ms = s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000;
+	/* Twice the idle limit: generous for a whole 64 MiB frame on a slow
+	 * link, and under the receiver's silence limit (three times), so a
+	 * trickle is reported as such. */
+	s->frame_ns = 2ull * (uint64_t)deadline_ms * 1000000ull;
+	int rc = tern_net_set_deadline(s->a->fd, deadline_ms);
 	if (rc != 0)
 		return rc;
 	/* A kill shuts it down, releasing a read or write in progress. */
@@ -42,11 +51,16 @@ cr_init(struct tern_actor *self, void *state, void *arg)
 	return tern_actor_watch_fd(self, s->a->fd, POLLIN);
 }
 
-/* Tells the source why, then fails: the source aborts and resumes. */
+/* Tells the source why, then fails: the source aborts and resumes.  The
+ * receiver learns it was a violation (args->violation) and aborts the
+ * migration, whichever connection it came on. */
 static int
 cr_refuse(struct tern_actor *self, struct cr_state *s, int code, const char *why)
 {
 	struct tern_msg m;
+	snprintf(s->a->why, sizeof(s->a->why), "connection %u: %s", s->a->conn, why);
+	/* Release: the receiver reads why after seeing the flag. */
+	atomic_store_explicit(&s->a->violation, true, memory_order_release);
 	tern_msg_init(&m, TERN_MSG_W_ABORT);
 	m.u.w_abort.code = code;
 	snprintf(m.u.w_abort.why, sizeof(m.u.w_abort.why), "connection %u: %s", s->a->conn, why);
@@ -54,14 +68,53 @@ cr_refuse(struct tern_actor *self, struct cr_state *s, int code, const char *why
 	return tern_actor_fail(self, code, "connection %u: %s", s->a->conn, why);
 }
 
-/* Connections share the map: atomic bit updates. */
+/* A failed read: a frame over its deadline says so (a trickle is silence). */
+static int
+cr_io_fail(struct tern_actor *self, struct cr_state *s, int rc, const char *what)
+{
+	if (rc == TERN_ETIMEDOUT)
+		return tern_actor_fail(self, rc,
+		    "connection %u: %s: the frame took over %llu ms (a trickle counts as silence)",
+		    s->a->conn, what, (unsigned long long)(s->frame_ns / 1000000));
+	return tern_actor_fail(self, rc, "connection %u: %s: %s", s->a->conn, what,
+	    tern_strerror(rc));
+}
+
+/* The first page in [p, last) whose written bit is on (or off), else last:
+ * a word at a time, so a TiB guest's zero range costs its bitmap words, not
+ * its pages.  Connections share the map: atomic loads. */
+static uint64_t
+cr_next(const struct tern_bitmap *w, uint64_t p, uint64_t last, int on)
+{
+	while (p < last) {
+		uint64_t word = __atomic_load_n(&w->words[p >> 6], __ATOMIC_RELAXED);
+		if (!on)
+			word = ~word;
+		word &= ~0ull << (p & 63);
+		if (word != 0) {
+			uint64_t q = (p & ~63ull) + (uint64_t)__builtin_ctzll(word);
+			return q < last ? q : last;
+		}
+		p = (p | 63) + 1;
+	}
+	return last;
+}
+
+/* Marks [gpa, gpa + len) written, a word at a time (atomic: connections
+ * share the map). */
 static void
 cr_mark_written(struct tern_bitmap *w, uint64_t gpa, uint64_t len)
 {
-	uint64_t first = gpa >> TERN_PAGE_SHIFT;
+	uint64_t p = gpa >> TERN_PAGE_SHIFT;
 	uint64_t last = (gpa + len + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
-	for (uint64_t p = first; p < last; p++)
-		__atomic_fetch_or(&w->words[p >> 6], 1ull << (p & 63), __ATOMIC_RELAXED);
+	while (p < last) {
+		uint64_t n = 64 - (p & 63);
+		if (n > last - p)
+			n = last - p;
+		uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << (p & 63);
+		__atomic_fetch_or(&w->words[p >> 6], mask, __ATOMIC_RELAXED);
+		p += n;
+	}
 }
 
 /* An announced zero range: only the pages that received data before need
@@ -70,27 +123,39 @@ static int
 cr_zero(struct cr_state *s, struct tern_guest *g, uint64_t gpa, uint64_t len)
 {
 	struct tern_bitmap *w = s->a->written;
-	uint64_t first = gpa >> TERN_PAGE_SHIFT;
 	uint64_t last = (gpa + len + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
-	for (uint64_t p = first; p < last;) {
-		int on = (__atomic_load_n(&w->words[p >> 6], __ATOMIC_RELAXED) >> (p & 63)) & 1;
-		uint64_t q = p + 1;
-		while (q < last && (int)((__atomic_load_n(&w->words[q >> 6], __ATOMIC_RELAXED) >>
-				       (q & 63)) & 1) == on)
-			q++;
-		if (on) {
-			uint64_t a = p << TERN_PAGE_SHIFT, b = q << TERN_PAGE_SHIFT;
-			if (a < gpa)
-				a = gpa;
-			if (b > gpa + len)
-				b = gpa + len;
-			int rc = tern_guest_zero(g, a, b - a);
-			if (rc != 0)
-				return rc;
-		}
+	for (uint64_t p = gpa >> TERN_PAGE_SHIFT; (p = cr_next(w, p, last, 1)) < last;) {
+		uint64_t q = cr_next(w, p, last, 0);
+		uint64_t a = p << TERN_PAGE_SHIFT, b = q << TERN_PAGE_SHIFT;
+		if (a < gpa)
+			a = gpa;
+		if (b > gpa + len)
+			b = gpa + len;
+		int rc = tern_guest_zero(g, a, b - a);
+		if (rc != 0)
+			return rc;
 		p = q;
 	}
 	return 0;
+}
+
+/* Enters a page write unless memory is closed (see tern_conn_recv_args:
+ * seq_cst on both sides, so the receiver closing memory either sees this
+ * writer or this writer sees the barrier). */
+static bool
+cr_write_begin(struct cr_state *s)
+{
+	atomic_fetch_add(s->a->writers, 1);
+	if (!atomic_load(s->a->memory_closed))
+		return true;
+	atomic_fetch_sub(s->a->writers, 1);
+	return false;
+}
+
+static void
+cr_write_end(struct cr_state *s)
+{
+	atomic_fetch_sub(s->a->writers, 1);
 }
 
 static int
@@ -116,6 +181,9 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	}
 	if (total != plen)
 		return cr_refuse(self, s, TERN_EPROTO, "page frame length mismatch");
+	if (!cr_write_begin(s))
+		return cr_refuse(self, s, TERN_EPROTO,
+		    "page data after the end of memory (W_STATE or the end of the migration)");
 	/* Announced zero: make them read as zero, also when this memory held
 	 * something before (a second migration into the same guest). */
 	uint64_t zero_pages = 0;
@@ -123,8 +191,10 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 		uint64_t gpa, len;
 		tern_ranges_get(z, i, &gpa, &len);
 		int rc = cr_zero(s, g, gpa, len);
-		if (rc != 0)
+		if (rc != 0) {
+			cr_write_end(s);
 			return cr_refuse(self, s, rc, "cannot clear announced zero pages");
+		}
 		zero_pages += len / TERN_PAGE_SIZE;
 	}
 	/* Populate ahead (a memfd pays ~10 us per first-touch fault here, a
@@ -137,15 +207,19 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 			(void)tern_guest_populate(g, gpa, len); /* an optimisation only */
 		s->iov[i] = (struct iovec){ tern_guest_hva(g, gpa), len };
 	}
-	int rc = tern_wire_recv_iov(s->a->fd, s->iov, (int)r->count);
-	if (rc != 0)
-		return tern_actor_fail(self, rc, "connection %u: receiving pages: %s", s->a->conn,
-		    tern_strerror(rc));
+	int rc = tern_wire_recv_iov_until(s->a->fd, s->iov, (int)r->count, s->until);
+	if (rc != 0) {
+		cr_write_end(s);
+		return cr_io_fail(self, s, rc, "receiving pages");
+	}
 	for (uint32_t i = 0; i < r->count; i++) {
 		uint64_t gpa, len;
 		tern_ranges_get(r, i, &gpa, &len);
 		cr_mark_written(s->a->written, gpa, len);
 	}
+	/* Before the ack: the source sends W_STATE only once every frame was
+	 * acknowledged, so a correct source never meets a writer there. */
+	cr_write_end(s);
 	atomic_fetch_add_explicit(&s->a->payload, plen, memory_order_relaxed);
 	struct tern_msg ack;
 	tern_msg_init(&ack, TERN_MSG_W_ACK);
@@ -173,9 +247,9 @@ cr_control(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m
 		return cr_refuse(self, s, TERN_EPROTO, "control frame on a data connection");
 	if (plen > CR_CTL_PAYLOAD_MAX)
 		return cr_refuse(self, s, TERN_EPROTO, "control payload too large");
-	int rc = plen ? tern_wire_recv_exact(s->a->fd, s->ctl, plen) : 0;
+	int rc = plen ? tern_wire_recv_exact_until(s->a->fd, s->ctl, plen, s->until) : 0;
 	if (rc != 0)
-		return tern_actor_fail(self, rc, "connection 0: %s", tern_strerror(rc));
+		return cr_io_fail(self, s, rc, "receiving a control payload");
 	uint8_t hdr[TERN_WIRE_HEADER_MAX];
 	size_t hlen;
 	if ((rc = tern_msg_encode(m, hdr, sizeof(hdr), &hlen)) != 0)
@@ -193,18 +267,23 @@ cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 	struct cr_state *s = state;
 	struct tern_msg m;
 	uint64_t plen;
-	int rc = tern_wire_recv_header(s->a->fd, s->rx, &m, &plen);
+	s->until = tern_now_ns() + s->frame_ns;
+	char why[TERN_STR_MAX] = "";
+	int rc = tern_wire_recv_header_until(s->a->fd, s->rx, &m, &plen, s->until, why,
+	    sizeof(why));
 	if (rc == TERN_ECLOSED) {
 		/* Between frames: a normal end (the receiver decides whether it
 		 * came too early). */
 		tern_actor_state(self, "closed by the source");
 		return TERN_ACTOR_DONE;
 	}
-	if (rc == TERN_EMSG || rc == TERN_EPROTO)
-		return cr_refuse(self, s, rc, "malformed frame");
+	if (rc == TERN_EMSG || rc == TERN_EPROTO) {
+		char line[TERN_STR_MAX + 32];
+		snprintf(line, sizeof(line), "malformed frame: %s", why);
+		return cr_refuse(self, s, rc, line);
+	}
 	if (rc != 0)
-		return tern_actor_fail(self, rc, "connection %u: %s", s->a->conn,
-		    tern_strerror(rc));
+		return cr_io_fail(self, s, rc, "receiving a frame header");
 	tern_actor_event(self, "recv", tern_msg_name(m.type));
 	if (tern_actor_killed(self))
 		return TERN_EKILLED;

@@ -27,6 +27,18 @@ struct tern_conn_recv_args {
 	 * NULL until W_CONFIG was accepted. */
 	struct tern_guest *_Atomic *guest;
 	struct tern_bitmap *written; /* valid once *guest is set */
+	/* The end of memory (the receiver's, shared by every connection): once
+	 * set, a page frame is a protocol violation.  Together with *writers
+	 * (page frames being written now) it is a Dekker pair, both seq_cst:
+	 * either the receiver sees a writer or the writer sees the barrier. */
+	atomic_bool *memory_closed;
+	_Atomic uint32_t *writers;
+	/* Set before this actor fails on a frame the protocol forbids: the
+	 * receiver then aborts the migration instead of counting the
+	 * connection lost (a lost data connection is survivable, a lying
+	 * source is not).  why is written before it and read after it. */
+	atomic_bool violation;
+	char why[TERN_STR_MAX];
 	_Atomic uint64_t bytes; /* bytes on the wire, both directions */
 	_Atomic uint64_t payload;
 };

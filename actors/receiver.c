@@ -13,15 +13,15 @@
 #include "net/wire.h"
 #include "tern/error.h"
 
-enum rc_phase { RC_LISTENING, RC_CONFIGURED, RC_STATE, RC_RESUMED, RC_ABORTED };
-static const char *rc_phase_names[] = { "listening", "configured", "state", "resumed",
-	"aborted" };
+/* In order: a control frame moves the phase forward only (see receiver.h). */
+enum rc_phase { RC_LISTENING, RC_CONFIGURED, RC_STATE, RC_VERIFIED, RC_RESUMED, RC_ABORTED };
+static const char *rc_phase_names[] = { "listening", "configured", "state", "verified",
+	"resumed", "aborted" };
 
 struct rc_state {
 	struct tern_receiver_args *a;
 	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
 	enum rc_phase phase;
-	int state_loaded;
 	uint64_t last_heard_ns; /* last frame from the source */
 	uint64_t idle_limit_ns;
 };
@@ -62,6 +62,8 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 {
 	if (s->phase == RC_ABORTED)
 		return TERN_ACTOR_DONE;
+	/* Nothing is written after an abort (connections check it per frame). */
+	atomic_store(&s->a->memory_closed, true);
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(s->a->err, sizeof(s->a->err), fmt, ap);
@@ -70,6 +72,19 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
 	rc_set_phase(self, s, RC_ABORTED);
 	return TERN_ACTOR_DONE;
+}
+
+/* A control frame the protocol does not allow now: answered, then the
+ * migration ends with a one-line reason naming the frame, the phase and the
+ * rule (the source resumes its guest). */
+static int
+rc_out_of_phase(struct tern_actor *self, struct rc_state *s, uint32_t type, const char *rule)
+{
+	char why[TERN_STR_MAX];
+	snprintf(why, sizeof(why), "%s in phase %s (allowed %s)", tern_msg_name(type),
+	    rc_phase_names[s->phase], rule);
+	(void)rc_answer(self, s, type, TERN_ESTATE, 0, why);
+	return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", why);
 }
 
 /* The source's announced layout must be the destination guest's, exactly:
@@ -151,9 +166,23 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 	case TERN_MSG_W_CONFIG:
 		return rc_config(self, s, &f.u.w_config);
 	case TERN_MSG_W_STATE:
-		if (g == NULL || p->len != f.u.w_state.len) {
-			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "state out of order");
-			return rc_fail(self, s, TERN_EPROTO, "state before configuration");
+		if (s->phase != RC_CONFIGURED)
+			return rc_out_of_phase(self, s, f.type, "once, after W_CONFIG");
+		if (p->len != f.u.w_state.len) {
+			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "state length mismatch");
+			return rc_fail(self, s, TERN_EPROTO,
+			    "protocol violation: W_STATE announces %llu bytes, carries %llu",
+			    (unsigned long long)f.u.w_state.len, (unsigned long long)p->len);
+		}
+		/* The end of memory, for every connection at once: the source
+		 * sends the state only when every page frame was acknowledged,
+		 * so a frame still being written is a lie (seq_cst: see
+		 * tern_conn_recv_args). */
+		atomic_store(&s->a->memory_closed, true);
+		if (atomic_load(&s->a->writers) != 0) {
+			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "page data still arriving");
+			return rc_fail(self, s, TERN_EPROTO,
+			    "protocol violation: W_STATE while page data was still arriving");
 		}
 		rc = tern_guest_fault_hit("load", tern_runtime_trace(tern_actor_rt(self)));
 		if (rc == 0)
@@ -164,14 +193,11 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 			(void)rc_answer(self, s, f.type, rc, 0, why);
 			return rc_fail(self, s, rc, "guest state rejected: %s", why);
 		}
-		s->state_loaded = 1;
 		rc_set_phase(self, s, RC_STATE);
 		return rc_answer(self, s, f.type, 0, 0, NULL);
 	case TERN_MSG_W_DIGEST: {
-		if (g == NULL) {
-			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "no guest");
-			return rc_fail(self, s, TERN_EPROTO, "digest before configuration");
-		}
+		if (s->phase != RC_STATE)
+			return rc_out_of_phase(self, s, f.type, "once, after W_STATE");
 		uint64_t t0 = tern_now_ns(), d = 0;
 		rc = tern_guest_digest(g, &d);
 		uint64_t ns = tern_now_ns() - t0;
@@ -189,13 +215,12 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		}
 		s->a->stats->verified = 1;
 		s->a->stats->verify_ms = ns / 1000000;
+		rc_set_phase(self, s, RC_VERIFIED);
 		return rc_answer(self, s, f.type, 0, ns, NULL);
 	}
 	case TERN_MSG_W_COMPLETE:
-		if (g == NULL || !s->state_loaded) {
-			(void)rc_answer(self, s, f.type, TERN_ESTATE, 0, "no state loaded");
-			return rc_fail(self, s, TERN_EPROTO, "handoff before the state");
-		}
+		if (s->phase != RC_STATE && s->phase != RC_VERIFIED)
+			return rc_out_of_phase(self, s, f.type, "once, after W_STATE (and W_DIGEST)");
 		/* Through guest_call: TERN_FAULT=guest@resume can fail it. */
 		rc = tern_guest_resume_checked(g, tern_runtime_trace(tern_actor_rt(self)));
 		if (rc != 0) {
@@ -232,7 +257,15 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		s->a->stats->pages_sent += m->u.pages_in.bytes / TERN_PAGE_SIZE;
 		s->a->stats->pages_zero += m->u.pages_in.zero_pages;
 		return 0;
-	case TERN_MSG_SYS_EXIT:
+	case TERN_MSG_SYS_EXIT: {
+		/* A violation on any connection ends the migration with its
+		 * reason, also when another connection's end (the source
+		 * hanging up after being told) arrives first. */
+		for (uint32_t i = 0; i < s->a->nconns; i++) {
+			struct tern_conn_recv_args *c = &s->a->conns[i];
+			if (atomic_load_explicit(&c->violation, memory_order_acquire))
+				return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", c->why);
+		}
 		for (uint32_t i = 1; i < s->a->nconns; i++) {
 			if (s->conns[i] != NULL && m->u.sys_exit.actor == tern_actor_id(s->conns[i])) {
 				/* A data connection died: the source resends its
@@ -246,6 +279,7 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_ECLOSED,
 		    "%s", m->u.sys_exit.why[0] ? m->u.sys_exit.why
 					       : "the source closed the control connection");
+	}
 	default:
 		return rc_fail(self, s, TERN_EPROTO, "unexpected message %s",
 		    tern_msg_name(m->type));
@@ -283,6 +317,8 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		c->receiver = tern_actor_id(self);
 		c->guest = &a->guest;
 		c->written = &a->written;
+		c->memory_closed = &a->memory_closed;
+		c->writers = &a->writers;
 		c->populate = !a->opts->no_populate;
 		c->deadline_ms = a->opts->io_timeout_ms ? (int)a->opts->io_timeout_ms : 10000;
 		if (rc == 0) {

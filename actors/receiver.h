@@ -1,7 +1,11 @@
 /*
  * ReceiverCoordinator: the destination's state machine.
  *
- *   listening -> configured -> memory -> state -> resumed | aborted
+ *   listening -> configured -> state [-> verified] -> resumed | aborted
+ *
+ * Each control frame is accepted once, in that order (W_DIGEST only with
+ * --verify); page data only while configured.  Anything else aborts the
+ * migration with a one-line reason: the source resumes its guest.
  *
  * It starts with connections already accepted and handshaken (the session
  * accepts them), spawns one ConnectionActor per connection, checks W_CONFIG
@@ -27,6 +31,11 @@ struct tern_receiver_args {
 	 * did needs no work (and touching it would allocate it).  Allocated
 	 * with the guest, before it is published; freed by the caller. */
 	struct tern_bitmap written;
+	/* Set at W_STATE (the source sends it only once every page frame was
+	 * acknowledged) and whenever the migration ends: from then on no
+	 * connection writes guest memory.  See tern_conn_recv_args. */
+	atomic_bool memory_closed;
+	_Atomic uint32_t writers;
 	int result;
 	char err[TERN_STR_MAX];
 	struct tern_stats *stats;

@@ -250,7 +250,7 @@ wire_read_why(int rv)
  * which the handshake passes on to the user. */
 static int
 wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *payload_len,
-                 uint64_t deadline_ns, char *why, size_t whylen)
+                 uint64_t deadline_ns, int eof_rv, char *why, size_t whylen)
 {
 	uint8_t pre[WIRE_PREFIX];
 	uint64_t got = 0, plen;
@@ -265,7 +265,7 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 		rv = TERN_EPROTO;
 	if (rv != 0) {
 		terni_errf(why, whylen, "%s", wire_read_why(rv));
-		return rv;
+		return rv == TERN_EPROTO ? eof_rv : rv;
 	}
 	magic = (uint32_t)wire_get(pre, 4);
 	hlen = (uint32_t)wire_get(pre + 4, 4);
@@ -290,7 +290,7 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 		rv = TERN_EPROTO;
 	if (rv != 0) {
 		terni_errf(why, whylen, "%s", wire_read_why(rv));
-		return rv;
+		return rv == TERN_EPROTO ? eof_rv : rv;
 	}
 	if (tern_msg_decode(rx->buf, hlen, m) != 0) {
 		terni_errf(why, whylen, "undecodable frame header");
@@ -309,13 +309,26 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 int
 tern_wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *payload_len)
 {
-	return wire_recv_header(fd, rx, m, payload_len, 0, NULL, 0);
+	return wire_recv_header(fd, rx, m, payload_len, 0, TERN_EPROTO, NULL, 0);
+}
+
+int
+tern_wire_recv_header_until(int fd, struct tern_wire_rx *rx, struct tern_msg *m,
+                            uint64_t *payload_len, uint64_t deadline_ns, char *why, size_t whylen)
+{
+	return wire_recv_header(fd, rx, m, payload_len, deadline_ns, -ECONNRESET, why, whylen);
 }
 
 int
 tern_wire_recv_exact(int fd, void *dst, uint64_t len)
 {
-	int rv = wire_read(fd, dst, len, NULL, 0);
+	return tern_wire_recv_exact_until(fd, dst, len, 0);
+}
+
+int
+tern_wire_recv_exact_until(int fd, void *dst, uint64_t len, uint64_t deadline_ns)
+{
+	int rv = wire_read(fd, dst, len, NULL, deadline_ns);
 
 	return rv == TERN_ECLOSED ? TERN_EPROTO : rv;
 }
@@ -335,8 +348,19 @@ tern_wire_forward(int fd, const void *frame, size_t len, const void *payload, si
 int
 tern_wire_recv_iov(int fd, struct iovec *iov, int n)
 {
+	return tern_wire_recv_iov_until(fd, iov, n, 0);
+}
+
+int
+tern_wire_recv_iov_until(int fd, struct iovec *iov, int n, uint64_t deadline_ns)
+{
 	while (n > 0) {
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(n < 1024 ? n : 1024)};
+		int rv;
+		/* One setsockopt per recvmsg: MSG_WAITALL usually takes a
+		 * whole frame in one call, so this costs one per frame. */
+		if (deadline_ns != 0 && (rv = wire_until(fd, deadline_ns)) != 0)
+			return rv;
 		ssize_t got = recvmsg(fd, &mh, MSG_WAITALL);
 		if (got == 0)
 			return TERN_EPROTO;
@@ -455,7 +479,7 @@ tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, c
 	}
 	rv = tern_wire_send(fd, &m, NULL, 0, NULL);
 	if (rv == 0)
-		rv = wire_recv_header(fd, rx, &m, &plen, until, inner, sizeof(inner));
+		rv = wire_recv_header(fd, rx, &m, &plen, until, TERN_EPROTO, inner, sizeof(inner));
 	if (rv == TERN_ECLOSED || rv == -ECONNRESET || rv == -EPIPE) {
 		terni_errf(why, whylen, "peer closed the connection during the handshake");
 		rv = TERN_EPROTO;
@@ -553,7 +577,7 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	}
 	rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0);
 	if (rv == 0)
-		rv = wire_recv_header(fd, rx, &m, &plen, until, inner, sizeof(inner));
+		rv = wire_recv_header(fd, rx, &m, &plen, until, TERN_EPROTO, inner, sizeof(inner));
 
 	const struct tern_msg_w_hello *h = &m.u.w_hello;
 

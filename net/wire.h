@@ -62,6 +62,18 @@ int tern_wire_recv_exact(int fd, void *dst, uint64_t len);
  * MSG_WAITALL).  EOF is TERN_EPROTO.  iov is modified. */
 int tern_wire_recv_iov(int fd, struct iovec *iov, int n);
 
+/* The _until variants bound the whole read by an absolute deadline
+ * (CLOCK_MONOTONIC ns as tern_now_ns, 0: none) instead of per system call,
+ * so a peer trickling a byte at a time counts as silent: TERN_ETIMEDOUT.
+ * They leave the socket's receive timeout at what was left of it.
+ * tern_wire_recv_header_until also tells garbage from a lost connection:
+ * EOF inside a frame is -ECONNRESET there (TERN_EPROTO and TERN_EMSG only
+ * for what the peer sent), and why (may be NULL) gets the reason. */
+int tern_wire_recv_header_until(int fd, struct tern_wire_rx *rx, struct tern_msg *m,
+    uint64_t *payload_len, uint64_t deadline_ns, char *why, size_t whylen);
+int tern_wire_recv_exact_until(int fd, void *dst, uint64_t len, uint64_t deadline_ns);
+int tern_wire_recv_iov_until(int fd, struct iovec *iov, int n, uint64_t deadline_ns);
+
 /* tern_wire_discard reads and drops len bytes. */
 int tern_wire_discard(int fd, uint64_t len);
 
