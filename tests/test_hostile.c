@@ -10,24 +10,8 @@
  */
 #include <criterion/criterion.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include "kvm/guest.h"
-#include "kvm/spec.h"
-#include "messages/msg.h"
-#include "net/net.h"
-#include "net/wire.h"
-#include "tern/error.h"
-#include "tests/proc.h"
-
-#define HOSTILE_MEM (16ull << 20)
-#define HOSTILE_GUEST "simvm:mem=16M,vcpus=1"
-#define PAGE 4096ull
-#define H_ANY 1 /* h_connect: whatever the hello answers */
+#include "hostile.h"
 
 static void
 setup(void)
@@ -37,231 +21,6 @@ setup(void)
 }
 
 TestSuite(hostile, .init = setup, .timeout = 240);
-
-/* One destination process and the scripted source's connections. */
-struct hostile {
-	struct proc r;
-	char to[64];
-	int fd[4];
-	int n;
-	struct tern_wire_rx *rx;
-};
-
-static void
-h_connect(struct hostile *h, uint32_t conn, uint32_t nconns, int *fd, int want)
-{
-	char why[256] = "";
-	cr_assert_eq(tern_net_connect(h->to, 10000, fd, why, sizeof(why)), 0, "%s", why);
-	int rc = tern_wire_hello(*fd, "hostile", conn, nconns, NULL, 10000, why, sizeof(why), NULL);
-	if (want != H_ANY)
-		cr_assert_eq(rc, want, "hello %u/%u: %s (%s)", conn, nconns, tern_strerror(rc),
-		             why);
-}
-
-/* Starts the destination (its own 16 MiB guest, a 2 s I/O timeout) and
- * opens nconns handshaken connections. */
-static void
-h_start(struct hostile *h, uint32_t nconns)
-{
-	char *extra[] = {"--guest", HOSTILE_GUEST,          "--io-timeout",
-	                 "2s",      "--exit-after-handoff", NULL};
-	memset(h, 0, sizeof(*h));
-	for (int i = 0; i < 4; i++)
-		h->fd[i] = -1;
-	h->rx = malloc(sizeof(*h->rx));
-	cr_assert_not_null(h->rx);
-	char *base[] = {tern_cli(), "receive", "--listen",         "127.0.0.1:0", "--ready-fd",
-	                "3",        "--json",  "--accept-timeout", "60s",         NULL};
-	char *argv[32];
-	args_join(argv, 32, base, extra);
-	proc_listen(&h->r, argv, NULL, h->to, sizeof(h->to));
-	h->n = (int)nconns;
-	for (uint32_t i = 0; i < nconns; i++)
-		h_connect(h, i, nconns, &h->fd[i], 0);
-}
-
-static void
-h_send(int fd, struct tern_msg *m, const void *payload, size_t len)
-{
-	struct iovec iov = {(void *)payload, len};
-	int rc = tern_wire_send(fd, m, &iov, len ? 1 : 0, NULL);
-	cr_assert_eq(rc, 0, "sending %s: %s", tern_msg_name(m->type), tern_strerror(rc));
-}
-
-/* Reads the next answer (acks skipped): 0 and *m, or the receive error. */
-static int
-h_answer(struct hostile *h, int fd, struct tern_msg *m)
-{
-	for (;;) {
-		uint64_t plen = 0;
-		int rc = tern_wire_recv_header(fd, h->rx, m, &plen);
-		if (rc == 0 && plen > 0)
-			rc = tern_wire_discard(fd, plen);
-		if (rc != 0 || m->type != TERN_MSG_W_ACK)
-			return rc;
-	}
-}
-
-static void
-h_expect_ok(struct hostile *h, int fd, uint32_t step)
-{
-	struct tern_msg m;
-	int rc = h_answer(h, fd, &m);
-	cr_assert_eq(rc, 0, "waiting for %s's result: %s", tern_msg_name(step), tern_strerror(rc));
-	cr_assert_eq(m.type, TERN_MSG_W_RESULT, "got %s", tern_msg_name(m.type));
-	cr_assert_eq(m.u.w_result.step, step);
-	cr_assert_eq(m.u.w_result.status, 0, "%s refused: %s", tern_msg_name(step),
-	             m.u.w_result.why);
-}
-
-/* The peer is told why: a W_ABORT or an error W_RESULT whose reason holds
- * needle (or, needle NULL, at least the connection ends). */
-static void
-h_expect_refused(struct hostile *h, int fd, const char *needle)
-{
-	struct tern_msg m;
-	int rc = h_answer(h, fd, &m);
-	if (needle == NULL)
-		return;
-	cr_assert_eq(rc, 0, "no reason sent: %s", tern_strerror(rc));
-	const char *why = m.type == TERN_MSG_W_ABORT ? m.u.w_abort.why : m.u.w_result.why;
-	cr_assert(m.type == TERN_MSG_W_ABORT ||
-	              (m.type == TERN_MSG_W_RESULT && m.u.w_result.status != 0),
-	          "got %s", tern_msg_name(m.type));
-	cr_assert_not_null(strstr(why, needle), "peer told '%s', expected '%s'", why, needle);
-}
-
-/* The destination ends by itself with code and a reason holding needle. */
-static void
-h_end(struct hostile *h, int code, const char *needle)
-{
-	for (int i = 0; i < 4; i++)
-		if (h->fd[i] >= 0)
-			close(h->fd[i]);
-	cr_assert_eq(proc_wait(&h->r, 60000), 0, "the destination hung: %s", h->r.errbuf);
-	cr_assert_eq(proc_exit_code(&h->r), code, "exit %d: %s", proc_exit_code(&h->r),
-	             h->r.errbuf);
-	if (needle != NULL)
-		cr_assert_not_null(strstr(h->r.errbuf, needle), "expected '%s' in: %s", needle,
-		                   h->r.errbuf);
-	cr_assert_null(strstr(h->r.errbuf, "Sanitizer"), "%s", h->r.errbuf);
-	free(h->rx);
-}
-
-static void
-h_config(struct hostile *h)
-{
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_CONFIG);
-	m.u.w_config.mem_size = HOSTILE_MEM;
-	m.u.w_config.page_size = (uint32_t)PAGE;
-	m.u.w_config.vcpus = 1;
-	snprintf(m.u.w_config.guest, sizeof(m.u.w_config.guest), "%s", HOSTILE_GUEST);
-	h_send(h->fd[0], &m, NULL, 0);
-	h_expect_ok(h, h->fd[0], TERN_MSG_W_CONFIG);
-}
-
-/* One W_PAGES frame: data ranges (payload from data, or a pattern) and zero
- * ranges; plen as announced (the sum of data lengths unless forced). */
-static void
-h_pages(int fd, const uint64_t *r, uint32_t nr, const uint64_t *z, uint32_t nz, uint64_t plen)
-{
-	static uint8_t rp[1024 * 16], zp[1024 * 16];
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_PAGES);
-	m.u.w_pages.chunk = 1;
-	for (uint32_t i = 0; i < nr; i++)
-		tern_ranges_put(rp, i, r[2 * i], r[2 * i + 1]);
-	for (uint32_t i = 0; i < nz; i++)
-		tern_ranges_put(zp, i, z[2 * i], z[2 * i + 1]);
-	m.u.w_pages.ranges = (struct tern_ranges){rp, nr};
-	m.u.w_pages.zeros = (struct tern_ranges){zp, nz};
-	uint8_t *data = malloc(plen ? plen : 1);
-	cr_assert_not_null(data);
-	for (uint64_t i = 0; i < plen; i++)
-		data[i] = (uint8_t)((i % PAGE) * 31 + 7); /* every page alike */
-	h_send(fd, &m, data, plen);
-	free(data);
-}
-
-static void
-h_page(int fd, uint64_t gpa)
-{
-	uint64_t r[2] = {gpa, PAGE};
-	h_pages(fd, r, 1, NULL, 0, PAGE);
-}
-
-/* Waits for the acknowledgement of the frame just sent on fd. */
-static void
-h_ack(struct hostile *h, int fd)
-{
-	struct tern_msg m;
-	uint64_t plen = 0;
-	int rc = tern_wire_recv_header(fd, h->rx, &m, &plen);
-	cr_assert_eq(rc, 0, "waiting for an ack: %s", tern_strerror(rc));
-	cr_assert_eq(m.type, TERN_MSG_W_ACK, "got %s", tern_msg_name(m.type));
-}
-
-/* A valid state: a local guest of the same shape, paused and saved. */
-static size_t
-h_state_blob(uint8_t *buf, size_t cap)
-{
-	struct tern_guest_config cfg;
-	struct tern_guest *g = NULL;
-	char why[256];
-	size_t len = 0;
-	cr_assert_eq(tern_guest_spec_parse(HOSTILE_GUEST, &cfg, why, sizeof(why)), 0, "%s", why);
-	cr_assert_eq(tern_guest_create_provided(&g, &cfg, TERN_GUEST_SOURCE, why, sizeof(why)), 0,
-	             "%s", why);
-	cr_assert_eq(g->ops->pause(g), 0);
-	cr_assert_eq(g->ops->state_save(g, buf, cap, &len), 0, "%s", g->why);
-	tern_guest_destroy(g);
-	return len;
-}
-
-static void
-h_state(struct hostile *h, int want_ok)
-{
-	uint8_t blob[4096];
-	size_t len = h_state_blob(blob, sizeof(blob));
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_STATE);
-	m.u.w_state.len = len;
-	h_send(h->fd[0], &m, blob, len);
-	if (want_ok)
-		h_expect_ok(h, h->fd[0], TERN_MSG_W_STATE);
-}
-
-/* The digest of a 16 MiB guest holding only what h_page(gpa) wrote. */
-static uint64_t
-h_digest_of(const uint64_t *pages, int n)
-{
-	struct tern_guest_config cfg;
-	struct tern_guest *g = NULL;
-	char why[256];
-	uint64_t d = 0;
-	cr_assert_eq(tern_guest_spec_parse(HOSTILE_GUEST, &cfg, why, sizeof(why)), 0, "%s", why);
-	cr_assert_eq(tern_guest_create_provided(&g, &cfg, TERN_GUEST_DESTINATION, why, sizeof(why)),
-	             0, "%s", why);
-	for (int i = 0; i < n; i++) {
-		uint8_t *p = tern_guest_hva(g, pages[i]);
-		for (uint64_t j = 0; j < PAGE; j++)
-			p[j] = (uint8_t)(j * 31 + 7);
-	}
-	cr_assert_eq(tern_guest_digest(g, &d), 0);
-	tern_guest_destroy(g);
-	return d;
-}
-
-static void
-h_simple(struct hostile *h, uint32_t type, uint64_t digest)
-{
-	struct tern_msg m;
-	tern_msg_init(&m, type);
-	if (type == TERN_MSG_W_DIGEST)
-		m.u.w_digest.digest = digest;
-	h_send(h->fd[0], &m, NULL, 0);
-}
 
 /* ---- the script itself is right ---- */
 
@@ -297,6 +56,137 @@ Test(hostile, valid_script_migrates)
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 14, "%s", h.r.outbuf);
 }
 
+/* ---- ranges ---- */
+
+static void
+bad_range(const uint64_t *r, uint32_t nr, const uint64_t *z, uint32_t nz, uint64_t plen,
+          const char *needle)
+{
+	struct hostile h;
+	h_start(&h, 1);
+	h_config(&h);
+	h_pages(h.fd[0], r, nr, z, nz, plen);
+	h_expect_refused(&h, h.fd[0], needle);
+	h_end(&h, 1, needle);
+}
+
+Test(hostile, range_outside_guest)
+{
+	uint64_t r[2] = {HOSTILE_MEM, PAGE};
+	bad_range(r, 1, NULL, 0, PAGE, "page range outside guest memory");
+}
+
+Test(hostile, range_straddling_the_end)
+{
+	uint64_t r[2] = {HOSTILE_MEM - PAGE, 2 * PAGE};
+	bad_range(r, 1, NULL, 0, 2 * PAGE, "page range outside guest memory");
+}
+
+Test(hostile, range_overflowing)
+{
+	/* gpa + len wraps to a small number inside the guest. */
+	uint64_t r[2] = {UINT64_MAX & ~(PAGE - 1), 2 * PAGE};
+	bad_range(r, 1, NULL, 0, 2 * PAGE, "page range outside guest memory");
+}
+
+Test(hostile, zero_range_overflowing)
+{
+	uint64_t z[2] = {PAGE, UINT64_MAX - PAGE + 1};
+	bad_range(NULL, 0, z, 1, 0, "page range outside guest memory");
+}
+
+Test(hostile, empty_range)
+{
+	uint64_t r[2] = {0, 0};
+	bad_range(r, 1, NULL, 0, 0, "page range outside guest memory");
+}
+
+Test(hostile, no_range_at_all)
+{
+	bad_range(NULL, 0, NULL, 0, 0, "bad range count");
+}
+
+Test(hostile, payload_length_mismatch)
+{
+	uint64_t r[2] = {0, PAGE};
+	bad_range(r, 1, NULL, 0, 2 * PAGE, "page frame length mismatch");
+}
+
+/* ---- framing ---- */
+
+static void
+bad_prefix(uint32_t magic, uint32_t hlen, uint64_t plen, const char *needle)
+{
+	struct hostile h;
+	uint8_t pre[16];
+	h_start(&h, 1);
+	h_config(&h);
+	h_prefix(pre, magic, hlen, plen);
+	h_raw(h.fd[0], pre, sizeof(pre));
+	h_expect_refused(&h, h.fd[0], needle);
+	h_end(&h, 1, needle);
+}
+
+Test(hostile, header_too_long)
+{
+	bad_prefix(TERN_WIRE_FRAME_MAGIC, TERN_WIRE_HEADER_MAX + 1, 0, "frame header length");
+}
+
+Test(hostile, header_empty)
+{
+	bad_prefix(TERN_WIRE_FRAME_MAGIC, 0, 0, "frame header length");
+}
+
+Test(hostile, payload_too_long)
+{
+	bad_prefix(TERN_WIRE_FRAME_MAGIC, 8, TERN_WIRE_PAYLOAD_MAX + 1, "payload length");
+}
+
+Test(hostile, bad_frame_magic)
+{
+	bad_prefix(0x48545450u /* "HTTP" */, 8, 0, "bad frame magic");
+}
+
+Test(hostile, undecodable_header)
+{
+	struct hostile h;
+	uint8_t frame[16 + 8];
+	h_start(&h, 1);
+	h_prefix(frame, TERN_WIRE_FRAME_MAGIC, 8, 0);
+	memset(frame + 16, 0xc1, 8); /* 0xc1: never used in msgpack */
+	h_raw(h.fd[0], frame, sizeof(frame));
+	h_expect_refused(&h, h.fd[0], "undecodable frame header");
+	h_end(&h, 1, "malformed frame");
+}
+
+Test(hostile, control_payload_too_large)
+{
+	struct hostile h;
+	h_start(&h, 1);
+	h_config(&h);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_STATE);
+	m.u.w_state.len = 2u << 20;
+	uint8_t *big = calloc(1, 2u << 20);
+	cr_assert_not_null(big);
+	struct iovec iov = {big, 2u << 20};
+	(void)tern_wire_send(h.fd[0], &m, &iov, 1, NULL); /* may be cut short */
+	free(big);
+	h_expect_refused(&h, h.fd[0], "control payload too large");
+	h_end(&h, 1, "control payload too large");
+}
+
+Test(hostile, frame_type_a_source_never_sends)
+{
+	struct hostile h;
+	h_start(&h, 1);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_ACK);
+	h_send(h.fd[0], &m, NULL, 0);
+	h_expect_refused(&h, h.fd[0], "unexpected frame type");
+	h_end(&h, 1, "unexpected frame type");
+}
+
 /* ---- phases ---- */
 
 Test(hostile, pages_before_config)
@@ -329,6 +219,21 @@ Test(hostile, state_before_config)
 	h_state(&h, 0);
 	h_expect_refused(&h, h.fd[0], "W_STATE in phase listening");
 	h_end(&h, 1, "protocol violation: W_STATE in phase listening");
+}
+
+Test(hostile, state_length_mismatch)
+{
+	struct hostile h;
+	uint8_t blob[4096];
+	size_t len = h_state_blob(blob, sizeof(blob));
+	struct tern_msg m;
+	h_start(&h, 1);
+	h_config(&h);
+	tern_msg_init(&m, TERN_MSG_W_STATE);
+	m.u.w_state.len = len + 1;
+	h_send(h.fd[0], &m, blob, len);
+	h_expect_refused(&h, h.fd[0], "state length mismatch");
+	h_end(&h, 1, "protocol violation: W_STATE announces");
 }
 
 Test(hostile, state_twice)
@@ -455,4 +360,116 @@ Test(hostile, control_frame_on_a_data_connection)
 	h_send(h.fd[1], &m, NULL, 0);
 	h_expect_refused(&h, h.fd[1], "control frame on a data connection");
 	h_end(&h, 1, "protocol violation: connection 1: control frame on a data connection");
+}
+
+/* ---- connections ---- */
+
+/* An index outside the announced count is refused at the hello; the
+ * destination keeps waiting for a real source and ends on SIGINT. */
+Test(hostile, connection_index_out_of_range)
+{
+	struct hostile h;
+	h_start(&h, 0);
+	int fd = -1;
+	h_connect(&h, 3, 2, &fd, TERN_EPROTO);
+	close(fd);
+	cr_assert_eq(proc_wait_stderr(&h.r, "refused a connection: connection index 3", 30000), 0,
+	             "%s", h.r.errbuf);
+	kill(h.r.pid, SIGINT);
+	h_end(&h, 1, "stopped while waiting for a migration");
+}
+
+Test(hostile, duplicate_connection_index)
+{
+	struct hostile h;
+	h_start(&h, 0);
+	h.n = 2;
+	h_connect(&h, 0, 2, &h.fd[0], 0);
+	/* Answered, then refused once the session sees the duplicate. */
+	h_connect(&h, 0, 2, &h.fd[1], H_ANY);
+	h_end(&h, 1, "connection from another migration or a duplicate");
+}
+
+Test(hostile, connection_count_over_the_limit)
+{
+	struct hostile h;
+	h_start(&h, 0);
+	h_connect(&h, 0, 100000, &h.fd[0], H_ANY);
+	h_end(&h, 1, "bad first connection");
+}
+
+/* A second source connecting mid-migration gets nothing and disturbs
+ * nothing: the first one migrates. */
+Test(hostile, second_source_mid_migration)
+{
+	struct hostile h;
+	char why[256] = "";
+	h_start(&h, 1);
+	h_config(&h);
+	h_page(h.fd[0], 0);
+	h_ack(&h, h.fd[0]);
+	int fd = -1;
+	cr_assert_eq(tern_net_connect(h.to, 10000, &fd, why, sizeof(why)), 0, "%s", why);
+	int rc = tern_wire_hello(fd, "intruder", 0, 1, NULL, 1000, why, sizeof(why), NULL);
+	cr_assert_neq(rc, 0, "a second source was let in");
+	close(fd);
+	uint64_t pages[1] = {0};
+	h_state(&h, 1);
+	h_simple(&h, TERN_MSG_W_DIGEST, h_digest_of(pages, 1));
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
+	h_simple(&h, TERN_MSG_W_COMPLETE, 0);
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_COMPLETE);
+	h_end(&h, 0, NULL);
+}
+
+/* Bytes dribbled slower than any frame should take: the frame deadline is
+ * absolute (3 x --io-timeout), so the destination gives up on its own. */
+static void
+trickle(int header)
+{
+	struct hostile h;
+	h_start(&h, 1);
+	h_config(&h);
+	uint8_t frame[16 + PAGE + 512];
+	size_t len = 0;
+	if (header) {
+		h_prefix(frame, TERN_WIRE_FRAME_MAGIC, 200, 0);
+		memset(frame + 16, 0x90, 200);
+		len = 216;
+	} else {
+		/* A whole header in one go, then its page a byte at a time. */
+		struct tern_msg m;
+		uint8_t rp[16], hdr[512];
+		size_t hlen = 0;
+		tern_msg_init(&m, TERN_MSG_W_PAGES);
+		m.seq = 1;
+		m.time_ns = 1;
+		tern_ranges_put(rp, 0, 0, PAGE);
+		m.u.w_pages.ranges = (struct tern_ranges){rp, 1};
+		cr_assert_eq(tern_msg_encode(&m, hdr, sizeof(hdr), &hlen), 0);
+		h_prefix(frame, TERN_WIRE_FRAME_MAGIC, (uint32_t)hlen, PAGE);
+		memcpy(frame + 16, hdr, hlen);
+		memset(frame + 16 + hlen, 0x5a, PAGE);
+		h_raw(h.fd[0], frame, 16 + hlen);
+		memmove(frame, frame + 16 + hlen, PAGE);
+		len = PAGE;
+	}
+	/* 4 bytes a second: 60 s at most, far past the 6 s frame deadline. */
+	for (size_t i = 0; i < len && i < 240; i++) {
+		if (send(h.fd[0], frame + i, 1, MSG_NOSIGNAL) != 1)
+			break;
+		usleep(250 * 1000);
+	}
+	h_end(&h, 1, "a trickle counts as silence");
+	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
+}
+
+Test(hostile, trickled_header)
+{
+	trickle(1);
+}
+
+Test(hostile, trickled_payload)
+{
+	trickle(0);
 }
