@@ -19,7 +19,9 @@
 struct cr_state {
 	struct tern_conn_recv_args *a;
 	struct tern_wire_rx *rx;
-	uint8_t *ctl; /* control payload buffer */
+	uint8_t *ctl; /* control payload buffer (connection 0) */
+	uint8_t *hdr; /* a control header re-encoded for the receiver: 64 KiB,
+		       * too much for the stack */
 	uint64_t frames;
 	/* A frame, once begun, must end by this (absolute): a peer dribbling
 	 * bytes would otherwise hold the actor in one frame forever, since a
@@ -34,8 +36,13 @@ cr_init(struct tern_actor *self, void *state, void *arg)
 	struct cr_state *s = state;
 	s->a = arg;
 	s->rx = malloc(sizeof(*s->rx));
-	s->ctl = malloc(CR_CTL_PAYLOAD_MAX);
-	if (s->rx == NULL || s->ctl == NULL)
+	if (s->a->conn == 0) {
+		s->ctl = malloc(CR_CTL_PAYLOAD_MAX);
+		s->hdr = malloc(TERN_WIRE_HEADER_MAX);
+		if (s->ctl == NULL || s->hdr == NULL)
+			return TERN_ENOMEM;
+	}
+	if (s->rx == NULL)
 		return TERN_ENOMEM;
 	int deadline_ms = s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000;
 	/* Twice the idle limit: generous for a whole 64 MiB frame on a slow
@@ -250,13 +257,12 @@ cr_control(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m
 	int rc = plen ? tern_wire_recv_exact_until(s->a->fd, s->ctl, plen, s->until) : 0;
 	if (rc != 0)
 		return cr_io_fail(self, s, rc, "receiving a control payload");
-	uint8_t hdr[TERN_WIRE_HEADER_MAX];
 	size_t hlen;
-	if ((rc = tern_msg_encode(m, hdr, sizeof(hdr), &hlen)) != 0)
+	if ((rc = tern_msg_encode(m, s->hdr, TERN_WIRE_HEADER_MAX, &hlen)) != 0)
 		return rc;
 	struct tern_msg in;
 	tern_msg_init(&in, TERN_MSG_CTL_IN);
-	in.u.ctl_in.frame = (struct tern_bin){ hdr, hlen };
+	in.u.ctl_in.frame = (struct tern_bin){ s->hdr, hlen };
 	in.u.ctl_in.payload = (struct tern_bin){ s->ctl, plen };
 	return tern_actor_send(self, s->a->receiver, &in);
 }
@@ -329,6 +335,7 @@ cr_stop(struct tern_actor *self, void *state)
 	}
 	free(s->rx);
 	free(s->ctl);
+	free(s->hdr);
 }
 
 const struct tern_actor_desc tern_conn_recv_actor = {

@@ -26,6 +26,9 @@ struct cs_flight {
 	uint64_t sent_ns;
 };
 
+/* Control answers are small; anything bigger is a protocol violation. */
+#define CS_CTL_PAYLOAD_MAX 65536u
+
 struct cs_state {
 	struct tern_conn_send_args *a;
 	int fd;
@@ -37,6 +40,10 @@ struct cs_state {
 	/* Final counters, reported by CONN_STATS from stop. */
 	uint64_t wire_bytes, payload, first_send_ns, last_ack_ns;
 	struct tern_wire_rx *rx;
+	/* Connection 0: a control answer's payload and its header re-encoded
+	 * for the coordinator.  On the heap: the peer sizes the payload, and
+	 * 64 KiB of header is too much for an actor's stack. */
+	uint8_t *ctl, *hdr;
 	uint8_t ranges[TERN_FRAME_MAX_RANGES * 16];
 	uint8_t zranges[TERN_FRAME_MAX_RANGES * 16];
 	struct iovec iov[CS_MAX_IOV];
@@ -54,6 +61,12 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	s->rx = malloc(sizeof(*s->rx));
 	if (s->rx == NULL)
 		return TERN_ENOMEM;
+	if (a->conn == 0) {
+		s->ctl = malloc(CS_CTL_PAYLOAD_MAX);
+		s->hdr = malloc(TERN_WIRE_HEADER_MAX);
+		if (s->ctl == NULL || s->hdr == NULL)
+			return TERN_ENOMEM;
+	}
 	char why[TERN_STR_MAX] = "";
 	int rc = 0;
 	if (a->given_fd >= 0) {
@@ -338,21 +351,19 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 		return tern_actor_fail(self, TERN_EPEER, "connection %u: destination: %s",
 		    s->a->conn, m.u.w_abort.why);
 	/* Control answers are small; anything big is a protocol violation. */
-	if (s->a->conn != 0 || plen > 65536)
+	if (s->a->conn != 0 || plen > CS_CTL_PAYLOAD_MAX)
 		return tern_actor_fail(self, TERN_EPROTO, "connection %u: unexpected %s frame",
 		    s->a->conn, tern_msg_name(m.type));
-	uint8_t payload[plen ? plen : 1];
-	if (plen && (rc = tern_wire_recv_exact(s->fd, payload, plen)) != 0)
+	if (plen && (rc = tern_wire_recv_exact(s->fd, s->ctl, plen)) != 0)
 		return tern_actor_fail(self, rc, "connection 0: %s", tern_strerror(rc));
-	uint8_t hdr[TERN_WIRE_HEADER_MAX];
 	size_t hlen;
-	rc = tern_msg_encode(&m, hdr, sizeof(hdr), &hlen);
+	rc = tern_msg_encode(&m, s->hdr, TERN_WIRE_HEADER_MAX, &hlen);
 	if (rc != 0)
 		return rc;
 	struct tern_msg in;
 	tern_msg_init(&in, TERN_MSG_CTL_IN);
-	in.u.ctl_in.frame = (struct tern_bin){ hdr, hlen };
-	in.u.ctl_in.payload = (struct tern_bin){ payload, plen };
+	in.u.ctl_in.frame = (struct tern_bin){ s->hdr, hlen };
+	in.u.ctl_in.payload = (struct tern_bin){ s->ctl, plen };
 	return tern_actor_send(self, s->a->coordinator, &in);
 }
 
@@ -416,6 +427,8 @@ cs_stop(struct tern_actor *self, void *state)
 		close(s->fd);
 	s->fd = -1;
 	free(s->rx);
+	free(s->ctl);
+	free(s->hdr);
 	s->rx = NULL;
 }
 

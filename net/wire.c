@@ -246,6 +246,44 @@ wire_read_why(int rv)
 	}
 }
 
+/* wire_sanitize makes a peer's string safe to print: every byte outside
+ * printable ASCII (terminal escapes, other controls, and the C1 controls a
+ * UTF-8 terminal may honour) becomes '?'.  Tokens are compared raw. */
+static void
+wire_sanitize(char *str)
+{
+	for (unsigned char *p = (unsigned char *)str; *p != '\0'; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			*p = '?';
+}
+
+/* wire_sanitize_msg cleans the strings of a frame the peer sent that tern
+ * prints or logs (reasons, the migration id, the guest spec), in one place
+ * for both sides. */
+static void
+wire_sanitize_msg(struct tern_msg *m)
+{
+	switch (m->type) {
+	case TERN_MSG_W_HELLO:
+		wire_sanitize(m->u.w_hello.migration);
+		break;
+	case TERN_MSG_W_HELLO_ACK:
+		wire_sanitize(m->u.w_hello_ack.why);
+		break;
+	case TERN_MSG_W_CONFIG:
+		wire_sanitize(m->u.w_config.guest);
+		break;
+	case TERN_MSG_W_RESULT:
+		wire_sanitize(m->u.w_result.why);
+		break;
+	case TERN_MSG_W_ABORT:
+		wire_sanitize(m->u.w_abort.why);
+		break;
+	default:
+		break;
+	}
+}
+
 /* wire_recv_header is tern_wire_recv_header with a reason for the error,
  * which the handshake passes on to the user. */
 static int
@@ -302,6 +340,7 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 		memset(m, 0, sizeof(*m));
 		return TERN_EMSG;
 	}
+	wire_sanitize_msg(m);
 	*payload_len = plen;
 	return 0;
 }
@@ -618,7 +657,17 @@ tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg
 	ack.u.w_hello_ack.version = TERN_WIRE_VERSION;
 	ack.u.w_hello_ack.status = rv;
 	wire_strcpy(ack.u.w_hello_ack.why, reason);
-	ack.u.w_hello_ack.time_ns = tern_now_ns();
+	if (rv == 0) {
+		/* The clock (for the source's trace merging) only to a peer that
+		 * passed the checks, authentication included. */
+		ack.u.w_hello_ack.time_ns = tern_now_ns();
+	} else {
+		/* A refusal tells nothing about this host: no clock, and the
+		 * envelope's time and sequence (which tern_wire_send would fill
+		 * from the clock and the frame counter) are constants. */
+		ack.seq = 1;
+		ack.time_ns = 1;
+	}
 	rv2 = tern_wire_send(fd, &ack, NULL, 0, NULL);
 	if (rv == 0 && rv2 != 0) {
 		terni_errf(reason, sizeof(reason), "cannot answer the hello: %s",

@@ -362,6 +362,24 @@ Test(hostile, control_frame_on_a_data_connection)
 	h_end(&h, 1, "protocol violation: connection 1: control frame on a data connection");
 }
 
+/* ---- what the destination prints ---- */
+
+/* A reason from the peer reaches the terminal without its escapes. */
+Test(hostile, abort_reason_with_terminal_escapes)
+{
+	struct hostile h;
+	h_start(&h, 1);
+	h_config(&h);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_ABORT);
+	m.u.w_abort.code = TERN_EPEER;
+	snprintf(m.u.w_abort.why, sizeof(m.u.w_abort.why), "bye\x1b[2J\x1b]0;owned\x07\nfake line");
+	h_send(h.fd[0], &m, NULL, 0);
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_ABORT);
+	h_end(&h, 1, "the source aborted the migration: bye?[2J?]0;owned??fake line");
+	cr_assert_null(strchr(h.r.errbuf, '\x1b'), "%s", h.r.errbuf);
+}
+
 /* ---- connections ---- */
 
 /* An index outside the announced count is refused at the hello; the

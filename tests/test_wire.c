@@ -868,6 +868,75 @@ WIRE_TEST(handshake_version_mismatch)
 	free(rx);
 }
 
+/* A hello refused (wrong token) learns nothing about the destination host:
+ * no clock in the answer, constant envelope time and sequence; an accepted
+ * one gets the clock (the source merges traces with it). */
+WIRE_TEST(refused_hello_carries_no_clock)
+{
+	struct tern_wire_rx *rx = calloc(1, sizeof(*rx));
+	const char *tokens[] = {"wrong", "s3cret"};
+
+	for (int i = 0; i < 2; i++) {
+		struct tern_msg m;
+		struct dest d = {.timeout_ms = 2000, .auth = "s3cret"};
+		uint64_t plen;
+		pthread_t t;
+		int c, s;
+
+		mkpair(&c, &s);
+		d.fd = s;
+		cr_assert_eq(pthread_create(&t, NULL, dest_main, &d), 0);
+		tern_msg_init(&m, TERN_MSG_W_HELLO);
+		m.u.w_hello.magic = TERN_WIRE_HELLO_MAGIC;
+		m.u.w_hello.version = TERN_WIRE_VERSION;
+		m.u.w_hello.nconns = 1;
+		snprintf(m.u.w_hello.auth, sizeof(m.u.w_hello.auth), "%s", tokens[i]);
+		cr_assert_eq(tern_wire_send(c, &m, NULL, 0, NULL), 0);
+		cr_assert_eq(tern_wire_recv_header(c, rx, &m, &plen), 0);
+		cr_assert_eq(pthread_join(t, NULL), 0);
+		cr_assert_eq(m.type, TERN_MSG_W_HELLO_ACK);
+		if (i == 0) {
+			cr_assert_eq(m.u.w_hello_ack.status, TERN_EAUTH);
+			cr_assert_eq(m.u.w_hello_ack.time_ns, 0);
+			cr_assert_eq(m.time_ns, 1);
+			cr_assert_eq(m.seq, 1);
+		} else {
+			cr_assert_eq(m.u.w_hello_ack.status, 0, "%s", m.u.w_hello_ack.why);
+			cr_assert_gt(m.u.w_hello_ack.time_ns, 1);
+		}
+		close(c);
+		close(s);
+	}
+	free(rx);
+}
+
+/* Strings from the peer are printed and logged: terminal escapes and other
+ * control or non-ASCII bytes arrive as '?'. */
+WIRE_TEST(peer_strings_sanitised)
+{
+	struct tern_wire_rx *rx = calloc(1, sizeof(*rx));
+	struct tern_msg m;
+	uint64_t plen;
+	int c, s;
+
+	mkpair(&c, &s);
+	tern_msg_init(&m, TERN_MSG_W_ABORT);
+	snprintf(m.u.w_abort.why, sizeof(m.u.w_abort.why),
+	         "ok \x1b]0;pwned\x07\r\n\xc2\x9b"
+	         "2J end");
+	cr_assert_eq(tern_wire_send(c, &m, NULL, 0, NULL), 0);
+	tern_msg_init(&m, TERN_MSG_W_HELLO);
+	snprintf(m.u.w_hello.migration, sizeof(m.u.w_hello.migration), "mig\x1b[2J");
+	cr_assert_eq(tern_wire_send(c, &m, NULL, 0, NULL), 0);
+	cr_assert_eq(tern_wire_recv_header(s, rx, &m, &plen), 0);
+	cr_assert_str_eq(m.u.w_abort.why, "ok ?]0;pwned?????2J end");
+	cr_assert_eq(tern_wire_recv_header(s, rx, &m, &plen), 0);
+	cr_assert_str_eq(m.u.w_hello.migration, "mig?[2J");
+	close(c);
+	close(s);
+	free(rx);
+}
+
 /* A destination of another version answering tern_wire_hello: its status
  * and reason reach the caller. */
 static void *
