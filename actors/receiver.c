@@ -103,6 +103,32 @@ rc_layout_check(const struct tern_guest *own, const struct tern_msg_w_config *c,
 	return TERN_EINVAL;
 }
 
+/* A guest built from the source's announcement stays within this
+ * destination's caps (tern_recv_opts.max_mem, max_vcpus), checked before
+ * anything is allocated, so a peer cannot make this host reserve more than
+ * it chose to give.  Memory has no default cap: sparse guests larger than
+ * the host's memory are legitimate (only their data is ever allocated). */
+static int
+rc_caps_check(const struct tern_recv_opts *o, const struct tern_guest_config *cfg, char *why,
+    size_t whylen)
+{
+	uint32_t max_vcpus = o->max_vcpus ? o->max_vcpus : 256;
+	if (o->max_mem != 0 && cfg->mem_size > o->max_mem) {
+		snprintf(why, whylen,
+		    "the source's guest has %llu bytes of memory, this destination allows at most "
+		    "%llu (--max-mem)",
+		    (unsigned long long)cfg->mem_size, (unsigned long long)o->max_mem);
+		return TERN_ERANGE;
+	}
+	if (cfg->vcpus > max_vcpus) {
+		snprintf(why, whylen,
+		    "the source's guest has %u vCPUs, this destination allows at most %u (%s)",
+		    cfg->vcpus, max_vcpus, o->max_vcpus ? "--max-vcpus" : "the default");
+		return TERN_ERANGE;
+	}
+	return 0;
+}
+
 static int
 rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_config *c)
 {
@@ -128,6 +154,8 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 			rc = TERN_EINVAL;
 			snprintf(why, sizeof(why), "guest size/page size disagree with the spec");
 		}
+		if (rc == 0)
+			rc = rc_caps_check(s->a->opts, &cfg, why, sizeof(why));
 		if (rc == 0)
 			rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_DESTINATION, why,
 			    sizeof(why));

@@ -46,13 +46,11 @@ h_connect(struct hostile *h, uint32_t conn, uint32_t nconns, int *fd, int want)
 		             why);
 }
 
-/* Starts the destination (its own 16 MiB guest, a 2 s I/O timeout) and
- * opens nconns handshaken connections. */
+/* Starts the destination with extra arguments (NULL-terminated) and opens
+ * nconns handshaken connections. */
 static inline void
-h_start(struct hostile *h, uint32_t nconns)
+h_start_with(struct hostile *h, uint32_t nconns, char *const extra[])
 {
-	char *extra[] = {"--guest", HOSTILE_GUEST,          "--io-timeout",
-	                 "2s",      "--exit-after-handoff", NULL};
 	memset(h, 0, sizeof(*h));
 	for (int i = 0; i < 4; i++)
 		h->fd[i] = -1;
@@ -66,6 +64,16 @@ h_start(struct hostile *h, uint32_t nconns)
 	h->n = (int)nconns;
 	for (uint32_t i = 0; i < nconns; i++)
 		h_connect(h, i, nconns, &h->fd[i], 0);
+}
+
+/* Starts the destination (its own 16 MiB guest, a 2 s I/O timeout) and
+ * opens nconns handshaken connections. */
+static inline void
+h_start(struct hostile *h, uint32_t nconns)
+{
+	char *extra[] = {"--guest", HOSTILE_GUEST,          "--io-timeout",
+	                 "2s",      "--exit-after-handoff", NULL};
+	h_start_with(h, nconns, extra);
 }
 
 static inline void

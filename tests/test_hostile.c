@@ -362,6 +362,53 @@ Test(hostile, control_frame_on_a_data_connection)
 	h_end(&h, 1, "protocol violation: connection 1: control frame on a data connection");
 }
 
+/* ---- limits: a destination without a guest of its own builds none larger
+ * than its caps allow, and refuses before allocating ---- */
+
+static void
+over_cap(const char *spec, uint64_t mem, char *const caps[], const char *needle)
+{
+	struct hostile h;
+	char *extra[8] = {"--io-timeout", "2s"};
+	for (int i = 0; caps[i] != NULL && i < 4; i++)
+		extra[2 + i] = caps[i];
+	h_start_with(&h, 1, extra);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_CONFIG);
+	m.u.w_config.mem_size = mem;
+	m.u.w_config.page_size = (uint32_t)PAGE;
+	snprintf(m.u.w_config.guest, sizeof(m.u.w_config.guest), "%s", spec);
+	h_send(h.fd[0], &m, NULL, 0);
+	h_expect_refused(&h, h.fd[0], needle);
+	h_end(&h, 1, needle);
+}
+
+Test(hostile, memory_over_the_cap)
+{
+	char *caps[] = {"--max-mem", "64M", NULL};
+	over_cap("simvm:mem=1G", 1ull << 30, caps, "allows at most 67108864 (--max-mem)");
+}
+
+Test(hostile, vcpus_over_the_cap)
+{
+	char *caps[] = {"--max-vcpus", "2", NULL};
+	over_cap("simvm:mem=16M,vcpus=8", 16ull << 20, caps,
+	         "8 vCPUs, this destination allows at most 2");
+}
+
+Test(hostile, within_the_caps)
+{
+	struct hostile h;
+	char *extra[] = {"--io-timeout",         "2s", "--max-mem", "16M", "--max-vcpus", "1",
+	                 "--exit-after-handoff", NULL};
+	h_start_with(&h, 1, extra);
+	h_config(&h);
+	h_state(&h, 1);
+	h_simple(&h, TERN_MSG_W_COMPLETE, 0);
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_COMPLETE);
+	h_end(&h, 0, NULL);
+}
+
 /* ---- what the destination prints ---- */
 
 /* A reason from the peer reaches the terminal without its escapes. */

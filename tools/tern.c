@@ -171,6 +171,9 @@ usage(FILE *f)
 	    "  --accept-timeout DUR    give up if no migration arrives (wait forever)\n"
 	    "  --no-populate           do not populate memory ahead of the data\n"
 	    "  --max-connections N     refuse connections beyond N (64)\n"
+	    "  --max-mem SIZE          refuse a source guest larger than SIZE, before\n"
+	    "                          allocating (default: no cap; or use --guest)\n"
+	    "  --max-vcpus N           refuse a source guest with more vCPUs (256)\n"
 	    "  --io-timeout DUR        as for send\n"
 	    "  --ready-fd FD           write the listening port to FD once listening\n"
 	    "  --guest SPEC            build this destination guest before listening; the\n"
@@ -325,7 +328,8 @@ enum {
 	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
 	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS, OPT_DIRTY_LOG, OPT_RING_SIZE,
 	OPT_AUTO_CONVERGE, OPT_THR_INITIAL, OPT_THR_INCREMENT, OPT_THR_MAX, OPT_MAX_BW,
-	OPT_SWITCHOVER, OPT_STALL_WINDOW, OPT_RING_ONLY, OPT_RING_STEP, OPT_PREALLOC, OPT_END,
+	OPT_SWITCHOVER, OPT_STALL_WINDOW, OPT_RING_ONLY, OPT_RING_STEP, OPT_PREALLOC, OPT_MAX_MEM,
+	OPT_MAX_VCPUS, OPT_END,
 };
 
 /* Which commands take each option: a send option given to receive is an
@@ -367,6 +371,8 @@ static const unsigned char opt_for[OPT_END - OPT_TO] = {
 	[OPT_RING_ONLY - OPT_TO] = FOR_SEND | FOR_DEMO,
 	[OPT_RING_STEP - OPT_TO] = FOR_SEND | FOR_DEMO,
 	[OPT_PREALLOC - OPT_TO] = FOR_RECV,
+	[OPT_MAX_MEM - OPT_TO] = FOR_RECV,
+	[OPT_MAX_VCPUS - OPT_TO] = FOR_RECV,
 };
 
 static const struct option long_opts[] = {
@@ -405,6 +411,8 @@ static const struct option long_opts[] = {
 	{ "ring-only", no_argument, NULL, OPT_RING_ONLY },
 	{ "ring-step", required_argument, NULL, OPT_RING_STEP },
 	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
+	{ "max-mem", required_argument, NULL, OPT_MAX_MEM },
+	{ "max-vcpus", required_argument, NULL, OPT_MAX_VCPUS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -469,6 +477,21 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 				c->send.connections_min = (uint32_t)n;
 			else
 				c->recv.max_connections = (uint32_t)n;
+			break;
+		}
+		case OPT_MAX_MEM: {
+			uint64_t v;
+			if (tern_parse_size(optarg, &v) != 0 || v < TERN_PAGE_SIZE)
+				return bad_usage("bad --max-mem '%s' (a size, at least 4K)", optarg);
+			c->recv.max_mem = v;
+			break;
+		}
+		case OPT_MAX_VCPUS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > 256)
+				return bad_usage("bad --max-vcpus '%s': must be 1..256", optarg);
+			c->recv.max_vcpus = (uint32_t)n;
 			break;
 		}
 		case OPT_RING_ONLY:

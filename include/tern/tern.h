@@ -161,6 +161,13 @@ struct tern_recv_opts {
 	 * ... over 4 connections"), one line each; NULL: silent. */
 	void (*log)(const char *line, void *arg);
 	void *log_arg;
+	/* Without a guest of its own, the destination builds the one the
+	 * source announces: these cap it, checked before anything is
+	 * allocated.  0: no memory cap (a sparse guest may exceed this host's
+	 * memory), 256 vCPUs.  (Appended last: older callers' zeroed structs
+	 * keep the defaults.) */
+	uint64_t max_mem;
+	uint32_t max_vcpus;
 };
 
 /* One connection's share of a migration. */
