@@ -91,7 +91,7 @@ struct tern_trace *tern_runtime_trace(struct tern_runtime *rt);
  * and *failed (may be NULL) says why (what init passed to tern_actor_fail, or
  * the code's text). */
 int tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *arg,
-    uint32_t supervisor, struct tern_actor **out, struct tern_exit *failed);
+               uint32_t supervisor, struct tern_actor **out, struct tern_exit *failed);
 
 /* tern_actor_id returns a's address. */
 uint32_t tern_actor_id(const struct tern_actor *a);
@@ -123,7 +123,7 @@ int tern_actor_reply(struct tern_actor *self, const struct tern_msg *req, struct
  * SYS_EXIT (reply->type == TERN_MSG_SYS_EXIT: name, reason, why).  A kill of
  * self ends the wait with TERN_EKILLED. */
 int tern_actor_request(struct tern_actor *self, uint32_t to, struct tern_msg *m,
-    struct tern_msg *reply, int timeout_ms);
+                       struct tern_msg *reply, int timeout_ms);
 
 /* tern_actor_stop asks a to stop after the messages already in its mailbox
  * (it queues SYS_STOP).  Non-blocking and idempotent. */
@@ -198,7 +198,7 @@ uint32_t tern_mailbox_id(const struct tern_mailbox *mb);
 int tern_mailbox_recv(struct tern_mailbox *mb, struct tern_msg *m, int timeout_ms);
 /* tern_mailbox_request: as tern_actor_request, for a mailbox. */
 int tern_mailbox_request(struct tern_mailbox *mb, uint32_t to, struct tern_msg *m,
-    struct tern_msg *reply, int timeout_ms);
+                         struct tern_msg *reply, int timeout_ms);
 void tern_mailbox_close(struct tern_mailbox *mb);
 
 /* A shared work queue: many producers put, many consumers take, each item

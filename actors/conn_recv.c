@@ -21,7 +21,7 @@ struct cr_state {
 	struct tern_wire_rx *rx;
 	uint8_t *ctl; /* control payload buffer (connection 0) */
 	uint8_t *hdr; /* a control header re-encoded for the receiver: 64 KiB,
-		       * too much for the stack */
+	               * too much for the stack */
 	uint64_t frames;
 	/* A frame, once begun, must end by this (absolute): a peer dribbling
 	 * bytes would otherwise hold the actor in one frame forever, since a
@@ -80,11 +80,12 @@ static int
 cr_io_fail(struct tern_actor *self, struct cr_state *s, int rc, const char *what)
 {
 	if (rc == TERN_ETIMEDOUT)
-		return tern_actor_fail(self, rc,
+		return tern_actor_fail(
+		    self, rc,
 		    "connection %u: %s: the frame took over %llu ms (a trickle counts as silence)",
 		    s->a->conn, what, (unsigned long long)(s->frame_ns / 1000000));
 	return tern_actor_fail(self, rc, "connection %u: %s: %s", s->a->conn, what,
-	    tern_strerror(rc));
+	                       tern_strerror(rc));
 }
 
 /* The first page in [p, last) whose written bit is on (or off), else last:
@@ -189,7 +190,8 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	if (total != plen)
 		return cr_refuse(self, s, TERN_EPROTO, "page frame length mismatch");
 	if (!cr_write_begin(s))
-		return cr_refuse(self, s, TERN_EPROTO,
+		return cr_refuse(
+		    self, s, TERN_EPROTO,
 		    "page data after the end of memory (W_STATE or the end of the migration)");
 	/* Announced zero: make them read as zero, also when this memory held
 	 * something before (a second migration into the same guest). */
@@ -212,7 +214,7 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 		tern_ranges_get(r, i, &gpa, &len);
 		if (s->a->populate && g->region.fd >= 0)
 			(void)tern_guest_populate(g, gpa, len); /* an optimisation only */
-		s->iov[i] = (struct iovec){ tern_guest_hva(g, gpa), len };
+		s->iov[i] = (struct iovec){tern_guest_hva(g, gpa), len};
 	}
 	int rc = tern_wire_recv_iov_until(s->a->fd, s->iov, (int)r->count, s->until);
 	if (rc != 0) {
@@ -236,7 +238,7 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending ack: %s", s->a->conn,
-		    tern_strerror(rc));
+		                       tern_strerror(rc));
 	tern_actor_event(self, "send", "W_ACK");
 	struct tern_msg in;
 	tern_msg_init(&in, TERN_MSG_PAGES_IN);
@@ -262,8 +264,8 @@ cr_control(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m
 		return rc;
 	struct tern_msg in;
 	tern_msg_init(&in, TERN_MSG_CTL_IN);
-	in.u.ctl_in.frame = (struct tern_bin){ s->hdr, hlen };
-	in.u.ctl_in.payload = (struct tern_bin){ s->ctl, plen };
+	in.u.ctl_in.frame = (struct tern_bin){s->hdr, hlen};
+	in.u.ctl_in.payload = (struct tern_bin){s->ctl, plen};
 	return tern_actor_send(self, s->a->receiver, &in);
 }
 
@@ -275,8 +277,8 @@ cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 	uint64_t plen;
 	s->until = tern_now_ns() + s->frame_ns;
 	char why[TERN_STR_MAX] = "";
-	int rc = tern_wire_recv_header_until(s->a->fd, s->rx, &m, &plen, s->until, why,
-	    sizeof(why));
+	int rc =
+	    tern_wire_recv_header_until(s->a->fd, s->rx, &m, &plen, s->until, why, sizeof(why));
 	if (rc == TERN_ECLOSED) {
 		/* Between frames: a normal end (the receiver decides whether it
 		 * came too early). */
@@ -313,14 +315,14 @@ cr_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	struct cr_state *s = state;
 	if (m->type != TERN_MSG_CTL_OUT)
 		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
-		    tern_msg_name(m->type));
+		                       tern_msg_name(m->type));
 	uint64_t wire = 0;
 	int rc = tern_wire_forward(s->a->fd, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
-	    m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
+	                           m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection 0: sending a control frame: %s",
-		    tern_strerror(rc));
+		                       tern_strerror(rc));
 	return 0;
 }
 
@@ -339,10 +341,10 @@ cr_stop(struct tern_actor *self, void *state)
 }
 
 const struct tern_actor_desc tern_conn_recv_actor = {
-	.name = "conn-recv",
-	.state_size = sizeof(struct cr_state),
-	.init = cr_init,
-	.handle = cr_handle,
-	.on_fd = cr_on_fd,
-	.stop = cr_stop,
+    .name = "conn-recv",
+    .state_size = sizeof(struct cr_state),
+    .init = cr_init,
+    .handle = cr_handle,
+    .on_fd = cr_on_fd,
+    .stop = cr_stop,
 };

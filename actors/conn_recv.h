@@ -18,7 +18,7 @@
 #include "kvm/guest.h"
 
 struct tern_conn_recv_args {
-	int fd;         /* owned by the actor from spawn on (closed in stop) */
+	int fd; /* owned by the actor from spawn on (closed in stop) */
 	uint32_t conn;
 	uint32_t receiver; /* ReceiverCoordinator: CTL_IN, PAGES_IN */
 	int populate;      /* populate ranges ahead of the data */

@@ -5,11 +5,11 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "actors/conn_send.h"
@@ -83,17 +83,17 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	(void)tern_net_tune(s->fd);
 	uint64_t t0 = tern_now_ns();
 	rc = tern_wire_hello(s->fd, a->migration, a->conn, a->nconns, a->auth, 5000, why,
-	    sizeof(why), &a->peer_time_ns);
+	                     sizeof(why), &a->peer_time_ns);
 	uint64_t t1 = tern_now_ns();
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "handshake on connection %u with %s failed: %s",
-		    a->conn, a->to, why[0] ? why : tern_strerror(rc));
+		                       a->conn, a->to, why[0] ? why : tern_strerror(rc));
 	/* The destination's CLOCK_MONOTONIC minus ours, assuming the ack was
 	 * stamped half-way through the round trip: tern-trace merges the two
 	 * sides' traces with it. */
 	if (a->conn == 0 && a->peer_time_ns != 0)
 		tern_actor_counter(self, "peer_clock_offset_ns",
-		    (double)a->peer_time_ns - ((double)t0 + (double)t1) / 2.0);
+		                   (double)a->peer_time_ns - ((double)t0 + (double)t1) / 2.0);
 	rc = tern_net_set_deadline(s->fd, a->deadline_ms > 0 ? a->deadline_ms : 10000);
 	if (rc != 0)
 		return rc;
@@ -109,7 +109,7 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	s->queue_watched = 1;
 	/* Waiting for acks has no socket deadline: the tick enforces it. */
 	tern_actor_set_tick(self, (uint64_t)(a->deadline_ms > 0 ? a->deadline_ms : 10000) *
-	    1000000ull / 4);
+	                              1000000ull / 4);
 	tern_actor_state(self, "connected");
 	return 0;
 }
@@ -121,7 +121,8 @@ cs_tick(struct tern_actor *self, void *state)
 	struct cs_state *s = state;
 	uint64_t limit = (uint64_t)(s->a->deadline_ms > 0 ? s->a->deadline_ms : 10000) * 1000000ull;
 	if (s->inflight > 0 && tern_now_ns() - s->last_progress_ns > limit)
-		return tern_actor_fail(self, TERN_ETIMEDOUT,
+		return tern_actor_fail(
+		    self, TERN_ETIMEDOUT,
 		    "connection %u: no acknowledgement from the destination for %d ms", s->a->conn,
 		    s->a->deadline_ms);
 	return 0;
@@ -148,14 +149,14 @@ cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t cou
 	if (!hole) {
 		if (f->niov == CS_MAX_IOV)
 			return TERN_EINVAL;
-		s->iov[f->niov++] = (struct iovec){ tern_guest_hva(s->a->guest, gpa), len };
+		s->iov[f->niov++] = (struct iovec){tern_guest_hva(s->a->guest, gpa), len};
 		return 0;
 	}
 	for (uint64_t off = 0; off < len; off += sizeof(cs_zeros)) {
 		if (f->niov == CS_MAX_IOV)
 			return TERN_EINVAL;
 		uint64_t n = len - off < sizeof(cs_zeros) ? len - off : sizeof(cs_zeros);
-		s->iov[f->niov++] = (struct iovec){ (void *)cs_zeros, n };
+		s->iov[f->niov++] = (struct iovec){(void *)cs_zeros, n};
 	}
 	return 0;
 }
@@ -174,7 +175,7 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 	uint64_t end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count;
 	int rc;
-	*f = (struct cs_frame){ 0 };
+	*f = (struct cs_frame){0};
 	if (set == NULL || !tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
 	    (zmap != NULL && end > zmap->nbits))
 		return TERN_ERANGE;
@@ -192,18 +193,22 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 		for (uint64_t p = first, stop = first + count; p < stop;) {
 			/* Atomic loads: scanners of neighbouring chunks update
 			 * other bits of the same words. */
-			int z = (__atomic_load_n(&zmap->words[p >> 6], __ATOMIC_RELAXED) >> (p & 63)) & 1;
+			int z =
+			    (__atomic_load_n(&zmap->words[p >> 6], __ATOMIC_RELAXED) >> (p & 63)) &
+			    1;
 			uint64_t q = p + 1;
 			while (q < stop &&
-			    (int)((__atomic_load_n(&zmap->words[q >> 6], __ATOMIC_RELAXED) >> (q & 63)) &
-				1) == z)
+			       (int)((__atomic_load_n(&zmap->words[q >> 6], __ATOMIC_RELAXED) >>
+			              (q & 63)) &
+			             1) == z)
 				q++;
-			if (z && (c->flags & TERN_CHUNK_ZSCANNED) && f->nzero < TERN_FRAME_MAX_RANGES) {
+			if (z && (c->flags & TERN_CHUNK_ZSCANNED) &&
+			    f->nzero < TERN_FRAME_MAX_RANGES) {
 				tern_ranges_put(s->zranges, f->nzero++, p << TERN_PAGE_SHIFT,
-				    (q - p) << TERN_PAGE_SHIFT);
+				                (q - p) << TERN_PAGE_SHIFT);
 				f->zero_pages += q - p;
 			} else if ((rc = cs_add_data(s, f, p, q - p,
-					z && (c->flags & TERN_CHUNK_ZHOLES))) != 0) {
+			                             z && (c->flags & TERN_CHUNK_ZHOLES))) != 0) {
 				return rc;
 			}
 			p = q;
@@ -240,14 +245,14 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 		s->first_send_ns = now;
 	if (s->inflight == 0)
 		s->last_progress_ns = now;
-	s->flight[s->inflight++] = (struct cs_flight){ c->chunk, f.bytes, f.zero_pages, now };
+	s->flight[s->inflight++] = (struct cs_flight){c->chunk, f.bytes, f.zero_pages, now};
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "bad chunk %llu", (unsigned long long)c->chunk);
 	struct tern_msg m;
 	tern_msg_init(&m, TERN_MSG_W_PAGES);
 	m.u.w_pages.chunk = c->chunk;
-	m.u.w_pages.ranges = (struct tern_ranges){ s->ranges, f.ndata };
-	m.u.w_pages.zeros = (struct tern_ranges){ s->zranges, f.nzero };
+	m.u.w_pages.ranges = (struct tern_ranges){s->ranges, f.ndata};
+	m.u.w_pages.zeros = (struct tern_ranges){s->zranges, f.nzero};
 	if ((rc = cs_rate_wait(self, s->a->limit, f.bytes)) != 0)
 		return rc;
 	uint64_t wire = 0;
@@ -255,7 +260,7 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	s->wire_bytes += wire;
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
-		    s->a->conn, tern_strerror(rc));
+		                       s->a->conn, tern_strerror(rc));
 	tern_actor_event(self, "send", "W_PAGES");
 	return 0;
 }
@@ -295,11 +300,12 @@ cs_ack(struct tern_actor *self, struct cs_state *s, const struct tern_msg_w_ack 
 		if (s->flight[i].chunk == ack->chunk)
 			break;
 	if (i == s->inflight)
-		return tern_actor_fail(self, TERN_EPROTO, "connection %u: ack for chunk %llu not sent",
-		    s->a->conn, (unsigned long long)ack->chunk);
+		return tern_actor_fail(self, TERN_EPROTO,
+		                       "connection %u: ack for chunk %llu not sent", s->a->conn,
+		                       (unsigned long long)ack->chunk);
 	if (ack->status != 0)
 		return tern_actor_fail(self, ack->status, "destination refused chunk %llu: %s",
-		    (unsigned long long)ack->chunk, tern_strerror(ack->status));
+		                       (unsigned long long)ack->chunk, tern_strerror(ack->status));
 	struct cs_flight f = s->flight[i];
 	s->flight[i] = s->flight[--s->inflight];
 	s->last_progress_ns = tern_now_ns();
@@ -340,8 +346,8 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 	}
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: %s", s->a->conn,
-		    rc == TERN_ECLOSED ? "the destination closed the connection"
-				       : tern_strerror(rc));
+		                       rc == TERN_ECLOSED ? "the destination closed the connection"
+		                                          : tern_strerror(rc));
 	tern_actor_event(self, "recv", tern_msg_name(m.type));
 	if (tern_actor_killed(self))
 		return TERN_EKILLED;
@@ -349,11 +355,11 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 		return cs_ack(self, s, &m.u.w_ack);
 	if (m.type == TERN_MSG_W_ABORT && s->a->conn != 0)
 		return tern_actor_fail(self, TERN_EPEER, "connection %u: destination: %s",
-		    s->a->conn, m.u.w_abort.why);
+		                       s->a->conn, m.u.w_abort.why);
 	/* Control answers are small; anything big is a protocol violation. */
 	if (s->a->conn != 0 || plen > CS_CTL_PAYLOAD_MAX)
 		return tern_actor_fail(self, TERN_EPROTO, "connection %u: unexpected %s frame",
-		    s->a->conn, tern_msg_name(m.type));
+		                       s->a->conn, tern_msg_name(m.type));
 	if (plen && (rc = tern_wire_recv_exact(s->fd, s->ctl, plen)) != 0)
 		return tern_actor_fail(self, rc, "connection 0: %s", tern_strerror(rc));
 	size_t hlen;
@@ -362,8 +368,8 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 		return rc;
 	struct tern_msg in;
 	tern_msg_init(&in, TERN_MSG_CTL_IN);
-	in.u.ctl_in.frame = (struct tern_bin){ s->hdr, hlen };
-	in.u.ctl_in.payload = (struct tern_bin){ s->ctl, plen };
+	in.u.ctl_in.frame = (struct tern_bin){s->hdr, hlen};
+	in.u.ctl_in.payload = (struct tern_bin){s->ctl, plen};
 	return tern_actor_send(self, s->a->coordinator, &in);
 }
 
@@ -384,14 +390,14 @@ cs_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	struct cs_state *s = state;
 	if (m->type != TERN_MSG_CTL_OUT)
 		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
-		    tern_msg_name(m->type));
+		                       tern_msg_name(m->type));
 	uint64_t wire = 0;
 	int rc = tern_wire_forward(s->fd, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
-	    m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
+	                           m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
 	s->wire_bytes += wire;
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection 0: sending a control frame: %s",
-		    tern_strerror(rc));
+		                       tern_strerror(rc));
 	return 0;
 }
 
@@ -408,7 +414,7 @@ cs_stop(struct tern_actor *self, void *state)
 		d.u.conn_down.conn = s->a->conn;
 		for (uint32_t i = 0; i < s->inflight; i++)
 			tern_ranges_put(pairs, i, s->flight[i].chunk, 0);
-		d.u.conn_down.chunks = (struct tern_ranges){ pairs, s->inflight };
+		d.u.conn_down.chunks = (struct tern_ranges){pairs, s->inflight};
 		(void)tern_actor_send(self, s->a->coordinator, &d);
 		s->inflight = 0;
 	}
@@ -433,11 +439,11 @@ cs_stop(struct tern_actor *self, void *state)
 }
 
 const struct tern_actor_desc tern_conn_send_actor = {
-	.name = "conn-send",
-	.state_size = sizeof(struct cs_state),
-	.init = cs_init,
-	.handle = cs_handle,
-	.on_fd = cs_on_fd,
-	.tick = cs_tick,
-	.stop = cs_stop,
+    .name = "conn-send",
+    .state_size = sizeof(struct cs_state),
+    .init = cs_init,
+    .handle = cs_handle,
+    .on_fd = cs_on_fd,
+    .tick = cs_tick,
+    .stop = cs_stop,
 };

@@ -42,11 +42,11 @@ struct tern_conn_send_args {
 	const char *migration;
 	const char *auth;
 	uint32_t conn, nconns;
-	uint32_t coordinator; /* receives CHUNK_DONE and CTL_IN */
-	uint32_t window;      /* chunks in flight (credits) */
+	uint32_t coordinator;          /* receives CHUNK_DONE and CTL_IN */
+	uint32_t window;               /* chunks in flight (credits) */
 	struct tern_rate_limit *limit; /* never NULL; bytes_per_s 0: no cap */
-	int deadline_ms;      /* no progress for this long: the peer is gone */
-	uint64_t peer_time_ns; /* destination clock at handshake */
+	int deadline_ms;               /* no progress for this long: the peer is gone */
+	uint64_t peer_time_ns;         /* destination clock at handshake */
 };
 
 extern const struct tern_actor_desc tern_conn_send_actor;

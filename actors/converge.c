@@ -187,7 +187,7 @@ tern_converge_stalled(const struct tern_converge_sample *s, size_t n, uint64_t w
 
 void
 tern_converge_ctl_init(struct tern_converge_ctl *c, int mode, uint32_t initial_pct,
-    uint32_t increment_pct, uint32_t max_pct, uint32_t stall_window_ms)
+                       uint32_t increment_pct, uint32_t max_pct, uint32_t stall_window_ms)
 {
 	memset(c, 0, sizeof(*c));
 	c->mode = mode;
@@ -213,12 +213,12 @@ tern_converge_ctl_pct(struct tern_converge_ctl *c, const struct tern_converge_in
 		return tern_converge_step(&c->conv, &c->st, in->dirty_bytes, in->sent_bytes);
 	case TERN_CONVERGE_RATE: {
 		struct tern_converge_rate_in r = {
-			.dirty_bps = in->dirty_bps,
-			.current_pct = in->current_pct,
-			.bw_bps = in->bw_bps,
-			.downtime_s = in->downtime_s,
-			.remaining = in->dirty_bytes,
-			.iterations = 1,
+		    .dirty_bps = in->dirty_bps,
+		    .current_pct = in->current_pct,
+		    .bw_bps = in->bw_bps,
+		    .downtime_s = in->downtime_s,
+		    .remaining = in->dirty_bytes,
+		    .iterations = 1,
 		};
 		uint32_t pct = tern_converge_rate_pct(&r);
 		return pct < in->current_pct ? in->current_pct : pct;
@@ -229,14 +229,14 @@ tern_converge_ctl_pct(struct tern_converge_ctl *c, const struct tern_converge_in
 }
 
 bool
-tern_converge_ctl_stalled(struct tern_converge_ctl *c, const struct tern_converge_in *in,
-    char *why, size_t whylen)
+tern_converge_ctl_stalled(struct tern_converge_ctl *c, const struct tern_converge_in *in, char *why,
+                          size_t whylen)
 {
 	if (c->nsamples == TERN_CONVERGE_SAMPLES) {
 		memmove(c->samples, c->samples + 1, sizeof(c->samples) - sizeof(c->samples[0]));
 		c->nsamples--;
 	}
-	c->samples[c->nsamples++] = (struct tern_converge_sample){ in->now_ns, in->dirty_bytes };
+	c->samples[c->nsamples++] = (struct tern_converge_sample){in->now_ns, in->dirty_bytes};
 	return tern_converge_stalled(c->samples, c->nsamples, c->window_ns, in->dirty_bps,
-	    in->bw_bps, why, whylen);
+	                             in->bw_bps, why, whylen);
 }

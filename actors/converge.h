@@ -133,7 +133,7 @@ struct tern_converge_in {
 /* tern_converge_ctl_init sets the policy: mode, the step overrides (0: the
  * mode's default) and the stall window (0: 5000 ms). */
 void tern_converge_ctl_init(struct tern_converge_ctl *c, int mode, uint32_t initial_pct,
-    uint32_t increment_pct, uint32_t max_pct, uint32_t stall_window_ms);
+                            uint32_t increment_pct, uint32_t max_pct, uint32_t stall_window_ms);
 
 /* tern_converge_ctl_pct returns the throttle to ask for next (the current
  * one when off; never below the current one in rate mode, which already
@@ -144,6 +144,6 @@ uint32_t tern_converge_ctl_pct(struct tern_converge_ctl *c, const struct tern_co
  * reports whether they stopped shrinking over the window (why as in
  * tern_converge_stalled). */
 bool tern_converge_ctl_stalled(struct tern_converge_ctl *c, const struct tern_converge_in *in,
-    char *why, size_t whylen);
+                               char *why, size_t whylen);
 
 #endif /* TERN_ACTORS_CONVERGE_H */

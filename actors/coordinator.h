@@ -39,7 +39,7 @@ struct tern_coordinator_args {
 	struct tern_zero_scan_args scanners[TERN_MAX_SCANNERS];
 	struct tern_throttle_guard guard; /* outlives the ThrottleActor */
 	struct tern_throttle_args throttle;
-	struct tern_rate_limit limit;     /* --max-bandwidth, shared by connections */
+	struct tern_rate_limit limit; /* --max-bandwidth, shared by connections */
 	/* outcome */
 	int result;
 	char err[TERN_STR_MAX];

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "actors/guest_call.h"
 #include "actors/dirty_log.h"
+#include "actors/guest_call.h"
 #include "tern/error.h"
 
 #define DL_SAMPLES 256 /* ring of (time, pages) for the sliding window */
@@ -25,7 +25,7 @@ struct dl_sample {
 struct dl_state {
 	struct tern_dirty_log_args *args;
 	struct tern_guest *guest;
-	struct tern_bitmap *acc; /* accumulating now */
+	struct tern_bitmap *acc;                    /* accumulating now */
 	struct tern_bitmap *spare[TERN_DIRTY_MAPS]; /* cleared, ready to swap in */
 	uint32_t nspare;
 	int tracking;
@@ -46,7 +46,7 @@ struct dl_state {
 static void
 dl_sample_add(struct dl_state *s, uint64_t now, uint64_t pages)
 {
-	s->samples[s->head] = (struct dl_sample){ now, pages };
+	s->samples[s->head] = (struct dl_sample){now, pages};
 	s->head = (s->head + 1) % DL_SAMPLES;
 	if (s->count < DL_SAMPLES)
 		s->count++;
@@ -85,10 +85,10 @@ dl_harvest_some(struct tern_actor *self, struct dl_state *s, uint64_t slice_page
 	int rc = tern_guest_fault_hit("harvest", tern_runtime_trace(tern_actor_rt(self)));
 	if (rc == 0)
 		rc = tern_guest_dirty_harvest_slice(s->guest, s->acc, &s->cursor, slice_pages,
-		    &pages, done);
+		                                    &pages, done);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "dirty-log harvest failed: %s",
-		    s->guest->why[0] ? s->guest->why : tern_strerror(rc));
+		                       s->guest->why[0] ? s->guest->why : tern_strerror(rc));
 	uint64_t t1 = tern_now_ns();
 	s->last_harvest_ns = t1 - t0;
 	dl_sample_add(s, t1, pages);
@@ -126,28 +126,29 @@ dl_init(struct tern_actor *self, void *state, void *arg)
 	 * TAKE is not queued behind the vCPU threads for a scheduler slice.
 	 * Its work comes in bounded slices, so it cannot hog a core for long;
 	 * where the host refuses, it runs at normal priority. */
-	struct sched_param sp = { .sched_priority = 1 };
+	struct sched_param sp = {.sched_priority = 1};
 	if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0)
 		tern_actor_state(self, "realtime refused: normal priority");
 	s->window_ns = (uint64_t)s->args->window_ms * 1000000ull;
 	char why[TERN_STR_MAX];
 	int rc;
-	if (s->args->mode != NULL && (rc = tern_guest_set_dirty_mode(s->guest, s->args->mode,
-	                                   s->args->ring_size, why, sizeof(why))) != 0) {
+	if (s->args->mode != NULL &&
+	    (rc = tern_guest_set_dirty_mode(s->guest, s->args->mode, s->args->ring_size, why,
+	                                    sizeof(why))) != 0) {
 		return tern_actor_fail(self, rc, "%s", why);
 	}
 	struct tern_trace *trace = tern_runtime_trace(tern_actor_rt(self));
 	if ((rc = tern_guest_fault_hit("dirty_start", trace)) != 0 ||
 	    (rc = s->guest->ops->dirty_start(s->guest)) != 0) {
 		return tern_actor_fail(self, rc, "cannot start %s dirty tracking: %s", dl_mode(s),
-		    s->guest->why[0] ? s->guest->why : tern_strerror(rc));
+		                       s->guest->why[0] ? s->guest->why : tern_strerror(rc));
 	}
 	s->tracking = 1;
 	s->stalls = __atomic_load_n(&s->guest->stats.ring_full_stalls, __ATOMIC_RELAXED);
 	tern_actor_set_tick(self, (uint64_t)s->args->period_ms * 1000000ull);
 	if (strcmp(dl_mode(s), "ring") == 0)
 		snprintf(why, sizeof(why), "tracking (mode=ring, ring_size=%u)",
-		    s->guest->dirty_ring_size);
+		         s->guest->dirty_ring_size);
 	else
 		snprintf(why, sizeof(why), "tracking (mode=%s)", dl_mode(s));
 	tern_actor_state(self, why);
@@ -158,8 +159,7 @@ static int
 dl_take(struct tern_actor *self, struct dl_state *s, const struct tern_msg *m)
 {
 	if (s->nspare == 0)
-		return tern_actor_fail(self, TERN_ESTATE,
-		    "DIRTY_TAKE while every set is lent out");
+		return tern_actor_fail(self, TERN_ESTATE, "DIRTY_TAKE while every set is lent out");
 	/* Only the final TAKE (guest paused) harvests: a harvest while the
 	 * vCPUs run costs tens of milliseconds here, and the background
 	 * harvests already keep the set fresh.  Pages written since the last
@@ -210,7 +210,7 @@ dl_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return TERN_ACTOR_DONE;
 	default:
 		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
-		    tern_msg_name(m->type));
+		                       tern_msg_name(m->type));
 	}
 }
 
@@ -223,8 +223,8 @@ dl_tick(struct tern_actor *self, void *state)
 	bool done;
 	int rc = dl_harvest_some(self, s, s->slice_pages, &done);
 	if (rc == 0)
-		tern_actor_set_tick(self,
-		    done ? (uint64_t)s->args->period_ms * 1000000ull : DL_SLICE_GAP_NS);
+		tern_actor_set_tick(self, done ? (uint64_t)s->args->period_ms * 1000000ull
+		                               : DL_SLICE_GAP_NS);
 	return rc;
 }
 
@@ -238,10 +238,10 @@ dl_stop(struct tern_actor *self, void *state)
 }
 
 const struct tern_actor_desc tern_dirty_log_actor = {
-	.name = "dirty-log",
-	.state_size = sizeof(struct dl_state),
-	.init = dl_init,
-	.handle = dl_handle,
-	.tick = dl_tick,
-	.stop = dl_stop,
+    .name = "dirty-log",
+    .state_size = sizeof(struct dl_state),
+    .init = dl_init,
+    .handle = dl_handle,
+    .tick = dl_tick,
+    .stop = dl_stop,
 };

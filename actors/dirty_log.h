@@ -29,9 +29,9 @@ struct tern_dirty_log_args {
 	 * coordinator may hold up to two (the set being decided on and the
 	 * final harvest at switchover).  Lent as ids TERN_SET_DIRTY + index. */
 	struct tern_bitmap maps[TERN_DIRTY_MAPS];
-	uint32_t period_ms;         /* background harvest period (30 ms) */
-	uint32_t window_ms;         /* dirty-rate window (1000 ms) */
-	uint64_t slice_pages;       /* address space per harvest slice, pages (16384) */
+	uint32_t period_ms;   /* background harvest period (30 ms) */
+	uint32_t window_ms;   /* dirty-rate window (1000 ms) */
+	uint64_t slice_pages; /* address space per harvest slice, pages (16384) */
 	/* Dirty-log mode for tern_guest_set_dirty_mode before dirty_start:
 	 * "bitmap" or "ring" (NULL: leave the guest's selection as it is),
 	 * and the ring's entries per vCPU (0: TERN_DIRTY_RING_DEFAULT). */

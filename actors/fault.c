@@ -114,8 +114,9 @@ fault_parse_one(const char *p, const char *end, struct fault_trigger *t)
 			strcpy(t->arg, arg);
 		}
 	}
-	static const char *kinds[] = {"recv",  "send",   "state", "chunk", "iteration",
-	                              "pause", "resume", "save",  "load", "dirty_start", "harvest", NULL};
+	static const char *kinds[] = {"recv",      "send",        "state",   "chunk",
+	                              "iteration", "pause",       "resume",  "save",
+	                              "load",      "dirty_start", "harvest", NULL};
 	bool known = false;
 	for (int i = 0; kinds[i] != NULL; i++)
 		known = known || strcmp(kinds[i], t->kind) == 0;
@@ -245,8 +246,8 @@ fault_report(const struct fault_trigger *t, const char *who, uint32_t instance, 
 }
 
 enum tern_fault_action
-tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *kind,
-                 const char *arg, struct tern_trace *trace)
+tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *kind, const char *arg,
+                 struct tern_trace *trace)
 {
 	enum tern_fault_action action = TERN_FAULT_NONE;
 

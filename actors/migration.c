@@ -162,7 +162,8 @@ mig_set(struct tern_migration *m, uint32_t downtime_ms, uint64_t max_bw)
 	if (!m->sending)
 		return TERN_ESTATE; /* the source decides both */
 	if (downtime_ms != 0)
-		atomic_store_explicit(&m->live.downtime_limit_ms, downtime_ms, memory_order_relaxed);
+		atomic_store_explicit(&m->live.downtime_limit_ms, downtime_ms,
+		                      memory_order_relaxed);
 	if (max_bw != 0)
 		atomic_store_explicit(&m->live.max_bandwidth, max_bw, memory_order_relaxed);
 	/* Release: the values above are seen with the new generation. */
@@ -226,8 +227,8 @@ tern_migration_progress(struct tern_migration *m, struct tern_progress *out, cha
 	pthread_mutex_lock(&m->mtx);
 	*out = m->latest;
 	if (state != NULL && statelen > 0)
-		snprintf(state, statelen, "%s", m->done ? (m->result == 0 ? "completed" : "failed")
-		                                        : m->state);
+		snprintf(state, statelen, "%s",
+		         m->done ? (m->result == 0 ? "completed" : "failed") : m->state);
 	out->state = NULL; /* ours changes under the caller: the copy is in state */
 	pthread_mutex_unlock(&m->mtx);
 	return 0;

@@ -15,8 +15,8 @@
 
 /* In order: a control frame moves the phase forward only (see receiver.h). */
 enum rc_phase { RC_LISTENING, RC_CONFIGURED, RC_STATE, RC_VERIFIED, RC_RESUMED, RC_ABORTED };
-static const char *rc_phase_names[] = { "listening", "configured", "state", "verified",
-	"resumed", "aborted" };
+static const char *rc_phase_names[] = {"listening", "configured", "state",
+                                       "verified",  "resumed",    "aborted"};
 
 struct rc_state {
 	struct tern_receiver_args *a;
@@ -34,8 +34,8 @@ rc_set_phase(struct tern_actor *self, struct rc_state *s, enum rc_phase p)
 }
 
 static int
-rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status,
-    uint64_t value, const char *why)
+rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status, uint64_t value,
+          const char *why)
 {
 	struct tern_msg r, out;
 	uint8_t buf[1024];
@@ -50,12 +50,11 @@ rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status
 	if (rc != 0)
 		return rc;
 	tern_msg_init(&out, TERN_MSG_CTL_OUT);
-	out.u.ctl_out.frame = (struct tern_bin){ buf, len };
+	out.u.ctl_out.frame = (struct tern_bin){buf, len};
 	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
 }
 
-static int
-rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
+static int rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int
 rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
@@ -82,7 +81,7 @@ rc_out_of_phase(struct tern_actor *self, struct rc_state *s, uint32_t type, cons
 {
 	char why[TERN_STR_MAX];
 	snprintf(why, sizeof(why), "%s in phase %s (allowed %s)", tern_msg_name(type),
-	    rc_phase_names[s->phase], rule);
+	         rc_phase_names[s->phase], rule);
 	(void)rc_answer(self, s, type, TERN_ESTATE, 0, why);
 	return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", why);
 }
@@ -91,15 +90,15 @@ rc_out_of_phase(struct tern_actor *self, struct rc_state *s, uint32_t type, cons
  * the reason names both. */
 static int
 rc_layout_check(const struct tern_guest *own, const struct tern_msg_w_config *c, char *why,
-    size_t whylen)
+                size_t whylen)
 {
 	if (c->mem_size == own->region.size && c->page_size == TERN_PAGE_SIZE)
 		return 0;
 	snprintf(why, whylen,
-	    "the source's guest has 1 region of %llu bytes at gpa 0 (pages of %u bytes), this "
-	    "guest has 1 region of %llu bytes at gpa 0 (pages of %llu bytes)",
-	    (unsigned long long)c->mem_size, c->page_size, (unsigned long long)own->region.size,
-	    (unsigned long long)TERN_PAGE_SIZE);
+	         "the source's guest has 1 region of %llu bytes at gpa 0 (pages of %u bytes), this "
+	         "guest has 1 region of %llu bytes at gpa 0 (pages of %llu bytes)",
+	         (unsigned long long)c->mem_size, c->page_size,
+	         (unsigned long long)own->region.size, (unsigned long long)TERN_PAGE_SIZE);
 	return TERN_EINVAL;
 }
 
@@ -110,11 +109,12 @@ rc_layout_check(const struct tern_guest *own, const struct tern_msg_w_config *c,
  * the host's memory are legitimate (only their data is ever allocated). */
 static int
 rc_caps_check(const struct tern_recv_opts *o, const struct tern_guest_config *cfg, char *why,
-    size_t whylen)
+              size_t whylen)
 {
 	uint32_t max_vcpus = o->max_vcpus ? o->max_vcpus : 256;
 	if (o->max_mem != 0 && cfg->mem_size > o->max_mem) {
-		snprintf(why, whylen,
+		snprintf(
+		    why, whylen,
 		    "the source's guest has %llu bytes of memory, this destination allows at most "
 		    "%llu (--max-mem)",
 		    (unsigned long long)cfg->mem_size, (unsigned long long)o->max_mem);
@@ -122,8 +122,8 @@ rc_caps_check(const struct tern_recv_opts *o, const struct tern_guest_config *cf
 	}
 	if (cfg->vcpus > max_vcpus) {
 		snprintf(why, whylen,
-		    "the source's guest has %u vCPUs, this destination allows at most %u (%s)",
-		    cfg->vcpus, max_vcpus, o->max_vcpus ? "--max-vcpus" : "the default");
+		         "the source's guest has %u vCPUs, this destination allows at most %u (%s)",
+		         cfg->vcpus, max_vcpus, o->max_vcpus ? "--max-vcpus" : "the default");
 		return TERN_ERANGE;
 	}
 	return 0;
@@ -145,7 +145,8 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 		g = s->a->own;
 	} else if (strncmp(c->guest, "provider:", 9) == 0) {
 		rc = TERN_EINVAL;
-		snprintf(why, sizeof(why),
+		snprintf(
+		    why, sizeof(why),
 		    "the source migrates a VMM's guest; this destination has no guest of its own "
 		    "to take it (the VMM supplies one: tern_recv_opts.provider)");
 	} else {
@@ -158,7 +159,7 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 			rc = rc_caps_check(s->a->opts, &cfg, why, sizeof(why));
 		if (rc == 0)
 			rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_DESTINATION, why,
-			    sizeof(why));
+			                                sizeof(why));
 	}
 	if (rc == 0 && (rc = tern_bitmap_init(&s->a->written, g->npages)) != 0) {
 		snprintf(why, sizeof(why), "out of memory");
@@ -169,7 +170,8 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 	if (rc != 0) {
 		(void)rc_answer(self, s, TERN_MSG_W_CONFIG, rc, 0, why);
 		return rc_fail(self, s, rc, "%s: %s",
-		    s->a->own != NULL ? "layout refused" : "cannot build the guest", why);
+		               s->a->own != NULL ? "layout refused" : "cannot build the guest",
+		               why);
 	}
 	atomic_store_explicit(&s->a->guest, g, memory_order_release);
 	s->a->stats->guest_build_ms = g->stats.build_ns / 1000000;
@@ -198,7 +200,8 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 			return rc_out_of_phase(self, s, f.type, "once, after W_CONFIG");
 		if (p->len != f.u.w_state.len) {
 			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "state length mismatch");
-			return rc_fail(self, s, TERN_EPROTO,
+			return rc_fail(
+			    self, s, TERN_EPROTO,
 			    "protocol violation: W_STATE announces %llu bytes, carries %llu",
 			    (unsigned long long)f.u.w_state.len, (unsigned long long)p->len);
 		}
@@ -208,8 +211,10 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		 * tern_conn_recv_args). */
 		atomic_store(&s->a->memory_closed, true);
 		if (atomic_load(&s->a->writers) != 0) {
-			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "page data still arriving");
-			return rc_fail(self, s, TERN_EPROTO,
+			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0,
+			                "page data still arriving");
+			return rc_fail(
+			    self, s, TERN_EPROTO,
 			    "protocol violation: W_STATE while page data was still arriving");
 		}
 		rc = tern_guest_fault_hit("load", tern_runtime_trace(tern_actor_rt(self)));
@@ -232,8 +237,9 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		if (rc == 0 && d != f.u.w_digest.digest) {
 			char why[128];
 			snprintf(why, sizeof(why),
-			    "memory digest mismatch: source %016" PRIx64 ", destination %016" PRIx64,
-			    f.u.w_digest.digest, d);
+			         "memory digest mismatch: source %016" PRIx64
+			         ", destination %016" PRIx64,
+			         f.u.w_digest.digest, d);
 			(void)rc_answer(self, s, f.type, TERN_EVERIFY, ns, why);
 			return rc_fail(self, s, TERN_EVERIFY, "%s", why);
 		}
@@ -248,12 +254,14 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 	}
 	case TERN_MSG_W_COMPLETE:
 		if (s->phase != RC_STATE && s->phase != RC_VERIFIED)
-			return rc_out_of_phase(self, s, f.type, "once, after W_STATE (and W_DIGEST)");
+			return rc_out_of_phase(self, s, f.type,
+			                       "once, after W_STATE (and W_DIGEST)");
 		/* Through guest_call: TERN_FAULT=guest@resume can fail it. */
 		rc = tern_guest_resume_checked(g, tern_runtime_trace(tern_actor_rt(self)));
 		if (rc != 0) {
 			(void)rc_answer(self, s, f.type, rc, 0, "resume failed");
-			return rc_fail(self, s, rc, "cannot resume the guest: %s", tern_strerror(rc));
+			return rc_fail(self, s, rc, "cannot resume the guest: %s",
+			               tern_strerror(rc));
 		}
 		s->a->stats->total_ms = (tern_now_ns() - s->a->start_ns) / 1000000;
 		s->a->result = 0;
@@ -264,7 +272,7 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 	case TERN_MSG_W_ABORT:
 		(void)rc_answer(self, s, f.type, 0, 0, NULL);
 		return rc_fail(self, s, TERN_ECANCELED, "the source aborted the migration: %s",
-		    f.u.w_abort.why);
+		               f.u.w_abort.why);
 	default:
 		(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "unexpected request");
 		return rc_fail(self, s, TERN_EPROTO, "unexpected %s", tern_msg_name(f.type));
@@ -292,10 +300,12 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		for (uint32_t i = 0; i < s->a->nconns; i++) {
 			struct tern_conn_recv_args *c = &s->a->conns[i];
 			if (atomic_load_explicit(&c->violation, memory_order_acquire))
-				return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", c->why);
+				return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s",
+				               c->why);
 		}
 		for (uint32_t i = 1; i < s->a->nconns; i++) {
-			if (s->conns[i] != NULL && m->u.sys_exit.actor == tern_actor_id(s->conns[i])) {
+			if (s->conns[i] != NULL &&
+			    m->u.sys_exit.actor == tern_actor_id(s->conns[i])) {
 				/* A data connection died: the source resends its
 				 * chunks on the others (or aborts if too few are
 				 * left, which arrives on connection 0). */
@@ -305,12 +315,13 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 			}
 		}
 		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_ECLOSED,
-		    "%s", m->u.sys_exit.why[0] ? m->u.sys_exit.why
-					       : "the source closed the control connection");
+		               "%s",
+		               m->u.sys_exit.why[0] ? m->u.sys_exit.why
+		                                    : "the source closed the control connection");
 	}
 	default:
 		return rc_fail(self, s, TERN_EPROTO, "unexpected message %s",
-		    tern_msg_name(m->type));
+		               tern_msg_name(m->type));
 	}
 }
 
@@ -323,7 +334,7 @@ rc_tick(struct tern_actor *self, void *state)
 	struct rc_state *s = state;
 	if (s->phase < RC_RESUMED && tern_now_ns() - s->last_heard_ns > s->idle_limit_ns)
 		return rc_fail(self, s, TERN_ETIMEDOUT, "nothing heard from the source for %llu ms",
-		    (unsigned long long)(s->idle_limit_ns / 1000000));
+		               (unsigned long long)(s->idle_limit_ns / 1000000));
 	return 0;
 }
 
@@ -336,7 +347,8 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 	a->result = TERN_ECANCELED;
 	rc_set_phase(self, s, RC_LISTENING);
 	s->last_heard_ns = tern_now_ns();
-	s->idle_limit_ns = 3ull * (a->opts->io_timeout_ms ? a->opts->io_timeout_ms : 10000) * 1000000ull;
+	s->idle_limit_ns =
+	    3ull * (a->opts->io_timeout_ms ? a->opts->io_timeout_ms : 10000) * 1000000ull;
 	tern_actor_set_tick(self, s->idle_limit_ns / 10);
 	int rc = 0;
 	for (uint32_t i = 0; i < a->nconns; i++) {
@@ -352,7 +364,7 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		if (rc == 0) {
 			/* The actor owns the fd from here on, failed or not. */
 			rc = tern_spawn(tern_actor_rt(self), &tern_conn_recv_actor, c,
-			    tern_actor_id(self), &s->conns[i], NULL);
+			                tern_actor_id(self), &s->conns[i], NULL);
 			if (rc != 0)
 				s->conns[i] = NULL;
 		} else if (c->fd >= 0) {
@@ -381,10 +393,10 @@ rc_stop(struct tern_actor *self, void *state)
 }
 
 const struct tern_actor_desc tern_receiver_actor = {
-	.name = "receiver",
-	.state_size = sizeof(struct rc_state),
-	.init = rc_init,
-	.handle = rc_handle,
-	.tick = rc_tick,
-	.stop = rc_stop,
+    .name = "receiver",
+    .state_size = sizeof(struct rc_state),
+    .init = rc_init,
+    .handle = rc_handle,
+    .tick = rc_tick,
+    .stop = rc_stop,
 };

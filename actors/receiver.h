@@ -9,9 +9,9 @@
  *
  * It starts with connections already accepted and handshaken (the session
  * accepts them), spawns one ConnectionActor per connection, checks W_CONFIG
- * against its own guest or builds one from it (vCPUs parked), loads W_STATE, checks W_DIGEST, and on
- * W_COMPLETE resumes the guest and confirms.  It ends with TERN_ACTOR_DONE;
- * the guest (if any) is handed to the caller in args->guest.
+ * against its own guest or builds one from it (vCPUs parked), loads W_STATE, checks W_DIGEST, and
+ * on W_COMPLETE resumes the guest and confirms.  It ends with TERN_ACTOR_DONE; the guest (if any)
+ * is handed to the caller in args->guest.
  */
 #ifndef TERN_ACTORS_RECEIVER_H
 #define TERN_ACTORS_RECEIVER_H

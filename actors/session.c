@@ -28,8 +28,7 @@ session_err(char *err, size_t errlen, const char *fmt, const char *why)
 }
 
 static int
-session_trace(const char *path, const char *side, struct tern_trace **t, char *err,
-    size_t errlen)
+session_trace(const char *path, const char *side, struct tern_trace **t, char *err, size_t errlen)
 {
 	*t = NULL;
 	if (path == NULL || path[0] == '\0')
@@ -76,14 +75,14 @@ session_paused_err(char *err, size_t errlen, int resume_rc, int rc)
 	snprintf(cause, sizeof(cause), "%s", err != NULL && err[0] ? err : tern_strerror(rc));
 	if (err != NULL && errlen > 0)
 		snprintf(err, errlen,
-		    "the source guest could not be resumed: %s - it is PAUSED; "
-		    "the migration failed: %s",
-		    tern_strerror(resume_rc), cause);
+		         "the source guest could not be resumed: %s - it is PAUSED; "
+		         "the migration failed: %s",
+		         tern_strerror(resume_rc), cause);
 }
 
 int
 tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, char *err,
-    size_t errlen)
+                  size_t errlen)
 {
 	return terni_migrate_send(opts, NULL, stats, err, errlen);
 }
@@ -91,7 +90,7 @@ tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats, c
 /* session_params sends the coordinator the parameters changed since *seen. */
 static void
 session_params(struct tern_runtime *rt, struct tern_mailbox *mb, struct tern_actor *co,
-    struct terni_live_params *live, uint32_t *seen)
+               struct terni_live_params *live, uint32_t *seen)
 {
 	uint32_t gen = atomic_load_explicit(&live->gen, memory_order_acquire);
 	if (gen == *seen)
@@ -113,7 +112,7 @@ session_params(struct tern_runtime *rt, struct tern_mailbox *mb, struct tern_act
 
 int
 terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *live,
-    struct tern_stats *stats, char *err, size_t errlen)
+                   struct tern_stats *stats, char *err, size_t errlen)
 {
 	struct tern_guest_config cfg;
 	struct tern_guest *g = NULL;
@@ -143,13 +142,13 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 	if (opts->provider != NULL) {
 		/* The VMM's guest: libtern only wraps it. */
 		rc = tern_guest_from_provider(&g, opts->provider, TERN_GUEST_SOURCE, why,
-		    sizeof(why));
+		                              sizeof(why));
 		if (rc != 0) {
 			session_err(err, errlen, "%s", why);
 			goto out;
 		}
 	} else if ((rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_SOURCE, why,
-				sizeof(why))) != 0) {
+	                                            sizeof(why))) != 0) {
 		session_err(err, errlen, "cannot build the guest: %s", why);
 		goto out;
 	}
@@ -184,11 +183,13 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 		struct tern_msg m;
 		if (live != NULL)
 			session_params(rt, mb, co, live, &params_seen);
-		if (!cancel_sent && opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
+		if (!cancel_sent && opts->stop_flag != NULL &&
+		    __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
 			struct tern_msg c;
 			tern_msg_init(&c, TERN_MSG_CANCEL);
 			snprintf(c.u.cancel.why, sizeof(c.u.cancel.why), "cancel requested");
-			cancel_sent = tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &c) == 0;
+			cancel_sent =
+			    tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &c) == 0;
 		}
 		/* Short slices: a cancel or a parameter is noticed within 100 ms. */
 		rc = tern_mailbox_recv(mb, &m, 100);
@@ -200,14 +201,14 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 			break;
 		if (m.type == TERN_MSG_PROGRESS && opts->progress != NULL) {
 			struct tern_progress p = {
-				.state = m.u.progress.state,
-				.iteration = m.u.progress.iter,
-				.transferred_bytes = m.u.progress.transferred,
-				.remaining_bytes = m.u.progress.remaining,
-				.dirty_rate_pps = m.u.progress.dirty_pps,
-				.bandwidth_bps = m.u.progress.bw_bps,
-				.eta_ms = m.u.progress.eta_ms,
-				.elapsed_ms = m.u.progress.elapsed_ms,
+			    .state = m.u.progress.state,
+			    .iteration = m.u.progress.iter,
+			    .transferred_bytes = m.u.progress.transferred,
+			    .remaining_bytes = m.u.progress.remaining,
+			    .dirty_rate_pps = m.u.progress.dirty_pps,
+			    .bandwidth_bps = m.u.progress.bw_bps,
+			    .eta_ms = m.u.progress.eta_ms,
+			    .elapsed_ms = m.u.progress.elapsed_ms,
 			};
 			opts->progress(&p, opts->progress_arg);
 		}
@@ -223,10 +224,10 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 	if (ex.reason != TERN_EXIT_NORMAL && rc != 0) {
 		if (rc == TERN_ECANCELED)
 			rc = ex.reason == TERN_EXIT_KILLED ? TERN_EKILLED
-							  : (ex.code ? ex.code : TERN_EACTOR);
+			                                   : (ex.code ? ex.code : TERN_EACTOR);
 		if (a->err[0] == '\0')
 			snprintf(a->err, sizeof(a->err), "the coordinator actor %s: %.180s",
-			    ex.reason == TERN_EXIT_KILLED ? "was killed" : "failed", ex.why);
+			         ex.reason == TERN_EXIT_KILLED ? "was killed" : "failed", ex.why);
 	}
 	if (rc != 0)
 		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
@@ -260,8 +261,7 @@ out:
 	return rc;
 }
 
-static void
-session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
+static void session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void
 session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
@@ -280,7 +280,7 @@ session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
  * on the CLI) ends the wait at once instead of at the accept timeout. */
 static int
 session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, int *fd,
-    uint32_t *next_given)
+                   uint32_t *next_given)
 {
 	if (opts->nfds > 0) {
 		/* Already accepted by the VMM: the next one, or none left. */
@@ -289,8 +289,8 @@ session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, i
 		*fd = opts->fds[(*next_given)++];
 		return 0;
 	}
-	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-					   : tern_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t deadline =
+	    timeout_ms < 0 ? UINT64_MAX : tern_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
 		if (opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED))
 			return TERN_ECANCELED;
@@ -308,7 +308,7 @@ session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, i
  * accepts the others of the same migration. */
 static int
 session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_args *a,
-    uint32_t *next_given, char *err, size_t errlen)
+               uint32_t *next_given, char *err, size_t errlen)
 {
 	char why[TERN_STR_MAX] = "";
 	struct tern_msg_w_hello hello;
@@ -324,13 +324,13 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 		if (rc != 0) {
 			if (rc == TERN_ECANCELED)
 				snprintf(err, errlen, "stopped while waiting for %s",
-				    have == 0 ? "a migration" : "its connections");
+				         have == 0 ? "a migration" : "its connections");
 			else if (have == 0)
-				snprintf(err, errlen, "no migration arrived: %s", tern_strerror(rc));
+				snprintf(err, errlen, "no migration arrived: %s",
+				         tern_strerror(rc));
 			else
-				snprintf(err, errlen,
-				    "the source opened %u of %u connections: %s", have, want,
-				    tern_strerror(rc));
+				snprintf(err, errlen, "the source opened %u of %u connections: %s",
+				         have, want, tern_strerror(rc));
 			return rc;
 		}
 		rc = tern_wire_accept_hello(fd, opts->auth, 5000, &hello, why, sizeof(why));
@@ -349,14 +349,14 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 			    hello.nconns > TERN_MAX_CONNECTIONS) {
 				close(fd);
 				snprintf(err, errlen, "bad first connection (index %u of %u)",
-				    hello.conn, hello.nconns);
+				         hello.conn, hello.nconns);
 				return TERN_EPROTO;
 			}
 			want = hello.nconns < max ? hello.nconns : max;
 			asked = hello.nconns;
 			snprintf(migration, sizeof(migration), "%s", hello.migration);
 		} else if (strcmp(hello.migration, migration) != 0 || hello.conn >= asked ||
-		    a->conns[hello.conn].fd >= 0) {
+		           a->conns[hello.conn].fd >= 0) {
 			close(fd);
 			snprintf(err, errlen, "connection from another migration or a duplicate");
 			return TERN_EPROTO;
@@ -368,7 +368,7 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
 			tern_msg_init(&ab, TERN_MSG_W_ABORT);
 			ab.u.w_abort.code = TERN_EPEER;
 			snprintf(ab.u.w_abort.why, sizeof(ab.u.w_abort.why),
-			    "this destination accepts at most %u connections", max);
+			         "this destination accepts at most %u connections", max);
 			(void)tern_wire_send(fd, &ab, NULL, 0, NULL);
 			close(fd);
 			refused++;
@@ -388,7 +388,7 @@ session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_
  * announced layout later).  With prealloc its memory is populated now. */
 static int
 session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
-    struct tern_stats *stats, char *err, size_t errlen)
+                  struct tern_stats *stats, char *err, size_t errlen)
 {
 	struct tern_guest_config cfg;
 	char why[TERN_STR_MAX] = "";
@@ -397,12 +397,12 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 	*own = NULL;
 	if (opts->provider != NULL) {
 		rc = tern_guest_from_provider(own, opts->provider, TERN_GUEST_DESTINATION, why,
-		    sizeof(why));
+		                              sizeof(why));
 	} else if (opts->guest != NULL) {
 		rc = tern_guest_spec_parse(opts->guest, &cfg, why, sizeof(why));
 		if (rc == 0)
 			rc = tern_guest_create_provided(own, &cfg, TERN_GUEST_DESTINATION, why,
-			    sizeof(why));
+			                                sizeof(why));
 		if (rc == 0)
 			stats->guest_build_ms = (*own)->stats.build_ns / 1000000;
 	}
@@ -414,7 +414,7 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 		uint64_t t0 = tern_now_ns();
 		if ((rc = tern_guest_populate(*own, 0, (*own)->region.size)) != 0) {
 			session_err(err, errlen, "cannot preallocate the guest's memory: %s",
-			    tern_strerror(rc));
+			            tern_strerror(rc));
 			tern_guest_destroy(*own);
 			*own = NULL;
 			return rc;
@@ -422,7 +422,7 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 		stats->populate_ms = (tern_now_ns() - t0) / 1000000;
 	} else if (opts->prealloc) {
 		session_err(err, errlen, "%s",
-		    "prealloc needs the destination's guest (a provider or a guest spec)");
+		            "prealloc needs the destination's guest (a provider or a guest spec)");
 		return TERN_EINVAL;
 	}
 	return 0;
@@ -430,7 +430,7 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 
 int
 tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
-    size_t errlen)
+                     size_t errlen)
 {
 	struct tern_runtime *rt = NULL;
 	struct tern_trace *trace = NULL;
@@ -457,7 +457,8 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		int n = snprintf(line, sizeof(line), "%d\n", tern_net_local_port(lfd));
 		if (write(opts->ready_fd, line, (size_t)n) != n) {
 			rc = -errno;
-			session_err(err, errlen, "cannot write the ready fd: %s", tern_strerror(rc));
+			session_err(err, errlen, "cannot write the ready fd: %s",
+			            tern_strerror(rc));
 			goto out;
 		}
 	}
@@ -494,7 +495,8 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	for (;;) {
 		struct tern_msg m;
 		rc = tern_mailbox_recv(mb, &m, 200);
-		if (rc == 0 && m.type == TERN_MSG_SYS_EXIT && m.u.sys_exit.actor == tern_actor_id(rcv))
+		if (rc == 0 && m.type == TERN_MSG_SYS_EXIT &&
+		    m.u.sys_exit.actor == tern_actor_id(rcv))
 			break;
 		if (rc != 0 && rc != TERN_ETIMEDOUT)
 			break;
@@ -512,10 +514,10 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	if (ex.reason != TERN_EXIT_NORMAL && rc != 0) {
 		if (rc == TERN_ECANCELED)
 			rc = ex.reason == TERN_EXIT_KILLED ? TERN_EKILLED
-							  : (ex.code ? ex.code : TERN_EACTOR);
+			                                   : (ex.code ? ex.code : TERN_EACTOR);
 		if (a->err[0] == '\0')
 			snprintf(a->err, sizeof(a->err), "the receiver actor %s: %.180s",
-			    ex.reason == TERN_EXIT_KILLED ? "was killed" : "failed", ex.why);
+			         ex.reason == TERN_EXIT_KILLED ? "was killed" : "failed", ex.why);
 	}
 	if (rc != 0) {
 		session_err(err, errlen, "%s", a->err[0] ? a->err : tern_strerror(rc));
@@ -530,9 +532,11 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	(void)tern_guest_check(g, &p0, cwhy, sizeof(cwhy));
 	stats->workload_progress_at_resume = p0;
 	if (!opts->exit_after_handoff) {
-		uint64_t until = opts->run_after_ms ? tern_now_ns() + opts->run_after_ms * 1000000ull
-						    : UINT64_MAX;
-		while (tern_now_ns() < until && !(opts->stop_flag && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)))
+		uint64_t until = opts->run_after_ms
+		                     ? tern_now_ns() + opts->run_after_ms * 1000000ull
+		                     : UINT64_MAX;
+		while (tern_now_ns() < until &&
+		       !(opts->stop_flag && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)))
 			usleep(20000);
 		int crc = tern_guest_check(g, &p1, cwhy, sizeof(cwhy));
 		stats->workload_progress_after = p1;

@@ -26,6 +26,6 @@ struct terni_live_params {
 
 /* terni_migrate_send is tern_migrate_send with live parameters (may be NULL). */
 int terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *live,
-    struct tern_stats *stats, char *err, size_t errlen);
+                       struct tern_stats *stats, char *err, size_t errlen);
 
 #endif /* TERN_ACTORS_SESSION_H */

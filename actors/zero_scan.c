@@ -18,7 +18,7 @@ tern_page_is_zero(const void *p)
 	const uint64_t *w = p;
 	for (size_t i = 0; i < TERN_PAGE_SIZE / 8; i += 8) {
 		if ((w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
-			w[i + 7]) != 0)
+		     w[i + 7]) != 0)
 			return false;
 	}
 	return true;
@@ -44,7 +44,7 @@ tern_zero_split(const uint8_t *base, uint64_t gpa, uint64_t len, tern_zero_run_f
 		if (next > end)
 			next = end;
 		bool z = next - at == TERN_PAGE_SIZE ? tern_page_is_zero(base + at)
-						      : zs_bytes_zero(base + at, next - at);
+		                                     : zs_bytes_zero(base + at, next - at);
 		if (run_zero >= 0 && (bool)run_zero != z) {
 			if ((rc = fn(run_start, at - run_start, run_zero, arg)) != 0)
 				return rc;
@@ -118,14 +118,15 @@ zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 	struct tern_guest *g = s->a->guest;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT, end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count, pages = 0, zero = 0, t0 = tern_now_ns();
-	if (set == NULL || !tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits || end > s->a->zmap->nbits)
+	if (set == NULL || !tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits ||
+	    end > s->a->zmap->nbits)
 		return TERN_ERANGE;
-	struct zs_run r = { s->a->zmap, 0 };
+	struct zs_run r = {s->a->zmap, 0};
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
 		if (first + count > end)
 			count = end - first;
 		(void)zs_split(g->region.host, first << TERN_PAGE_SHIFT, count << TERN_PAGE_SHIFT,
-		    zs_mark_run, &r);
+		               zs_mark_run, &r);
 		pages += count;
 	}
 	zero = r.zero_pages;
@@ -180,10 +181,10 @@ zs_stop(struct tern_actor *self, void *state)
 }
 
 const struct tern_actor_desc tern_zero_scan_actor = {
-	.name = "zero-scan",
-	.state_size = sizeof(struct zs_state),
-	.init = zs_init,
-	.handle = zs_handle,
-	.on_fd = zs_on_fd,
-	.stop = zs_stop,
+    .name = "zero-scan",
+    .state_size = sizeof(struct zs_state),
+    .init = zs_init,
+    .handle = zs_handle,
+    .on_fd = zs_on_fd,
+    .stop = zs_stop,
 };

@@ -9,15 +9,14 @@
 #ifndef TERN_ACTORS_ZERO_SCAN_H
 #define TERN_ACTORS_ZERO_SCAN_H
 
-
 #include "actors/actor.h"
 #include "actors/set_table.h"
 #include "kvm/guest.h"
 
 struct tern_zero_scan_args {
 	struct tern_guest *guest;
-	struct tern_queue *in;   /* chunks to scan */
-	struct tern_queue *out;  /* scanned chunks, to the connections */
+	struct tern_queue *in;             /* chunks to scan */
+	struct tern_queue *out;            /* scanned chunks, to the connections */
 	const struct tern_set_table *sets; /* resolves CHUNK.set */
 	/* One bit per guest page, 1 = all zero: the set table's zmap, written
 	 * here (atomic bit updates), read by the connections. */
@@ -40,6 +39,6 @@ bool tern_page_is_zero(const void *p);
  * returned. */
 typedef int (*tern_zero_run_fn)(uint64_t gpa, uint64_t len, bool zero, void *arg);
 int tern_zero_split(const uint8_t *base, uint64_t gpa, uint64_t len, tern_zero_run_fn fn,
-    void *arg);
+                    void *arg);
 
 #endif /* TERN_ACTORS_ZERO_SCAN_H */

@@ -39,6 +39,6 @@ void tern_bitmap_or(struct tern_bitmap *dst, const struct tern_bitmap *src);
  * are capped at max_count bits so callers can cut chunks), false when no bit
  * is set at or after *pos. */
 bool tern_bitmap_next_run(const struct tern_bitmap *b, uint64_t *pos, uint64_t max_count,
-    uint64_t *first, uint64_t *count);
+                          uint64_t *first, uint64_t *count);
 
 #endif /* TERN_KVM_BITMAP_H */

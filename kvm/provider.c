@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "kvm/guest.h"
 #include "messages/msg.h"
 #include "tern/error.h"
@@ -175,20 +174,20 @@ pv_dirty_stop(struct tern_guest *g)
 }
 
 static const struct tern_dirty_mode pv_bitmap_mode = {
-	.name = "bitmap",
-	.supported = pv_bitmap_supported,
-	.start = pv_bitmap_start,
-	.harvest = pv_bitmap_harvest,
-	.harvest_range = pv_harvest_range,
-	.stop = pv_dirty_stop,
+    .name = "bitmap",
+    .supported = pv_bitmap_supported,
+    .start = pv_bitmap_start,
+    .harvest = pv_bitmap_harvest,
+    .harvest_range = pv_harvest_range,
+    .stop = pv_dirty_stop,
 };
 
 static const struct tern_dirty_mode pv_ring_mode = {
-	.name = "ring",
-	.supported = pv_ring_supported,
-	.start = pv_ring_start,
-	.harvest = pv_ring_harvest,
-	.stop = pv_dirty_stop,
+    .name = "ring",
+    .supported = pv_ring_supported,
+    .start = pv_ring_start,
+    .harvest = pv_ring_harvest,
+    .stop = pv_dirty_stop,
 };
 
 static const struct tern_dirty_mode *const pv_modes[] = {&pv_bitmap_mode, &pv_ring_mode, NULL};
@@ -266,7 +265,7 @@ pv_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen)
 
 /* Every slot forwards to the VMM's ops; the two tables differ only in
  * the workload check, which only an adopted built-in guest has. */
-#define PV_BACKEND_SLOTS                                                                          \
+#define PV_BACKEND_SLOTS                                                                           \
 	.name = "provider", .destroy = pv_destroy, .pause = pv_pause, .resume = pv_resume,         \
 	.dirty_start = pv_dirty_start, .dirty_harvest = pv_dirty_harvest,                          \
 	.dirty_stop = pv_dirty_stop, .state_save = pv_state_save, .state_load = pv_state_load,     \

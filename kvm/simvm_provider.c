@@ -10,8 +10,8 @@
  * empty.  Nothing is dropped: a page stays in scratch until a caller took it.
  */
 #include <errno.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kvm/guest.h"

@@ -25,8 +25,8 @@ tern_strerror(int err)
 	switch (err) {
 	case 0:
 		return "success";
-#define XX(name, value, msg)                                                   \
-	case TERN_##name:                                                      \
+#define XX(name, value, msg)                                                                       \
+	case TERN_##name:                                                                          \
 		return msg;
 		TERN_ERRNO_MAP(XX)
 #undef XX
@@ -44,8 +44,8 @@ tern_err_name(int err)
 	switch (err) {
 	case 0:
 		return "OK";
-#define XX(name, value, msg)                                                   \
-	case TERN_##name:                                                      \
+#define XX(name, value, msg)                                                                       \
+	case TERN_##name:                                                                          \
 		return "TERN_" #name;
 		TERN_ERRNO_MAP(XX)
 #undef XX

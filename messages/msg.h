@@ -61,10 +61,10 @@ struct tern_ranges {
 #define TERN_FIELD_DECL(type, name) TERN_FIELD_DECL_##type(name)
 
 /* One struct per message: struct tern_msg_ping { uint64_t value; ... }. */
-#define X(NAME, name, id)                                                      \
-	struct tern_msg_##name {                                               \
-		char _empty; /* keeps field-less messages valid C */           \
-		TERN_FIELDS_##NAME(TERN_FIELD_DECL)                            \
+#define X(NAME, name, id)                                                                          \
+	struct tern_msg_##name {                                                                   \
+		char _empty; /* keeps field-less messages valid C */                               \
+		TERN_FIELDS_##NAME(TERN_FIELD_DECL)                                                \
 	};
 TERN_MESSAGES(X)
 #undef X

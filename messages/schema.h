@@ -22,8 +22,7 @@
 
 /* ---- runtime (system) messages ---- */
 #define TERN_FIELDS_SYS_STOP(F)
-#define TERN_FIELDS_SYS_EXIT(F)                                                \
-	F(U32, actor) F(STR, name) F(U32, reason) F(I32, code) F(STR, why)
+#define TERN_FIELDS_SYS_EXIT(F) F(U32, actor) F(STR, name) F(U32, reason) F(I32, code) F(STR, why)
 #define TERN_FIELDS_PING(F) F(U64, value) F(STR, text)
 
 /* ---- source-side actor messages ---- */
@@ -35,8 +34,7 @@
  * of one of the actor's maps, lent to the coordinator unchanged until it
  * sends DIRTY_GIVE with the same id (after every chunk cut from it is
  * acknowledged); the DirtyLogActor clears it then and owns it again. */
-#define TERN_FIELDS_DIRTY_SET(F)                                               \
-	F(U32, set) F(U64, pages) F(U64, rate_pps) F(U64, harvest_ns)
+#define TERN_FIELDS_DIRTY_SET(F) F(U32, set) F(U64, pages) F(U64, rate_pps) F(U64, harvest_ns)
 #define TERN_FIELDS_DIRTY_GIVE(F) F(U32, set)
 #define TERN_FIELDS_DIRTY_STOP(F)
 /* Work item on the shared chunk queue: a descriptor, never page data.  The
@@ -44,9 +42,8 @@
  * every reader gets at spawn; the set is read-only while the chunk is
  * unacknowledged) inside the window [gpa, gpa+len): `pages` pages in at most
  * TERN_CHUNK_MAX_RUNS runs. */
-#define TERN_FIELDS_CHUNK(F)                                                   \
-	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags)       \
-	F(U32, set) F(U64, pages)
+#define TERN_FIELDS_CHUNK(F)                                                                       \
+	F(U32, iter) F(U64, chunk) F(U64, gpa) F(U64, len) F(U32, flags) F(U32, set) F(U64, pages)
 /* CHUNK flags, about the zero map of the set table (one bit per page):
  * ZSCANNED: a ZeroScanActor set the zero map's bits of this chunk (1 = all
  * zero), the pages go as announcements; ZHOLES (--zero-pages off): the map
@@ -55,18 +52,16 @@
 #define TERN_CHUNK_ZSCANNED 1u
 #define TERN_CHUNK_ZHOLES 2u
 /* ConnectionActor -> Coordinator: the destination acknowledged a chunk. */
-#define TERN_FIELDS_CHUNK_DONE(F)                                              \
-	F(U64, chunk) F(U32, conn) F(U64, bytes) F(U64, wire_ns)               \
-	F(U64, zero_pages)
+#define TERN_FIELDS_CHUNK_DONE(F)                                                                  \
+	F(U64, chunk) F(U32, conn) F(U64, bytes) F(U64, wire_ns) F(U64, zero_pages)
 /* ConnectionActor -> Coordinator: the connection failed; `chunks` lists the
  * unacknowledged chunk ids (as (id, 0) pairs) for re-queueing. */
-#define TERN_FIELDS_CONN_DOWN(F)                                               \
-	F(U32, conn) F(I32, code) F(STR, why) F(RANGES, chunks)
+#define TERN_FIELDS_CONN_DOWN(F) F(U32, conn) F(I32, code) F(STR, why) F(RANGES, chunks)
 /* ConnectionActor -> Coordinator, sent by its stop (so before its SYS_EXIT):
  * the connection's final counters, bytes on the wire and the times of its
  * first send and last ack.  Page bytes and chunks are not here: every
  * CHUNK_DONE carries them. */
-#define TERN_FIELDS_CONN_STATS(F)                                              \
+#define TERN_FIELDS_CONN_STATS(F)                                                                  \
 	F(U32, conn) F(U64, wire_bytes) F(U64, first_send_ns) F(U64, last_ack_ns)
 /* ZeroScanActor -> Coordinator, sent by its stop: pages scanned (of which
  * all zero) and the time spent scanning them. */
@@ -75,29 +70,26 @@
 #define TERN_FIELDS_CTL_OUT(F) F(BIN, frame) F(BIN, payload)
 #define TERN_FIELDS_CTL_IN(F) F(BIN, frame) F(BIN, payload)
 /* Coordinator -> driver: one progress sample per iteration and per second. */
-#define TERN_FIELDS_PROGRESS(F)                                                \
-	F(U32, iter) F(STR, state) F(U64, transferred) F(U64, remaining)       \
-	F(U64, dirty_pps) F(U64, bw_bps) F(U64, eta_ms) F(U64, elapsed_ms)
+#define TERN_FIELDS_PROGRESS(F)                                                                    \
+	F(U32, iter)                                                                               \
+	F(STR, state) F(U64, transferred) F(U64, remaining) F(U64, dirty_pps) F(U64, bw_bps)       \
+	    F(U64, eta_ms) F(U64, elapsed_ms)
 /* Destination ConnectionActor -> ReceiverCoordinator: pages written. */
-#define TERN_FIELDS_PAGES_IN(F)                                                \
-	F(U32, conn) F(U64, bytes) F(U64, frames) F(U64, zero_pages)
+#define TERN_FIELDS_PAGES_IN(F) F(U32, conn) F(U64, bytes) F(U64, frames) F(U64, zero_pages)
 /* Coordinator -> ThrottleActor request: enforce pct (0..99, 0 = off). */
 #define TERN_FIELDS_THROTTLE_SET(F) F(U32, pct)
 /* ThrottleActor reply: the pct in force, the guest's measured run-time
  * share over the last slices (parts per million), the slices enforced so
  * far, and status (0, or TERN_EINVAL for a pct above 99, which is ignored). */
-#define TERN_FIELDS_THROTTLE_STATE(F)                                          \
+#define TERN_FIELDS_THROTTLE_STATE(F)                                                              \
 	F(U32, pct) F(U32, run_share_ppm) F(U64, slices) F(I32, status)
 
 /* ---- wire frame headers (connection 0 carries control and data) ---- */
-#define TERN_FIELDS_W_HELLO(F)                                                 \
-	F(U64, magic) F(U32, version) F(STR, migration) F(U32, conn)           \
-	F(U32, nconns) F(STR, auth)
-#define TERN_FIELDS_W_HELLO_ACK(F)                                             \
-	F(U32, version) F(I32, status) F(STR, why) F(U64, time_ns)
-#define TERN_FIELDS_W_CONFIG(F)                                                \
-	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest)         \
-	F(BOOL, verify)
+#define TERN_FIELDS_W_HELLO(F)                                                                     \
+	F(U64, magic) F(U32, version) F(STR, migration) F(U32, conn) F(U32, nconns) F(STR, auth)
+#define TERN_FIELDS_W_HELLO_ACK(F) F(U32, version) F(I32, status) F(STR, why) F(U64, time_ns)
+#define TERN_FIELDS_W_CONFIG(F)                                                                    \
+	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest) F(BOOL, verify)
 /* Page data: the payload is the bytes of every range, in order.  `zeros`
  * are ranges announced all-zero: no payload, the destination makes them read
  * as zero. */
@@ -108,49 +100,49 @@
 #define TERN_FIELDS_W_DIGEST(F) F(U64, digest) F(U64, hash_ns)
 #define TERN_FIELDS_W_COMPLETE(F)
 /* The response to every control request: step names the request type. */
-#define TERN_FIELDS_W_RESULT(F)                                                \
-	F(U32, step) F(I32, status) F(STR, why) F(U64, value)
+#define TERN_FIELDS_W_RESULT(F) F(U32, step) F(I32, status) F(STR, why) F(U64, value)
 #define TERN_FIELDS_W_ABORT(F) F(I32, code) F(STR, why)
 /* Driver -> Coordinator: cancel the migration (the source guest runs again;
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
 /* Driver -> Coordinator: parameters changed while running (0: unchanged). */
 /* PARAMS: 0 leaves a field unchanged; converge is the auto-converge mode + 1. */
-#define TERN_FIELDS_PARAMS(F)                                                  \
-	F(U32, downtime_limit_ms) F(U64, max_bandwidth) F(U32, converge)       \
-	F(U32, throttle_initial) F(U32, throttle_increment) F(U32, throttle_max)
+#define TERN_FIELDS_PARAMS(F)                                                                      \
+	F(U32, downtime_limit_ms)                                                                  \
+	F(U64, max_bandwidth) F(U32, converge) F(U32, throttle_initial) F(U32, throttle_increment) \
+	    F(U32, throttle_max)
 
-#define TERN_MESSAGES(X)                                                       \
-	X(PING, ping, 0x0001)                                                  \
-	X(DIRTY_START, dirty_start, 0x0010)                                    \
-	X(DIRTY_TAKE, dirty_take, 0x0011)                                      \
-	X(DIRTY_SET, dirty_set, 0x0012)                                        \
-	X(DIRTY_GIVE, dirty_give, 0x0013)                                      \
-	X(DIRTY_STOP, dirty_stop, 0x0014)                                      \
-	X(CHUNK, chunk, 0x0020)                                                \
-	X(CHUNK_DONE, chunk_done, 0x0021)                                      \
-	X(CONN_DOWN, conn_down, 0x0022)                                        \
-	X(CTL_OUT, ctl_out, 0x0023)                                            \
-	X(CTL_IN, ctl_in, 0x0024)                                              \
-	X(PROGRESS, progress, 0x0025)                                          \
-	X(PAGES_IN, pages_in, 0x0026)                                          \
-	X(CONN_STATS, conn_stats, 0x0027)                                      \
-	X(SCAN_STATS, scan_stats, 0x0028)                                      \
-	X(THROTTLE_SET, throttle_set, 0x0030)                                  \
-	X(THROTTLE_STATE, throttle_state, 0x0031)                              \
-	X(CANCEL, cancel, 0x0040)                                              \
-	X(PARAMS, params, 0x0041)                                              \
-	X(W_HELLO, w_hello, 0x1001)                                            \
-	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                    \
-	X(W_CONFIG, w_config, 0x1003)                                          \
-	X(W_PAGES, w_pages, 0x1004)                                            \
-	X(W_ACK, w_ack, 0x1005)                                                \
-	X(W_STATE, w_state, 0x1006)                                            \
-	X(W_DIGEST, w_digest, 0x1007)                                          \
-	X(W_COMPLETE, w_complete, 0x1008)                                      \
-	X(W_RESULT, w_result, 0x1009)                                          \
-	X(W_ABORT, w_abort, 0x100a)                                            \
-	X(SYS_STOP, sys_stop, 0xf001)                                          \
+#define TERN_MESSAGES(X)                                                                           \
+	X(PING, ping, 0x0001)                                                                      \
+	X(DIRTY_START, dirty_start, 0x0010)                                                        \
+	X(DIRTY_TAKE, dirty_take, 0x0011)                                                          \
+	X(DIRTY_SET, dirty_set, 0x0012)                                                            \
+	X(DIRTY_GIVE, dirty_give, 0x0013)                                                          \
+	X(DIRTY_STOP, dirty_stop, 0x0014)                                                          \
+	X(CHUNK, chunk, 0x0020)                                                                    \
+	X(CHUNK_DONE, chunk_done, 0x0021)                                                          \
+	X(CONN_DOWN, conn_down, 0x0022)                                                            \
+	X(CTL_OUT, ctl_out, 0x0023)                                                                \
+	X(CTL_IN, ctl_in, 0x0024)                                                                  \
+	X(PROGRESS, progress, 0x0025)                                                              \
+	X(PAGES_IN, pages_in, 0x0026)                                                              \
+	X(CONN_STATS, conn_stats, 0x0027)                                                          \
+	X(SCAN_STATS, scan_stats, 0x0028)                                                          \
+	X(THROTTLE_SET, throttle_set, 0x0030)                                                      \
+	X(THROTTLE_STATE, throttle_state, 0x0031)                                                  \
+	X(CANCEL, cancel, 0x0040)                                                                  \
+	X(PARAMS, params, 0x0041)                                                                  \
+	X(W_HELLO, w_hello, 0x1001)                                                                \
+	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                                        \
+	X(W_CONFIG, w_config, 0x1003)                                                              \
+	X(W_PAGES, w_pages, 0x1004)                                                                \
+	X(W_ACK, w_ack, 0x1005)                                                                    \
+	X(W_STATE, w_state, 0x1006)                                                                \
+	X(W_DIGEST, w_digest, 0x1007)                                                              \
+	X(W_COMPLETE, w_complete, 0x1008)                                                          \
+	X(W_RESULT, w_result, 0x1009)                                                              \
+	X(W_ABORT, w_abort, 0x100a)                                                                \
+	X(SYS_STOP, sys_stop, 0xf001)                                                              \
 	X(SYS_EXIT, sys_exit, 0xf002)
 
 /* Most dirty runs the coordinator puts in one chunk, and most ranges of

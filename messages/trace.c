@@ -226,7 +226,8 @@ tern_trace_write(struct tern_trace *t, const struct tern_trace_record *r)
 	    trace_put_str(&pk, r->text, sizeof(r->text)) != 0)
 		return -EOVERFLOW; /* cannot happen: a record is < 400 bytes */
 	return trace_emit(t, &o,
-	    r->kind == TERN_TRACE_STATE || r->kind == TERN_TRACE_EXIT || r->kind == TERN_TRACE_SPAWN);
+	                  r->kind == TERN_TRACE_STATE || r->kind == TERN_TRACE_EXIT ||
+	                      r->kind == TERN_TRACE_SPAWN);
 }
 
 int
@@ -412,8 +413,7 @@ tern_trace_reader_next(struct tern_trace_reader *r, struct tern_trace_record *re
 		goto bad;
 	e = r->up.data.via.array.ptr;
 	if (trace_get_u32(&e[0], &rec->kind) != 0 || rec->kind < TERN_TRACE_SPAWN ||
-	    rec->kind > TERN_TRACE_FAULT ||
-	    trace_get_u64(&e[1], UINT64_MAX, &rec->mono_ns) != 0 ||
+	    rec->kind > TERN_TRACE_FAULT || trace_get_u64(&e[1], UINT64_MAX, &rec->mono_ns) != 0 ||
 	    trace_get_u32(&e[2], &rec->actor) != 0 ||
 	    trace_get_str(&e[3], rec->actor_name, sizeof(rec->actor_name)) != 0 ||
 	    trace_get_u32(&e[4], &rec->peer) != 0 || trace_get_u32(&e[5], &rec->type) != 0 ||

@@ -65,7 +65,7 @@ int tern_trace_write(struct tern_trace *t, const struct tern_trace_record *r);
 
 /* tern_trace_counter records a named value (e.g. "dirty_rate_pps"). */
 int tern_trace_counter(struct tern_trace *t, uint32_t actor, const char *actor_name,
-    const char *name, double value);
+                       const char *name, double value);
 
 /* Reading, for tern-trace and tests. */
 struct tern_trace_reader;
@@ -73,7 +73,7 @@ struct tern_trace_reader;
 /* tern_trace_reader_open opens path and parses the header.  A file that is
  * not a trace gives TERN_EMSG. */
 int tern_trace_reader_open(struct tern_trace_reader **r, const char *path,
-    struct tern_trace_header *hdr);
+                           struct tern_trace_header *hdr);
 
 /* tern_trace_reader_next returns 1 with *rec filled, 0 at the end of the
  * stream (including a truncated last record), TERN_EMSG on corruption. */

@@ -13,7 +13,7 @@
  * "localhost:4444"; HOST may be empty or "*" for any, when listening).
  * Returns 0 or TERN_EINVAL with a one-line reason in err. */
 int tern_net_parse_addr(const char *hostport, struct sockaddr_storage *ss, socklen_t *sslen,
-    char *err, size_t errlen);
+                        char *err, size_t errlen);
 
 /* tern_net_listen binds and listens (SO_REUSEADDR).  Port 0 picks a free
  * port: tern_net_local_port tells which.  Returns 0 or -errno/TERN_EINVAL,

@@ -25,7 +25,7 @@
 
 #include "messages/msg.h"
 
-#define TERN_WIRE_FRAME_MAGIC 0x54524e46u /* "TRNF" */
+#define TERN_WIRE_FRAME_MAGIC 0x54524e46u           /* "TRNF" */
 #define TERN_WIRE_HELLO_MAGIC 0x7465726e6d696772ull /* "ternmigr" */
 #define TERN_WIRE_VERSION 1u
 #define TERN_WIRE_HEADER_MAX 65536u
@@ -42,7 +42,7 @@ struct tern_wire_rx {
  * Handles partial writes and EINTR.  Returns 0, TERN_ETIMEDOUT (deadline),
  * -EPIPE/-ECONNRESET, TERN_EMSG. *bytes (may be NULL) += bytes written. */
 int tern_wire_send(int fd, const struct tern_msg *m, const struct iovec *payload, int iovcnt,
-    uint64_t *bytes);
+                   uint64_t *bytes);
 
 /* tern_wire_recv_header reads a prefix and header and decodes it into *m;
  * *payload_len is what follows, which the caller must consume with
@@ -51,7 +51,7 @@ int tern_wire_send(int fd, const struct tern_msg *m, const struct iovec *payload
  * (garbage prefix, sizes over the limits, EOF inside a frame), TERN_EMSG
  * (undecodable header, or not a W_* type), TERN_ETIMEDOUT, -errno. */
 int tern_wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m,
-    uint64_t *payload_len);
+                          uint64_t *payload_len);
 
 /* tern_wire_recv_exact reads exactly len bytes into dst (straight into guest
  * memory for page data).  EOF is TERN_EPROTO. */
@@ -70,7 +70,8 @@ int tern_wire_recv_iov(int fd, struct iovec *iov, int n);
  * EOF inside a frame is -ECONNRESET there (TERN_EPROTO and TERN_EMSG only
  * for what the peer sent), and why (may be NULL) gets the reason. */
 int tern_wire_recv_header_until(int fd, struct tern_wire_rx *rx, struct tern_msg *m,
-    uint64_t *payload_len, uint64_t deadline_ns, char *why, size_t whylen);
+                                uint64_t *payload_len, uint64_t deadline_ns, char *why,
+                                size_t whylen);
 int tern_wire_recv_exact_until(int fd, void *dst, uint64_t len, uint64_t deadline_ns);
 int tern_wire_recv_iov_until(int fd, struct iovec *iov, int n, uint64_t deadline_ns);
 
@@ -81,21 +82,21 @@ int tern_wire_discard(int fd, uint64_t len);
  * Returns 0; TERN_EVERSION / TERN_EAUTH / TERN_EPEER with the peer's reason
  * in why; TERN_EPROTO on anything else. *peer_time_ns (may be NULL) gets the
  * destination's clock from the ack, for trace merging. */
-int tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns,
-    const char *auth, int timeout_ms, char *why, size_t whylen, uint64_t *peer_time_ns);
+int tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, const char *auth,
+                    int timeout_ms, char *why, size_t whylen, uint64_t *peer_time_ns);
 
 /* tern_wire_accept_hello reads W_HELLO within timeout_ms and checks magic,
  * version and auth (auth NULL or "" accepts any).  It always answers: status
  * 0 on success, else the error and reason (then the caller closes).  On
  * success *hello gets the peer's hello.  Returns 0 or the error sent. */
-int tern_wire_accept_hello(int fd, const char *auth, int timeout_ms,
-    struct tern_msg_w_hello *hello, char *why, size_t whylen);
+int tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg_w_hello *hello,
+                           char *why, size_t whylen);
 
 /* tern_wire_forward sends a frame whose header arrives already encoded (a
  * control frame handed over by an actor): it is decoded, checked and sent
  * with payload (plen may be 0).  Returns as tern_wire_send. */
 int tern_wire_forward(int fd, const void *frame, size_t len, const void *payload, size_t plen,
-    uint64_t *bytes);
+                      uint64_t *bytes);
 
 /* tern_wire_send_result answers a control request (W_RESULT). */
 int tern_wire_send_result(int fd, uint32_t step, int status, const char *why, uint64_t value);

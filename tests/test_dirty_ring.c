@@ -414,7 +414,7 @@ Test(ring, pause_and_destroy_while_stalled, .timeout = 30)
  * actor's maps (actors/set_table.h). */
 static struct tern_bitmap *
 take_final(struct tern_dirty_log_args *a, struct tern_mailbox *mb, uint32_t dl, uint64_t *npages,
-    int final)
+           int final)
 {
 	struct tern_msg m, r;
 	int rv;
@@ -426,13 +426,14 @@ take_final(struct tern_dirty_log_args *a, struct tern_mailbox *mb, uint32_t dl, 
 	cr_assert_eq(r.type, TERN_MSG_DIRTY_SET);
 	*npages = r.u.dirty_set.pages;
 	cr_assert(r.u.dirty_set.set >= TERN_SET_DIRTY &&
-	    r.u.dirty_set.set < TERN_SET_DIRTY + TERN_DIRTY_MAPS, "set id %u", r.u.dirty_set.set);
+	              r.u.dirty_set.set < TERN_SET_DIRTY + TERN_DIRTY_MAPS,
+	          "set id %u", r.u.dirty_set.set);
 	return &a->maps[r.u.dirty_set.set - TERN_SET_DIRTY];
 }
 
 static void
 give(struct tern_dirty_log_args *a, struct tern_runtime *rt, struct tern_mailbox *mb, uint32_t dl,
-    struct tern_bitmap *b)
+     struct tern_bitmap *b)
 {
 	struct tern_msg m;
 

@@ -40,8 +40,8 @@ declared_public(const char *text, const char *name)
 		const char *line = p;
 		while (line > text && line[-1] != '\n')
 			line--;
-		if (strncmp(line, "TERN_EXTERN ", 12) == 0 && (p == text || p[-1] == ' ' ||
-		                                               p[-1] == '*'))
+		if (strncmp(line, "TERN_EXTERN ", 12) == 0 &&
+		    (p == text || p[-1] == ' ' || p[-1] == '*'))
 			return 1;
 	}
 	return 0;

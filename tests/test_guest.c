@@ -454,7 +454,8 @@ Test(guest, digest, .timeout = 60)
 	cr_assert_eq(tern_guest_digest(a, &da), 0);
 	cr_assert_eq(tern_guest_digest(b, &db), 0);
 	cr_assert_eq(da, db, "same seed, same memory, same digest");
-	cr_assert_eq(da, ref_digest(a->region.host, a->region.size), "digest follows its definition");
+	cr_assert_eq(da, ref_digest(a->region.host, a->region.size),
+	             "digest follows its definition");
 	b->region.host[12345] ^= 1;
 	cr_assert_eq(tern_guest_digest(b, &db), 0);
 	cr_assert_neq(da, db, "a one-byte change changes the digest");

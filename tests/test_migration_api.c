@@ -7,12 +7,12 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tern/tern.h"
@@ -104,8 +104,8 @@ Test(migration_api, both_sides_by_handle, .timeout = 300)
 	struct tern_stats st;
 	/* Readable at any time; "active" until the end. */
 	cr_assert_eq(tern_migration_stats(m, &st), 0);
-	cr_assert(strcmp(st.outcome, "active") == 0 || strcmp(st.outcome, "completed") == 0,
-	          "%s", st.outcome);
+	cr_assert(strcmp(st.outcome, "active") == 0 || strcmp(st.outcome, "completed") == 0, "%s",
+	          st.outcome);
 	char err[512] = "";
 	int rc = tern_migration_wait(m, -1, err, sizeof(err));
 	cr_assert_eq(rc, 0, "send: %s", err);

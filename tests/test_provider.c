@@ -21,7 +21,9 @@ fake_regions(void *guest, struct tern_mem_region *out, uint32_t cap, uint32_t *c
 	*count = fake_nregions;
 	for (uint32_t i = 0; i < cap && i < fake_nregions; i++)
 		out[i] = (struct tern_mem_region){.gpa = fake_gpa + i * sizeof(fake_mem),
-		                                  .size = sizeof(fake_mem), .host = fake_mem, .fd = -1};
+		                                  .size = sizeof(fake_mem),
+		                                  .host = fake_mem,
+		                                  .fd = -1};
 	return 0;
 }
 

@@ -35,16 +35,16 @@
 /* ---- the test actor: each PING text is a behaviour ---- */
 
 struct sv_ctl {
-	sem_t entered;          /* posted when a handler starts to block */
-	sem_t stop_entered;     /* posted when stop starts */
-	sem_t stop_release;     /* stop waits for it when hold_stop */
+	sem_t entered;      /* posted when a handler starts to block */
+	sem_t stop_entered; /* posted when stop starts */
+	sem_t stop_release; /* stop waits for it when hold_stop */
 	atomic_bool hold_stop;
 	atomic_bool unkillable_release;
-	int fds[2];             /* socketpair: fds[0] belongs to the actor */
+	int fds[2]; /* socketpair: fds[0] belongs to the actor */
 	struct tern_queue *queue;
-	uint32_t peer;          /* for "request" and "flood" */
-	const char *init_fail;  /* init fails with this reason */
-	atomic_int result;      /* the blocking call's return */
+	uint32_t peer;         /* for "request" and "flood" */
+	const char *init_fail; /* init fails with this reason */
+	atomic_int result;     /* the blocking call's return */
 };
 
 static int
@@ -139,11 +139,11 @@ sv_stop(struct tern_actor *self, void *state)
 }
 
 static const struct tern_actor_desc sv_desc = {
-	.name = "svactor",
-	.state_size = sizeof(struct sv_ctl *),
-	.init = sv_init,
-	.handle = sv_handle,
-	.stop = sv_stop,
+    .name = "svactor",
+    .state_size = sizeof(struct sv_ctl *),
+    .init = sv_init,
+    .handle = sv_handle,
+    .stop = sv_stop,
 };
 
 /* ---- fixture ---- */
@@ -305,8 +305,7 @@ Test(supervision, request_fails_with_the_targets_error, .init = sv_setup, .fini 
 	cr_assert_eq(tern_mailbox_recv(mb, &m, 0), TERN_ETIMEDOUT);
 }
 
-Test(supervision, request_answered_before_exit_is_the_answer, .init = sv_setup,
-     .fini = sv_teardown)
+Test(supervision, request_answered_before_exit_is_the_answer, .init = sv_setup, .fini = sv_teardown)
 {
 	struct sv_ctl c;
 	ctl_init(&c);
@@ -516,8 +515,8 @@ Test(supervision, fault_grammar)
 	cr_assert_eq(tern_fault_check("conn-recv", 1, 9, "send", "W_ACK", NULL), TERN_FAULT_NONE);
 	cr_assert_eq(tern_fault_check("conn-recv", 0, 9, "send", "W_ACK", NULL), TERN_FAULT_KILL);
 	/* A malformed list is ignored as a whole, never half-applied. */
-	const char *bad[] = {"coordinator", "coordinator@", "@state:x", "x@state", "x@recv:",
-	                     "x@chunk:0", "x#y@chunk", "x@bogus", "x@chunk#0", "a@chunk,b"};
+	const char *bad[] = {"coordinator", "coordinator@", "@state:x", "x@state",   "x@recv:",
+	                     "x@chunk:0",   "x#y@chunk",    "x@bogus",  "x@chunk#0", "a@chunk,b"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		setenv("TERN_FAULT", bad[i], 1);
 		tern_fault_reset();

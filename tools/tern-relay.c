@@ -44,7 +44,7 @@ struct relay_dir {
 static void
 relay_sleep_until(uint64_t t)
 {
-	struct timespec ts = { (time_t)(t / 1000000000ull), (long)(t % 1000000000ull) };
+	struct timespec ts = {(time_t)(t / 1000000000ull), (long)(t % 1000000000ull)};
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		;
 }
@@ -153,10 +153,10 @@ main(int argc, char **argv)
 	const char *listen_at = NULL, *to = NULL;
 	uint64_t delay_ns = 0;
 	int ready_fd = -1, opt;
-	static const struct option lo[] = { { "listen", required_argument, NULL, 'l' },
-		{ "to", required_argument, NULL, 't' }, { "delay", required_argument, NULL, 'd' },
-		{ "ready-fd", required_argument, NULL, 'r' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 } };
+	static const struct option lo[] = {
+	    {"listen", required_argument, NULL, 'l'}, {"to", required_argument, NULL, 't'},
+	    {"delay", required_argument, NULL, 'd'},  {"ready-fd", required_argument, NULL, 'r'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
 	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'l':
@@ -167,7 +167,8 @@ main(int argc, char **argv)
 			break;
 		case 'd':
 			if (parse_delay_ns(optarg, &delay_ns) != 0) {
-				fprintf(stderr, "tern-relay: bad --delay '%s' (e.g. 500us, 1ms)\n", optarg);
+				fprintf(stderr, "tern-relay: bad --delay '%s' (e.g. 500us, 1ms)\n",
+				        optarg);
 				return 2;
 			}
 			break;
@@ -177,7 +178,8 @@ main(int argc, char **argv)
 		case 'h':
 			printf("usage: tern-relay --listen HOST:PORT --to HOST:PORT --delay DUR "
 			       "[--ready-fd FD]\n"
-			       "Forwards TCP connections, holding every byte DUR (500us, 1ms) in each\n"
+			       "Forwards TCP connections, holding every byte DUR (500us, 1ms) in "
+			       "each\n"
 			       "direction: the round trip grows by 2*DUR.  Runs until killed.\n");
 			return 0;
 		default:

@@ -79,7 +79,8 @@ bad_usage(const char *fmt, const char *arg)
 int
 tv_dump(const struct tv_model *m, FILE *out)
 {
-	static const char *kinds[] = {"?", "SPAWN", "SEND", "RECV", "STATE", "EXIT", "COUNTER", "FAULT"};
+	static const char *kinds[] = {"?",     "SPAWN", "SEND",    "RECV",
+	                              "STATE", "EXIT",  "COUNTER", "FAULT"};
 	for (size_t i = 0; i < m->nrecs; i++) {
 		const struct tv_rec *r = &m->recs[i];
 		const struct tv_actor *a = &m->actors[r->actor];

@@ -30,7 +30,7 @@
 #include "tools/ctl.h"
 #include "tools/vm.h"
 
-#define DEMO_GUEST                                                             \
+#define DEMO_GUEST                                                                                 \
 	"simvm:mem=1G,vcpus=2,fill=random,workload=memtouch:ws=256M,rate=200M,pattern=random"
 
 static volatile int stop_requested;
@@ -88,8 +88,10 @@ leaks_report(char *json)
 	long lf = f >= 0 && base_fds >= 0 ? f - base_fds : -1;
 	if (json == NULL) {
 		if (lt != 0 || lf != 0)
-			fprintf(stderr, "tern: leak check: %ld thread(s), %ld fd(s) more than at "
-					"start\n", lt, lf);
+			fprintf(stderr,
+			        "tern: leak check: %ld thread(s), %ld fd(s) more than at "
+			        "start\n",
+			        lt, lf);
 		return;
 	}
 	json_t *o = json_loads(json, 0, NULL);
@@ -115,7 +117,8 @@ on_signal(int sig)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
+	fprintf(
+	    f,
 	    "usage: tern send --to HOST:PORT --guest SPEC [options]\n"
 	    "       tern receive --listen HOST:PORT [options]\n"
 	    "       tern demo [send options]\n"
@@ -128,7 +131,8 @@ usage(FILE *f)
 	    "  --to HOST:PORT          destination (required)\n"
 	    "  --guest SPEC            guest to build and migrate (required), e.g.\n"
 	    "                          " DEMO_GUEST "\n"
-	    "                          keys: mem=SIZE vcpus=N fill=zero|random|PERCENT|random:SIZE\n"
+	    "                          keys: mem=SIZE vcpus=N "
+	    "fill=zero|random|PERCENT|random:SIZE\n"
 	    "                          backing=memfd|anon-thp workload=idle|memtouch\n"
 	    "                          (memtouch: ws=SIZE rate=SIZE/s pattern=seq|random) seed=N\n"
 	    "  --downtime-limit DUR    switch over when the expected downtime fits (300ms)\n"
@@ -203,7 +207,8 @@ usage(FILE *f)
 	    "      EVENT   recv:TYPE, send:TYPE (messages, wire frames: DIRTY_TAKE, W_STATE,\n"
 	    "              ACK), state:NAME (bulk, iterate, switchover, handoff, ...),\n"
 	    "              chunk[:N], iteration, pause, resume, save, load\n"
-	    "      e.g. conn-send#1@chunk:3, dirty-log@recv:DIRTY_TAKE#2, process@state:switchover\n"
+	    "      e.g. conn-send#1@chunk:3, dirty-log@recv:DIRTY_TAKE#2, "
+	    "process@state:switchover\n"
 	    "      each fault that fires prints \"tern: fault fired: TRIGGER (...)\" on stderr\n",
 	    TERN_MAX_CONNECTIONS);
 }
@@ -247,7 +252,7 @@ bad_usage(const char *fmt, ...)
 static void
 human(char *buf, size_t len, double bytes)
 {
-	const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
 	int i = 0;
 	while (bytes >= 1024 && i < 4) {
 		bytes /= 1024;
@@ -265,10 +270,10 @@ on_progress(const struct tern_progress *p, void *arg)
 	human(r, sizeof(r), (double)p->remaining_bytes);
 	human(bw, sizeof(bw), (double)p->bandwidth_bps);
 	fprintf(stderr,
-	    "\r\033[K%-10s iter %-3u sent %-10s left %-10s dirty %7" PRIu64
-	    " pg/s  bw %s/s  eta %" PRIu64 " ms  %" PRIu64 ".%01" PRIu64 " s",
-	    p->state, p->iteration, t, r, p->dirty_rate_pps, bw, p->eta_ms, p->elapsed_ms / 1000,
-	    (p->elapsed_ms % 1000) / 100);
+	        "\r\033[K%-10s iter %-3u sent %-10s left %-10s dirty %7" PRIu64
+	        " pg/s  bw %s/s  eta %" PRIu64 " ms  %" PRIu64 ".%01" PRIu64 " s",
+	        p->state, p->iteration, t, r, p->dirty_rate_pps, bw, p->eta_ms,
+	        p->elapsed_ms / 1000, (p->elapsed_ms % 1000) / 100);
 	fflush(stderr);
 }
 
@@ -290,130 +295,162 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 	human(bw, sizeof(bw), secs > 0 ? (double)s->payload_bytes / secs : 0);
 	printf("%s: %s\n", side, s->outcome);
 	printf("  total time       %" PRIu64 " ms (guest build %" PRIu64 " ms, reported apart)\n",
-	    s->total_ms, s->guest_build_ms);
+	       s->total_ms, s->guest_build_ms);
 	if (strcmp(side, "source") == 0) {
 		printf("  downtime         %" PRIu64 " ms (expected %" PRIu64
 		       " ms, vCPU pause %" PRIu64 " us)\n",
-		    s->downtime_ms, s->expected_downtime_ms, s->pause_latency_us);
+		       s->downtime_ms, s->expected_downtime_ms, s->pause_latency_us);
 		printf("  iterations       %" PRIu64 " (final: %" PRIu64 " pages while paused)\n",
-		    s->iterations, s->final_pages);
+		       s->iterations, s->final_pages);
 		printf("  dirty rate       %" PRIu64 " pages/s\n", s->dirty_rate_pps);
 		if (s->throttle_max_pct)
-			printf("  throttle         %u%% at switchover (max %u%%)\n", s->throttle_pct,
-			    s->throttle_max_pct);
+			printf("  throttle         %u%% at switchover (max %u%%)\n",
+			       s->throttle_pct, s->throttle_max_pct);
 		if (s->switchover_retries)
 			printf("  switchover       %u attempt(s) resumed to avoid overshooting\n",
-			    s->switchover_retries);
+			       s->switchover_retries);
 		if (s->stall_reason[0])
 			printf("  stalled          %s\n", s->stall_reason);
 	}
 	printf("  bytes on wire    %s (%" PRIu64 " bytes)\n", b, s->bytes_sent);
 	printf("  page data        %s, %" PRIu64 " pages sent, %" PRIu64
 	       " zero pages announced, %" PRIu64 " untouched pages skipped\n",
-	    p, s->pages_sent, s->pages_zero, s->pages_skipped);
+	       p, s->pages_sent, s->pages_zero, s->pages_skipped);
 	printf("  throughput       %s/s over the whole migration\n", bw);
 	if (s->verified)
-		printf("  verify           digests equal (hashing %" PRIu64 " ms, not in downtime)\n",
-		    s->verify_ms);
+		printf("  verify           digests equal (hashing %" PRIu64
+		       " ms, not in downtime)\n",
+		       s->verify_ms);
 	if (s->workload_ok)
 		printf("  workload         %s after resume (progress %" PRIu64 " -> %" PRIu64 ")\n",
-		    s->workload_ok > 0 ? "consistent and running" : "CORRUPT",
-		    s->workload_progress_at_resume, s->workload_progress_after);
+		       s->workload_ok > 0 ? "consistent and running" : "CORRUPT",
+		       s->workload_progress_at_resume, s->workload_progress_after);
 	fflush(stdout);
 }
 
 enum {
-	OPT_TO = 256, OPT_GUEST, OPT_DOWNTIME, OPT_TIMEOUT, OPT_CONNS, OPT_CHUNK, OPT_PERIOD,
-	OPT_VERIFY, OPT_AUTH, OPT_TRACE, OPT_JSON, OPT_LISTEN, OPT_EXIT_AFTER, OPT_RUN_AFTER,
-	OPT_ACCEPT_TIMEOUT, OPT_NO_POPULATE, OPT_READY_FD, OPT_HELP, OPT_CONNS_MIN, OPT_IO_TIMEOUT,
-	OPT_MAX_CONNS, OPT_ZERO_PAGES, OPT_ZERO_SCANNERS, OPT_DIRTY_LOG, OPT_RING_SIZE,
-	OPT_AUTO_CONVERGE, OPT_THR_INITIAL, OPT_THR_INCREMENT, OPT_THR_MAX, OPT_MAX_BW,
-	OPT_SWITCHOVER, OPT_STALL_WINDOW, OPT_RING_ONLY, OPT_RING_STEP, OPT_PREALLOC, OPT_MAX_MEM,
-	OPT_MAX_VCPUS, OPT_END,
+	OPT_TO = 256,
+	OPT_GUEST,
+	OPT_DOWNTIME,
+	OPT_TIMEOUT,
+	OPT_CONNS,
+	OPT_CHUNK,
+	OPT_PERIOD,
+	OPT_VERIFY,
+	OPT_AUTH,
+	OPT_TRACE,
+	OPT_JSON,
+	OPT_LISTEN,
+	OPT_EXIT_AFTER,
+	OPT_RUN_AFTER,
+	OPT_ACCEPT_TIMEOUT,
+	OPT_NO_POPULATE,
+	OPT_READY_FD,
+	OPT_HELP,
+	OPT_CONNS_MIN,
+	OPT_IO_TIMEOUT,
+	OPT_MAX_CONNS,
+	OPT_ZERO_PAGES,
+	OPT_ZERO_SCANNERS,
+	OPT_DIRTY_LOG,
+	OPT_RING_SIZE,
+	OPT_AUTO_CONVERGE,
+	OPT_THR_INITIAL,
+	OPT_THR_INCREMENT,
+	OPT_THR_MAX,
+	OPT_MAX_BW,
+	OPT_SWITCHOVER,
+	OPT_STALL_WINDOW,
+	OPT_RING_ONLY,
+	OPT_RING_STEP,
+	OPT_PREALLOC,
+	OPT_MAX_MEM,
+	OPT_MAX_VCPUS,
+	OPT_END,
 };
 
 /* Which commands take each option: a send option given to receive is an
  * error, not silently ignored. */
 enum { FOR_SEND = 1, FOR_RECV = 2, FOR_DEMO = 4, FOR_ALL = 7 };
 static const unsigned char opt_for[OPT_END - OPT_TO] = {
-	[OPT_TO - OPT_TO] = FOR_SEND,
-	[OPT_GUEST - OPT_TO] = FOR_ALL,
-	[OPT_DOWNTIME - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_TIMEOUT - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_CONNS - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_CHUNK - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_PERIOD - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_VERIFY - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_AUTH - OPT_TO] = FOR_ALL,
-	[OPT_TRACE - OPT_TO] = FOR_ALL,
-	[OPT_JSON - OPT_TO] = FOR_ALL,
-	[OPT_LISTEN - OPT_TO] = FOR_RECV,
-	[OPT_EXIT_AFTER - OPT_TO] = FOR_RECV,
-	[OPT_RUN_AFTER - OPT_TO] = FOR_RECV,
-	[OPT_ACCEPT_TIMEOUT - OPT_TO] = FOR_RECV,
-	[OPT_NO_POPULATE - OPT_TO] = FOR_RECV,
-	[OPT_READY_FD - OPT_TO] = FOR_RECV,
-	[OPT_HELP - OPT_TO] = FOR_ALL,
-	[OPT_CONNS_MIN - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_IO_TIMEOUT - OPT_TO] = FOR_ALL,
-	[OPT_MAX_CONNS - OPT_TO] = FOR_RECV,
-	[OPT_ZERO_PAGES - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_ZERO_SCANNERS - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_DIRTY_LOG - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_RING_SIZE - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_AUTO_CONVERGE - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_THR_INITIAL - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_THR_INCREMENT - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_THR_MAX - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_MAX_BW - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_SWITCHOVER - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_STALL_WINDOW - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_RING_ONLY - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_RING_STEP - OPT_TO] = FOR_SEND | FOR_DEMO,
-	[OPT_PREALLOC - OPT_TO] = FOR_RECV,
-	[OPT_MAX_MEM - OPT_TO] = FOR_RECV,
-	[OPT_MAX_VCPUS - OPT_TO] = FOR_RECV,
+    [OPT_TO - OPT_TO] = FOR_SEND,
+    [OPT_GUEST - OPT_TO] = FOR_ALL,
+    [OPT_DOWNTIME - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_TIMEOUT - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_CONNS - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_CHUNK - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_PERIOD - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_VERIFY - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_AUTH - OPT_TO] = FOR_ALL,
+    [OPT_TRACE - OPT_TO] = FOR_ALL,
+    [OPT_JSON - OPT_TO] = FOR_ALL,
+    [OPT_LISTEN - OPT_TO] = FOR_RECV,
+    [OPT_EXIT_AFTER - OPT_TO] = FOR_RECV,
+    [OPT_RUN_AFTER - OPT_TO] = FOR_RECV,
+    [OPT_ACCEPT_TIMEOUT - OPT_TO] = FOR_RECV,
+    [OPT_NO_POPULATE - OPT_TO] = FOR_RECV,
+    [OPT_READY_FD - OPT_TO] = FOR_RECV,
+    [OPT_HELP - OPT_TO] = FOR_ALL,
+    [OPT_CONNS_MIN - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_IO_TIMEOUT - OPT_TO] = FOR_ALL,
+    [OPT_MAX_CONNS - OPT_TO] = FOR_RECV,
+    [OPT_ZERO_PAGES - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_ZERO_SCANNERS - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_DIRTY_LOG - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_RING_SIZE - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_AUTO_CONVERGE - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_THR_INITIAL - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_THR_INCREMENT - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_THR_MAX - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_MAX_BW - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_SWITCHOVER - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_STALL_WINDOW - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_RING_ONLY - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_RING_STEP - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_PREALLOC - OPT_TO] = FOR_RECV,
+    [OPT_MAX_MEM - OPT_TO] = FOR_RECV,
+    [OPT_MAX_VCPUS - OPT_TO] = FOR_RECV,
 };
 
 static const struct option long_opts[] = {
-	{ "to", required_argument, NULL, OPT_TO },
-	{ "guest", required_argument, NULL, OPT_GUEST },
-	{ "downtime-limit", required_argument, NULL, OPT_DOWNTIME },
-	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
-	{ "connections", required_argument, NULL, OPT_CONNS },
-	{ "chunk-size", required_argument, NULL, OPT_CHUNK },
-	{ "dirty-period", required_argument, NULL, OPT_PERIOD },
-	{ "verify", no_argument, NULL, OPT_VERIFY },
-	{ "auth", required_argument, NULL, OPT_AUTH },
-	{ "trace", required_argument, NULL, OPT_TRACE },
-	{ "json", no_argument, NULL, OPT_JSON },
-	{ "listen", required_argument, NULL, OPT_LISTEN },
-	{ "exit-after-handoff", no_argument, NULL, OPT_EXIT_AFTER },
-	{ "run-after", required_argument, NULL, OPT_RUN_AFTER },
-	{ "accept-timeout", required_argument, NULL, OPT_ACCEPT_TIMEOUT },
-	{ "no-populate", no_argument, NULL, OPT_NO_POPULATE },
-	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ "connections-min", required_argument, NULL, OPT_CONNS_MIN },
-	{ "io-timeout", required_argument, NULL, OPT_IO_TIMEOUT },
-	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
-	{ "zero-pages", required_argument, NULL, OPT_ZERO_PAGES },
-	{ "zero-scanners", required_argument, NULL, OPT_ZERO_SCANNERS },
-	{ "dirty-log", required_argument, NULL, OPT_DIRTY_LOG },
-	{ "ring-size", required_argument, NULL, OPT_RING_SIZE },
-	{ "auto-converge", required_argument, NULL, OPT_AUTO_CONVERGE },
-	{ "throttle-initial", required_argument, NULL, OPT_THR_INITIAL },
-	{ "throttle-increment", required_argument, NULL, OPT_THR_INCREMENT },
-	{ "throttle-max", required_argument, NULL, OPT_THR_MAX },
-	{ "max-bandwidth", required_argument, NULL, OPT_MAX_BW },
-	{ "switchover", required_argument, NULL, OPT_SWITCHOVER },
-	{ "stall-window", required_argument, NULL, OPT_STALL_WINDOW },
-	{ "ring-only", no_argument, NULL, OPT_RING_ONLY },
-	{ "ring-step", required_argument, NULL, OPT_RING_STEP },
-	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
-	{ "max-mem", required_argument, NULL, OPT_MAX_MEM },
-	{ "max-vcpus", required_argument, NULL, OPT_MAX_VCPUS },
-	{ NULL, 0, NULL, 0 },
+    {"to", required_argument, NULL, OPT_TO},
+    {"guest", required_argument, NULL, OPT_GUEST},
+    {"downtime-limit", required_argument, NULL, OPT_DOWNTIME},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"connections", required_argument, NULL, OPT_CONNS},
+    {"chunk-size", required_argument, NULL, OPT_CHUNK},
+    {"dirty-period", required_argument, NULL, OPT_PERIOD},
+    {"verify", no_argument, NULL, OPT_VERIFY},
+    {"auth", required_argument, NULL, OPT_AUTH},
+    {"trace", required_argument, NULL, OPT_TRACE},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"exit-after-handoff", no_argument, NULL, OPT_EXIT_AFTER},
+    {"run-after", required_argument, NULL, OPT_RUN_AFTER},
+    {"accept-timeout", required_argument, NULL, OPT_ACCEPT_TIMEOUT},
+    {"no-populate", no_argument, NULL, OPT_NO_POPULATE},
+    {"ready-fd", required_argument, NULL, OPT_READY_FD},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"connections-min", required_argument, NULL, OPT_CONNS_MIN},
+    {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNS},
+    {"zero-pages", required_argument, NULL, OPT_ZERO_PAGES},
+    {"zero-scanners", required_argument, NULL, OPT_ZERO_SCANNERS},
+    {"dirty-log", required_argument, NULL, OPT_DIRTY_LOG},
+    {"ring-size", required_argument, NULL, OPT_RING_SIZE},
+    {"auto-converge", required_argument, NULL, OPT_AUTO_CONVERGE},
+    {"throttle-initial", required_argument, NULL, OPT_THR_INITIAL},
+    {"throttle-increment", required_argument, NULL, OPT_THR_INCREMENT},
+    {"throttle-max", required_argument, NULL, OPT_THR_MAX},
+    {"max-bandwidth", required_argument, NULL, OPT_MAX_BW},
+    {"switchover", required_argument, NULL, OPT_SWITCHOVER},
+    {"stall-window", required_argument, NULL, OPT_STALL_WINDOW},
+    {"ring-only", no_argument, NULL, OPT_RING_ONLY},
+    {"ring-step", required_argument, NULL, OPT_RING_STEP},
+    {"prealloc", no_argument, NULL, OPT_PREALLOC},
+    {"max-mem", required_argument, NULL, OPT_MAX_MEM},
+    {"max-vcpus", required_argument, NULL, OPT_MAX_VCPUS},
+    {NULL, 0, NULL, 0},
 };
 
 struct cli {
@@ -433,7 +470,7 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 	while ((opt = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
 		if (opt >= OPT_TO && opt < OPT_END && !(opt_for[opt - OPT_TO] & scope) && idx >= 0)
 			return bad_usage("--%s is not an option of %s (tern --help)",
-			    long_opts[idx].name, cmd);
+			                 long_opts[idx].name, cmd);
 		idx = -1;
 		switch (opt) {
 		case OPT_PREALLOC:
@@ -470,9 +507,9 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 			long n = strtol(optarg, &end, 10);
 			if (*end != '\0' || n < 1 || n > TERN_MAX_CONNECTIONS)
 				return bad_usage(opt == OPT_CONNS_MIN
-						     ? "bad --connections-min '%s': must be 1..64"
-						     : "bad --max-connections '%s': must be 1..64",
-				    optarg);
+				                     ? "bad --connections-min '%s': must be 1..64"
+				                     : "bad --max-connections '%s': must be 1..64",
+				                 optarg);
 			if (opt == OPT_CONNS_MIN)
 				c->send.connections_min = (uint32_t)n;
 			else
@@ -482,7 +519,8 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 		case OPT_MAX_MEM: {
 			uint64_t v;
 			if (tern_parse_size(optarg, &v) != 0 || v < TERN_PAGE_SIZE)
-				return bad_usage("bad --max-mem '%s' (a size, at least 4K)", optarg);
+				return bad_usage("bad --max-mem '%s' (a size, at least 4K)",
+				                 optarg);
 			c->recv.max_mem = v;
 			break;
 		}
@@ -501,7 +539,8 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 			char *end;
 			long n = strtol(optarg, &end, 10);
 			if (*end != '\0' || n < 1 || n > (1 << 24))
-				return bad_usage("bad --ring-step '%s': pages, 1..16777216", optarg);
+				return bad_usage("bad --ring-step '%s': pages, 1..16777216",
+				                 optarg);
 			c->send.ring_step = (uint32_t)n;
 			break;
 		}
@@ -515,8 +554,8 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 			else if (strcmp(optarg, "rate") == 0)
 				c->send.auto_converge = TERN_CONVERGE_RATE;
 			else
-				return bad_usage("bad --auto-converge '%s': off, step, qemu or rate",
-				    optarg);
+				return bad_usage(
+				    "bad --auto-converge '%s': off, step, qemu or rate", optarg);
 			break;
 		case OPT_THR_INITIAL:
 		case OPT_THR_INCREMENT:
@@ -535,7 +574,8 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 		}
 		case OPT_MAX_BW:
 			if (tern_parse_size(optarg, &v) != 0 || v < 4096)
-				return bad_usage("bad --max-bandwidth '%s' (bytes/s, e.g. 100M)", optarg);
+				return bad_usage("bad --max-bandwidth '%s' (bytes/s, e.g. 100M)",
+				                 optarg);
 			c->send.max_bandwidth = v;
 			break;
 		case OPT_SWITCHOVER:
@@ -560,8 +600,8 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 			char *end;
 			unsigned long n = strtoul(optarg, &end, 10);
 			if (*end != '\0' || n < 16 || n > (1ul << 20) || (n & (n - 1)) != 0)
-				return bad_usage("bad --ring-size '%s': a power of two, 16..1048576",
-				    optarg);
+				return bad_usage(
+				    "bad --ring-size '%s': a power of two, 16..1048576", optarg);
 			c->send.ring_size = (uint32_t)n;
 			break;
 		}
@@ -573,7 +613,8 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 			else if (strcmp(optarg, "off") == 0)
 				c->send.zero_pages = TERN_ZERO_OFF;
 			else
-				return bad_usage("bad --zero-pages '%s': detect, skip-unpopulated or off",
+				return bad_usage(
+				    "bad --zero-pages '%s': detect, skip-unpopulated or off",
 				    optarg);
 			break;
 		case OPT_ZERO_SCANNERS: {
@@ -593,7 +634,7 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 			if (tern_parse_size(optarg, &v) != 0 || v < TERN_PAGE_SIZE ||
 			    v > (32ull << 20) || v % TERN_PAGE_SIZE)
 				return bad_usage("bad --chunk-size '%s': 4K..32M, page multiple",
-				    optarg);
+				                 optarg);
 			c->send.chunk_size = v;
 			break;
 		case OPT_PERIOD:
@@ -669,7 +710,7 @@ run_send(struct cli *c)
 		fprintf(stderr, "tern: migration failed: %s\n", err[0] ? err : tern_strerror(rc));
 		if (st.handoff_unknown)
 			fprintf(stderr, "tern: the destination may be running the guest; the "
-					"source guest was left paused\n");
+			                "source guest was left paused\n");
 	}
 	if (rc == 0 || c->json || strcmp(st.outcome, "aborted") == 0)
 		print_summary("source", &st, c->json);
@@ -714,8 +755,8 @@ run_demo(struct cli *c, const char *self)
 		close(pfd[0]);
 		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
 		execl(self, self, "receive", "--listen", "127.0.0.1:0", "--ready-fd", fdarg,
-		    "--run-after", "1s", "--accept-timeout", "30s", c->json ? "--json" : NULL,
-		    (char *)NULL);
+		      "--run-after", "1s", "--accept-timeout", "30s", c->json ? "--json" : NULL,
+		      (char *)NULL);
 		perror("tern: exec");
 		_exit(127);
 	}
@@ -738,7 +779,7 @@ run_demo(struct cli *c, const char *self)
 	c->send.verify = 1;
 	if (!c->json)
 		printf("demo: migrating %s\n      to a destination process (pid %d) on %s\n",
-		    c->send.guest, (int)pid, to);
+		       c->send.guest, (int)pid, to);
 	fflush(stdout);
 	int rc = run_send(c);
 	int status = 0;
@@ -768,7 +809,7 @@ main(int argc, char **argv)
 		return vm_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -776,10 +817,10 @@ main(int argc, char **argv)
 	memset(&c, 0, sizeof(c));
 	tern_send_opts_init(&c.send);
 	tern_recv_opts_init(&c.recv);
-	unsigned scope = strcmp(cmd, "send") == 0 ? FOR_SEND
-	    : strcmp(cmd, "receive") == 0         ? FOR_RECV
-	    : strcmp(cmd, "demo") == 0            ? FOR_DEMO
-						  : 0;
+	unsigned scope = strcmp(cmd, "send") == 0      ? FOR_SEND
+	                 : strcmp(cmd, "receive") == 0 ? FOR_RECV
+	                 : strcmp(cmd, "demo") == 0    ? FOR_DEMO
+	                                               : 0;
 	if (scope == 0)
 		return bad_usage("unknown command '%s' (send, receive, demo, vm, ctl)", cmd);
 	int rc = parse_opts(argc - 1, argv + 1, &c, scope, cmd);
@@ -802,7 +843,8 @@ main(int argc, char **argv)
 		if (c.recv.listen == NULL)
 			return bad_usage("%s", "receive needs --listen HOST:PORT");
 		if (c.recv.prealloc && c.recv.guest == NULL)
-			return bad_usage("%s", "--prealloc needs --guest SPEC (the guest to populate)");
+			return bad_usage("%s",
+			                 "--prealloc needs --guest SPEC (the guest to populate)");
 		return run_receive(&c);
 	}
 	if (strcmp(cmd, "demo") == 0)

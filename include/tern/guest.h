@@ -110,15 +110,14 @@ struct tern_guest_ops {
 	 * dirtied it is visible, never before: a mark cleared by a harvest
 	 * that ran between mark and store would lose the store. */
 	int (*dirty_harvest)(void *guest, uint32_t region, uint64_t first, uint64_t count,
-	    uint64_t *bitmap, uint64_t *pages);
+	                     uint64_t *bitmap, uint64_t *pages);
 
 	/* dirty_ring_pop (TERN_DIRTY_RING): moves up to cap entries out of the
 	 * vCPUs' rings into out and frees their slots (as
 	 * KVM_RESET_DIRTY_RINGS); *n = how many.  Fewer than cap means the
 	 * rings are empty.  A vCPU whose ring is full waits for a pop: no entry
 	 * is ever dropped.  Only vCPU writes need to appear (as with KVM). */
-	int (*dirty_ring_pop)(void *guest, struct tern_dirty_entry *out, uint32_t cap,
-	    uint32_t *n);
+	int (*dirty_ring_pop)(void *guest, struct tern_dirty_entry *out, uint32_t cap, uint32_t *n);
 
 	/* dirty_stop ends tracking.  Idempotent; called on every path after
 	 * a successful dirty_start. */

@@ -73,7 +73,7 @@ enum tern_converge_mode {
 /* Options: fill them after tern_send_opts_init / tern_recv_opts_init, so
  * that fields added later start at their defaults. */
 struct tern_send_opts {
-	const char *to;          /* "HOST:PORT" of the destination */
+	const char *to; /* "HOST:PORT" of the destination */
 	/* Or connections the VMM already made (QEMU's fd:, a socket pair,
 	 * a tunnel): nfds connected sockets, one per connection (connections
 	 * is then nfds; to is only a name for messages).  libtern owns them
@@ -85,40 +85,40 @@ struct tern_send_opts {
 	 * ("simvm:mem=1G,...", for the CLI and tests). */
 	const struct tern_guest_provider *provider;
 	const char *guest;
-	uint32_t connections;    /* 1..TERN_MAX_CONNECTIONS (0 means 1) */
-	uint32_t connections_min; /* carry on with this many if the destination
-				     accepts fewer (0: all are required) */
-	uint32_t io_timeout_ms;  /* no progress on a connection for this long:
-				    the peer is gone (0: 10 s) */
-	uint64_t chunk_size;     /* bytes per work item (0: default) */
+	uint32_t connections;       /* 1..TERN_MAX_CONNECTIONS (0 means 1) */
+	uint32_t connections_min;   /* carry on with this many if the destination
+	                               accepts fewer (0: all are required) */
+	uint32_t io_timeout_ms;     /* no progress on a connection for this long:
+	                               the peer is gone (0: 10 s) */
+	uint64_t chunk_size;        /* bytes per work item (0: default) */
 	uint32_t downtime_limit_ms; /* 0: default 300 */
-	uint64_t timeout_ms;     /* 0: no timeout */
+	uint64_t timeout_ms;        /* 0: no timeout */
 	uint32_t dirty_period_ms;   /* background harvest period (0: 30) */
-	int verify;              /* compare memory digests at switchover */
-	const char *trace_path;  /* NULL: no trace */
-	const char *auth;        /* shared token, NULL/"": none */
+	int verify;                 /* compare memory digests at switchover */
+	const char *trace_path;     /* NULL: no trace */
+	const char *auth;           /* shared token, NULL/"": none */
 	/* Zero pages: TERN_ZERO_DETECT (default) scans pages and announces the
 	 * zero ones; TERN_ZERO_SKIP_UNPOPULATED only skips never-populated
 	 * pages; TERN_ZERO_OFF sends every page as data (holes still never
 	 * read: they go from a static zero buffer). */
 	int zero_pages;
-	uint32_t zero_scanners;  /* ZeroScanActors (0: 1) */
-	const char *dirty_log;   /* "bitmap" (userfaultfd-WP + PAGEMAP_SCAN, default)
-				    or "ring" (per-vCPU dirty rings) */
-	uint32_t ring_size;      /* entries per vCPU ring (0: 4096) */
-	int ring_only;           /* with "ring": one walk over memory while ring
-				    pages are sent as they arrive (seed 001) */
-	uint32_t ring_step;      /* ring-only: force a walk step every N ring pages (1024) */
+	uint32_t zero_scanners; /* ZeroScanActors (0: 1) */
+	const char *dirty_log;  /* "bitmap" (userfaultfd-WP + PAGEMAP_SCAN, default)
+	                           or "ring" (per-vCPU dirty rings) */
+	uint32_t ring_size;     /* entries per vCPU ring (0: 4096) */
+	int ring_only;          /* with "ring": one walk over memory while ring
+	                           pages are sent as they arrive (seed 001) */
+	uint32_t ring_step;     /* ring-only: force a walk step every N ring pages (1024) */
 	/* Convergence. */
-	int auto_converge;        /* enum tern_converge_mode */
-	uint32_t throttle_initial; /* % (0: the mode's default) */
+	int auto_converge;           /* enum tern_converge_mode */
+	uint32_t throttle_initial;   /* % (0: the mode's default) */
 	uint32_t throttle_increment; /* % (0: 10) */
-	uint32_t throttle_max;    /* % (0: 99) */
-	uint64_t max_bandwidth;   /* bytes/s cap on page data (0: none) */
-	int switchover_loose;     /* 0 (strict): never pause longer than the limit
-				     allows; resume and iterate instead */
-	uint32_t stall_window_ms; /* remaining bytes not shrinking this long is
-				     a stall (0: 5000) */
+	uint32_t throttle_max;       /* % (0: 99) */
+	uint64_t max_bandwidth;      /* bytes/s cap on page data (0: none) */
+	int switchover_loose;        /* 0 (strict): never pause longer than the limit
+	                                allows; resume and iterate instead */
+	uint32_t stall_window_ms;    /* remaining bytes not shrinking this long is
+	                                a stall (0: 5000) */
 	tern_progress_fn progress;
 	void *progress_arg;
 	/* Set non-zero (e.g. from a SIGINT handler) to cancel: the migration
@@ -129,7 +129,7 @@ struct tern_send_opts {
 };
 
 struct tern_recv_opts {
-	const char *listen;        /* "HOST:PORT" */
+	const char *listen; /* "HOST:PORT" */
 	/* Or the connections already accepted (the source's nfds): nothing
 	 * listens.  libtern owns them from the call on and closes them. */
 	const int *fds;
@@ -147,16 +147,16 @@ struct tern_recv_opts {
 	/* Populate the destination guest's memory before listening (QEMU's
 	 * prealloc=on): page-table set-up is then off the migration's clock. */
 	int prealloc;
-	int ready_fd;              /* >= 0: write "PORT\n" there once listening */
+	int ready_fd;               /* >= 0: write "PORT\n" there once listening */
 	uint64_t accept_timeout_ms; /* 0: wait forever for the source */
-	uint64_t run_after_ms;     /* keep the guest running this long after handoff, then check it */
-	int exit_after_handoff;    /* return as soon as the guest runs */
-	int no_populate;           /* do not populate memory ahead of data */
-	uint32_t max_connections;  /* refuse connections beyond this many (0: 64) */
-	uint32_t io_timeout_ms;    /* as in tern_send_opts */
+	uint64_t run_after_ms;  /* keep the guest running this long after handoff, then check it */
+	int exit_after_handoff; /* return as soon as the guest runs */
+	int no_populate;        /* do not populate memory ahead of data */
+	uint32_t max_connections; /* refuse connections beyond this many (0: 64) */
+	uint32_t io_timeout_ms;   /* as in tern_send_opts */
 	const char *trace_path;
 	const char *auth;
-	volatile int *stop_flag;   /* set non-zero (e.g. from SIGINT) to stop running the guest */
+	volatile int *stop_flag; /* set non-zero (e.g. from SIGINT) to stop running the guest */
 	/* Operator notes ("refused a connection: ...", "receiving migration
 	 * ... over 4 connections"), one line each; NULL: silent. */
 	void (*log)(const char *line, void *arg);
@@ -181,30 +181,30 @@ struct tern_conn_stats {
 
 struct tern_stats {
 	/* both sides */
-	uint64_t total_ms;        /* migration start (guest built) to handoff */
-	uint64_t guest_build_ms;  /* building + filling the guest, reported apart */
-	uint64_t downtime_ms;     /* source pause -> destination confirmed running, hashing excluded */
+	uint64_t total_ms;       /* migration start (guest built) to handoff */
+	uint64_t guest_build_ms; /* building + filling the guest, reported apart */
+	uint64_t downtime_ms; /* source pause -> destination confirmed running, hashing excluded */
 	uint64_t expected_downtime_ms; /* the estimate that allowed switchover */
-	uint32_t downtime_limit_ms; /* the limit in force at the end (it may change live) */
-	uint64_t verify_ms;       /* digest time at switchover (not in downtime) */
-	uint64_t bytes_sent;      /* bytes on the wire, all frames */
-	uint64_t payload_bytes;   /* page data bytes */
-	uint64_t pages_sent;      /* data pages sent (with repeats) */
-	uint64_t pages_skipped;   /* never-populated pages skipped (known zero) */
-	uint64_t pages_zero;      /* zero pages announced, not sent */
-	uint64_t pages_scanned;   /* pages read by the zero scanners */
-	uint64_t zero_scan_ms;    /* time the scanners spent, summed */
-	uint64_t pages_scan_skipped; /* sent unscanned: the recent pages held no zeros */
-	uint64_t iterations;      /* pre-copy iterations including bulk and final */
-	uint64_t dirty_rate_pps;  /* last measured dirty rate */
-	uint64_t bandwidth_bps;   /* measured wire bandwidth used for the estimate */
-	uint64_t transfer_ms;     /* time spent in iterations (the wire time) */
+	uint32_t downtime_limit_ms;    /* the limit in force at the end (it may change live) */
+	uint64_t verify_ms;            /* digest time at switchover (not in downtime) */
+	uint64_t bytes_sent;           /* bytes on the wire, all frames */
+	uint64_t payload_bytes;        /* page data bytes */
+	uint64_t pages_sent;           /* data pages sent (with repeats) */
+	uint64_t pages_skipped;        /* never-populated pages skipped (known zero) */
+	uint64_t pages_zero;           /* zero pages announced, not sent */
+	uint64_t pages_scanned;        /* pages read by the zero scanners */
+	uint64_t zero_scan_ms;         /* time the scanners spent, summed */
+	uint64_t pages_scan_skipped;   /* sent unscanned: the recent pages held no zeros */
+	uint64_t iterations;           /* pre-copy iterations including bulk and final */
+	uint64_t dirty_rate_pps;       /* last measured dirty rate */
+	uint64_t bandwidth_bps;        /* measured wire bandwidth used for the estimate */
+	uint64_t transfer_ms;          /* time spent in iterations (the wire time) */
 	uint64_t pause_latency_us;
-	uint32_t throttle_pct;    /* throttle in force at switchover */
-	uint32_t throttle_max_pct; /* the highest it went */
+	uint32_t throttle_pct;       /* throttle in force at switchover */
+	uint32_t throttle_max_pct;   /* the highest it went */
 	uint32_t switchover_retries; /* strict switchovers that resumed to iterate */
-	uint64_t ring_pass_pages; /* ring-only: ring pages sent during the walk */
-	int stalled;              /* remaining bytes stopped shrinking */
+	uint64_t ring_pass_pages;    /* ring-only: ring pages sent during the walk */
+	int stalled;                 /* remaining bytes stopped shrinking */
 	char stall_reason[160];
 	uint64_t final_pages;     /* pages sent while paused */
 	int verified;             /* 1 digests compared equal, 0 not asked */
@@ -218,9 +218,9 @@ struct tern_stats {
 	/* destination */
 	uint64_t workload_progress_at_resume;
 	uint64_t workload_progress_after;
-	int workload_ok;          /* 1 invariant held after running, -1 violated, 0 not checked */
+	int workload_ok; /* 1 invariant held after running, -1 violated, 0 not checked */
 	uint64_t populate_ms;
-	char outcome[32];         /* "completed", "aborted", "failed" */
+	char outcome[32]; /* "completed", "aborted", "failed" */
 };
 
 /* tern_send_opts_init and tern_recv_opts_init zero *opts and set every
@@ -235,12 +235,12 @@ TERN_EXTERN void tern_recv_opts_init(struct tern_recv_opts *opts);
  * top of this file for the two exceptions).  Blocks the calling thread;
  * cancel with opts->stop_flag. */
 TERN_EXTERN int tern_migrate_send(const struct tern_send_opts *opts, struct tern_stats *stats,
-    char *err, size_t errlen);
+                                  char *err, size_t errlen);
 
 /* tern_migrate_receive takes one incoming migration into opts->provider's
  * guest (or a simulated one) and returns 0 once that guest runs. */
 TERN_EXTERN int tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats,
-    char *err, size_t errlen);
+                                     char *err, size_t errlen);
 
 /*
  * The migration handle: the same migrations, started and left to run.
@@ -271,9 +271,9 @@ struct tern_migration_cb {
  * fields are the handle's; use cancel and the callbacks).  data is the
  * caller's, returned by tern_migration_data.  cb may be NULL. */
 TERN_EXTERN int tern_migration_send(struct tern_migration **m, const struct tern_send_opts *opts,
-    const struct tern_migration_cb *cb, void *data);
-TERN_EXTERN int tern_migration_receive(struct tern_migration **m,
-    const struct tern_recv_opts *opts, const struct tern_migration_cb *cb, void *data);
+                                    const struct tern_migration_cb *cb, void *data);
+TERN_EXTERN int tern_migration_receive(struct tern_migration **m, const struct tern_recv_opts *opts,
+                                       const struct tern_migration_cb *cb, void *data);
 TERN_EXTERN void *tern_migration_data(const struct tern_migration *m);
 
 /* tern_migration_cancel asks the migration to end with the source guest
@@ -286,8 +286,7 @@ TERN_EXTERN void tern_migration_cancel(struct tern_migration *m);
  * source migration: the limit applies from the next switchover decision,
  * the cap from the next chunk.  Any thread; TERN_ESTATE on a destination. */
 TERN_EXTERN int tern_migration_set_downtime_limit(struct tern_migration *m, uint32_t ms);
-TERN_EXTERN int tern_migration_set_max_bandwidth(struct tern_migration *m,
-    uint64_t bytes_per_s);
+TERN_EXTERN int tern_migration_set_max_bandwidth(struct tern_migration *m, uint64_t bytes_per_s);
 
 /* tern_migration_set_auto_converge switches auto-converge on a running
  * source migration: mode is an enum tern_converge_mode (TERN_CONVERGE_OFF
@@ -296,7 +295,8 @@ TERN_EXTERN int tern_migration_set_max_bandwidth(struct tern_migration *m,
  * the next convergence decision.  Any thread; TERN_ESTATE on a destination,
  * TERN_EINVAL for a mode or a percentage out of range. */
 TERN_EXTERN int tern_migration_set_auto_converge(struct tern_migration *m, int mode,
-    uint32_t initial, uint32_t increment, uint32_t max);
+                                                 uint32_t initial, uint32_t increment,
+                                                 uint32_t max);
 
 /* tern_migration_stats fills *s from any thread at any time: while running
  * outcome is "active" with the live figures (elapsed time, bytes
@@ -307,13 +307,13 @@ TERN_EXTERN int tern_migration_stats(struct tern_migration *m, struct tern_stats
 /* tern_migration_progress copies the last progress sample; its state name
  * goes into state (statelen bytes; p->state is set NULL). */
 TERN_EXTERN int tern_migration_progress(struct tern_migration *m, struct tern_progress *p,
-    char *state, size_t statelen);
+                                        char *state, size_t statelen);
 
 /* tern_migration_wait waits up to timeout_ms (-1: until the end, 0: poll):
  * the result once done (err, may be NULL, gets its reason), TERN_ETIMEDOUT
  * while still running. */
 TERN_EXTERN int tern_migration_wait(struct tern_migration *m, int timeout_ms, char *err,
-    size_t errlen);
+                                    size_t errlen);
 
 /* tern_migration_close waits for the end (cancel first to hurry it), frees
  * the handle and returns the result.  NULL is accepted. */
