@@ -49,13 +49,13 @@ cr_init(struct tern_actor *self, void *state, void *arg)
 	 * link, and under the receiver's silence limit (three times), so a
 	 * trickle is reported as such. */
 	s->frame_ns = 2ull * (uint64_t)deadline_ms * 1000000ull;
-	int rc = tern_net_set_deadline(s->a->fd, deadline_ms);
+	int rc = tern_net_set_deadline(s->a->link.fd, deadline_ms);
 	if (rc != 0)
 		return rc;
 	/* A kill shuts it down, releasing a read or write in progress. */
-	if ((rc = tern_actor_own_fd(self, s->a->fd)) != 0)
+	if ((rc = tern_actor_own_fd(self, s->a->link.fd)) != 0)
 		return rc;
-	return tern_actor_watch_fd(self, s->a->fd, POLLIN);
+	return tern_actor_watch_fd(self, s->a->link.fd, POLLIN);
 }
 
 /* Tells the source why, then fails: the source aborts and resumes.  The
@@ -71,7 +71,7 @@ cr_refuse(struct tern_actor *self, struct cr_state *s, int code, const char *why
 	tern_msg_init(&m, TERN_MSG_W_ABORT);
 	m.u.w_abort.code = code;
 	snprintf(m.u.w_abort.why, sizeof(m.u.w_abort.why), "connection %u: %s", s->a->conn, why);
-	(void)tern_wire_send(s->a->fd, &m, NULL, 0, NULL);
+	(void)tern_wire_send(&s->a->link, &m, NULL, 0, NULL);
 	return tern_actor_fail(self, code, "connection %u: %s", s->a->conn, why);
 }
 
@@ -216,7 +216,7 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 			(void)tern_guest_populate(g, gpa, len); /* an optimisation only */
 		s->iov[i] = (struct iovec){tern_guest_hva(g, gpa), len};
 	}
-	int rc = tern_wire_recv_iov_until(s->a->fd, s->iov, (int)r->count, s->until);
+	int rc = tern_wire_recv_iov_until(&s->a->link, s->iov, (int)r->count, s->until);
 	if (rc != 0) {
 		cr_write_end(s);
 		return cr_io_fail(self, s, rc, "receiving pages");
@@ -234,7 +234,7 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	tern_msg_init(&ack, TERN_MSG_W_ACK);
 	ack.u.w_ack.chunk = m->u.w_pages.chunk;
 	uint64_t wire = 0;
-	rc = tern_wire_send(s->a->fd, &ack, NULL, 0, &wire);
+	rc = tern_wire_send(&s->a->link, &ack, NULL, 0, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending ack: %s", s->a->conn,
@@ -256,7 +256,7 @@ cr_control(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m
 		return cr_refuse(self, s, TERN_EPROTO, "control frame on a data connection");
 	if (plen > CR_CTL_PAYLOAD_MAX)
 		return cr_refuse(self, s, TERN_EPROTO, "control payload too large");
-	int rc = plen ? tern_wire_recv_exact_until(s->a->fd, s->ctl, plen, s->until) : 0;
+	int rc = plen ? tern_wire_recv_exact_until(&s->a->link, s->ctl, plen, s->until) : 0;
 	if (rc != 0)
 		return cr_io_fail(self, s, rc, "receiving a control payload");
 	size_t hlen;
@@ -270,15 +270,14 @@ cr_control(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m
 }
 
 static int
-cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
+cr_frame(struct tern_actor *self, struct cr_state *s)
 {
-	struct cr_state *s = state;
 	struct tern_msg m;
 	uint64_t plen;
 	s->until = tern_now_ns() + s->frame_ns;
 	char why[TERN_STR_MAX] = "";
 	int rc =
-	    tern_wire_recv_header_until(s->a->fd, s->rx, &m, &plen, s->until, why, sizeof(why));
+	    tern_wire_recv_header_until(&s->a->link, s->rx, &m, &plen, s->until, why, sizeof(why));
 	if (rc == TERN_ECLOSED) {
 		/* Between frames: a normal end (the receiver decides whether it
 		 * came too early). */
@@ -310,6 +309,20 @@ cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 }
 
 static int
+cr_on_fd(struct tern_actor *self, void *state, int fd, short revents)
+{
+	struct cr_state *s = state;
+	int rc;
+
+	/* TLS may hold a whole frame already read from the socket: poll
+	 * would not say so. */
+	do
+		rc = cr_frame(self, s);
+	while (rc == 0 && tern_link_pending(&s->a->link));
+	return rc;
+}
+
+static int
 cr_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 {
 	struct cr_state *s = state;
@@ -317,7 +330,7 @@ cr_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
 		                       tern_msg_name(m->type));
 	uint64_t wire = 0;
-	int rc = tern_wire_forward(s->a->fd, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
+	int rc = tern_wire_forward(&s->a->link, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
 	                           m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
@@ -330,11 +343,8 @@ static void
 cr_stop(struct tern_actor *self, void *state)
 {
 	struct cr_state *s = state;
-	if (s->a != NULL && s->a->fd >= 0) {
-		/* The runtime forgot it before stop (tern_actor_own_fd). */
-		close(s->a->fd);
-		s->a->fd = -1;
-	}
+	if (s->a != NULL)
+		tern_link_close(&s->a->link); /* the runtime forgot it before stop */
 	free(s->rx);
 	free(s->ctl);
 	free(s->hdr);

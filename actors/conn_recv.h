@@ -16,9 +16,10 @@
 
 #include "actors/actor.h"
 #include "kvm/guest.h"
+#include "net/link.h"
 
 struct tern_conn_recv_args {
-	int fd; /* owned by the actor from spawn on (closed in stop) */
+	struct tern_link link; /* owned by the actor from spawn on (closed in stop) */
 	uint32_t conn;
 	uint32_t receiver; /* ReceiverCoordinator: CTL_IN, PAGES_IN */
 	int populate;      /* populate ranges ahead of the data */

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "actors/conn_send.h"
+#include "net/hello.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "net/wire.h"
 #include "tern/error.h"
 
@@ -31,7 +33,7 @@ struct cs_flight {
 
 struct cs_state {
 	struct tern_conn_send_args *a;
-	int fd;
+	struct tern_link link;
 	int queue_fd;
 	int queue_watched;
 	struct cs_flight flight[TERN_CONN_WINDOW_MAX];
@@ -55,7 +57,7 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	struct cs_state *s = state;
 	struct tern_conn_send_args *a = arg;
 	s->a = a;
-	s->fd = -1;
+	tern_link_plain(&s->link, -1);
 	if (a->window == 0 || a->window > TERN_CONN_WINDOW_MAX)
 		a->window = 4;
 	s->rx = malloc(sizeof(*s->rx));
@@ -68,21 +70,27 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 			return TERN_ENOMEM;
 	}
 	char why[TERN_STR_MAX] = "";
-	int rc = 0;
+	int rc = 0, fd = -1;
 	if (a->given_fd >= 0) {
-		s->fd = a->given_fd; /* ours now: cs_stop closes it */
+		fd = a->given_fd; /* ours now: cs_stop closes it */
 		a->given_fd = -1;
 	} else {
-		rc = tern_net_connect(a->to, 5000, &s->fd, why, sizeof(why));
+		rc = tern_net_connect(a->to, 5000, &fd, why, sizeof(why));
 	}
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "%s", why);
+	tern_link_plain(&s->link, fd);
 	/* A kill shuts it down, releasing a send or receive in progress. */
-	if ((rc = tern_actor_own_fd(self, s->fd)) != 0)
+	if ((rc = tern_actor_own_fd(self, fd)) != 0)
 		return rc;
-	(void)tern_net_tune(s->fd);
+	(void)tern_net_tune(fd);
 	uint64_t t0 = tern_now_ns();
-	rc = tern_wire_hello(s->fd, a->migration, a->conn, a->nconns, a->auth, 5000, why,
+	if (a->tls != NULL &&
+	    (rc = tern_tls_handshake(a->tls, fd, a->tls_host, t0 + 5000 * 1000000ull, &s->link, why,
+	                             sizeof(why))) != 0)
+		return tern_actor_fail(self, rc, "TLS with %s on connection %u: %s", a->to, a->conn,
+		                       why);
+	rc = tern_wire_hello(&s->link, a->migration, a->conn, a->nconns, a->key, 5000, why,
 	                     sizeof(why), &a->peer_time_ns);
 	uint64_t t1 = tern_now_ns();
 	if (rc != 0)
@@ -94,10 +102,10 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	if (a->conn == 0 && a->peer_time_ns != 0)
 		tern_actor_counter(self, "peer_clock_offset_ns",
 		                   (double)a->peer_time_ns - ((double)t0 + (double)t1) / 2.0);
-	rc = tern_net_set_deadline(s->fd, a->deadline_ms > 0 ? a->deadline_ms : 10000);
+	rc = tern_net_set_deadline(s->link.fd, a->deadline_ms > 0 ? a->deadline_ms : 10000);
 	if (rc != 0)
 		return rc;
-	rc = tern_actor_watch_fd(self, s->fd, POLLIN);
+	rc = tern_actor_watch_fd(self, s->link.fd, POLLIN);
 	if (rc != 0)
 		return rc;
 	s->queue_fd = tern_queue_fd(a->queue);
@@ -256,7 +264,7 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	if ((rc = cs_rate_wait(self, s->a->limit, f.bytes)) != 0)
 		return rc;
 	uint64_t wire = 0;
-	rc = tern_wire_send(s->fd, &m, s->iov, (int)f.niov, &wire);
+	rc = tern_wire_send(&s->link, &m, s->iov, (int)f.niov, &wire);
 	s->wire_bytes += wire;
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
@@ -336,7 +344,7 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 {
 	struct tern_msg m;
 	uint64_t plen;
-	int rc = tern_wire_recv_header(s->fd, s->rx, &m, &plen);
+	int rc = tern_wire_recv_header(&s->link, s->rx, &m, &plen);
 	/* A close between frames with nothing in flight ends the connection
 	 * normally (after a handoff the destination closes first); the
 	 * coordinator decides whether that was too early. */
@@ -360,7 +368,7 @@ cs_read(struct tern_actor *self, struct cs_state *s)
 	if (s->a->conn != 0 || plen > CS_CTL_PAYLOAD_MAX)
 		return tern_actor_fail(self, TERN_EPROTO, "connection %u: unexpected %s frame",
 		                       s->a->conn, tern_msg_name(m.type));
-	if (plen && (rc = tern_wire_recv_exact(s->fd, s->ctl, plen)) != 0)
+	if (plen && (rc = tern_wire_recv_exact(&s->link, s->ctl, plen)) != 0)
 		return tern_actor_fail(self, rc, "connection 0: %s", tern_strerror(rc));
 	size_t hlen;
 	rc = tern_msg_encode(&m, s->hdr, TERN_WIRE_HEADER_MAX, &hlen);
@@ -377,8 +385,15 @@ static int
 cs_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 {
 	struct cs_state *s = state;
-	if (fd == s->fd)
-		return cs_read(self, s);
+	if (fd == s->link.fd) {
+		/* TLS may hold a whole frame already read from the socket:
+		 * poll would not say so. */
+		int rc;
+		do
+			rc = cs_read(self, s);
+		while (rc == 0 && tern_link_pending(&s->link));
+		return rc;
+	}
 	if (revents & (POLLNVAL | POLLERR))
 		return TERN_ACTOR_DONE; /* the queue was closed */
 	return cs_pull(self, s);
@@ -392,7 +407,7 @@ cs_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s",
 		                       tern_msg_name(m->type));
 	uint64_t wire = 0;
-	int rc = tern_wire_forward(s->fd, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
+	int rc = tern_wire_forward(&s->link, m->u.ctl_out.frame.ptr, m->u.ctl_out.frame.len,
 	                           m->u.ctl_out.payload.ptr, m->u.ctl_out.payload.len, &wire);
 	s->wire_bytes += wire;
 	if (rc != 0)
@@ -429,9 +444,7 @@ cs_stop(struct tern_actor *self, void *state)
 		st.u.conn_stats.last_ack_ns = s->last_ack_ns;
 		(void)tern_actor_send(self, s->a->coordinator, &st);
 	}
-	if (s->fd >= 0)
-		close(s->fd);
-	s->fd = -1;
+	tern_link_close(&s->link);
 	free(s->rx);
 	free(s->ctl);
 	free(s->hdr);

@@ -21,6 +21,7 @@
 #include "actors/actor.h"
 #include "actors/set_table.h"
 #include "kvm/guest.h"
+#include "net/tls.h"
 
 #define TERN_CONN_WINDOW_MAX 64
 
@@ -40,7 +41,9 @@ struct tern_conn_send_args {
 	const char *to;
 	int given_fd; /* a connected socket the VMM passed (>= 0), else connect to `to` */
 	const char *migration;
-	const char *auth;
+	const uint8_t *key;   /* the migration's (net/hello.h) */
+	struct tern_tls *tls; /* NULL: plain TCP */
+	const char *tls_host; /* the dialled host, for the certificate check */
 	uint32_t conn, nconns;
 	uint32_t coordinator;          /* receives CHUNK_DONE and CTL_IN */
 	uint32_t window;               /* chunks in flight (credits) */

@@ -33,6 +33,9 @@ struct tern_coordinator_args {
 	const struct tern_send_opts *opts;
 	uint32_t driver; /* mailbox receiving PROGRESS */
 	char migration[64];
+	uint8_t key[32];      /* the migration's secret (net/hello.h) */
+	struct tern_tls *tls; /* NULL: plain TCP */
+	char tls_host[256];   /* the host of opts->to, for the certificate check */
 	struct tern_dirty_log_args dirty;
 	struct tern_set_table sets; /* filled by the coordinator; lent to chunk readers */
 	struct tern_conn_send_args conns[TERN_MAX_CONNECTIONS];

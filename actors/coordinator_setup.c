@@ -131,7 +131,9 @@ co_start_conns(struct tern_actor *self, struct co_state *s)
 		c->given_fd = o->nfds ? o->fds[i] : -1;
 		s->fds_handed = i + 1;
 		c->migration = s->a->migration;
-		c->auth = o->auth;
+		c->key = s->a->key;
+		c->tls = s->a->tls;
+		c->tls_host = s->a->tls_host;
 		c->conn = i;
 		c->nconns = s->nconns;
 		c->coordinator = tern_actor_id(self);

@@ -367,9 +367,8 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 			                tern_actor_id(self), &s->conns[i], NULL);
 			if (rc != 0)
 				s->conns[i] = NULL;
-		} else if (c->fd >= 0) {
-			close(c->fd);
-			c->fd = -1;
+		} else {
+			tern_link_close(&c->link);
 		}
 	}
 	return rc;

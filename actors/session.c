@@ -12,11 +12,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "actors/accept.h"
 #include "actors/coordinator.h"
 #include "actors/guest_call.h"
 #include "actors/receiver.h"
 #include "actors/session.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "net/wire.h"
 #include "tern/tern.h"
 
@@ -36,6 +41,23 @@ session_trace(const char *path, const char *side, struct tern_trace **t, char *e
 	int rc = tern_trace_open(t, path, side);
 	if (rc != 0)
 		session_err(err, errlen, "cannot write the trace: %s", tern_strerror(rc));
+	return rc;
+}
+
+/* session_tls makes the TLS context the options ask for (*t NULL: plain). */
+static int
+session_tls(enum tern_tls_role role, const char *creds, const char *psk, const char *hostname,
+            struct tern_tls **t, char *err, size_t errlen)
+{
+	struct tern_tls_config cfg = {.creds_dir = creds, .psk_file = psk, .hostname = hostname};
+	char why[TERN_STR_MAX] = "";
+	int rc;
+
+	*t = NULL;
+	if (creds == NULL && psk == NULL)
+		return 0;
+	if ((rc = tern_tls_create(t, role, &cfg, why, sizeof(why))) != 0)
+		session_err(err, errlen, "TLS: %s", why);
 	return rc;
 }
 
@@ -121,6 +143,7 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 	struct tern_mailbox *mb = NULL;
 	struct tern_actor *co = NULL;
 	struct tern_coordinator_args *a = NULL;
+	struct tern_tls *tls = NULL;
 	char why[TERN_STR_MAX] = "";
 	int rc;
 
@@ -137,6 +160,9 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 		session_err(err, errlen, "bad guest spec: %s", why);
 		goto out;
 	}
+	if ((rc = session_tls(TERN_TLS_CLIENT, opts->tls_creds, opts->tls_psk_file,
+	                      opts->tls_hostname, &tls, err, errlen)) != 0)
+		goto out;
 	if ((rc = session_trace(opts->trace_path, "source", &trace, err, errlen)) != 0)
 		goto out;
 	if (opts->provider != NULL) {
@@ -171,6 +197,16 @@ terni_migrate_send(const struct tern_send_opts *opts, struct terni_live_params *
 	a->stats = stats;
 	a->driver = tern_mailbox_id(mb);
 	snprintf(a->migration, sizeof(a->migration), "%d-%" PRIu64, (int)getpid(), tern_now_ns());
+	/* The migration's secret (net/hello.h): its data connections prove
+	 * they belong to it. */
+	if (RAND_bytes(a->key, sizeof(a->key)) != 1) {
+		session_err(err, errlen, "%s", "cannot draw the migration key");
+		rc = TERN_ENOMEM;
+		goto out;
+	}
+	a->tls = tls;
+	if (opts->to != NULL)
+		(void)tern_net_host(opts->to, a->tls_host, sizeof(a->tls_host));
 	struct tern_exit failed;
 	rc = tern_spawn(rt, &tern_coordinator_actor, a, tern_mailbox_id(mb), &co, &failed);
 	if (rc != 0) {
@@ -254,133 +290,13 @@ out:
 	if (a != NULL) {
 		for (int i = 0; i < TERN_DIRTY_MAPS; i++)
 			tern_bitmap_fini(&a->dirty.maps[i]);
+		OPENSSL_cleanse(a->key, sizeof(a->key));
 		free(a);
 	}
+	tern_tls_destroy(tls);
 	tern_guest_destroy(g);
 	tern_trace_close(trace);
 	return rc;
-}
-
-static void session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void
-session_log(const struct tern_recv_opts *opts, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	if (opts->log == NULL)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	opts->log(line, opts->log_arg);
-}
-
-/* Waits for one connection in short slices, so that a stop request (SIGINT
- * on the CLI) ends the wait at once instead of at the accept timeout. */
-static int
-session_accept_one(const struct tern_recv_opts *opts, int lfd, int timeout_ms, int *fd,
-                   uint32_t *next_given)
-{
-	if (opts->nfds > 0) {
-		/* Already accepted by the VMM: the next one, or none left. */
-		if (*next_given >= opts->nfds)
-			return TERN_ECLOSED;
-		*fd = opts->fds[(*next_given)++];
-		return 0;
-	}
-	uint64_t deadline =
-	    timeout_ms < 0 ? UINT64_MAX : tern_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	for (;;) {
-		if (opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED))
-			return TERN_ECANCELED;
-		uint64_t now = tern_now_ns();
-		if (now >= deadline)
-			return TERN_ETIMEDOUT;
-		uint64_t left_ms = (deadline - now) / 1000000 + 1;
-		int rc = tern_net_accept(lfd, left_ms < 200 ? (int)left_ms : 200, fd);
-		if (rc != TERN_ETIMEDOUT)
-			return rc;
-	}
-}
-
-/* Accepts connection 0, learns the connection count from its hello, then
- * accepts the others of the same migration. */
-static int
-session_accept(const struct tern_recv_opts *opts, int lfd, struct tern_receiver_args *a,
-               uint32_t *next_given, char *err, size_t errlen)
-{
-	char why[TERN_STR_MAX] = "";
-	struct tern_msg_w_hello hello;
-	char migration[TERN_STR_MAX];
-	int timeout = opts->accept_timeout_ms ? (int)opts->accept_timeout_ms : -1;
-	uint32_t have = 0, want = 1, asked = 1, refused = 0;
-	uint32_t max = opts->max_connections ? opts->max_connections : TERN_MAX_CONNECTIONS;
-	int rc = 0;
-
-	while (have + refused < asked) {
-		int fd = -1;
-		rc = session_accept_one(opts, lfd, have == 0 ? timeout : 10000, &fd, next_given);
-		if (rc != 0) {
-			if (rc == TERN_ECANCELED)
-				snprintf(err, errlen, "stopped while waiting for %s",
-				         have == 0 ? "a migration" : "its connections");
-			else if (have == 0)
-				snprintf(err, errlen, "no migration arrived: %s",
-				         tern_strerror(rc));
-			else
-				snprintf(err, errlen, "the source opened %u of %u connections: %s",
-				         have, want, tern_strerror(rc));
-			return rc;
-		}
-		rc = tern_wire_accept_hello(fd, opts->auth, 5000, &hello, why, sizeof(why));
-		if (rc != 0) {
-			close(fd);
-			if (have == 0 && opts->nfds == 0) {
-				/* A stray client: report it and keep waiting. */
-				session_log(opts, "refused a connection: %s", why);
-				continue;
-			}
-			snprintf(err, errlen, "connection %u refused: %s", have, why);
-			return rc;
-		}
-		if (have == 0) {
-			if (hello.conn != 0 || hello.nconns == 0 ||
-			    hello.nconns > TERN_MAX_CONNECTIONS) {
-				close(fd);
-				snprintf(err, errlen, "bad first connection (index %u of %u)",
-				         hello.conn, hello.nconns);
-				return TERN_EPROTO;
-			}
-			want = hello.nconns < max ? hello.nconns : max;
-			asked = hello.nconns;
-			snprintf(migration, sizeof(migration), "%s", hello.migration);
-		} else if (strcmp(hello.migration, migration) != 0 || hello.conn >= asked ||
-		           a->conns[hello.conn].fd >= 0) {
-			close(fd);
-			snprintf(err, errlen, "connection from another migration or a duplicate");
-			return TERN_EPROTO;
-		}
-		if (hello.conn >= max) {
-			/* Over this destination's limit: say so, the source carries
-			 * on with fewer if it may (--connections-min). */
-			struct tern_msg ab;
-			tern_msg_init(&ab, TERN_MSG_W_ABORT);
-			ab.u.w_abort.code = TERN_EPEER;
-			snprintf(ab.u.w_abort.why, sizeof(ab.u.w_abort.why),
-			         "this destination accepts at most %u connections", max);
-			(void)tern_wire_send(fd, &ab, NULL, 0, NULL);
-			close(fd);
-			refused++;
-			continue;
-		}
-		(void)tern_net_tune(fd);
-		a->conns[hello.conn].fd = fd;
-		have++;
-	}
-	a->nconns = want;
-	session_log(opts, "receiving migration %s over %u connection(s)", migration, want);
-	return 0;
 }
 
 /* The destination's own guest, made before anything listens: the VMM's, or
@@ -438,12 +354,28 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	struct tern_actor *rcv = NULL;
 	struct tern_receiver_args *a = NULL;
 	struct tern_guest *g = NULL, *own = NULL;
+	struct tern_tls *tls = NULL;
 	int lfd = -1, rc, fds_handed = 0;
 	uint32_t next_given = 0; /* given sockets taken so far */
 	char why[TERN_STR_MAX] = "";
 
 	memset(stats, 0, sizeof(*stats));
 	snprintf(stats->outcome, sizeof(stats->outcome), "failed");
+	if ((rc = session_tls(TERN_TLS_SERVER, opts->tls_creds, opts->tls_psk_file, NULL, &tls, err,
+	                      errlen)) != 0)
+		goto out;
+	/* Whoever reaches a plain listener can write guest memory. */
+	if (tls == NULL && opts->nfds == 0 && !opts->insecure &&
+	    tern_net_is_loopback(opts->listen) == 0) {
+		session_err(
+		    err, errlen,
+		    "refusing to listen on %s without TLS: anyone who reaches it could read "
+		    "and write guest memory (give TLS credentials or a PSK file, or say "
+		    "insecure)",
+		    opts->listen != NULL ? opts->listen : "(none)");
+		rc = TERN_EINVAL;
+		goto out;
+	}
 	/* The VMM's guest exists before anything listens: a source is only
 	 * ever answered by a destination that can take its layout. */
 	if ((rc = session_own_guest(opts, &own, stats, err, errlen)) != 0)
@@ -470,11 +402,17 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		goto out;
 	}
 	for (int i = 0; i < TERN_MAX_CONNECTIONS; i++)
-		a->conns[i].fd = -1;
+		tern_link_plain(&a->conns[i].link, -1);
 	a->opts = opts;
 	a->stats = stats;
 	a->own = own;
-	if ((rc = session_accept(opts, lfd, a, &next_given, err, errlen)) != 0)
+	rc = tern_accept_migration(opts, lfd, tls, a, &next_given, err, errlen);
+	/* All in (or given up): nobody else gets to knock. */
+	if (lfd >= 0) {
+		close(lfd);
+		lfd = -1;
+	}
+	if (rc != 0)
 		goto out;
 	a->start_ns = tern_now_ns();
 	stats->connections = a->nconns;
@@ -553,8 +491,7 @@ out:
 	}
 	if (a != NULL) {
 		for (int i = 0; !fds_handed && i < TERN_MAX_CONNECTIONS; i++)
-			if (a->conns[i].fd >= 0)
-				close(a->conns[i].fd);
+			tern_link_close(&a->conns[i].link);
 		if (g == NULL)
 			g = atomic_load(&a->guest);
 		tern_bitmap_fini(&a->written);
@@ -570,6 +507,7 @@ out:
 	/* Given sockets never taken are still ours to close. */
 	for (uint32_t i = next_given; i < opts->nfds && opts->fds != NULL; i++)
 		close(opts->fds[i]);
+	tern_tls_destroy(tls);
 	tern_trace_close(trace);
 	return rc;
 }

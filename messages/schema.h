@@ -72,8 +72,9 @@
 /* Coordinator -> driver: one progress sample per iteration and per second. */
 #define TERN_FIELDS_PROGRESS(F)                                                                    \
 	F(U32, iter)                                                                               \
-	F(STR, state) F(U64, transferred) F(U64, remaining) F(U64, dirty_pps) F(U64, bw_bps)       \
-	    F(U64, eta_ms) F(U64, elapsed_ms)
+	F(STR, state)                                                                              \
+	F(U64, transferred)                                                                        \
+	F(U64, remaining) F(U64, dirty_pps) F(U64, bw_bps) F(U64, eta_ms) F(U64, elapsed_ms)
 /* Destination ConnectionActor -> ReceiverCoordinator: pages written. */
 #define TERN_FIELDS_PAGES_IN(F) F(U32, conn) F(U64, bytes) F(U64, frames) F(U64, zero_pages)
 /* Coordinator -> ThrottleActor request: enforce pct (0..99, 0 = off). */
@@ -85,8 +86,12 @@
 	F(U32, pct) F(U32, run_share_ppm) F(U64, slices) F(I32, status)
 
 /* ---- wire frame headers (connection 0 carries control and data) ---- */
+/* W_HELLO binds its connection to its migration (net/hello.h): `key` (hex,
+ * connection 0 only) is the migration's secret, `bind` (hex) a MAC with it
+ * over this connection's TLS exporter, index, count and migration id. */
 #define TERN_FIELDS_W_HELLO(F)                                                                     \
-	F(U64, magic) F(U32, version) F(STR, migration) F(U32, conn) F(U32, nconns) F(STR, auth)
+	F(U64, magic)                                                                              \
+	F(U32, version) F(STR, migration) F(U32, conn) F(U32, nconns) F(STR, key) F(STR, bind)
 #define TERN_FIELDS_W_HELLO_ACK(F) F(U32, version) F(I32, status) F(STR, why) F(U64, time_ns)
 #define TERN_FIELDS_W_CONFIG(F)                                                                    \
 	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest) F(BOOL, verify)
@@ -109,8 +114,8 @@
 /* PARAMS: 0 leaves a field unchanged; converge is the auto-converge mode + 1. */
 #define TERN_FIELDS_PARAMS(F)                                                                      \
 	F(U32, downtime_limit_ms)                                                                  \
-	F(U64, max_bandwidth) F(U32, converge) F(U32, throttle_initial) F(U32, throttle_increment) \
-	    F(U32, throttle_max)
+	F(U64, max_bandwidth)                                                                      \
+	F(U32, converge) F(U32, throttle_initial) F(U32, throttle_increment) F(U32, throttle_max)
 
 #define TERN_MESSAGES(X)                                                                           \
 	X(PING, ping, 0x0001)                                                                      \

@@ -335,3 +335,36 @@ tern_net_set_deadline(int fd, int timeout_ms)
 		return -errno;
 	return 0;
 }
+
+int
+tern_net_host(const char *hostport, char *host, size_t len)
+{
+	const char *hs = hostport, *he;
+
+	if (hostport == NULL)
+		return TERN_EINVAL;
+	if (hostport[0] == '[')
+		he = strchr(++hs, ']');
+	else
+		he = strrchr(hostport, ':');
+	if (he == NULL || (size_t)(he - hs) >= len)
+		return TERN_EINVAL;
+	memcpy(host, hs, (size_t)(he - hs));
+	host[he - hs] = '\0';
+	return 0;
+}
+
+int
+tern_net_is_loopback(const char *hostport)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+
+	if (net_resolve(hostport, true, &ss, &sslen, NULL, 0) != 0)
+		return TERN_EINVAL;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+	return 0;
+}

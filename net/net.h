@@ -40,4 +40,13 @@ int tern_net_tune(int fd);
  * TERN_ETIMEDOUT after timeout_ms without progress (0: no deadline). */
 int tern_net_set_deadline(int fd, int timeout_ms);
 
+/* tern_net_host copies the host part of "HOST:PORT" ("[::1]:4444" gives
+ * "::1") into host.  Returns 0 or TERN_EINVAL. */
+int tern_net_host(const char *hostport, char *host, size_t len);
+
+/* tern_net_is_loopback tells whether hostport names a loopback address
+ * only (127.0.0.0/8, ::1): 1, or 0 ("*" and "" mean every address), or
+ * TERN_EINVAL when it is no address at all (listening will say why). */
+int tern_net_is_loopback(const char *hostport);
+
 #endif /* TERN_NET_NET_H */

@@ -1,13 +1,11 @@
 /*
- * The migration wire (wire.h): frames over a blocking TCP socket and the
- * connection handshake.
+ * The migration wire (wire.h): frames over a link (net/link.h: plain TCP or
+ * TLS; the handshake is in hello.c).
  *
- * A frame goes out with one sendmsg loop over [prefix+header, payload...]:
- * no copy of the payload (it is guest memory), and MSG_NOSIGNAL so that a
- * vanished peer is -EPIPE, never a SIGPIPE that kills the VMM.  Deadlines are
- * the kernel's SO_SNDTIMEO/SO_RCVTIMEO (tern_net_set_deadline): a blocking
- * call that makes no progress for that long fails with EAGAIN, which is
- * TERN_ETIMEDOUT here.
+ * A frame goes out as one gather write of [prefix+header, payload...]: no
+ * copy of the payload (it is guest memory) on a plain link.  Deadlines are
+ * the socket's SO_SNDTIMEO/SO_RCVTIMEO (tern_net_set_deadline) or absolute
+ * ones (the _until reads): either way TERN_ETIMEDOUT here.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -15,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include "net/net.h"
 #include "net/wire.h"
@@ -25,27 +21,15 @@
 #define WIRE_PREFIX 16
 #define WIRE_TYPE_MIN 0x1000u
 #define WIRE_TYPE_MAX 0x1fffu
-/* Payload iovecs handed to one sendmsg; more are sent in later rounds. */
+/* Payload iovecs gathered on the stack; more are allocated. */
 #define WIRE_IOV 64
 /* Prefix + header on the stack: a W_PAGES of TERN_CHUNK_MAX_RUNS ranges
  * fits; larger headers (up to TERN_WIRE_HEADER_MAX) are allocated. */
 #define WIRE_TXBUF (WIRE_PREFIX + 512 + 2 * 16 * TERN_FRAME_MAX_RANGES)
-/* One recv is bounded so that its byte count fits ssize_t comfortably. */
-#define WIRE_RECV_MAX (1u << 30)
 
 /* Sequence numbers for frames sent with seq 0: unique per process is all
  * the receiver needs (it matches replies by `re`), so relaxed is enough. */
 static _Atomic uint64_t wire_seq;
-
-/* wire_errno maps a failed socket call: with a kernel timeout set, EAGAIN
- * on a blocking socket means the deadline passed. */
-static int
-wire_errno(void)
-{
-	if (errno == EAGAIN || errno == EWOULDBLOCK)
-		return TERN_ETIMEDOUT;
-	return -errno;
-}
 
 static void
 wire_put32(uint8_t *p, uint32_t v)
@@ -71,66 +55,28 @@ wire_get(const uint8_t *p, int n)
 	return v;
 }
 
-/* wire_sendv writes head and then the payload iovecs, all of it, resuming
- * after partial writes and signals. */
+/* wire_sendv writes head, then the payload iovecs. */
 static int
-wire_sendv(int fd, const uint8_t *head, size_t headlen, const struct iovec *payload, int iovcnt,
-           uint64_t *bytes)
+wire_sendv(struct tern_link *l, uint8_t *head, size_t headlen, const struct iovec *payload,
+           int iovcnt, uint64_t *bytes)
 {
-	size_t hoff = 0; /* bytes of head written */
-	int i = 0;       /* current payload iovec ... */
-	size_t off = 0;  /* ... and bytes of it written */
+	struct iovec stack[WIRE_IOV + 1], *iov = stack;
+	int rv;
 
-	for (;;) {
-		struct iovec iov[WIRE_IOV + 1];
-		int n = 0;
-
-		if (hoff < headlen)
-			iov[n++] = (struct iovec){(void *)(head + hoff), headlen - hoff};
-		for (int j = i; j < iovcnt && n < WIRE_IOV + 1; j++) {
-			size_t o = j == i ? off : 0;
-
-			if (payload[j].iov_len > o)
-				iov[n++] = (struct iovec){(char *)payload[j].iov_base + o,
-				                          payload[j].iov_len - o};
-		}
-		if (n == 0)
-			return 0;
-
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return wire_errno();
-		}
-		if (bytes != NULL)
-			*bytes += (uint64_t)w;
-
-		size_t left = (size_t)w, h = headlen - hoff;
-
-		h = left < h ? left : h;
-		hoff += h;
-		left -= h;
-		while (left > 0) {
-			size_t avail = payload[i].iov_len - off;
-
-			if (left < avail) {
-				off += left;
-				left = 0;
-			} else {
-				left -= avail;
-				i++;
-				off = 0;
-			}
-		}
-	}
+	if (iovcnt > WIRE_IOV && (iov = malloc(sizeof(*iov) * ((size_t)iovcnt + 1))) == NULL)
+		return TERN_ENOMEM;
+	iov[0] = (struct iovec){head, headlen};
+	if (iovcnt > 0)
+		memcpy(iov + 1, payload, sizeof(*iov) * (size_t)iovcnt);
+	rv = tern_link_writev(l, iov, iovcnt + 1, bytes);
+	if (iov != stack)
+		free(iov);
+	return rv;
 }
 
 int
-tern_wire_send(int fd, const struct tern_msg *m, const struct iovec *payload, int iovcnt,
-               uint64_t *bytes)
+tern_wire_send(struct tern_link *l, const struct tern_msg *m, const struct iovec *payload,
+               int iovcnt, uint64_t *bytes)
 {
 	uint8_t stackbuf[WIRE_TXBUF], *buf = stackbuf;
 	struct tern_msg h;
@@ -167,68 +113,20 @@ tern_wire_send(int fd, const struct tern_msg *m, const struct iovec *payload, in
 		wire_put32(buf, TERN_WIRE_FRAME_MAGIC);
 		wire_put32(buf + 4, (uint32_t)hlen);
 		wire_put64(buf + 8, plen);
-		rv = wire_sendv(fd, buf, WIRE_PREFIX + hlen, payload, iovcnt, bytes);
+		rv = wire_sendv(l, buf, WIRE_PREFIX + hlen, payload, iovcnt, bytes);
 	}
 	if (buf != stackbuf)
 		free(buf);
 	return rv;
 }
 
-/* wire_until bounds the next receive by an absolute deadline (CLOCK_MONOTONIC
- * ns): the kernel timeout restarts on every call, so a peer trickling a byte
- * at a time would otherwise stretch the handshake without limit. */
-static int
-wire_until(int fd, uint64_t deadline_ns)
-{
-	uint64_t now = tern_now_ns(), left;
-	struct timeval tv;
-
-	if (now >= deadline_ns)
-		return TERN_ETIMEDOUT;
-	left = deadline_ns - now;
-	tv.tv_sec = (time_t)(left / 1000000000u);
-	tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u);
-	if (tv.tv_sec == 0 && tv.tv_usec == 0)
-		tv.tv_usec = 1; /* zero would mean no timeout at all */
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0)
-		return -errno;
-	return 0;
-}
-
 /* wire_read reads exactly len bytes, by deadline_ns if not 0.  Returns 0,
  * TERN_ECLOSED at EOF with *got telling how far it came, TERN_ETIMEDOUT or
  * -errno. */
 static int
-wire_read(int fd, void *dst, uint64_t len, uint64_t *got, uint64_t deadline_ns)
+wire_read(struct tern_link *l, void *dst, uint64_t len, uint64_t *got, uint64_t deadline_ns)
 {
-	uint8_t *p = dst;
-	uint64_t done = 0;
-	int rv = 0;
-
-	while (done < len) {
-		size_t want = len - done < WIRE_RECV_MAX ? (size_t)(len - done) : WIRE_RECV_MAX;
-
-		if (deadline_ns != 0 && (rv = wire_until(fd, deadline_ns)) != 0)
-			break;
-
-		ssize_t n = recv(fd, p + done, want, MSG_WAITALL);
-
-		if (n > 0) {
-			done += (uint64_t)n;
-			continue;
-		}
-		if (n == 0) {
-			rv = TERN_ECLOSED;
-			break;
-		}
-		if (errno == EINTR)
-			continue;
-		rv = wire_errno();
-		break;
-	}
-	if (got != NULL)
-		*got = done;
-	return rv;
+	return tern_link_read(l, dst, len, got, deadline_ns);
 }
 
 static const char *
@@ -287,8 +185,8 @@ wire_sanitize_msg(struct tern_msg *m)
 /* wire_recv_header is tern_wire_recv_header with a reason for the error,
  * which the handshake passes on to the user. */
 static int
-wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *payload_len,
-                 uint64_t deadline_ns, int eof_rv, char *why, size_t whylen)
+wire_recv_header(struct tern_link *l, struct tern_wire_rx *rx, struct tern_msg *m,
+                 uint64_t *payload_len, uint64_t deadline_ns, int eof_rv, char *why, size_t whylen)
 {
 	uint8_t pre[WIRE_PREFIX];
 	uint64_t got = 0, plen;
@@ -297,7 +195,7 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 
 	*payload_len = 0;
 	memset(m, 0, sizeof(*m));
-	rv = wire_read(fd, pre, sizeof(pre), &got, deadline_ns);
+	rv = wire_read(l, pre, sizeof(pre), &got, deadline_ns);
 	rx->bytes += got;
 	if (rv == TERN_ECLOSED && got > 0)
 		rv = TERN_EPROTO;
@@ -322,7 +220,7 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 		           (unsigned long long)plen, (unsigned long long)TERN_WIRE_PAYLOAD_MAX);
 		return TERN_EPROTO;
 	}
-	rv = wire_read(fd, rx->buf, hlen, &got, deadline_ns);
+	rv = wire_read(l, rx->buf, hlen, &got, deadline_ns);
 	rx->bytes += got;
 	if (rv == TERN_ECLOSED)
 		rv = TERN_EPROTO;
@@ -346,90 +244,65 @@ wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *
 }
 
 int
-tern_wire_recv_header(int fd, struct tern_wire_rx *rx, struct tern_msg *m, uint64_t *payload_len)
+tern_wire_recv_header(struct tern_link *l, struct tern_wire_rx *rx, struct tern_msg *m,
+                      uint64_t *payload_len)
 {
-	return wire_recv_header(fd, rx, m, payload_len, 0, TERN_EPROTO, NULL, 0);
+	return wire_recv_header(l, rx, m, payload_len, 0, TERN_EPROTO, NULL, 0);
 }
 
 int
-tern_wire_recv_header_until(int fd, struct tern_wire_rx *rx, struct tern_msg *m,
+tern_wire_recv_header_until(struct tern_link *l, struct tern_wire_rx *rx, struct tern_msg *m,
                             uint64_t *payload_len, uint64_t deadline_ns, char *why, size_t whylen)
 {
-	return wire_recv_header(fd, rx, m, payload_len, deadline_ns, -ECONNRESET, why, whylen);
+	return wire_recv_header(l, rx, m, payload_len, deadline_ns, -ECONNRESET, why, whylen);
 }
 
 int
-tern_wire_recv_exact(int fd, void *dst, uint64_t len)
+tern_wire_recv_exact(struct tern_link *l, void *dst, uint64_t len)
 {
-	return tern_wire_recv_exact_until(fd, dst, len, 0);
+	return tern_wire_recv_exact_until(l, dst, len, 0);
 }
 
 int
-tern_wire_recv_exact_until(int fd, void *dst, uint64_t len, uint64_t deadline_ns)
+tern_wire_recv_exact_until(struct tern_link *l, void *dst, uint64_t len, uint64_t deadline_ns)
 {
-	int rv = wire_read(fd, dst, len, NULL, deadline_ns);
+	int rv = wire_read(l, dst, len, NULL, deadline_ns);
 
 	return rv == TERN_ECLOSED ? TERN_EPROTO : rv;
 }
 
 int
-tern_wire_forward(int fd, const void *frame, size_t len, const void *payload, size_t plen,
-                  uint64_t *bytes)
+tern_wire_forward(struct tern_link *l, const void *frame, size_t len, const void *payload,
+                  size_t plen, uint64_t *bytes)
 {
 	struct tern_msg m;
 	int rc = tern_msg_decode(frame, len, &m);
 	if (rc != 0)
 		return rc;
 	struct iovec iov = {(void *)payload, plen};
-	return tern_wire_send(fd, &m, &iov, plen ? 1 : 0, bytes);
+	return tern_wire_send(l, &m, &iov, plen ? 1 : 0, bytes);
 }
 
 int
-tern_wire_recv_iov(int fd, struct iovec *iov, int n)
+tern_wire_recv_iov(struct tern_link *l, struct iovec *iov, int n)
 {
-	return tern_wire_recv_iov_until(fd, iov, n, 0);
+	return tern_wire_recv_iov_until(l, iov, n, 0);
 }
 
 int
-tern_wire_recv_iov_until(int fd, struct iovec *iov, int n, uint64_t deadline_ns)
+tern_wire_recv_iov_until(struct tern_link *l, struct iovec *iov, int n, uint64_t deadline_ns)
 {
-	while (n > 0) {
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(n < 1024 ? n : 1024)};
-		int rv;
-		/* One setsockopt per recvmsg: MSG_WAITALL usually takes a
-		 * whole frame in one call, so this costs one per frame. */
-		if (deadline_ns != 0 && (rv = wire_until(fd, deadline_ns)) != 0)
-			return rv;
-		ssize_t got = recvmsg(fd, &mh, MSG_WAITALL);
-		if (got == 0)
-			return TERN_EPROTO;
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			return wire_errno();
-		}
-		/* Skip the buffers filled; a partly filled one is advanced. */
-		while (n > 0 && (size_t)got >= iov->iov_len) {
-			got -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + got;
-			iov->iov_len -= (size_t)got;
-		}
-	}
-	return 0;
+	return tern_link_readv(l, iov, n, deadline_ns);
 }
 
 int
-tern_wire_discard(int fd, uint64_t len)
+tern_wire_discard(struct tern_link *l, uint64_t len)
 {
 	uint8_t scratch[16384];
 
 	while (len > 0) {
 		uint64_t n = len < sizeof(scratch) ? len : sizeof(scratch);
-		int rv = tern_wire_recv_exact(fd, scratch, n);
+		int rv = tern_wire_recv_exact(l, scratch, n);
 
 		if (rv != 0)
 			return rv;
@@ -438,266 +311,16 @@ tern_wire_discard(int fd, uint64_t len)
 	return 0;
 }
 
-/* The handshake sets its own deadline and puts the caller's back. */
-struct wire_deadline {
-	struct timeval snd, rcv;
-};
-
-static int
-wire_deadline_save(int fd, struct wire_deadline *d)
-{
-	socklen_t l1 = sizeof(d->snd), l2 = sizeof(d->rcv);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &d->snd, &l1) != 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &d->rcv, &l2) != 0)
-		return -errno;
-	return 0;
-}
-
-static int
-wire_deadline_restore(int fd, const struct wire_deadline *d)
-{
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &d->snd, sizeof(d->snd)) != 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &d->rcv, sizeof(d->rcv)) != 0)
-		return -errno;
-	return 0;
-}
-
-/* wire_deadline_ns turns a handshake timeout into an absolute deadline. */
-static uint64_t
-wire_deadline_ns(int timeout_ms)
-{
-	return timeout_ms > 0 ? tern_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
-}
-
-static void
-wire_strcpy(char *dst, const char *src)
-{
-	snprintf(dst, TERN_STR_MAX, "%s", src != NULL ? src : "");
-}
-
 int
-tern_wire_hello(int fd, const char *migration, uint32_t conn, uint32_t nconns, const char *auth,
-                int timeout_ms, char *why, size_t whylen, uint64_t *peer_time_ns)
-{
-	struct tern_wire_rx *rx;
-	struct wire_deadline saved;
-	struct tern_msg m;
-	uint64_t plen = 0;
-	char inner[TERN_STR_MAX] = "";
-	uint64_t until = wire_deadline_ns(timeout_ms);
-	int rv, rv2;
-
-	terni_errf(why, whylen, "%s", "");
-	if ((migration != NULL && strlen(migration) >= TERN_STR_MAX) ||
-	    (auth != NULL && strlen(auth) >= TERN_STR_MAX)) {
-		terni_errf(why, whylen, "migration id or auth token longer than %d bytes",
-		           TERN_STR_MAX - 1);
-		return TERN_EINVAL;
-	}
-	tern_msg_init(&m, TERN_MSG_W_HELLO);
-	m.u.w_hello.magic = TERN_WIRE_HELLO_MAGIC;
-	m.u.w_hello.version = TERN_WIRE_VERSION;
-	wire_strcpy(m.u.w_hello.migration, migration);
-	m.u.w_hello.conn = conn;
-	m.u.w_hello.nconns = nconns;
-	wire_strcpy(m.u.w_hello.auth, auth);
-
-	if ((rx = malloc(sizeof(*rx))) == NULL)
-		return TERN_ENOMEM;
-	rx->bytes = 0;
-	if ((rv = wire_deadline_save(fd, &saved)) != 0) {
-		free(rx);
-		terni_errf(why, whylen, "cannot read the socket's timeouts: %s", tern_strerror(rv));
-		return rv;
-	}
-	/* One deadline for sending the hello and for the answer. */
-	if ((rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0)) != 0) {
-		terni_errf(why, whylen, "cannot set the handshake deadline: %s", tern_strerror(rv));
-		goto out;
-	}
-	rv = tern_wire_send(fd, &m, NULL, 0, NULL);
-	if (rv == 0)
-		rv = wire_recv_header(fd, rx, &m, &plen, until, TERN_EPROTO, inner, sizeof(inner));
-	if (rv == TERN_ECLOSED || rv == -ECONNRESET || rv == -EPIPE) {
-		terni_errf(why, whylen, "peer closed the connection during the handshake");
-		rv = TERN_EPROTO;
-	} else if (rv == TERN_EPROTO || rv == TERN_EMSG) {
-		terni_errf(why, whylen, "peer is not a tern destination (%s)", inner);
-		rv = TERN_EPROTO;
-	} else if (rv == TERN_ETIMEDOUT) {
-		terni_errf(why, whylen, "no answer to the hello within %d ms", timeout_ms);
-	} else if (rv != 0) {
-		terni_errf(why, whylen, "handshake failed: %s", tern_strerror(rv));
-	} else if (m.type != TERN_MSG_W_HELLO_ACK || plen != 0) {
-		terni_errf(why, whylen, "peer answered the hello with %s", tern_msg_name(m.type));
-		rv = TERN_EPROTO;
-	} else if (m.u.w_hello_ack.status != 0) {
-		const struct tern_msg_w_hello_ack *a = &m.u.w_hello_ack;
-
-		/* The destination's own code and words; a status that is not
-		 * a negative code cannot be passed on as one. */
-		rv = a->status < 0 ? a->status : TERN_EPEER;
-		terni_errf(why, whylen, "%s", a->why[0] ? a->why : tern_strerror(rv));
-	} else if (m.u.w_hello_ack.version != TERN_WIRE_VERSION) {
-		terni_errf(why, whylen, "destination speaks protocol version %u, this source %u",
-		           m.u.w_hello_ack.version, TERN_WIRE_VERSION);
-		rv = TERN_EVERSION;
-	} else if (peer_time_ns != NULL) {
-		*peer_time_ns = m.u.w_hello_ack.time_ns;
-	}
-out:
-	rv2 = wire_deadline_restore(fd, &saved);
-	if (rv == 0 && rv2 != 0) {
-		terni_errf(why, whylen, "cannot restore the socket's timeouts: %s",
-		           tern_strerror(rv2));
-		rv = rv2;
-	}
-	free(rx);
-	return rv;
-}
-
-/* wire_auth_ok compares the tokens in time that depends only on their
- * lengths, so that a wrong guess does not tell how much of it was right. */
-static bool
-wire_auth_ok(const char *want, const char *got)
-{
-	size_t wl, gl;
-	unsigned diff;
-
-	if (want == NULL || want[0] == '\0')
-		return true;
-	wl = strlen(want);
-	gl = strnlen(got, TERN_STR_MAX);
-	diff = wl != gl;
-	for (size_t i = 0; i < TERN_STR_MAX; i++) {
-		unsigned char a = i < wl ? (unsigned char)want[i] : 0;
-		unsigned char b = i < gl ? (unsigned char)got[i] : 0;
-
-		diff |= (unsigned)(a ^ b);
-	}
-	return diff == 0;
-}
-
-/* wire_linger runs after an error answer, before the caller closes: FIN
- * after the answer, and no unread input left, because close() with unread
- * input sends a reset that can destroy the answer on its way. */
-static void
-wire_linger(int fd)
-{
-	uint8_t scratch[4096];
-
-	(void)shutdown(fd, SHUT_WR);
-	for (int i = 0; i < 16; i++)
-		if (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
-			break;
-}
-
-int
-tern_wire_accept_hello(int fd, const char *auth, int timeout_ms, struct tern_msg_w_hello *hello,
-                       char *why, size_t whylen)
-{
-	struct tern_wire_rx *rx;
-	struct wire_deadline saved;
-	struct tern_msg m, ack;
-	uint64_t plen = 0;
-	char inner[TERN_STR_MAX] = "", reason[TERN_STR_MAX] = "";
-	uint64_t until = wire_deadline_ns(timeout_ms);
-	int rv, rv2;
-
-	terni_errf(why, whylen, "%s", "");
-	if ((rx = malloc(sizeof(*rx))) == NULL)
-		return TERN_ENOMEM;
-	rx->bytes = 0;
-	if ((rv = wire_deadline_save(fd, &saved)) != 0) {
-		free(rx);
-		terni_errf(why, whylen, "cannot read the socket's timeouts: %s", tern_strerror(rv));
-		return rv;
-	}
-	rv = tern_net_set_deadline(fd, timeout_ms > 0 ? timeout_ms : 0);
-	if (rv == 0)
-		rv = wire_recv_header(fd, rx, &m, &plen, until, TERN_EPROTO, inner, sizeof(inner));
-
-	const struct tern_msg_w_hello *h = &m.u.w_hello;
-
-	if (rv == TERN_ECLOSED) {
-		terni_errf(reason, sizeof(reason), "source closed the connection before its hello");
-		rv = TERN_EPROTO;
-	} else if (rv == TERN_EPROTO || rv == TERN_EMSG) {
-		/* Perhaps a tern of another version: it gets an answer too. */
-		terni_errf(reason, sizeof(reason), "not a tern hello (%s)", inner);
-		rv = TERN_EPROTO;
-	} else if (rv == TERN_ETIMEDOUT) {
-		terni_errf(reason, sizeof(reason), "no hello within %d ms", timeout_ms);
-	} else if (rv != 0) {
-		terni_errf(reason, sizeof(reason), "cannot read the hello: %s", tern_strerror(rv));
-	} else if (m.type != TERN_MSG_W_HELLO || plen != 0) {
-		terni_errf(reason, sizeof(reason), "expected W_HELLO, got %s%s",
-		           tern_msg_name(m.type), plen != 0 ? " with a payload" : "");
-		rv = TERN_EPROTO;
-	} else if (h->magic != TERN_WIRE_HELLO_MAGIC) {
-		terni_errf(reason, sizeof(reason), "bad hello magic 0x%016llx",
-		           (unsigned long long)h->magic);
-		rv = TERN_EPROTO;
-	} else if (h->version != TERN_WIRE_VERSION) {
-		terni_errf(reason, sizeof(reason),
-		           "source speaks protocol version %u, this destination speaks %u",
-		           h->version, TERN_WIRE_VERSION);
-		rv = TERN_EVERSION;
-	} else if (!wire_auth_ok(auth, h->auth)) {
-		terni_errf(reason, sizeof(reason), "authentication failed: wrong token");
-		rv = TERN_EAUTH;
-	} else if (h->nconns == 0 || h->conn >= h->nconns) {
-		terni_errf(reason, sizeof(reason), "connection index %u out of %u connections",
-		           h->conn, h->nconns);
-		rv = TERN_EPROTO;
-	}
-
-	tern_msg_init(&ack, TERN_MSG_W_HELLO_ACK);
-	ack.u.w_hello_ack.version = TERN_WIRE_VERSION;
-	ack.u.w_hello_ack.status = rv;
-	wire_strcpy(ack.u.w_hello_ack.why, reason);
-	if (rv == 0) {
-		/* The clock (for the source's trace merging) only to a peer that
-		 * passed the checks, authentication included. */
-		ack.u.w_hello_ack.time_ns = tern_now_ns();
-	} else {
-		/* A refusal tells nothing about this host: no clock, and the
-		 * envelope's time and sequence (which tern_wire_send would fill
-		 * from the clock and the frame counter) are constants. */
-		ack.seq = 1;
-		ack.time_ns = 1;
-	}
-	rv2 = tern_wire_send(fd, &ack, NULL, 0, NULL);
-	if (rv == 0 && rv2 != 0) {
-		terni_errf(reason, sizeof(reason), "cannot answer the hello: %s",
-		           tern_strerror(rv2));
-		rv = rv2;
-	}
-	if (rv == 0 && hello != NULL)
-		*hello = *h;
-	if (rv != 0)
-		wire_linger(fd);
-	rv2 = wire_deadline_restore(fd, &saved);
-	if (rv == 0 && rv2 != 0) {
-		terni_errf(reason, sizeof(reason), "cannot restore the socket's timeouts: %s",
-		           tern_strerror(rv2));
-		rv = rv2;
-	}
-	terni_errf(why, whylen, "%s", reason);
-	free(rx);
-	return rv;
-}
-
-int
-tern_wire_send_result(int fd, uint32_t step, int status, const char *why, uint64_t value)
+tern_wire_send_result(struct tern_link *l, uint32_t step, int status, const char *why,
+                      uint64_t value)
 {
 	struct tern_msg m;
 
 	tern_msg_init(&m, TERN_MSG_W_RESULT);
 	m.u.w_result.step = step;
 	m.u.w_result.status = status;
-	wire_strcpy(m.u.w_result.why, why);
+	snprintf(m.u.w_result.why, TERN_STR_MAX, "%s", why != NULL ? why : "");
 	m.u.w_result.value = value;
-	return tern_wire_send(fd, &m, NULL, 0, NULL);
+	return tern_wire_send(l, &m, NULL, 0, NULL);
 }

@@ -16,6 +16,7 @@
 #include "kvm/guest.h"
 #include "kvm/spec.h"
 #include "messages/msg.h"
+#include "net/hello.h"
 #include "net/net.h"
 #include "net/wire.h"
 #include "tern/error.h"
@@ -27,6 +28,10 @@
 #define H_ANY 1 /* h_connect: whatever the hello answers */
 
 /* One destination process and the scripted source's connections. */
+/* The scripted source's migration key: every connection is bound with it,
+ * as a real source's are. */
+static const uint8_t hostile_key[TERN_WIRE_KEY_LEN] = {0x68, 0x6f, 0x73, 0x74};
+
 struct hostile {
 	struct proc r;
 	char to[64];
@@ -40,7 +45,8 @@ h_connect(struct hostile *h, uint32_t conn, uint32_t nconns, int *fd, int want)
 {
 	char why[256] = "";
 	cr_assert_eq(tern_net_connect(h->to, 10000, fd, why, sizeof(why)), 0, "%s", why);
-	int rc = tern_wire_hello(*fd, "hostile", conn, nconns, NULL, 10000, why, sizeof(why), NULL);
+	int rc = tern_wire_hello(TERN_PLAIN(*fd), "hostile", conn, nconns, hostile_key, 10000, why,
+	                         sizeof(why), NULL);
 	if (want != H_ANY)
 		cr_assert_eq(rc, want, "hello %u/%u: %s (%s)", conn, nconns, tern_strerror(rc),
 		             why);
@@ -80,7 +86,7 @@ static inline void
 h_send(int fd, struct tern_msg *m, const void *payload, size_t len)
 {
 	struct iovec iov = {(void *)payload, len};
-	int rc = tern_wire_send(fd, m, &iov, len ? 1 : 0, NULL);
+	int rc = tern_wire_send(TERN_PLAIN(fd), m, &iov, len ? 1 : 0, NULL);
 	cr_assert_eq(rc, 0, "sending %s: %s", tern_msg_name(m->type), tern_strerror(rc));
 }
 
@@ -108,9 +114,9 @@ h_answer(struct hostile *h, int fd, struct tern_msg *m)
 {
 	for (;;) {
 		uint64_t plen = 0;
-		int rc = tern_wire_recv_header(fd, h->rx, m, &plen);
+		int rc = tern_wire_recv_header(TERN_PLAIN(fd), h->rx, m, &plen);
 		if (rc == 0 && plen > 0)
-			rc = tern_wire_discard(fd, plen);
+			rc = tern_wire_discard(TERN_PLAIN(fd), plen);
 		if (rc != 0 || m->type != TERN_MSG_W_ACK)
 			return rc;
 	}
@@ -211,7 +217,7 @@ h_ack(struct hostile *h, int fd)
 {
 	struct tern_msg m;
 	uint64_t plen = 0;
-	int rc = tern_wire_recv_header(fd, h->rx, &m, &plen);
+	int rc = tern_wire_recv_header(TERN_PLAIN(fd), h->rx, &m, &plen);
 	cr_assert_eq(rc, 0, "waiting for an ack: %s", tern_strerror(rc));
 	cr_assert_eq(m.type, TERN_MSG_W_ACK, "got %s", tern_msg_name(m.type));
 }

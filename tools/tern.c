@@ -26,6 +26,7 @@
 #include <nng/protocol/pipeline0/pull.h>
 
 #include "kvm/guest.h"
+#include "net/net.h"
 #include "tern/tern.h"
 #include "tools/ctl.h"
 #include "tools/vm.h"
@@ -163,7 +164,12 @@ usage(FILE *f)
 	    "                          downtime limit, resume and iterate; loose: go (strict)\n"
 	    "  --stall-window DUR      no shrinking for this long is reported as a stall (5s)\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
-	    "  --auth TOKEN            shared secret checked in the handshake\n"
+	    "  --tls-creds DIR         TLS 1.3 with x509: DIR holds ca-cert.pem,\n"
+	    "                          client-cert.pem, client-key.pem (QEMU's layout)\n"
+	    "  --tls-psk-file FILE     TLS 1.3 with a pre-shared key: `identity:hexkey` lines\n"
+	    "                          or one hex key, >= 128 bits; mode 600\n"
+	    "  --tls-hostname NAME     the name the destination's certificate must carry\n"
+	    "                          (default: the host of --to)\n"
 	    "  --trace FILE            record every actor message and state change\n"
 	    "  --json                  print the summary as one JSON object on stdout\n"
 	    "\n"
@@ -185,7 +191,13 @@ usage(FILE *f)
 	    "                          from the layout the source announces)\n"
 	    "  --prealloc              with --guest: populate its memory before listening\n"
 	    "                          (QEMU's prealloc=on; off the migration's clock)\n"
-	    "  --auth TOKEN, --trace FILE, --json   as for send\n"
+	    "  --tls-creds DIR         TLS 1.3 with x509: DIR holds ca-cert.pem,\n"
+	    "                          server-cert.pem, server-key.pem; the source must show\n"
+	    "                          a certificate of that CA\n"
+	    "  --tls-psk-file FILE     TLS 1.3 with a pre-shared key, as for send\n"
+	    "  --insecure              allow plain TCP on a non-loopback address (without\n"
+	    "                          TLS, receive refuses to listen beyond loopback)\n"
+	    "  --trace FILE, --json    as for send\n"
 	    "\n"
 	    "demo: runs a destination process and migrates " DEMO_GUEST "\n"
 	    "      to it over loopback with --verify (send options override).\n"
@@ -337,7 +349,7 @@ enum {
 	OPT_CHUNK,
 	OPT_PERIOD,
 	OPT_VERIFY,
-	OPT_AUTH,
+	OPT_TLS_CREDS,
 	OPT_TRACE,
 	OPT_JSON,
 	OPT_LISTEN,
@@ -366,6 +378,10 @@ enum {
 	OPT_PREALLOC,
 	OPT_MAX_MEM,
 	OPT_MAX_VCPUS,
+	OPT_TLS_PSK,
+	OPT_TLS_HOSTNAME,
+	OPT_INSECURE,
+	OPT_AUTH_REMOVED,
 	OPT_END,
 };
 
@@ -381,7 +397,7 @@ static const unsigned char opt_for[OPT_END - OPT_TO] = {
     [OPT_CHUNK - OPT_TO] = FOR_SEND | FOR_DEMO,
     [OPT_PERIOD - OPT_TO] = FOR_SEND | FOR_DEMO,
     [OPT_VERIFY - OPT_TO] = FOR_SEND | FOR_DEMO,
-    [OPT_AUTH - OPT_TO] = FOR_ALL,
+    [OPT_TLS_CREDS - OPT_TO] = FOR_ALL,
     [OPT_TRACE - OPT_TO] = FOR_ALL,
     [OPT_JSON - OPT_TO] = FOR_ALL,
     [OPT_LISTEN - OPT_TO] = FOR_RECV,
@@ -410,6 +426,10 @@ static const unsigned char opt_for[OPT_END - OPT_TO] = {
     [OPT_PREALLOC - OPT_TO] = FOR_RECV,
     [OPT_MAX_MEM - OPT_TO] = FOR_RECV,
     [OPT_MAX_VCPUS - OPT_TO] = FOR_RECV,
+    [OPT_TLS_PSK - OPT_TO] = FOR_ALL,
+    [OPT_TLS_HOSTNAME - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_INSECURE - OPT_TO] = FOR_RECV,
+    [OPT_AUTH_REMOVED - OPT_TO] = FOR_ALL,
 };
 
 static const struct option long_opts[] = {
@@ -421,7 +441,11 @@ static const struct option long_opts[] = {
     {"chunk-size", required_argument, NULL, OPT_CHUNK},
     {"dirty-period", required_argument, NULL, OPT_PERIOD},
     {"verify", no_argument, NULL, OPT_VERIFY},
-    {"auth", required_argument, NULL, OPT_AUTH},
+    {"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
+    {"tls-psk-file", required_argument, NULL, OPT_TLS_PSK},
+    {"tls-hostname", required_argument, NULL, OPT_TLS_HOSTNAME},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"auth", required_argument, NULL, OPT_AUTH_REMOVED},
     {"trace", required_argument, NULL, OPT_TRACE},
     {"json", no_argument, NULL, OPT_JSON},
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -645,9 +669,21 @@ parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char *cmd
 		case OPT_VERIFY:
 			c->send.verify = 1;
 			break;
-		case OPT_AUTH:
-			c->send.auth = c->recv.auth = optarg;
+		case OPT_TLS_CREDS:
+			c->send.tls_creds = c->recv.tls_creds = optarg;
 			break;
+		case OPT_TLS_PSK:
+			c->send.tls_psk_file = c->recv.tls_psk_file = optarg;
+			break;
+		case OPT_TLS_HOSTNAME:
+			c->send.tls_hostname = optarg;
+			break;
+		case OPT_INSECURE:
+			c->recv.insecure = 1;
+			break;
+		case OPT_AUTH_REMOVED:
+			return bad_usage("%s", "--auth is gone: a secret on the command line is "
+			                       "visible to every user; use --tls-psk-file FILE");
 		case OPT_TRACE:
 			c->send.trace_path = c->recv.trace_path = optarg;
 			break;
@@ -731,6 +767,11 @@ run_receive(struct cli *c)
 	struct tern_stats st;
 	c->recv.stop_flag = &stop_requested;
 	c->recv.log = on_log;
+	if (c->recv.listen != NULL && c->recv.tls_creds == NULL && c->recv.tls_psk_file == NULL &&
+	    !c->recv.insecure && tern_net_is_loopback(c->recv.listen) == 0)
+		return bad_usage("refusing to listen on %s without TLS: give --tls-creds DIR or "
+		                 "--tls-psk-file FILE (or --insecure)",
+		                 c->recv.listen);
 	int rc = tern_migrate_receive(&c->recv, &st, err, sizeof(err));
 	if (rc != 0)
 		fprintf(stderr, "tern: receive failed: %s\n", err[0] ? err : tern_strerror(rc));

@@ -298,7 +298,8 @@ vm_usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: tern vm --guest SPEC --control PATH [--incoming tcp:HOST:PORT|defer]\n"
-	        "               [--prealloc]\n"
+	        "               [--prealloc] [--tls-creds DIR | --tls-psk-file FILE]\n"
+	        "               [--tls-hostname NAME] [--insecure]\n"
 	        "\n"
 	        "Hosts one guest in a long-lived process driven through a QMP control socket\n"
 	        "(docs/control.md): query-status, migrate, migrate-incoming, query-migrate,\n"
@@ -313,6 +314,11 @@ vm_usage(FILE *f)
 	        "                      any; query-migrate's socket-address tells), or 'defer' for\n"
 	        "                      a later migrate-incoming\n"
 	        "  --prealloc          populate an arriving guest's memory before listening\n"
+	        "  --tls-creds DIR     TLS 1.3 with x509 for every migration, in and out\n"
+	        "                      (QEMU's layout: ca-cert.pem, server-*.pem, client-*.pem)\n"
+	        "  --tls-psk-file FILE TLS 1.3 with a pre-shared key (identity:hexkey lines)\n"
+	        "  --tls-hostname NAME the name a destination's certificate must carry\n"
+	        "  --insecure          allow plain TCP incoming beyond loopback\n"
 	        "\n"
 	        "SIGTERM/SIGINT, like quit: a running migration is cancelled first (the source\n"
 	        "guest keeps running), then the process exits.  Exit status 0, or 1 on a\n"
@@ -323,9 +329,16 @@ int
 vm_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"guest", required_argument, NULL, 'g'},    {"control", required_argument, NULL, 'c'},
-	    {"incoming", required_argument, NULL, 'i'}, {"prealloc", no_argument, NULL, 'p'},
-	    {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+	    {"guest", required_argument, NULL, 'g'},
+	    {"control", required_argument, NULL, 'c'},
+	    {"incoming", required_argument, NULL, 'i'},
+	    {"prealloc", no_argument, NULL, 'p'},
+	    {"tls-creds", required_argument, NULL, 'T'},
+	    {"tls-psk-file", required_argument, NULL, 'P'},
+	    {"tls-hostname", required_argument, NULL, 'H'},
+	    {"insecure", no_argument, NULL, 'I'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *control = NULL, *incoming = NULL;
 	struct vm *vm = calloc(1, sizeof(*vm));
@@ -348,6 +361,18 @@ vm_main(int argc, char **argv)
 			break;
 		case 'p':
 			vm->prealloc = 1;
+			break;
+		case 'T':
+			vm->tls_creds = optarg;
+			break;
+		case 'P':
+			vm->tls_psk_file = optarg;
+			break;
+		case 'H':
+			vm->tls_hostname = optarg;
+			break;
+		case 'I':
+			vm->insecure = 1;
 			break;
 		case 'h':
 			vm_usage(stdout);

@@ -83,6 +83,9 @@ struct vm {
 	struct tern_guest_provider guest; /* .guest NULL: this process holds none */
 	const char *status;               /* QMP RunState */
 	int prealloc;
+	/* TLS for every migration of this process (tern send/receive's). */
+	const char *tls_creds, *tls_psk_file, *tls_hostname;
+	int insecure;
 	int quitting;
 	struct vm_params params;
 	struct vm_mig mig;

@@ -347,6 +347,9 @@ vm_start_incoming(struct vm *vm, const char *addr, char *err, size_t errlen)
 	m->recv.listen = m->addr;
 	m->recv.provider = &vm->guest;
 	m->recv.prealloc = vm->prealloc;
+	m->recv.tls_creds = vm->tls_creds;
+	m->recv.tls_psk_file = vm->tls_psk_file;
+	m->recv.insecure = vm->insecure;
 	m->recv.ready_fd = m->ready_wfd;
 	m->recv.exit_after_handoff = 1;
 	m->recv.log = vm_recv_log;
@@ -371,6 +374,9 @@ vm_start_outgoing(struct vm *vm, const char *addr, const struct vm_params *p, ch
 	tern_send_opts_init(&m->send);
 	vm_params_to_send(p, &m->send);
 	m->send.to = m->addr;
+	m->send.tls_creds = vm->tls_creds;
+	m->send.tls_psk_file = vm->tls_psk_file;
+	m->send.tls_hostname = vm->tls_hostname;
 	m->send.provider = &vm->guest;
 	int rc = tern_migration_send(&m->h, &m->send, &vm_callbacks, vm);
 	if (rc != 0) {

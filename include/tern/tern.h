@@ -96,7 +96,15 @@ struct tern_send_opts {
 	uint32_t dirty_period_ms;   /* background harvest period (0: 30) */
 	int verify;                 /* compare memory digests at switchover */
 	const char *trace_path;     /* NULL: no trace */
-	const char *auth;           /* shared token, NULL/"": none */
+	/* TLS 1.3 on every connection (docs/security.md), one of: x509
+	 * credentials, a directory holding ca-cert.pem, client-cert.pem and
+	 * client-key.pem; or a pre-shared key file (`identity:hexkey` lines,
+	 * or one hex key).  Neither: plain TCP. */
+	const char *tls_creds;
+	const char *tls_psk_file;
+	/* x509: the name (or address) the destination's certificate must
+	 * carry; NULL: the host of `to`. */
+	const char *tls_hostname;
 	/* Zero pages: TERN_ZERO_DETECT (default) scans pages and announces the
 	 * zero ones; TERN_ZERO_SKIP_UNPOPULATED only skips never-populated
 	 * pages; TERN_ZERO_OFF sends every page as data (holes still never
@@ -155,7 +163,13 @@ struct tern_recv_opts {
 	uint32_t max_connections; /* refuse connections beyond this many (0: 64) */
 	uint32_t io_timeout_ms;   /* as in tern_send_opts */
 	const char *trace_path;
-	const char *auth;
+	/* TLS 1.3 (docs/security.md): x509 credentials, a directory holding
+	 * ca-cert.pem, server-cert.pem and server-key.pem (the source must
+	 * show a certificate of that CA); or a pre-shared key file.  Neither:
+	 * plain TCP, refused on a non-loopback address unless insecure. */
+	const char *tls_creds;
+	const char *tls_psk_file;
+	int insecure;
 	volatile int *stop_flag; /* set non-zero (e.g. from SIGINT) to stop running the guest */
 	/* Operator notes ("refused a connection: ...", "receiving migration
 	 * ... over 4 connections"), one line each; NULL: silent. */

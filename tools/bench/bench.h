@@ -75,6 +75,7 @@ int bench_link(const struct bench_cfg *cfg, json_t *report);
 int bench_zero(const struct bench_cfg *cfg, json_t *report);
 int bench_dirtylog(const struct bench_cfg *cfg, json_t *report);
 int bench_trace(const struct bench_cfg *cfg, json_t *report);
+int bench_tls(const struct bench_cfg *cfg, json_t *report);
 int bench_converge(const struct bench_cfg *cfg, json_t *report);
 
 /* ---- the report (report.c) ---- */

@@ -114,6 +114,11 @@ static const struct bench_cmd bench_cmds[] = {
      .opts = OPTS_ASPECT,
      .usage = bench_aspect_usage,
      .aspect = 1},
+    {.name = "tls",
+     .run = bench_tls,
+     .opts = OPTS_ASPECT,
+     .usage = bench_aspect_usage,
+     .aspect = 0},
     {.name = "trace",
      .run = bench_trace,
      .opts = OPTS_ASPECT,
@@ -203,6 +208,7 @@ bench_aspect_usage(FILE *f)
 	    "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
 	    "                           [--period-ms 30]\n"
 	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
+	    "       tern-bench tls      [--size 1G] [--streams 1,4] [--runs 4]\n"
 	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
 	    "                           [--timeout 40s]\n"
 	    "  (each also takes --tern PATH and --timeout SECONDS (300; converge: 40))\n"
@@ -225,6 +231,9 @@ bench_aspect_usage(FILE *f)
 	    "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
 	    "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
 	    "          with --trace on both sides, runs alternating.\n"
+	    "tls       TLS 1.3 (PSK, AES-128-GCM) against plain TCP: an idle --size random\n"
+	    "          guest over each --streams count, runs A B B A; medians, spread,\n"
+	    "          TLS over plain for transfer rate and each side's CPU time.\n"
 	    "converge  a guest dirtying memory faster than --max-bandwidth lets\n"
 	    "          the link carry, by default\n"
 	    "          " BENCH_CV_GUEST ",\n"
