@@ -147,22 +147,31 @@ cr_zero(struct cr_state *s, struct tern_guest *g, uint64_t gpa, uint64_t len)
 	return 0;
 }
 
-/* Enters a page write unless memory is closed (see tern_conn_recv_args:
- * seq_cst on both sides, so the receiver closing memory either sees this
- * writer or this writer sees the barrier). */
-static bool
+/* Enters a page write unless memory is closed or this connection fenced
+ * (see tern_conn_recv_args: seq_cst on both sides, so the receiver closing
+ * memory or fencing either sees this writer or this writer sees the
+ * barrier).  Returns 0, or which barrier stopped it. */
+enum cr_barrier { CR_OPEN, CR_CLOSED, CR_FENCED };
+
+static enum cr_barrier
 cr_write_begin(struct cr_state *s)
 {
 	atomic_fetch_add(s->a->writers, 1);
-	if (!atomic_load(s->a->memory_closed))
-		return true;
-	atomic_fetch_sub(s->a->writers, 1);
-	return false;
+	atomic_fetch_add(&s->a->writing, 1);
+	enum cr_barrier b = atomic_load(s->a->memory_closed) ? CR_CLOSED
+	                    : atomic_load(&s->a->fenced)     ? CR_FENCED
+	                                                     : CR_OPEN;
+	if (b != CR_OPEN) {
+		atomic_fetch_sub(&s->a->writing, 1);
+		atomic_fetch_sub(s->a->writers, 1);
+	}
+	return b;
 }
 
 static void
 cr_write_end(struct cr_state *s)
 {
+	atomic_fetch_sub(&s->a->writing, 1);
 	atomic_fetch_sub(s->a->writers, 1);
 }
 
@@ -189,7 +198,10 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	}
 	if (total != plen)
 		return cr_refuse(self, s, TERN_EPROTO, "page frame length mismatch");
-	if (!cr_write_begin(s))
+	enum cr_barrier barrier = cr_write_begin(s);
+	if (barrier == CR_FENCED)
+		return tern_actor_fail(self, TERN_ECLOSED, "connection %u: fenced", s->a->conn);
+	if (barrier == CR_CLOSED)
 		return cr_refuse(
 		    self, s, TERN_EPROTO,
 		    "page data after the end of memory (W_STATE or the end of the migration)");
@@ -301,6 +313,7 @@ cr_frame(struct tern_actor *self, struct cr_state *s)
 	case TERN_MSG_W_STATE:
 	case TERN_MSG_W_DIGEST:
 	case TERN_MSG_W_COMPLETE:
+	case TERN_MSG_W_FENCE:
 	case TERN_MSG_W_ABORT:
 		return cr_control(self, s, &m, plen);
 	default:

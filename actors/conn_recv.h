@@ -34,6 +34,12 @@ struct tern_conn_recv_args {
 	 * either the receiver sees a writer or the writer sees the barrier. */
 	atomic_bool *memory_closed;
 	_Atomic uint32_t *writers;
+	/* This connection's own barrier, set by the receiver on W_FENCE (the
+	 * source gave up on it), and its writes in progress: the same Dekker
+	 * pair, so once the receiver saw writing == 0 after setting fenced,
+	 * nothing from this connection reaches guest memory again. */
+	atomic_bool fenced;
+	_Atomic uint32_t writing;
 	/* Set before this actor fails on a frame the protocol forbids: the
 	 * receiver then aborts the migration instead of counting the
 	 * connection lost (a lost data connection is survivable, a lying

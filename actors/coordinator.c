@@ -369,6 +369,10 @@ co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_r
 		         r->why[0] ? r->why : tern_strerror(r->status));
 		return;
 	}
+	if (r->step == TERN_MSG_W_FENCE) {
+		co_fence_done(self, s, r);
+		return;
+	}
 	struct tern_msg f;
 	switch (s->phase) {
 	case CO_SETUP:
@@ -500,16 +504,9 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	case TERN_MSG_CTL_IN:
 		co_ctl_in(self, s, m);
 		break;
-	case TERN_MSG_CONN_DOWN: {
-		const struct tern_msg_conn_down *d = &m->u.conn_down;
-		for (uint32_t i = 0; i < d->chunks.count; i++) {
-			uint64_t id, unused;
-			tern_ranges_get(&d->chunks, i, &id, &unused);
-			tern_feeder_requeue(&s->feed, id);
-		}
-		co_feed(self, s);
+	case TERN_MSG_CONN_DOWN:
+		co_conn_down(self, s, &m->u.conn_down);
 		break;
-	}
 	case TERN_MSG_SYS_EXIT:
 		co_child_exit(self, s, k, &m->u.sys_exit);
 		break;

@@ -58,6 +58,14 @@ struct co_state {
 	uint8_t *state_buf;
 	uint64_t abort_deadline_ns;
 
+	/* Chunks of dead connections held until the destination fenced them
+	 * (actors/fence.c). */
+	struct co_fence {
+		uint64_t ids[TERN_CONN_WINDOW_MAX];
+		uint32_t n;
+		bool pending;
+	} fence[TERN_MAX_CONNECTIONS];
+
 	/* Convergence: the throttle and its policy. */
 	int guard_ready, held;
 	uint32_t throttle_pct;
@@ -81,6 +89,11 @@ void co_abort(struct tern_actor *self, struct co_state *s, int code, const char 
     __attribute__((format(printf, 4, 5)));
 void co_feed(struct tern_actor *self, struct co_state *s);
 uint64_t co_limit_ms(const struct co_state *s);
+
+/* fence.c: a connection went down with chunks in flight; the destination's
+ * answer to the fence. */
+void co_conn_down(struct tern_actor *self, struct co_state *s, const struct tern_msg_conn_down *d);
+void co_fence_done(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_result *r);
 
 /* coordinator_setup.c */
 int co_init(struct tern_actor *self, void *state, void *arg);

@@ -179,6 +179,43 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 	return rc_answer(self, s, TERN_MSG_W_CONFIG, 0, 0, NULL);
 }
 
+/* How long a fenced connection's write in progress may take to notice its
+ * socket shut: the kill releases it at once; this only bounds a bug. */
+#define RC_FENCE_WAIT_NS (5ull * 1000000000ull)
+
+/* W_FENCE: the source gave up on a data connection and will resend what
+ * was in flight on it once told that nothing more from it is written. */
+static int
+rc_fence(struct tern_actor *self, struct rc_state *s, uint32_t k)
+{
+	if (s->phase != RC_CONFIGURED)
+		return rc_out_of_phase(self, s, TERN_MSG_W_FENCE, "while pages are sent");
+	if (k == 0 || k >= s->a->nconns) {
+		char why[96];
+		snprintf(why, sizeof(why), "cannot fence connection %u of %u", k, s->a->nconns);
+		(void)rc_answer(self, s, TERN_MSG_W_FENCE, TERN_EPROTO, k, why);
+		return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", why);
+	}
+	struct tern_conn_recv_args *c = &s->a->conns[k];
+	atomic_store(&c->fenced, true);
+	if (s->conns[k] != NULL)
+		tern_actor_kill(s->conns[k]); /* releases a read in progress */
+	uint64_t until = tern_now_ns() + RC_FENCE_WAIT_NS;
+	while (atomic_load(&c->writing) != 0) {
+		if (tern_now_ns() > until) {
+			(void)rc_answer(self, s, TERN_MSG_W_FENCE, TERN_ETIMEDOUT, k,
+			                "the connection's write did not end");
+			return rc_fail(self, s, TERN_ETIMEDOUT,
+			               "connection %u could not be fenced: a write did not end", k);
+		}
+		if (tern_actor_sleep(self, 1000000) != 0)
+			return TERN_EKILLED;
+	}
+	tern_actor_state(self, "fenced a connection");
+	rc_set_phase(self, s, s->phase);
+	return rc_answer(self, s, TERN_MSG_W_FENCE, 0, k, NULL);
+}
+
 static int
 rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 {
@@ -269,6 +306,8 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		rc_set_phase(self, s, RC_RESUMED);
 		(void)rc_answer(self, s, f.type, 0, g->stats.last_resume_ns, NULL);
 		return TERN_ACTOR_DONE;
+	case TERN_MSG_W_FENCE:
+		return rc_fence(self, s, f.u.w_fence.conn);
 	case TERN_MSG_W_ABORT:
 		(void)rc_answer(self, s, f.type, 0, 0, NULL);
 		return rc_fail(self, s, TERN_ECANCELED, "the source aborted the migration: %s",

@@ -112,6 +112,7 @@ stats_object(const struct tern_stats *s)
 	rc |= stats_u64(o, "zero_scan_ms", s->zero_scan_ms);
 	rc |= stats_u64(o, "connections_lost", s->connections_lost);
 	rc |= stats_u64(o, "chunks_requeued", s->chunks_requeued);
+	rc |= stats_u64(o, "connections_fenced", s->connections_fenced);
 	rc |= json_object_set_new(o, "conns", stats_conns(s));
 	if (rc != 0) {
 		json_decref(o);

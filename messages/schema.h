@@ -107,6 +107,11 @@
 /* The response to every control request: step names the request type. */
 #define TERN_FIELDS_W_RESULT(F) F(U32, step) F(I32, status) F(STR, why) F(U64, value)
 #define TERN_FIELDS_W_ABORT(F) F(I32, code) F(STR, why)
+/* Source -> destination on connection 0: connection `conn` is dead to the
+ * source; write nothing more from it.  Answered (W_RESULT, value = conn)
+ * once none of its writes is in progress: only then does the source resend
+ * what was in flight on it, so a stale copy can never land on a newer one. */
+#define TERN_FIELDS_W_FENCE(F) F(U32, conn)
 /* Driver -> Coordinator: cancel the migration (the source guest runs again;
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
@@ -147,6 +152,7 @@
 	X(W_COMPLETE, w_complete, 0x1008)                                                          \
 	X(W_RESULT, w_result, 0x1009)                                                              \
 	X(W_ABORT, w_abort, 0x100a)                                                                \
+	X(W_FENCE, w_fence, 0x100b)                                                                \
 	X(SYS_STOP, sys_stop, 0xf001)                                                              \
 	X(SYS_EXIT, sys_exit, 0xf002)
 

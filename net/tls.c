@@ -31,11 +31,47 @@
 
 /* ---- the socket BIO ---- */
 
+/* Records written by one terni_tls_write are gathered up to this much and
+ * sent together: OpenSSL hands the BIO one 16 KiB record at a time, and a
+ * send() per record costs more than the encryption. */
+#define TLS_WBUF (256u << 10)
+
 struct tls_sock {
 	int fd;
 	uint64_t deadline_ns; /* 0: the socket's own timeout */
 	int err;              /* errno of the last failed recv/send */
+	int batch;            /* inside terni_tls_write: gather records */
+	uint8_t *wbuf;        /* TLS_WBUF bytes, allocated on first use */
+	size_t wlen;
 };
+
+/* tls_send_all sends all of p; -1 with s->err on failure. */
+static int
+tls_send_all(struct tls_sock *s, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			s->err = errno;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int
+tls_flush(struct tls_sock *s)
+{
+	int rv = s->wlen > 0 ? tls_send_all(s, s->wbuf, s->wlen) : 0;
+
+	s->wlen = 0;
+	return rv;
+}
 
 static BIO_METHOD *tls_bio_method;
 static pthread_once_t tls_bio_once = PTHREAD_ONCE_INIT;
@@ -46,6 +82,17 @@ tls_bio_write(BIO *b, const char *buf, int len)
 	struct tls_sock *s = BIO_get_data(b);
 
 	BIO_clear_retry_flags(b);
+	if (s->batch && (s->wbuf != NULL || (s->wbuf = malloc(TLS_WBUF)) != NULL)) {
+		/* Gathered; a failed send here is the whole write's failure
+		 * (the link is dead): -1 without a retry flag. */
+		if (s->wlen + (size_t)len > TLS_WBUF && tls_flush(s) != 0)
+			return -1;
+		if ((size_t)len >= TLS_WBUF)
+			return tls_send_all(s, (const uint8_t *)buf, (size_t)len) == 0 ? len : -1;
+		memcpy(s->wbuf + s->wlen, buf, (size_t)len);
+		s->wlen += (size_t)len;
+		return len;
+	}
 	for (;;) {
 		ssize_t n = send(s->fd, buf, (size_t)len, MSG_NOSIGNAL);
 
@@ -98,7 +145,11 @@ tls_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 static int
 tls_bio_destroy(BIO *b)
 {
-	free(BIO_get_data(b));
+	struct tls_sock *s = BIO_get_data(b);
+
+	if (s != NULL)
+		free(s->wbuf);
+	free(s);
 	BIO_set_data(b, NULL);
 	return 1;
 }
@@ -142,6 +193,8 @@ tls_error(struct tern_link *l, int ret)
 	case SSL_ERROR_WANT_WRITE:
 		return TERN_ETIMEDOUT; /* only a kernel timeout stops a blocking socket */
 	case SSL_ERROR_SYSCALL:
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return TERN_ETIMEDOUT;
 		return err != 0 ? -err : TERN_ECLOSED;
 	default:
 		/* A record that fails authentication, or anything else the
@@ -153,20 +206,32 @@ tls_error(struct tern_link *l, int ret)
 int
 terni_tls_write(struct tern_link *l, const void *buf, size_t len, uint64_t *bytes)
 {
+	struct tls_sock *s = tls_sock_of(l);
 	const uint8_t *p = buf;
+	int rv = 0;
 
-	while (len > 0) {
+	s->batch = 1;
+	while (len > 0 && rv == 0) {
 		size_t done = 0;
 		int ret = SSL_write_ex(l->ssl, p, len, &done);
 
-		if (ret <= 0)
-			return tls_error(l, ret);
+		if (ret <= 0) {
+			rv = tls_error(l, ret);
+			break;
+		}
 		p += done;
 		len -= done;
 		if (bytes != NULL)
 			*bytes += done;
 	}
-	return 0;
+	s->batch = 0;
+	if (tls_flush(s) != 0 && rv == 0) {
+		int e = s->err;
+
+		s->err = 0;
+		rv = e == EAGAIN || e == EWOULDBLOCK ? TERN_ETIMEDOUT : -e;
+	}
+	return rv;
 }
 
 int

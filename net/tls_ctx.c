@@ -311,6 +311,10 @@ tern_tls_create(struct tern_tls **tp, enum tern_tls_role role, const struct tern
 	SSL_CTX_set_max_early_data(t->ctx, 0);
 	SSL_CTX_set_options(t->ctx, SSL_OP_NO_TICKET | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(t->ctx, SSL_MODE_AUTO_RETRY);
+	/* Read records in bulk, not two recv() per 16 KiB record: whoever
+	 * waits for the socket must then look at tern_link_pending first. */
+	SSL_CTX_set_read_ahead(t->ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(t->ctx, 256u << 10);
 	if (cfg->psk_file != NULL) {
 		rv = tls_load_psk(t, cfg->psk_file, err, errlen);
 		/* The key is bound to SHA-256: a SHA-384 suite would leave

@@ -116,6 +116,10 @@ connection_dies(const char *side, const char *fault)
 	mig_assert_fired(&m, side, fault);
 	expect_verified(&m, 4);
 	cr_assert_eq(json_num(m.s.outbuf, "connections_lost"), 1, "%s", m.s.outbuf);
+	/* What was in flight on it was resent only after the destination
+	 * fenced it (nothing in flight: nothing to fence). */
+	cr_assert_eq(json_num(m.s.outbuf, "connections_fenced"),
+	             json_num(m.s.outbuf, "chunks_requeued") > 0 ? 1 : 0, "%s", m.s.outbuf);
 }
 
 Test(connections, source_data_connection_dies_midway, .timeout = 300)

@@ -312,6 +312,68 @@ Test(hostile, digest_twice)
 	h_end(&h, 1, "protocol violation: W_DIGEST in phase verified");
 }
 
+/* ---- fencing a data connection the source gave up on ---- */
+
+static void
+h_fence(struct hostile *h, uint32_t conn)
+{
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_W_FENCE);
+	m.u.w_fence.conn = conn;
+	h_send(h->fd[0], &m, NULL, 0);
+}
+
+/* Once fenced, a connection writes nothing more, whatever it still
+ * delivers: the digest counts only the page sent before the fence. */
+Test(hostile, fenced_connection_writes_nothing_more)
+{
+	struct hostile h;
+	h_start(&h, 2);
+	h_config(&h);
+	h_page(h.fd[1], 3 * PAGE);
+	h_ack(&h, h.fd[1]);
+	h_fence(&h, 1);
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_FENCE);
+	/* A stale frame after the fence: the destination shut the socket,
+	 * so the send may fail; either way nothing may land. */
+	struct tern_msg m;
+	static uint8_t run[16], data[PAGE];
+	struct iovec iov = {data, PAGE};
+	memset(data, 0xab, sizeof(data));
+	tern_msg_init(&m, TERN_MSG_W_PAGES);
+	m.u.w_pages.chunk = 2;
+	tern_ranges_put(run, 0, 5 * PAGE, PAGE);
+	m.u.w_pages.ranges = (struct tern_ranges){run, 1};
+	(void)tern_wire_send(TERN_PLAIN(h.fd[1]), &m, &iov, 1, NULL);
+	uint64_t pages[1] = {3 * PAGE};
+	h_state(&h, 1);
+	h_simple(&h, TERN_MSG_W_DIGEST, h_digest_of(pages, 1));
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
+	h_simple(&h, TERN_MSG_W_COMPLETE, 0);
+	h_expect_ok(&h, h.fd[0], TERN_MSG_W_COMPLETE);
+	h_end(&h, 0, NULL);
+	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 1, "%s", h.r.outbuf);
+}
+
+Test(hostile, fence_of_the_control_connection)
+{
+	struct hostile h;
+	h_start(&h, 2);
+	h_config(&h);
+	h_fence(&h, 0);
+	h_expect_refused(&h, h.fd[0], "cannot fence connection 0");
+	h_end(&h, 1, "cannot fence connection 0 of 2");
+}
+
+Test(hostile, fence_before_config)
+{
+	struct hostile h;
+	h_start(&h, 2);
+	h_fence(&h, 1);
+	h_expect_refused(&h, h.fd[0], "W_FENCE in phase listening");
+	h_end(&h, 1, "protocol violation: W_FENCE in phase listening");
+}
+
 Test(hostile, complete_before_state)
 {
 	struct hostile h;

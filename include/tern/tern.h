@@ -227,7 +227,9 @@ struct tern_stats {
 	                             be resumed: it is PAUSED (outcome "failed") */
 	uint32_t connections;     /* connections in use */
 	uint32_t connections_lost;
-	uint64_t chunks_requeued; /* chunks resent after their connection died */
+	uint64_t chunks_requeued;    /* chunks resent after their connection died */
+	uint32_t connections_fenced; /* dead connections the destination fenced
+	                                before their chunks were resent */
 	struct tern_conn_stats conn[TERN_MAX_CONNECTIONS];
 	/* destination */
 	uint64_t workload_progress_at_resume;
