@@ -173,6 +173,32 @@ cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t cou
  * the dirty pages of chunk c.  With a zero map, each dirty run is split where
  * the map changes; should a pathological layout exhaust the zero ranges, the
  * remaining zero pages simply go as data. */
+/* Bits of the zero map: atomic loads, since scanners of neighbouring chunks
+ * update other bits of the same words. */
+static int
+cs_zbit(const struct tern_bitmap *zmap, uint64_t p)
+{
+	return (int)((__atomic_load_n(&zmap->words[p >> 6], __ATOMIC_RELAXED) >> (p & 63)) & 1);
+}
+
+/* cs_zsame_until returns the first page from p (before stop) whose zero-map
+ * bit is not z, or stop: a word at a time. */
+static uint64_t
+cs_zsame_until(const struct tern_bitmap *zmap, uint64_t p, uint64_t stop, int z)
+{
+	while (p < stop) {
+		uint64_t w = __atomic_load_n(&zmap->words[p >> 6], __ATOMIC_RELAXED);
+		uint64_t differ = (z ? ~w : w) & (~0ull << (p & 63));
+
+		if (differ != 0) {
+			uint64_t q = (p & ~63ull) + (uint64_t)__builtin_ctzll(differ);
+			return q < stop ? q : stop;
+		}
+		p = (p | 63) + 1;
+	}
+	return stop;
+}
+
 static int
 cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 {
@@ -199,17 +225,8 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 			continue;
 		}
 		for (uint64_t p = first, stop = first + count; p < stop;) {
-			/* Atomic loads: scanners of neighbouring chunks update
-			 * other bits of the same words. */
-			int z =
-			    (__atomic_load_n(&zmap->words[p >> 6], __ATOMIC_RELAXED) >> (p & 63)) &
-			    1;
-			uint64_t q = p + 1;
-			while (q < stop &&
-			       (int)((__atomic_load_n(&zmap->words[q >> 6], __ATOMIC_RELAXED) >>
-			              (q & 63)) &
-			             1) == z)
-				q++;
+			int z = cs_zbit(zmap, p);
+			uint64_t q = cs_zsame_until(zmap, p + 1, stop, z);
 			if (z && (c->flags & TERN_CHUNK_ZSCANNED) &&
 			    f->nzero < TERN_FRAME_MAX_RANGES) {
 				tern_ranges_put(s->zranges, f->nzero++, p << TERN_PAGE_SHIFT,

@@ -271,8 +271,12 @@ co_child_exit(struct tern_actor *self, struct co_state *s, struct tern_child *k,
 		}
 		return;
 	case TERN_CHILD_DATA: {
-		/* A data connection died: the others take its work. */
 		s->alive--;
+		/* After the end of memory the destination retires its data
+		 * connections (they end normally): nothing was lost. */
+		if (e->reason == TERN_EXIT_NORMAL && s->phase >= CO_STATE)
+			return;
+		/* A data connection died: the others take its work. */
 		s->a->stats->connections_lost++;
 		s->a->stats->conn[k->index].lost = 1;
 		uint32_t need = o->connections_min ? o->connections_min : s->nconns;

@@ -21,6 +21,7 @@ static const char *rc_phase_names[] = {"listening", "configured", "state",
 struct rc_state {
 	struct tern_receiver_args *a;
 	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
+	uint32_t retired[TERN_MAX_CONNECTIONS]; /* ids of data connections joined at W_STATE */
 	enum rc_phase phase;
 	uint64_t last_heard_ns; /* last frame from the source */
 	uint64_t idle_limit_ns;
@@ -216,6 +217,31 @@ rc_fence(struct tern_actor *self, struct rc_state *s, uint32_t k)
 	return rc_answer(self, s, TERN_MSG_W_FENCE, 0, k, NULL);
 }
 
+/* At the end of memory the data connections have nothing left to do: they
+ * are stopped and joined before the state is loaded and the guest can
+ * resume, so no thread of this migration but connection 0's still reads
+ * from the network when the guest runs.  Their exits, arriving later, are
+ * known as retired (not lost). */
+static void
+rc_retire_data(struct rc_state *s)
+{
+	for (uint32_t i = 1; i < s->a->nconns; i++) {
+		if (s->conns[i] == NULL)
+			continue;
+		s->retired[i] = tern_actor_id(s->conns[i]);
+		tern_actor_stop_join(&s->conns[i], 2000, NULL);
+	}
+}
+
+static bool
+rc_is_retired(const struct rc_state *s, uint32_t id)
+{
+	for (uint32_t i = 1; i < s->a->nconns; i++)
+		if (s->retired[i] == id)
+			return true;
+	return false;
+}
+
 static int
 rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 {
@@ -254,6 +280,7 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 			    self, s, TERN_EPROTO,
 			    "protocol violation: W_STATE while page data was still arriving");
 		}
+		rc_retire_data(s);
 		rc = tern_guest_fault_hit("load", tern_runtime_trace(tern_actor_rt(self)));
 		if (rc == 0)
 			rc = g->ops->state_load(g, p->ptr, p->len);
@@ -333,6 +360,8 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		s->a->stats->pages_zero += m->u.pages_in.zero_pages;
 		return 0;
 	case TERN_MSG_SYS_EXIT: {
+		if (rc_is_retired(s, m->u.sys_exit.actor))
+			return 0;
 		/* A violation on any connection ends the migration with its
 		 * reason, also when another connection's end (the source
 		 * hanging up after being told) arrives first. */
@@ -420,9 +449,8 @@ rc_stop(struct tern_actor *self, void *state)
 	if (s->a == NULL)
 		return;
 	for (uint32_t i = 0; i < s->a->nconns; i++) {
-		if (s->conns[i] == NULL)
-			continue;
-		tern_actor_stop_join(&s->conns[i], 2000, NULL);
+		if (s->conns[i] != NULL)
+			tern_actor_stop_join(&s->conns[i], 2000, NULL);
 		struct tern_conn_stats *cs = &s->a->stats->conn[i];
 		cs->bytes = atomic_load(&s->a->conns[i].bytes);
 		cs->payload = atomic_load(&s->a->conns[i].payload);
