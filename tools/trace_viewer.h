@@ -158,9 +158,6 @@ struct json_t *tv_json_num(double v);
 /* tv_json_int: a record's unsigned counter, capped at INT64_MAX. */
 struct json_t *tv_json_int(uint64_t v);
 
-/* tv_json_text: a string from a trace file, non-UTF-8 bytes as '?'. */
-struct json_t *tv_json_text(const char *s);
-
 /* A chunk in flight: taken from the queue by a connection's actor until its
  * CHUNK_DONE (acked), or until the actor's last record. */
 struct tv_flight {

@@ -93,11 +93,10 @@ void bench_sort(double *v, int n);
 const char *bench_size_str(uint64_t v, char *buf, size_t len);
 
 /* Values for the report.  A number is rounded to `decimals` (0: an integer);
- * NaN and infinities, figures not known, become null.  A string that is
- * not UTF-8 (the tail of a child's stderr may cut a character) has its
- * other bytes replaced by '?'; NULL becomes null. */
+ * NaN and infinities, figures not known, become null.  Strings go through
+ * tools_json_text (tools/json_text.h): the tail of a child's stderr may cut
+ * a character. */
 json_t *bench_num(double v, int decimals);
-json_t *bench_str(const char *s);
 
 /* Members set on an object, in order (jansson keeps insertion order). */
 void bench_set(json_t *o, const char *key, json_t *v);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tools/bench/bench.h"
+#include "tools/json_text.h"
 
 #ifndef TERN_BUILD_TYPE
 #define TERN_BUILD_TYPE "unknown"
@@ -79,25 +80,6 @@ bench_num(double v, int decimals)
 	return json_real(round(v * scale) / scale);
 }
 
-json_t *
-bench_str(const char *s)
-{
-	if (s == NULL)
-		return json_null();
-	json_t *j = json_string(s);
-	if (j != NULL)
-		return j;
-	char *c = strdup(s);
-	if (c == NULL)
-		return NULL;
-	for (char *p = c; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(c);
-	free(c);
-	return j;
-}
-
 /* An allocation failure loses the member: the report goes on without it. */
 void
 bench_set(json_t *o, const char *key, json_t *v)
@@ -120,7 +102,7 @@ bench_set_int(json_t *o, const char *key, long long v)
 void
 bench_set_str(json_t *o, const char *key, const char *s)
 {
-	bench_set(o, key, bench_str(s));
+	bench_set(o, key, tools_json_text(s));
 }
 
 void
