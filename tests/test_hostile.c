@@ -9,6 +9,7 @@
  * migrating first proves the script right, so a refusal is the frame's.
  */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <signal.h>
 
 #include "hostile.h"
@@ -56,95 +57,104 @@ Test(hostile, valid_script_migrates)
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 14, "%s", h.r.outbuf);
 }
 
-/* ---- ranges ---- */
-
-static void
-bad_range(const uint64_t *r, uint32_t nr, const uint64_t *z, uint32_t nz, uint64_t plen,
-          const char *needle)
+/* The tables below run as parameterised tests over their indexes (a
+ * parameter holds no pointers: the worker may be another process). */
+static struct criterion_test_params
+case_indexes(int *idx, size_t n)
 {
+	for (size_t i = 0; i < n; i++)
+		idx[i] = (int)i;
+	return cr_make_param_array(int, idx, n);
+}
+
+/* ---- ranges: one W_PAGES frame with a bad range list ---- */
+
+static const struct range_case {
+	const char *name;
+	uint64_t r[2], z[2]; /* one page run and one zero range at most */
+	uint32_t nr, nz;
+	uint64_t plen;
+	const char *needle;
+} range_cases[] = {
+    {"outside the guest", {HOSTILE_MEM, PAGE}, {0}, 1, 0, PAGE, "page range outside guest memory"},
+    {"straddling the end",
+     {HOSTILE_MEM - PAGE, 2 * PAGE},
+     {0},
+     1,
+     0,
+     2 * PAGE,
+     "page range outside guest memory"},
+    /* gpa + len wraps to a small number inside the guest. */
+    {"overflowing",
+     {UINT64_MAX & ~(PAGE - 1), 2 * PAGE},
+     {0},
+     1,
+     0,
+     2 * PAGE,
+     "page range outside guest memory"},
+    {"zero range overflowing",
+     {0},
+     {PAGE, UINT64_MAX - PAGE + 1},
+     0,
+     1,
+     0,
+     "page range outside guest memory"},
+    {"empty", {0, 0}, {0}, 1, 0, 0, "page range outside guest memory"},
+    {"no range at all", {0}, {0}, 0, 0, 0, "bad range count"},
+    {"payload length mismatch", {0, PAGE}, {0}, 1, 0, 2 * PAGE, "page frame length mismatch"},
+};
+
+ParameterizedTestParameters(hostile, bad_range)
+{
+	static int idx[sizeof(range_cases) / sizeof(range_cases[0])];
+	return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));
+}
+
+ParameterizedTest(int *i, hostile, bad_range)
+{
+	const struct range_case *c = &range_cases[*i];
 	struct hostile h;
+	cr_log_info("range case: %s", c->name);
 	h_start(&h, 1);
 	h_config(&h);
-	h_pages(h.fd[0], r, nr, z, nz, plen);
-	h_expect_refused(&h, h.fd[0], needle);
-	h_end(&h, 1, needle);
-}
-
-Test(hostile, range_outside_guest)
-{
-	uint64_t r[2] = {HOSTILE_MEM, PAGE};
-	bad_range(r, 1, NULL, 0, PAGE, "page range outside guest memory");
-}
-
-Test(hostile, range_straddling_the_end)
-{
-	uint64_t r[2] = {HOSTILE_MEM - PAGE, 2 * PAGE};
-	bad_range(r, 1, NULL, 0, 2 * PAGE, "page range outside guest memory");
-}
-
-Test(hostile, range_overflowing)
-{
-	/* gpa + len wraps to a small number inside the guest. */
-	uint64_t r[2] = {UINT64_MAX & ~(PAGE - 1), 2 * PAGE};
-	bad_range(r, 1, NULL, 0, 2 * PAGE, "page range outside guest memory");
-}
-
-Test(hostile, zero_range_overflowing)
-{
-	uint64_t z[2] = {PAGE, UINT64_MAX - PAGE + 1};
-	bad_range(NULL, 0, z, 1, 0, "page range outside guest memory");
-}
-
-Test(hostile, empty_range)
-{
-	uint64_t r[2] = {0, 0};
-	bad_range(r, 1, NULL, 0, 0, "page range outside guest memory");
-}
-
-Test(hostile, no_range_at_all)
-{
-	bad_range(NULL, 0, NULL, 0, 0, "bad range count");
-}
-
-Test(hostile, payload_length_mismatch)
-{
-	uint64_t r[2] = {0, PAGE};
-	bad_range(r, 1, NULL, 0, 2 * PAGE, "page frame length mismatch");
+	h_pages(h.fd[0], c->nr ? c->r : NULL, c->nr, c->nz ? c->z : NULL, c->nz, c->plen);
+	h_expect_refused(&h, h.fd[0], c->needle);
+	h_end(&h, 1, c->needle);
 }
 
 /* ---- framing ---- */
 
-static void
-bad_prefix(uint32_t magic, uint32_t hlen, uint64_t plen, const char *needle)
+/* A frame prefix (magic, header length, payload length) out of bounds. */
+static const struct prefix_case {
+	const char *name;
+	uint32_t magic, hlen;
+	uint64_t plen;
+	const char *needle;
+} prefix_cases[] = {
+    {"header too long", TERN_WIRE_FRAME_MAGIC, TERN_WIRE_HEADER_MAX + 1, 0, "frame header length"},
+    {"header empty", TERN_WIRE_FRAME_MAGIC, 0, 0, "frame header length"},
+    {"payload too long", TERN_WIRE_FRAME_MAGIC, 8, TERN_WIRE_PAYLOAD_MAX + 1, "payload length"},
+    {"bad frame magic", 0x48545450u /* "HTTP" */, 8, 0, "bad frame magic"},
+};
+
+ParameterizedTestParameters(hostile, bad_prefix)
 {
+	static int idx[sizeof(prefix_cases) / sizeof(prefix_cases[0])];
+	return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));
+}
+
+ParameterizedTest(int *i, hostile, bad_prefix)
+{
+	const struct prefix_case *c = &prefix_cases[*i];
 	struct hostile h;
 	uint8_t pre[16];
+	cr_log_info("prefix case: %s", c->name);
 	h_start(&h, 1);
 	h_config(&h);
-	h_prefix(pre, magic, hlen, plen);
+	h_prefix(pre, c->magic, c->hlen, c->plen);
 	h_raw(h.fd[0], pre, sizeof(pre));
-	h_expect_refused(&h, h.fd[0], needle);
-	h_end(&h, 1, needle);
-}
-
-Test(hostile, header_too_long)
-{
-	bad_prefix(TERN_WIRE_FRAME_MAGIC, TERN_WIRE_HEADER_MAX + 1, 0, "frame header length");
-}
-
-Test(hostile, header_empty)
-{
-	bad_prefix(TERN_WIRE_FRAME_MAGIC, 0, 0, "frame header length");
-}
-
-Test(hostile, payload_too_long)
-{
-	bad_prefix(TERN_WIRE_FRAME_MAGIC, 8, TERN_WIRE_PAYLOAD_MAX + 1, "payload length");
-}
-
-Test(hostile, bad_frame_magic)
-{
-	bad_prefix(0x48545450u /* "HTTP" */, 8, 0, "bad frame magic");
+	h_expect_refused(&h, h.fd[0], c->needle);
+	h_end(&h, 1, c->needle);
 }
 
 Test(hostile, undecodable_header)
@@ -189,13 +199,64 @@ Test(hostile, frame_type_a_source_never_sends)
 
 /* ---- phases ---- */
 
-Test(hostile, pages_before_config)
+/* One valid prefix of the script (steps), then a frame the phase it leaves
+ * the destination in does not allow: refused, and no page counted. */
+enum phase_step { PH_CONFIG = 1, PH_STATE = 2, PH_DIGEST = 4 };
+
+static const struct phase_case {
+	const char *name;
+	unsigned steps; /* enum phase_step, run in that order */
+	uint32_t bad;   /* the frame: W_PAGES (one page), W_STATE, W_DIGEST, W_COMPLETE */
+	const char *refused, *why;
+	int counted; /* the destination's summary has pages_sent (0) */
+} phase_cases[] = {
+    {"pages before config", 0, TERN_MSG_W_PAGES, "page data before the configuration",
+     "page data before the configuration", 0},
+    {"state before config", 0, TERN_MSG_W_STATE, "W_STATE in phase listening",
+     "protocol violation: W_STATE in phase listening", 0},
+    {"state twice", PH_CONFIG | PH_STATE, TERN_MSG_W_STATE, "W_STATE in phase state",
+     "protocol violation: W_STATE in phase state", 0},
+    {"pages after digest", PH_CONFIG | PH_STATE | PH_DIGEST, TERN_MSG_W_PAGES,
+     "page data after the end of memory", "page data after the end of memory", 1},
+    {"digest before state", PH_CONFIG, TERN_MSG_W_DIGEST, "W_DIGEST in phase configured",
+     "protocol violation: W_DIGEST in phase configured", 0},
+    {"digest twice", PH_CONFIG | PH_STATE | PH_DIGEST, TERN_MSG_W_DIGEST,
+     "W_DIGEST in phase verified", "protocol violation: W_DIGEST in phase verified", 0},
+    {"complete before state", PH_CONFIG, TERN_MSG_W_COMPLETE, "W_COMPLETE in phase configured",
+     "protocol violation: W_COMPLETE in phase configured", 0},
+};
+
+ParameterizedTestParameters(hostile, out_of_phase)
 {
+	static int idx[sizeof(phase_cases) / sizeof(phase_cases[0])];
+	return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));
+}
+
+ParameterizedTest(int *i, hostile, out_of_phase)
+{
+	const struct phase_case *c = &phase_cases[*i];
 	struct hostile h;
+	uint64_t d = h_digest_of(NULL, 0);
+	cr_log_info("phase case: %s", c->name);
 	h_start(&h, 1);
-	h_page(h.fd[0], 0);
-	h_expect_refused(&h, h.fd[0], "page data before the configuration");
-	h_end(&h, 1, "page data before the configuration");
+	if (c->steps & PH_CONFIG)
+		h_config(&h);
+	if (c->steps & PH_STATE)
+		h_state(&h, 1);
+	if (c->steps & PH_DIGEST) {
+		h_simple(&h, TERN_MSG_W_DIGEST, d);
+		h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
+	}
+	if (c->bad == TERN_MSG_W_PAGES)
+		h_page(h.fd[0], 0);
+	else if (c->bad == TERN_MSG_W_STATE)
+		h_state(&h, 0);
+	else
+		h_simple(&h, c->bad, d);
+	h_expect_refused(&h, h.fd[0], c->refused);
+	h_end(&h, 1, c->why);
+	if (c->counted)
+		cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
 }
 
 Test(hostile, config_twice)
@@ -212,15 +273,6 @@ Test(hostile, config_twice)
 	h_end(&h, 1, "second configuration");
 }
 
-Test(hostile, state_before_config)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_state(&h, 0);
-	h_expect_refused(&h, h.fd[0], "W_STATE in phase listening");
-	h_end(&h, 1, "protocol violation: W_STATE in phase listening");
-}
-
 Test(hostile, state_length_mismatch)
 {
 	struct hostile h;
@@ -234,17 +286,6 @@ Test(hostile, state_length_mismatch)
 	h_send(h.fd[0], &m, blob, len);
 	h_expect_refused(&h, h.fd[0], "state length mismatch");
 	h_end(&h, 1, "protocol violation: W_STATE announces");
-}
-
-Test(hostile, state_twice)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_state(&h, 1);
-	h_state(&h, 0);
-	h_expect_refused(&h, h.fd[0], "W_STATE in phase state");
-	h_end(&h, 1, "protocol violation: W_STATE in phase state");
 }
 
 /* Pages after the end of memory, on the control connection and on a data
@@ -272,54 +313,6 @@ Test(hostile, pages_after_state)
 Test(hostile, pages_after_state_on_a_data_connection)
 {
 	pages_after_state(1);
-}
-
-Test(hostile, pages_after_digest)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_state(&h, 1);
-	h_simple(&h, TERN_MSG_W_DIGEST, h_digest_of(NULL, 0));
-	h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
-	h_page(h.fd[0], 0);
-	h_expect_refused(&h, h.fd[0], "page data after the end of memory");
-	h_end(&h, 1, "page data after the end of memory");
-	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, digest_before_state)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_simple(&h, TERN_MSG_W_DIGEST, 0);
-	h_expect_refused(&h, h.fd[0], "W_DIGEST in phase configured");
-	h_end(&h, 1, "protocol violation: W_DIGEST in phase configured");
-}
-
-Test(hostile, digest_twice)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_state(&h, 1);
-	uint64_t d = h_digest_of(NULL, 0);
-	h_simple(&h, TERN_MSG_W_DIGEST, d);
-	h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
-	h_simple(&h, TERN_MSG_W_DIGEST, d);
-	h_expect_refused(&h, h.fd[0], "W_DIGEST in phase verified");
-	h_end(&h, 1, "protocol violation: W_DIGEST in phase verified");
-}
-
-Test(hostile, complete_before_state)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_simple(&h, TERN_MSG_W_COMPLETE, 0);
-	h_expect_refused(&h, h.fd[0], "W_COMPLETE in phase configured");
-	h_end(&h, 1, "protocol violation: W_COMPLETE in phase configured");
 }
 
 /* After the handoff the guest runs here: a second W_COMPLETE (and pages
