@@ -11,7 +11,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -21,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "actors/actor.h"
 #include "actors/fault.h"
@@ -245,13 +245,12 @@ struct killer {
 	struct tern_actor *victim;
 };
 
-static void *
+static void
 kill_when(void *arg)
 {
 	struct killer *k = arg;
 	sem_wait(k->when);
 	tern_actor_kill(k->victim);
-	return NULL;
 }
 
 Test(supervision, request_fails_at_once_when_target_is_killed, .init = sv_setup,
@@ -261,8 +260,8 @@ Test(supervision, request_fails_at_once_when_target_is_killed, .init = sv_setup,
 	ctl_init(&c);
 	struct tern_actor *a = spawn(&c);
 	struct killer k = {&c.entered, a};
-	pthread_t t;
-	pthread_create(&t, NULL, kill_when, &k);
+	uv_thread_t t;
+	cr_assert_eq(uv_thread_create(&t, kill_when, &k), 0);
 	/* The target blocks (killably) on the request and never answers: only
 	 * its death can end the wait early. */
 	struct tern_msg q, r;
@@ -271,7 +270,7 @@ Test(supervision, request_fails_at_once_when_target_is_killed, .init = sv_setup,
 	uint64_t t0 = tern_now_ns();
 	int rc = tern_mailbox_request(mb, tern_actor_id(a), &q, &r, FOREVER_MS);
 	uint64_t ms = (tern_now_ns() - t0) / 1000000;
-	pthread_join(t, NULL);
+	cr_assert_eq(uv_thread_join(&t), 0);
 	cr_assert_eq(rc, TERN_EKILLED, "request: %s", tern_strerror(rc));
 	cr_assert_lt(ms, LIVENESS_MS, "the request waited %llu ms on a dead actor",
 	             (unsigned long long)ms);
