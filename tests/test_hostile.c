@@ -67,92 +67,93 @@ case_indexes(int *idx, size_t n)
 	return cr_make_param_array(int, idx, n);
 }
 
-/* ---- ranges: one W_PAGES frame with a bad range list ---- */
+#define HOSTILE_CASES(test, table)                                                                 \
+	ParameterizedTestParameters(hostile, test)                                                 \
+	{                                                                                          \
+		static int idx[sizeof(table) / sizeof(table[0])];                                  \
+		return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));                            \
+	}
 
-static const struct range_case {
+/* ---- one bad frame after the configuration: a W_PAGES frame with a bad
+ * range list, or a frame prefix (magic, header length, payload length) out
+ * of bounds ---- */
+
+#define OUTSIDE "page range outside guest memory"
+
+static const struct frame_case {
 	const char *name;
+	bool prefix; /* a bare prefix (magic, hlen, plen), else W_PAGES (r, z, plen) */
+	uint32_t magic, hlen;
 	uint64_t r[2], z[2]; /* one page run and one zero range at most */
 	uint32_t nr, nz;
 	uint64_t plen;
 	const char *needle;
-} range_cases[] = {
-    {"outside the guest", {HOSTILE_MEM, PAGE}, {0}, 1, 0, PAGE, "page range outside guest memory"},
-    {"straddling the end",
-     {HOSTILE_MEM - PAGE, 2 * PAGE},
-     {0},
-     1,
-     0,
-     2 * PAGE,
-     "page range outside guest memory"},
+} frame_cases[] = {
+    {.name = "range outside the guest",
+     .r = {HOSTILE_MEM, PAGE},
+     .nr = 1,
+     .plen = PAGE,
+     .needle = OUTSIDE},
+    {.name = "range straddling the end",
+     .r = {HOSTILE_MEM - PAGE, 2 * PAGE},
+     .nr = 1,
+     .plen = 2 * PAGE,
+     .needle = OUTSIDE},
     /* gpa + len wraps to a small number inside the guest. */
-    {"overflowing",
-     {UINT64_MAX & ~(PAGE - 1), 2 * PAGE},
-     {0},
-     1,
-     0,
-     2 * PAGE,
-     "page range outside guest memory"},
-    {"zero range overflowing",
-     {0},
-     {PAGE, UINT64_MAX - PAGE + 1},
-     0,
-     1,
-     0,
-     "page range outside guest memory"},
-    {"empty", {0, 0}, {0}, 1, 0, 0, "page range outside guest memory"},
-    {"no range at all", {0}, {0}, 0, 0, 0, "bad range count"},
-    {"payload length mismatch", {0, PAGE}, {0}, 1, 0, 2 * PAGE, "page frame length mismatch"},
+    {.name = "range overflowing",
+     .r = {UINT64_MAX & ~(PAGE - 1), 2 * PAGE},
+     .nr = 1,
+     .plen = 2 * PAGE,
+     .needle = OUTSIDE},
+    {.name = "zero range overflowing",
+     .z = {PAGE, UINT64_MAX - PAGE + 1},
+     .nz = 1,
+     .needle = OUTSIDE},
+    {.name = "empty range", .r = {0, 0}, .nr = 1, .needle = OUTSIDE},
+    {.name = "no range at all", .needle = "bad range count"},
+    {.name = "payload length mismatch",
+     .r = {0, PAGE},
+     .nr = 1,
+     .plen = 2 * PAGE,
+     .needle = "page frame length mismatch"},
+    {.name = "header too long",
+     .prefix = true,
+     .magic = TERN_WIRE_FRAME_MAGIC,
+     .hlen = TERN_WIRE_HEADER_MAX + 1,
+     .needle = "frame header length"},
+    {.name = "header empty",
+     .prefix = true,
+     .magic = TERN_WIRE_FRAME_MAGIC,
+     .needle = "frame header length"},
+    {.name = "payload too long",
+     .prefix = true,
+     .magic = TERN_WIRE_FRAME_MAGIC,
+     .hlen = 8,
+     .plen = TERN_WIRE_PAYLOAD_MAX + 1,
+     .needle = "payload length"},
+    {.name = "bad frame magic",
+     .prefix = true,
+     .magic = 0x48545450u /* "HTTP" */,
+     .hlen = 8,
+     .needle = "bad frame magic"},
 };
 
-ParameterizedTestParameters(hostile, bad_range)
-{
-	static int idx[sizeof(range_cases) / sizeof(range_cases[0])];
-	return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));
-}
+HOSTILE_CASES(bad_frame, frame_cases)
 
-ParameterizedTest(int *i, hostile, bad_range)
+ParameterizedTest(int *i, hostile, bad_frame)
 {
-	const struct range_case *c = &range_cases[*i];
+	const struct frame_case *c = &frame_cases[*i];
 	struct hostile h;
-	cr_log_info("range case: %s", c->name);
+	cr_log_info("bad frame: %s", c->name);
 	h_start(&h, 1);
 	h_config(&h);
-	h_pages(h.fd[0], c->nr ? c->r : NULL, c->nr, c->nz ? c->z : NULL, c->nz, c->plen);
-	h_expect_refused(&h, h.fd[0], c->needle);
-	h_end(&h, 1, c->needle);
-}
-
-/* ---- framing ---- */
-
-/* A frame prefix (magic, header length, payload length) out of bounds. */
-static const struct prefix_case {
-	const char *name;
-	uint32_t magic, hlen;
-	uint64_t plen;
-	const char *needle;
-} prefix_cases[] = {
-    {"header too long", TERN_WIRE_FRAME_MAGIC, TERN_WIRE_HEADER_MAX + 1, 0, "frame header length"},
-    {"header empty", TERN_WIRE_FRAME_MAGIC, 0, 0, "frame header length"},
-    {"payload too long", TERN_WIRE_FRAME_MAGIC, 8, TERN_WIRE_PAYLOAD_MAX + 1, "payload length"},
-    {"bad frame magic", 0x48545450u /* "HTTP" */, 8, 0, "bad frame magic"},
-};
-
-ParameterizedTestParameters(hostile, bad_prefix)
-{
-	static int idx[sizeof(prefix_cases) / sizeof(prefix_cases[0])];
-	return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));
-}
-
-ParameterizedTest(int *i, hostile, bad_prefix)
-{
-	const struct prefix_case *c = &prefix_cases[*i];
-	struct hostile h;
-	uint8_t pre[16];
-	cr_log_info("prefix case: %s", c->name);
-	h_start(&h, 1);
-	h_config(&h);
-	h_prefix(pre, c->magic, c->hlen, c->plen);
-	h_raw(h.fd[0], pre, sizeof(pre));
+	if (c->prefix) {
+		uint8_t pre[16];
+		h_prefix(pre, c->magic, c->hlen, c->plen);
+		h_raw(h.fd[0], pre, sizeof(pre));
+	} else {
+		h_pages(h.fd[0], c->nr ? c->r : NULL, c->nr, c->nz ? c->z : NULL, c->nz, c->plen);
+	}
 	h_expect_refused(&h, h.fd[0], c->needle);
 	h_end(&h, 1, c->needle);
 }
@@ -186,59 +187,83 @@ Test(hostile, control_payload_too_large)
 	h_end(&h, 1, "control payload too large");
 }
 
-Test(hostile, frame_type_a_source_never_sends)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_ACK);
-	h_send(h.fd[0], &m, NULL, 0);
-	h_expect_refused(&h, h.fd[0], "unexpected frame type");
-	h_end(&h, 1, "unexpected frame type");
-}
-
 /* ---- phases ---- */
 
-/* One valid prefix of the script (steps), then a frame the phase it leaves
- * the destination in does not allow: refused, and no page counted. */
+/* One valid prefix of the script (steps), then a frame the destination must
+ * refuse where it stands (its phase, the connection, or a type a source never
+ * sends): refused, and no page counted. */
 enum phase_step { PH_CONFIG = 1, PH_STATE = 2, PH_DIGEST = 4 };
 
 static const struct phase_case {
 	const char *name;
-	unsigned steps; /* enum phase_step, run in that order */
-	uint32_t bad;   /* the frame: W_PAGES (one page), W_STATE, W_DIGEST, W_COMPLETE */
+	unsigned steps;     /* enum phase_step, run in that order */
+	uint32_t conns, on; /* connections (0: 1), and the one the frame goes on */
+	uint32_t bad;       /* the frame: W_PAGES is one page, W_STATE the state */
 	const char *refused, *why;
 	int counted; /* the destination's summary has pages_sent (0) */
 } phase_cases[] = {
-    {"pages before config", 0, TERN_MSG_W_PAGES, "page data before the configuration",
-     "page data before the configuration", 0},
-    {"state before config", 0, TERN_MSG_W_STATE, "W_STATE in phase listening",
-     "protocol violation: W_STATE in phase listening", 0},
-    {"state twice", PH_CONFIG | PH_STATE, TERN_MSG_W_STATE, "W_STATE in phase state",
-     "protocol violation: W_STATE in phase state", 0},
-    {"pages after digest", PH_CONFIG | PH_STATE | PH_DIGEST, TERN_MSG_W_PAGES,
-     "page data after the end of memory", "page data after the end of memory", 1},
-    {"digest before state", PH_CONFIG, TERN_MSG_W_DIGEST, "W_DIGEST in phase configured",
-     "protocol violation: W_DIGEST in phase configured", 0},
-    {"digest twice", PH_CONFIG | PH_STATE | PH_DIGEST, TERN_MSG_W_DIGEST,
-     "W_DIGEST in phase verified", "protocol violation: W_DIGEST in phase verified", 0},
-    {"complete before state", PH_CONFIG, TERN_MSG_W_COMPLETE, "W_COMPLETE in phase configured",
-     "protocol violation: W_COMPLETE in phase configured", 0},
+    {.name = "pages before config",
+     .bad = TERN_MSG_W_PAGES,
+     .refused = "page data before the configuration",
+     .why = "page data before the configuration"},
+    {.name = "state before config",
+     .bad = TERN_MSG_W_STATE,
+     .refused = "W_STATE in phase listening",
+     .why = "protocol violation: W_STATE in phase listening"},
+    {.name = "config twice",
+     .steps = PH_CONFIG,
+     .bad = TERN_MSG_W_CONFIG,
+     .refused = "already configured",
+     .why = "second configuration"},
+    {.name = "state twice",
+     .steps = PH_CONFIG | PH_STATE,
+     .bad = TERN_MSG_W_STATE,
+     .refused = "W_STATE in phase state",
+     .why = "protocol violation: W_STATE in phase state"},
+    {.name = "pages after digest",
+     .steps = PH_CONFIG | PH_STATE | PH_DIGEST,
+     .bad = TERN_MSG_W_PAGES,
+     .refused = "page data after the end of memory",
+     .why = "page data after the end of memory",
+     .counted = 1},
+    {.name = "digest before state",
+     .steps = PH_CONFIG,
+     .bad = TERN_MSG_W_DIGEST,
+     .refused = "W_DIGEST in phase configured",
+     .why = "protocol violation: W_DIGEST in phase configured"},
+    {.name = "digest twice",
+     .steps = PH_CONFIG | PH_STATE | PH_DIGEST,
+     .bad = TERN_MSG_W_DIGEST,
+     .refused = "W_DIGEST in phase verified",
+     .why = "protocol violation: W_DIGEST in phase verified"},
+    {.name = "complete before state",
+     .steps = PH_CONFIG,
+     .bad = TERN_MSG_W_COMPLETE,
+     .refused = "W_COMPLETE in phase configured",
+     .why = "protocol violation: W_COMPLETE in phase configured"},
+    {.name = "control frame on a data connection",
+     .steps = PH_CONFIG,
+     .conns = 2,
+     .on = 1,
+     .bad = TERN_MSG_W_COMPLETE,
+     .refused = "control frame on a data connection",
+     .why = "protocol violation: connection 1: control frame on a data connection"},
+    {.name = "a frame type a source never sends",
+     .bad = TERN_MSG_W_ACK,
+     .refused = "unexpected frame type",
+     .why = "unexpected frame type"},
 };
 
-ParameterizedTestParameters(hostile, out_of_phase)
-{
-	static int idx[sizeof(phase_cases) / sizeof(phase_cases[0])];
-	return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));
-}
+HOSTILE_CASES(misplaced_frame, phase_cases)
 
-ParameterizedTest(int *i, hostile, out_of_phase)
+ParameterizedTest(int *i, hostile, misplaced_frame)
 {
 	const struct phase_case *c = &phase_cases[*i];
 	struct hostile h;
+	struct tern_msg m;
 	uint64_t d = h_digest_of(NULL, 0);
-	cr_log_info("phase case: %s", c->name);
-	h_start(&h, 1);
+	cr_log_info("misplaced frame: %s", c->name);
+	h_start(&h, c->conns ? c->conns : 1);
 	if (c->steps & PH_CONFIG)
 		h_config(&h);
 	if (c->steps & PH_STATE)
@@ -247,30 +272,24 @@ ParameterizedTest(int *i, hostile, out_of_phase)
 		h_simple(&h, TERN_MSG_W_DIGEST, d);
 		h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
 	}
-	if (c->bad == TERN_MSG_W_PAGES)
-		h_page(h.fd[0], 0);
-	else if (c->bad == TERN_MSG_W_STATE)
+	if (c->bad == TERN_MSG_W_PAGES) {
+		h_page(h.fd[c->on], 0);
+	} else if (c->bad == TERN_MSG_W_STATE) {
 		h_state(&h, 0);
-	else
-		h_simple(&h, c->bad, d);
-	h_expect_refused(&h, h.fd[0], c->refused);
+	} else {
+		tern_msg_init(&m, c->bad);
+		if (c->bad == TERN_MSG_W_DIGEST)
+			m.u.w_digest.digest = d;
+		if (c->bad == TERN_MSG_W_CONFIG) {
+			m.u.w_config.mem_size = HOSTILE_MEM;
+			m.u.w_config.page_size = (uint32_t)PAGE;
+		}
+		h_send(h.fd[c->on], &m, NULL, 0);
+	}
+	h_expect_refused(&h, h.fd[c->on], c->refused);
 	h_end(&h, 1, c->why);
 	if (c->counted)
 		cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, config_twice)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_CONFIG);
-	m.u.w_config.mem_size = HOSTILE_MEM;
-	m.u.w_config.page_size = (uint32_t)PAGE;
-	h_send(h.fd[0], &m, NULL, 0);
-	h_expect_refused(&h, h.fd[0], "already configured");
-	h_end(&h, 1, "second configuration");
 }
 
 Test(hostile, state_length_mismatch)
@@ -288,11 +307,17 @@ Test(hostile, state_length_mismatch)
 	h_end(&h, 1, "protocol violation: W_STATE announces");
 }
 
-/* Pages after the end of memory, on the control connection and on a data
- * connection: refused, and not counted (nothing written). */
-static void
-pages_after_state(int conn)
+/* Pages after the end of memory, on the control connection (0) and on a
+ * data connection (1): refused, and not counted (nothing written). */
+ParameterizedTestParameters(hostile, pages_after_state)
 {
+	static int conn[] = {0, 1};
+	return cr_make_param_array(int, conn, sizeof(conn) / sizeof(conn[0]));
+}
+
+ParameterizedTest(int *pconn, hostile, pages_after_state)
+{
+	int conn = *pconn;
 	struct hostile h;
 	h_start(&h, 2);
 	h_config(&h);
@@ -303,16 +328,6 @@ pages_after_state(int conn)
 	h_expect_refused(&h, h.fd[conn], "page data after the end of memory");
 	h_end(&h, 1, "protocol violation: connection");
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 1, "%s", h.r.outbuf);
-}
-
-Test(hostile, pages_after_state)
-{
-	pages_after_state(0);
-}
-
-Test(hostile, pages_after_state_on_a_data_connection)
-{
-	pages_after_state(1);
 }
 
 /* After the handoff the guest runs here: a second W_COMPLETE (and pages
@@ -341,18 +356,6 @@ Test(hostile, complete_twice_then_pages)
 	          "a second W_COMPLETE was accepted");
 	h_end(&h, 0, NULL);
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, control_frame_on_a_data_connection)
-{
-	struct hostile h;
-	h_start(&h, 2);
-	h_config(&h);
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_COMPLETE);
-	h_send(h.fd[1], &m, NULL, 0);
-	h_expect_refused(&h, h.fd[1], "control frame on a data connection");
-	h_end(&h, 1, "protocol violation: connection 1: control frame on a data connection");
 }
 
 /* ---- limits: a destination without a guest of its own builds none larger
@@ -495,16 +498,23 @@ Test(hostile, second_source_mid_migration)
 	h_end(&h, 0, NULL);
 }
 
-/* Bytes dribbled slower than any frame should take: the frame deadline is
- * absolute (3 x --io-timeout), so the destination gives up on its own. */
-static void
-trickle(int header)
+/* Bytes dribbled slower than any frame should take, a header (1) or a
+ * payload (0): the frame deadline is absolute (3 x --io-timeout), so the
+ * destination gives up on its own. */
+ParameterizedTestParameters(hostile, trickled)
 {
+	static int header[] = {1, 0};
+	return cr_make_param_array(int, header, sizeof(header) / sizeof(header[0]));
+}
+
+ParameterizedTest(int *pheader, hostile, trickled)
+{
+	uint8_t frame[16 + PAGE + 512];
+	size_t len = 0;
+	int header = *pheader;
 	struct hostile h;
 	h_start(&h, 1);
 	h_config(&h);
-	uint8_t frame[16 + PAGE + 512];
-	size_t len = 0;
 	if (header) {
 		h_prefix(frame, TERN_WIRE_FRAME_MAGIC, 200, 0);
 		memset(frame + 16, 0x90, 200);
@@ -535,14 +545,4 @@ trickle(int header)
 	}
 	h_end(&h, 1, "a trickle counts as silence");
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, trickled_header)
-{
-	trickle(1);
-}
-
-Test(hostile, trickled_payload)
-{
-	trickle(0);
 }
