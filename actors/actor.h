@@ -20,6 +20,9 @@
  *
  * Tracing: with a trace attached, every send, receive (with its handling
  * time), state change, spawn and exit is recorded.
+ *
+ * This header holds the descriptor and an actor's lifecycle (actor.c);
+ * what an actor calls on itself is in actors/actor_self.h, included here.
  */
 #ifndef TERN_ACTORS_ACTOR_H
 #define TERN_ACTORS_ACTOR_H
@@ -27,6 +30,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "actors/actor_self.h"
 #include "messages/msg.h"
 #include "messages/trace.h"
 
@@ -72,9 +76,6 @@ struct tern_actor_desc {
 	 * path (it releases what init acquired).  It must not block long. */
 	void (*stop)(struct tern_actor *self, void *state);
 };
-
-/* What an actor calls on self from its callbacks (actor_self.c). */
-#include "actors/actor_self.h"
 
 /* tern_runtime_create makes a runtime.  trace may be NULL.  Returns 0 or a
  * negative code. */
