@@ -20,6 +20,9 @@
  *
  * Tracing: with a trace attached, every send, receive (with its handling
  * time), state change, spawn and exit is recorded.
+ *
+ * This header holds the descriptor and an actor's lifecycle (actor.c);
+ * what an actor calls on itself is in actors/actor_self.h, included here.
  */
 #ifndef TERN_ACTORS_ACTOR_H
 #define TERN_ACTORS_ACTOR_H
@@ -27,6 +30,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "actors/actor_self.h"
 #include "messages/msg.h"
 #include "messages/trace.h"
 
@@ -93,37 +97,10 @@ struct tern_trace *tern_runtime_trace(struct tern_runtime *rt);
 int tern_spawn(struct tern_runtime *rt, const struct tern_actor_desc *desc, void *arg,
                uint32_t supervisor, struct tern_actor **out, struct tern_exit *failed);
 
-/* tern_actor_id returns a's address. */
-uint32_t tern_actor_id(const struct tern_actor *a);
-
-/* tern_actor_name returns the descriptor name. */
-const char *tern_actor_name(const struct tern_actor *a);
-
-/* tern_actor_rt returns the runtime a belongs to. */
-struct tern_runtime *tern_actor_rt(const struct tern_actor *a);
-
 /* tern_send sends m to `to` on behalf of `from` (an actor or mailbox id, or
  * 0).  It fills m->seq, m->from and m->time_ns.  Returns 0, TERN_ECLOSED when
  * `to` does not exist (any more), TERN_ETIMEDOUT when its mailbox stays full. */
 int tern_send(struct tern_runtime *rt, uint32_t from, uint32_t to, struct tern_msg *m);
-
-/* tern_actor_send is tern_send from self. */
-int tern_actor_send(struct tern_actor *self, uint32_t to, struct tern_msg *m);
-
-/* tern_actor_reply sends rep to the sender of req with rep->re = req->seq. */
-int tern_actor_reply(struct tern_actor *self, const struct tern_msg *req, struct tern_msg *rep);
-
-/* tern_actor_request sends m to `to` and waits up to timeout_ms for the
- * message whose re equals m's seq; other messages arriving meanwhile are kept
- * and handled afterwards in their order.  The reply's BIN/RANGES fields stay
- * valid until the next receive by self.  TERN_ETIMEDOUT on timeout.
- * Monitor semantics: if `to` has exited, or exits while the request waits,
- * it fails at once: TERN_ECLOSED (gone before, or exited normally),
- * TERN_EKILLED (killed) or the target's error code, with *reply the target's
- * SYS_EXIT (reply->type == TERN_MSG_SYS_EXIT: name, reason, why).  A kill of
- * self ends the wait with TERN_EKILLED. */
-int tern_actor_request(struct tern_actor *self, uint32_t to, struct tern_msg *m,
-                       struct tern_msg *reply, int timeout_ms);
 
 /* tern_actor_stop asks a to stop after the messages already in its mailbox
  * (it queues SYS_STOP).  Non-blocking and idempotent. */
@@ -138,27 +115,6 @@ void tern_actor_stop(struct tern_actor *a);
  * down).  Non-blocking, idempotent, from any thread. */
 void tern_actor_kill(struct tern_actor *a);
 
-/* tern_actor_killed tells a handler in a long loop that self was killed. */
-bool tern_actor_killed(struct tern_actor *self);
-
-/* tern_actor_own_fd hands the runtime a socket of self to shut down
- * (shutdown(2), not close) if self is killed, so that a read or write
- * blocked on it returns.  At most 8.  The runtime forgets them all before
- * stop runs; an actor that closes one earlier calls tern_actor_disown_fd
- * first.  Only from self's thread. */
-int tern_actor_own_fd(struct tern_actor *self, int fd);
-void tern_actor_disown_fd(struct tern_actor *self, int fd);
-
-/* tern_actor_sleep waits ns nanoseconds; TERN_EKILLED at once if self is
- * killed meanwhile. */
-int tern_actor_sleep(struct tern_actor *self, uint64_t ns);
-
-/* tern_actor_event reports a named event of self that the runtime does not
- * see itself (a wire frame sent or received: "send"/"recv" with the frame
- * name, "iteration"), for fault injection (actors/fault.h).  The runtime
- * reports message sends and receives, state changes and chunk takes. */
-void tern_actor_event(struct tern_actor *self, const char *kind, const char *arg);
-
 /* tern_actor_join waits up to timeout_ms (-1: forever) for a's thread to end.
  * On success fills *exit (may be NULL), frees a and returns 0; returns
  * TERN_ETIMEDOUT (a untouched) if it is still running. */
@@ -170,25 +126,6 @@ int tern_actor_join(struct tern_actor *a, int timeout_ms, struct tern_exit *exit
  * tern_runtime_destroy).  Sets *a to NULL; a NULL *a is accepted.  For
  * supervisors ending their children. */
 void tern_actor_stop_join(struct tern_actor **a, int timeout_ms, struct tern_exit *exit);
-
-/* tern_actor_state records a state change of self in the trace. */
-void tern_actor_state(struct tern_actor *self, const char *state);
-
-/* tern_actor_counter records a named value of self in the trace. */
-void tern_actor_counter(struct tern_actor *self, const char *name, double value);
-
-/* tern_actor_fail records why self is failing (reported in SYS_EXIT and the
- * trace) and returns code, for `return tern_actor_fail(self, rc, "...")`. */
-int tern_actor_fail(struct tern_actor *self, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* tern_actor_set_tick calls desc->tick every period_ns (0 disables). */
-void tern_actor_set_tick(struct tern_actor *self, uint64_t period_ns);
-
-/* tern_actor_watch_fd adds fd (events as for poll) to self's wait set; at
- * most 8 fds.  tern_actor_unwatch_fd removes it.  Only from self's thread. */
-int tern_actor_watch_fd(struct tern_actor *self, int fd, short events);
-void tern_actor_unwatch_fd(struct tern_actor *self, int fd);
 
 /* A mailbox for a thread that is not an actor (main thread, tests). */
 int tern_mailbox_open(struct tern_runtime *rt, const char *name, struct tern_mailbox **mb);

@@ -99,7 +99,7 @@ co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt,
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(s->a->err, sizeof(s->a->err), fmt, ap);
+	terni_verrf(s->a->err, sizeof(s->a->err), fmt, ap);
 	va_end(ap);
 	s->a->result = code;
 	bool tell = false;

@@ -4,13 +4,14 @@
  * tern_migrate_receive), progress and the end come by callback, cancel never
  * blocks, statistics can be read from any thread, close waits and frees.
  */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <uv.h>
 
 #include "actors/session.h"
 #include "messages/msg.h"
@@ -26,9 +27,9 @@ struct tern_migration {
 	volatile int cancel;
 	struct terni_live_params live;
 
-	pthread_t thread;
-	pthread_mutex_t mtx; /* guards everything below */
-	pthread_cond_t cv;
+	uv_thread_t thread;
+	uv_mutex_t mtx; /* guards everything below */
+	uv_cond_t cv;
 	bool done;
 	int result;
 	char err[512];
@@ -42,16 +43,16 @@ static void
 mig_progress(const struct tern_progress *p, void *arg)
 {
 	struct tern_migration *m = arg;
-	pthread_mutex_lock(&m->mtx);
+	uv_mutex_lock(&m->mtx);
 	m->latest = *p;
 	snprintf(m->state, sizeof(m->state), "%s", p->state != NULL ? p->state : "");
 	m->latest.state = m->state;
-	pthread_mutex_unlock(&m->mtx);
+	uv_mutex_unlock(&m->mtx);
 	if (m->cb.progress != NULL)
 		m->cb.progress(m, p);
 }
 
-static void *
+static void
 mig_main(void *arg)
 {
 	struct tern_migration *m = arg;
@@ -59,20 +60,19 @@ mig_main(void *arg)
 	char err[512] = "";
 	int rc = m->sending ? terni_migrate_send(&m->send, &m->live, &st, err, sizeof(err))
 	                    : tern_migrate_receive(&m->recv, &st, err, sizeof(err));
-	pthread_mutex_lock(&m->mtx);
+	uv_mutex_lock(&m->mtx);
 	m->stats = st;
 	m->result = rc;
 	snprintf(m->err, sizeof(m->err), "%s", rc != 0 && err[0] == '\0' ? tern_strerror(rc) : err);
-	pthread_mutex_unlock(&m->mtx);
+	uv_mutex_unlock(&m->mtx);
 	/* done is the last callback; the handle is marked done after it, so a
 	 * close called from another thread waits for the callback too. */
 	if (m->cb.done != NULL)
 		m->cb.done(m, rc, m->err);
-	pthread_mutex_lock(&m->mtx);
+	uv_mutex_lock(&m->mtx);
 	m->done = true;
-	pthread_cond_broadcast(&m->cv);
-	pthread_mutex_unlock(&m->mtx);
-	return NULL;
+	uv_cond_broadcast(&m->cv);
+	uv_mutex_unlock(&m->mtx);
 }
 
 static int
@@ -86,22 +86,23 @@ mig_start(struct tern_migration **out, struct tern_migration *m, const struct te
 	m->start_ns = tern_now_ns();
 	snprintf(m->state, sizeof(m->state), "setup");
 	m->latest.state = m->state;
-	if (pthread_mutex_init(&m->mtx, NULL) != 0) {
+	if (uv_mutex_init(&m->mtx) != 0) {
 		free(m);
 		return TERN_ENOMEM;
 	}
-	if (pthread_cond_init(&m->cv, NULL) != 0) {
-		pthread_mutex_destroy(&m->mtx);
+	if (uv_cond_init(&m->cv) != 0) {
+		uv_mutex_destroy(&m->mtx);
 		free(m);
 		return TERN_ENOMEM;
 	}
-	int rc = pthread_create(&m->thread, NULL, mig_main, m);
+	/* libuv's codes are -errno on Unix, as tern's. */
+	int rc = uv_thread_create(&m->thread, mig_main, m);
 	if (rc != 0) {
 		/* A synchronous error: no callback will come. */
-		pthread_cond_destroy(&m->cv);
-		pthread_mutex_destroy(&m->mtx);
+		uv_cond_destroy(&m->cv);
+		uv_mutex_destroy(&m->mtx);
 		free(m);
-		return -rc;
+		return rc;
 	}
 	*out = m;
 	return 0;
@@ -204,7 +205,7 @@ tern_migration_set_auto_converge(struct tern_migration *m, int mode, uint32_t in
 int
 tern_migration_stats(struct tern_migration *m, struct tern_stats *out)
 {
-	pthread_mutex_lock(&m->mtx);
+	uv_mutex_lock(&m->mtx);
 	if (m->done) {
 		*out = m->stats;
 	} else {
@@ -216,7 +217,7 @@ tern_migration_stats(struct tern_migration *m, struct tern_stats *out)
 		out->dirty_rate_pps = m->latest.dirty_rate_pps;
 		out->bandwidth_bps = m->latest.bandwidth_bps;
 	}
-	pthread_mutex_unlock(&m->mtx);
+	uv_mutex_unlock(&m->mtx);
 	return 0;
 }
 
@@ -224,40 +225,35 @@ int
 tern_migration_progress(struct tern_migration *m, struct tern_progress *out, char *state,
                         size_t statelen)
 {
-	pthread_mutex_lock(&m->mtx);
+	uv_mutex_lock(&m->mtx);
 	*out = m->latest;
 	if (state != NULL && statelen > 0)
 		snprintf(state, statelen, "%s",
 		         m->done ? (m->result == 0 ? "completed" : "failed") : m->state);
 	out->state = NULL; /* ours changes under the caller: the copy is in state */
-	pthread_mutex_unlock(&m->mtx);
+	uv_mutex_unlock(&m->mtx);
 	return 0;
 }
 
 int
 tern_migration_wait(struct tern_migration *m, int timeout_ms, char *err, size_t errlen)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	if (timeout_ms > 0) {
-		until.tv_sec += timeout_ms / 1000;
-		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-	}
-	pthread_mutex_lock(&m->mtx);
+	/* Monotonic, as uv_cond_timedwait's relative timeout. */
+	uint64_t deadline = uv_hrtime() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+	uv_mutex_lock(&m->mtx);
 	while (!m->done && timeout_ms != 0) {
-		if (timeout_ms < 0)
-			pthread_cond_wait(&m->cv, &m->mtx);
-		else if (pthread_cond_timedwait(&m->cv, &m->mtx, &until) != 0)
+		if (timeout_ms < 0) {
+			uv_cond_wait(&m->cv, &m->mtx);
+			continue;
+		}
+		uint64_t now = uv_hrtime();
+		if (now >= deadline || uv_cond_timedwait(&m->cv, &m->mtx, deadline - now) != 0)
 			break;
 	}
 	int rc = m->done ? m->result : TERN_ETIMEDOUT;
 	if (m->done && err != NULL && errlen > 0)
 		snprintf(err, errlen, "%s", m->err);
-	pthread_mutex_unlock(&m->mtx);
+	uv_mutex_unlock(&m->mtx);
 	return rc;
 }
 
@@ -267,9 +263,9 @@ tern_migration_close(struct tern_migration *m)
 	if (m == NULL)
 		return 0;
 	int rc = tern_migration_wait(m, -1, NULL, 0);
-	pthread_join(m->thread, NULL);
-	pthread_cond_destroy(&m->cv);
-	pthread_mutex_destroy(&m->mtx);
+	(void)uv_thread_join(&m->thread);
+	uv_cond_destroy(&m->cv);
+	uv_mutex_destroy(&m->mtx);
 	free(m);
 	return rc;
 }

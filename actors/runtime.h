@@ -1,9 +1,10 @@
 /*
  * The actor runtime's own shared parts (not for actors: actors/actor.h is
- * their interface).  The runtime is four files: runtime.c (ids, tracing,
+ * their interface).  The runtime is five files: runtime.c (ids, tracing,
  * encoding, sending, the runtime object), mailbox.c (receiving, requests
  * and monitors, mailboxes for plain threads), actor.c (actor threads,
- * lifecycle, kills), queue.c (shared work queues).
+ * lifecycle, kills), actor_self.c (what an actor calls on itself), queue.c
+ * (shared work queues).
  */
 #ifndef TERN_ACTORS_RUNTIME_H
 #define TERN_ACTORS_RUNTIME_H
@@ -218,7 +219,7 @@ bool terni_rt_is_down_notice(const struct tern_msg *m);
 int terni_mbx_request(struct rt_mbx *mb, uint32_t to, struct tern_msg *m, struct tern_msg *reply,
                       int timeout_ms, struct tern_actor *self);
 
-/* ---- actor.c ---- */
+/* ---- actor_self.c ---- */
 
 bool terni_actor_killed(struct tern_actor *a);
 

@@ -53,7 +53,7 @@ tern_guest_error(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(pv_reason, sizeof(pv_reason), fmt, ap);
+	terni_verrf(pv_reason, sizeof(pv_reason), fmt, ap);
 	va_end(ap);
 }
 

@@ -8,7 +8,7 @@
  *    until a harvest frees it.  Catches vCPU writes only, as KVM's ring does.
  */
 #include <inttypes.h>
-#include <pthread.h>
+#include <uv.h>
 
 #include "kvm/simvm_priv.h"
 #include "tern/error.h"
@@ -93,11 +93,11 @@ simvm_ring_start(struct tern_guest *g)
 	 * switch: writes before it are not dirty (the first pass copies all
 	 * memory), every write after it is in a ring. */
 	simvm_hold(s);
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	rv = tern_dirty_rings_init(&s->rings, g->cfg.vcpus, g->dirty_ring_size, g->npages,
 	                           &g->stats.ring_full_stalls);
 	s->ring_on = rv == 0;
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 	simvm_release(s);
 	if (rv != 0)
 		simvm_why(g, "dirty ring: cannot allocate %u rings of %u entries: %s", g->cfg.vcpus,
@@ -125,10 +125,10 @@ simvm_ring_stop(struct tern_guest *g)
 	/* Held: no vCPU is inside a step or stopped on a full ring, so the
 	 * rings can go. */
 	simvm_hold(s);
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	s->ring_on = false;
 	tern_dirty_rings_fini(&s->rings);
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 	simvm_release(s);
 	return 0;
 }

@@ -4,11 +4,11 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "kvm/simvm_priv.h"
 #include "tern/error.h"
@@ -75,20 +75,19 @@ simvm_fill_range(struct tern_guest *g, uint64_t first, uint64_t end)
 	return 0;
 }
 
-static void *
+static void
 simvm_fill_main(void *arg)
 {
 	struct simvm_fill_job *job = arg;
 
 	job->rv = simvm_fill_range(job->g, job->first, job->end);
-	return NULL;
 }
 
 int
 simvm_fill(struct tern_guest *g)
 {
 	struct simvm_fill_job a = {g, 0, g->npages, 0}, b;
-	pthread_t t;
+	uv_thread_t t;
 	bool threaded = false;
 
 	if (g->cfg.fill == TERN_FILL_ZERO ||
@@ -103,13 +102,13 @@ simvm_fill(struct tern_guest *g)
 		uint64_t end = a.end;
 		b = a;
 		b.first = a.end = end / 2;
-		threaded = pthread_create(&t, NULL, simvm_fill_main, &b) == 0;
+		threaded = uv_thread_create(&t, simvm_fill_main, &b) == 0;
 		if (!threaded)
 			a.end = end;
 	}
 	simvm_fill_main(&a);
 	if (threaded) {
-		pthread_join(t, NULL);
+		uv_thread_join(&t);
 		if (a.rv == 0)
 			a.rv = b.rv;
 	}

@@ -13,10 +13,10 @@
 #ifndef TERN_KVM_SIMVM_PRIV_H
 #define TERN_KVM_SIMVM_PRIV_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "kvm/dirty_ring.h"
 #include "kvm/dirty_wp.h"
@@ -40,7 +40,7 @@ struct simvm;
 
 struct simvm_vcpu {
 	struct simvm *vm;
-	pthread_t thread;
+	uv_thread_t thread;
 	uint32_t index;
 	uint64_t own; /* working-set pages this vCPU owns */
 	/* halted: the vCPU found no valid ledger and does nothing.  Written by
@@ -51,9 +51,9 @@ struct simvm_vcpu {
 
 struct simvm {
 	struct tern_guest *g;
-	pthread_mutex_t lock;
-	pthread_cond_t run_cv;   /* parked vCPUs wait here */
-	pthread_cond_t state_cv; /* pause/resume wait here for nrunning */
+	uv_mutex_t lock;
+	uv_cond_t run_cv;   /* parked vCPUs wait here */
+	uv_cond_t state_cv; /* pause/resume wait here for nrunning */
 	bool sync_ok;
 	/* Gate, under lock: vCPUs run only when !quit && !paused && !holds. */
 	bool paused;

@@ -16,38 +16,46 @@
 #define SIMVM_STATE_VCPU 16u
 #define SIMVM_STATE_HALTED 1u
 
+/* The state blob is little-endian: n bytes of v from p. */
+static void
+simvm_put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t
+simvm_get_le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
 static void
 simvm_put32(uint8_t *p, uint32_t v)
 {
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
+	simvm_put_le(p, v, 4);
 }
 
 static void
 simvm_put64(uint8_t *p, uint64_t v)
 {
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
+	simvm_put_le(p, v, 8);
 }
 
 static uint32_t
 simvm_get32(const uint8_t *p)
 {
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
+	return (uint32_t)simvm_get_le(p, 4);
 }
 
 static uint64_t
 simvm_get64(const uint8_t *p)
 {
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
+	return simvm_get_le(p, 8);
 }
 
 /* State blob, little-endian:
@@ -126,9 +134,9 @@ simvm_state_load(struct tern_guest *g, const void *buf, size_t len)
 			return TERN_EMSG;
 		}
 	}
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	paused = s->paused && s->nrunning == 0;
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 	if (!paused) {
 		simvm_why(g, "state_load: the guest must be paused");
 		return TERN_ESTATE;

@@ -7,13 +7,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/futex.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "kvm/simvm_priv.h"
 #include "messages/msg.h"
@@ -162,30 +163,35 @@ simvm_memtouch_run(struct simvm_vcpu *c)
 	}
 }
 
-static void *
+static void
 simvm_vcpu_main(void *arg)
 {
 	struct simvm_vcpu *c = arg;
 	struct simvm *s = c->vm;
 	bool memtouch = s->g->cfg.workload == TERN_WORKLOAD_MEMTOUCH;
+	char name[16];
 
-	pthread_mutex_lock(&s->lock);
+	/* Named from inside (libuv 1.44 cannot name a thread): "tern-vcpuN"
+	 * in top and perf. */
+	snprintf(name, sizeof(name), "tern-vcpu%u", (unsigned)(c - s->vcpus) % 1000u);
+	(void)prctl(PR_SET_NAME, name, 0, 0, 0);
+
+	uv_mutex_lock(&s->lock);
 	for (;;) {
 		/* Idle vCPUs never run guest code: they wait here until quit. */
 		while (!s->quit && (!memtouch || s->paused || s->holds > 0))
-			pthread_cond_wait(&s->run_cv, &s->lock);
+			uv_cond_wait(&s->run_cv, &s->lock);
 		if (s->quit)
 			break;
 		s->nrunning++;
-		pthread_cond_broadcast(&s->state_cv);
-		pthread_mutex_unlock(&s->lock);
+		uv_cond_broadcast(&s->state_cv);
+		uv_mutex_unlock(&s->lock);
 		simvm_memtouch_run(c);
-		pthread_mutex_lock(&s->lock);
+		uv_mutex_lock(&s->lock);
 		s->nrunning--;
-		pthread_cond_broadcast(&s->state_cv);
+		uv_cond_broadcast(&s->state_cv);
 	}
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
+	uv_mutex_unlock(&s->lock);
 }
 
 /* simvm_gate_update publishes the gate to the vCPUs; lock held. */
@@ -201,21 +207,21 @@ simvm_gate_update(struct simvm *s)
 			tern_dirty_rings_kick(&s->rings);
 	}
 	if (!stop || s->quit)
-		pthread_cond_broadcast(&s->run_cv);
+		uv_cond_broadcast(&s->run_cv);
 }
 
 int
 simvm_gate_init(struct simvm *s)
 {
-	if (pthread_mutex_init(&s->lock, NULL) != 0)
+	if (uv_mutex_init(&s->lock) != 0)
 		return TERN_ENOMEM;
-	if (pthread_cond_init(&s->run_cv, NULL) != 0) {
-		pthread_mutex_destroy(&s->lock);
+	if (uv_cond_init(&s->run_cv) != 0) {
+		uv_mutex_destroy(&s->lock);
 		return TERN_ENOMEM;
 	}
-	if (pthread_cond_init(&s->state_cv, NULL) != 0) {
-		pthread_cond_destroy(&s->run_cv);
-		pthread_mutex_destroy(&s->lock);
+	if (uv_cond_init(&s->state_cv) != 0) {
+		uv_cond_destroy(&s->run_cv);
+		uv_mutex_destroy(&s->lock);
 		return TERN_ENOMEM;
 	}
 	s->sync_ok = true;
@@ -225,26 +231,19 @@ simvm_gate_init(struct simvm *s)
 int
 simvm_vcpus_start(struct tern_guest *g, struct simvm *s)
 {
-	pthread_attr_t attr;
+	/* Small stacks: a guest may have hundreds of vCPUs. */
+	uv_thread_options_t opts = {.flags = UV_THREAD_HAS_STACK_SIZE, .stack_size = 256 * 1024};
 	int rv;
 
 	atomic_store_explicit(&s->stop, s->paused, memory_order_relaxed);
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
 	for (uint32_t v = 0; v < g->cfg.vcpus; v++) {
-		char name[16];
-
-		if ((rv = pthread_create(&s->vcpus[v].thread, &attr, simvm_vcpu_main,
-		                         &s->vcpus[v])) != 0) {
-			pthread_attr_destroy(&attr);
-			simvm_why(g, "cannot start vCPU thread %u: %s", v, strerror(rv));
-			return -rv;
+		if ((rv = uv_thread_create_ex(&s->vcpus[v].thread, &opts, simvm_vcpu_main,
+		                              &s->vcpus[v])) != 0) {
+			simvm_why(g, "cannot start vCPU thread %u: %s", v, strerror(-rv));
+			return rv; /* -errno, as libuv's codes on Unix */
 		}
 		s->nthreads++;
-		snprintf(name, sizeof(name), "tern-vcpu%u", v % 1000u);
-		pthread_setname_np(s->vcpus[v].thread, name);
 	}
-	pthread_attr_destroy(&attr);
 	return 0;
 }
 
@@ -253,15 +252,15 @@ simvm_vcpus_fini(struct simvm *s)
 {
 	if (!s->sync_ok)
 		return;
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	s->quit = true;
 	simvm_gate_update(s);
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 	for (uint32_t i = 0; i < s->nthreads; i++)
-		pthread_join(s->vcpus[i].thread, NULL);
-	pthread_cond_destroy(&s->state_cv);
-	pthread_cond_destroy(&s->run_cv);
-	pthread_mutex_destroy(&s->lock);
+		uv_thread_join(&s->vcpus[i].thread);
+	uv_cond_destroy(&s->state_cv);
+	uv_cond_destroy(&s->run_cv);
+	uv_mutex_destroy(&s->lock);
 	s->sync_ok = false;
 }
 
@@ -286,14 +285,14 @@ simvm_pause(struct tern_guest *g)
 	uint64_t t0 = tern_now_ns();
 	bool was;
 
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	was = s->paused;
 	s->paused = true;
 	simvm_gate_update(s);
 	while (s->nrunning > 0)
-		pthread_cond_wait(&s->state_cv, &s->lock);
+		uv_cond_wait(&s->state_cv, &s->lock);
 	simvm_count_steps(g, s);
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 	if (!was)
 		g->stats.last_pause_ns = tern_now_ns() - t0;
 	return 0;
@@ -306,7 +305,7 @@ simvm_resume(struct tern_guest *g)
 	uint64_t t0 = tern_now_ns();
 	bool was;
 
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	was = s->paused;
 	s->paused = false;
 	s->ledger_live = true;
@@ -314,7 +313,7 @@ simvm_resume(struct tern_guest *g)
 	 * to be scheduled: on 2 busy cores that wait is a scheduler timeslice
 	 * (~5 ms measured), which a throttle must not pay at every slice. */
 	simvm_gate_update(s);
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 	if (was)
 		g->stats.last_resume_ns = tern_now_ns() - t0;
 	return 0;
@@ -324,21 +323,21 @@ simvm_resume(struct tern_guest *g)
 void
 simvm_hold(struct simvm *s)
 {
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	s->holds++;
 	simvm_gate_update(s);
 	while (s->nrunning > 0)
-		pthread_cond_wait(&s->state_cv, &s->lock);
-	pthread_mutex_unlock(&s->lock);
+		uv_cond_wait(&s->state_cv, &s->lock);
+	uv_mutex_unlock(&s->lock);
 }
 
 void
 simvm_release(struct simvm *s)
 {
-	pthread_mutex_lock(&s->lock);
+	uv_mutex_lock(&s->lock);
 	s->holds--;
 	simvm_gate_update(s);
-	pthread_mutex_unlock(&s->lock);
+	uv_mutex_unlock(&s->lock);
 }
 
 /* The ledger check sums word 0 of each vCPU's pages over the extents that

@@ -311,8 +311,8 @@ tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err
 	return terni_guest_config_check(cfg, err, errlen);
 }
 
-static void
-guest_format_size(uint64_t v, char *buf, size_t len)
+const char *
+terni_format_size(uint64_t v, char *buf, size_t len)
 {
 	static const char suffix[] = "KMGT";
 	int i = -1;
@@ -325,6 +325,7 @@ guest_format_size(uint64_t v, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64, v);
 	else
 		snprintf(buf, len, "%" PRIu64 "%c", v, suffix[i]);
+	return buf;
 }
 
 int
@@ -333,9 +334,9 @@ tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t le
 	char mem[32], ws[32], rate[32], fill[40];
 	int n;
 
-	guest_format_size(cfg->mem_size, mem, sizeof(mem));
-	guest_format_size(cfg->ws_size, ws, sizeof(ws));
-	guest_format_size(cfg->rate, rate, sizeof(rate));
+	terni_format_size(cfg->mem_size, mem, sizeof(mem));
+	terni_format_size(cfg->ws_size, ws, sizeof(ws));
+	terni_format_size(cfg->rate, rate, sizeof(rate));
 	if (cfg->fill == TERN_FILL_ZERO)
 		snprintf(fill, sizeof(fill), "zero");
 	else if (cfg->fill == TERN_FILL_RANDOM && cfg->fill_size != 0)

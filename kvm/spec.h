@@ -50,6 +50,10 @@ int tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_
  * into bytes.  0 or TERN_EINVAL. */
 int tern_parse_size(const char *s, uint64_t *out);
 
+/* terni_format_size is its inverse: "4G", "512M", "1T", or plain bytes,
+ * written into buf (len bytes), which it returns. */
+const char *terni_format_size(uint64_t v, char *buf, size_t len);
+
 /* terni_guest_config_check validates a filled-in config (tern_guest_create
  * checks a hand-built one with it, so that it gets the parser's messages):
  * 0, or TERN_EINVAL with a one-line reason in err. */

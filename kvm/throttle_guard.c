@@ -46,8 +46,8 @@ tern_throttle_guard_init(struct tern_throttle_guard *g, struct tern_guest *guest
 	g->closed = false;
 	g->pauses = 0;
 	g->resumes = 0;
-	if ((rc = pthread_mutex_init(&g->lock, NULL)) != 0)
-		return -rc;
+	if ((rc = uv_mutex_init(&g->lock)) != 0)
+		return rc; /* -errno, as libuv's codes on Unix */
 	return 0;
 }
 
@@ -57,7 +57,7 @@ tern_throttle_guard_fini(struct tern_throttle_guard *g)
 	if (g == NULL || g->guest == NULL)
 		return;
 	(void)tern_throttle_guard_release(g);
-	pthread_mutex_destroy(&g->lock);
+	uv_mutex_destroy(&g->lock);
 	g->guest = NULL;
 }
 
@@ -67,7 +67,7 @@ tern_throttle_guard_pause(struct tern_throttle_guard *g, uint64_t *t_call, uint6
 	int rc = 0;
 	uint64_t t0;
 
-	pthread_mutex_lock(&g->lock);
+	uv_mutex_lock(&g->lock);
 	if (g->closed) {
 		rc = TERN_ECLOSED;
 	} else if (g->holds > 0) {
@@ -92,7 +92,7 @@ tern_throttle_guard_pause(struct tern_throttle_guard *g, uint64_t *t_call, uint6
 		if (t_ret != NULL)
 			*t_ret = t0;
 	}
-	pthread_mutex_unlock(&g->lock);
+	uv_mutex_unlock(&g->lock);
 	return rc;
 }
 
@@ -101,9 +101,9 @@ tern_throttle_guard_resume(struct tern_throttle_guard *g, uint64_t *t_call, uint
 {
 	int rc;
 
-	pthread_mutex_lock(&g->lock);
+	uv_mutex_lock(&g->lock);
 	rc = tg_resume_locked(g, t_call, t_ret);
-	pthread_mutex_unlock(&g->lock);
+	uv_mutex_unlock(&g->lock);
 	return rc;
 }
 
@@ -112,20 +112,20 @@ tern_throttle_guard_hold(struct tern_throttle_guard *g)
 {
 	int rc;
 
-	pthread_mutex_lock(&g->lock);
+	uv_mutex_lock(&g->lock);
 	g->holds++;
 	rc = tg_resume_locked(g, NULL, NULL);
-	pthread_mutex_unlock(&g->lock);
+	uv_mutex_unlock(&g->lock);
 	return rc < 0 ? rc : 0;
 }
 
 void
 tern_throttle_guard_unhold(struct tern_throttle_guard *g)
 {
-	pthread_mutex_lock(&g->lock);
+	uv_mutex_lock(&g->lock);
 	if (g->holds > 0)
 		g->holds--;
-	pthread_mutex_unlock(&g->lock);
+	uv_mutex_unlock(&g->lock);
 }
 
 int
@@ -133,10 +133,10 @@ tern_throttle_guard_release(struct tern_throttle_guard *g)
 {
 	int rc;
 
-	pthread_mutex_lock(&g->lock);
+	uv_mutex_lock(&g->lock);
 	g->closed = true;
 	rc = tg_resume_locked(g, NULL, NULL);
-	pthread_mutex_unlock(&g->lock);
+	uv_mutex_unlock(&g->lock);
 	return rc < 0 ? rc : 0;
 }
 

@@ -39,16 +39,16 @@
 #ifndef TERN_KVM_THROTTLE_GUARD_H
 #define TERN_KVM_THROTTLE_GUARD_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "kvm/guest.h"
 
 struct tern_throttle_guard {
 	struct tern_guest *guest;
-	pthread_mutex_t lock; /* serialises every guest pause/resume made here */
+	uv_mutex_t lock; /* serialises every guest pause/resume made here */
 	/* paused: the throttle has the guest paused.  Written under lock;
 	 * atomic so tern_throttle_guard_paused may peek without the lock. */
 	atomic_bool paused;

@@ -1,4 +1,5 @@
-/* tern_strerror & co, generated from TERN_ERRNO_MAP; the internal terni_errf. */
+/* tern_strerror & co, generated from TERN_ERRNO_MAP; the internal terni_errf and terni_verrf,
+ * the one place tern formats a reason into a caller's buffer. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,14 +9,20 @@
 #include "tern/error.h"
 
 void
+terni_verrf(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+	if (err == NULL || errlen == 0)
+		return;
+	vsnprintf(err, errlen, fmt, ap);
+}
+
+void
 terni_errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err == NULL || errlen == 0)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
+	terni_verrf(err, errlen, fmt, ap);
 	va_end(ap);
 }
 

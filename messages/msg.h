@@ -14,6 +14,7 @@
 #ifndef TERN_MESSAGES_MSG_H
 #define TERN_MESSAGES_MSG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -116,5 +117,10 @@ uint64_t tern_now_ns(void);
  * errlen bytes); err may be NULL or errlen 0, then it does nothing. */
 void terni_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* terni_verrf is terni_errf with a va_list, for helpers that take their own
+ * format (co_abort, tern_actor_fail); ap is consumed as by vsnprintf. */
+void terni_verrf(char *err, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #endif /* TERN_MESSAGES_MSG_H */

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <msgpack.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "messages/mpscan.h"
 #include "messages/trace.h"
@@ -41,7 +41,7 @@
 #define TRACE_FLUSH_NS 20000000ull
 
 struct tern_trace {
-	pthread_mutex_t mu; /* serialises the batch and write(2) */
+	uv_mutex_t mu; /* serialises the batch and write(2) */
 	int fd;
 	size_t len;
 	uint64_t first_ns; /* when the oldest unwritten record was added */
@@ -120,7 +120,7 @@ trace_emit(struct tern_trace *t, const struct trace_out *o, bool urgent)
 	int rv = 0;
 	uint64_t now = tern_now_ns();
 
-	pthread_mutex_lock(&t->mu);
+	uv_mutex_lock(&t->mu);
 	if (t->len + o->len > sizeof(t->batch))
 		rv = trace_flush_locked(t);
 	if (t->len == 0)
@@ -129,7 +129,7 @@ trace_emit(struct tern_trace *t, const struct trace_out *o, bool urgent)
 	t->len += o->len;
 	if (rv == 0 && (urgent || now - t->first_ns >= TRACE_FLUSH_NS))
 		rv = trace_flush_locked(t);
-	pthread_mutex_unlock(&t->mu);
+	uv_mutex_unlock(&t->mu);
 	return rv;
 }
 
@@ -147,9 +147,9 @@ tern_trace_open(struct tern_trace **tp, const char *path, const char *side)
 		return -EINVAL;
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return -ENOMEM;
-	if ((rv = pthread_mutex_init(&t->mu, NULL)) != 0) {
+	if ((rv = uv_mutex_init(&t->mu)) != 0) { /* -errno, as libuv's codes on Unix */
 		free(t);
-		return -rv;
+		return rv;
 	}
 	t->fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
 	if (t->fd < 0) {
@@ -178,7 +178,7 @@ tern_trace_open(struct tern_trace **tp, const char *path, const char *side)
 fail:
 	if (t->fd >= 0)
 		close(t->fd);
-	pthread_mutex_destroy(&t->mu);
+	uv_mutex_destroy(&t->mu);
 	free(t);
 	return rv;
 }
@@ -188,9 +188,9 @@ tern_trace_flush(struct tern_trace *t)
 {
 	if (t == NULL)
 		return 0;
-	pthread_mutex_lock(&t->mu);
+	uv_mutex_lock(&t->mu);
 	int rv = trace_flush_locked(t);
-	pthread_mutex_unlock(&t->mu);
+	uv_mutex_unlock(&t->mu);
 	return rv;
 }
 
@@ -199,11 +199,11 @@ tern_trace_close(struct tern_trace *t)
 {
 	if (t == NULL)
 		return;
-	pthread_mutex_lock(&t->mu);
+	uv_mutex_lock(&t->mu);
 	(void)trace_flush_locked(t);
-	pthread_mutex_unlock(&t->mu);
+	uv_mutex_unlock(&t->mu);
 	close(t->fd);
-	pthread_mutex_destroy(&t->mu);
+	uv_mutex_destroy(&t->mu);
 	free(t);
 }
 

@@ -147,6 +147,28 @@ proc_drain(int *fd, char *buf, size_t *len)
 	buf[*len] = '\0';
 }
 
+/* proc_collect reads the child's output until it has closed both pipes,
+ * SIGKILLing it once deadline (proc_now_ms) has passed, and then setting
+ * *killed.  Shared by proc_wait and tern-bench's bench_wait. */
+static inline void
+proc_collect(struct proc *p, uint64_t deadline, int *killed)
+{
+	while (p->out >= 0 || p->err >= 0) {
+		struct pollfd pf[2] = {{p->out, POLLIN, 0}, {p->err, POLLIN, 0}};
+		int64_t left = (int64_t)(deadline - proc_now_ms());
+		if (left <= 0 && !*killed) {
+			kill(p->pid, SIGKILL);
+			*killed = 1;
+		}
+		if (poll(pf, 2, (int)(left > 0 ? left : 1000)) < 0 && errno != EINTR)
+			break;
+		if (pf[0].revents)
+			proc_drain(&p->out, p->outbuf, &p->outlen);
+		if (pf[1].revents)
+			proc_drain(&p->err, p->errbuf, &p->errlen);
+	}
+}
+
 /* proc_wait waits up to timeout_ms for the child to exit, collecting its
  * output, and SIGKILLs it at the deadline.  Returns 0 if it exited by
  * itself (a signal it sent itself included), -1 if it had to be killed.
@@ -158,21 +180,7 @@ proc_wait(struct proc *p, int timeout_ms)
 	int killed = 0;
 	if (p->exited)
 		return p->killed ? -1 : 0;
-	while (p->out >= 0 || p->err >= 0) {
-		struct pollfd pf[2] = {{p->out, POLLIN, 0}, {p->err, POLLIN, 0}};
-		int64_t left = (int64_t)(deadline - proc_now_ms());
-		if (left <= 0 && !killed) {
-			kill(p->pid, SIGKILL);
-			killed = 1;
-			left = 1000;
-		}
-		if (poll(pf, 2, (int)(left > 0 ? left : 1000)) < 0 && errno != EINTR)
-			break;
-		if (pf[0].revents)
-			proc_drain(&p->out, p->outbuf, &p->outlen);
-		if (pf[1].revents)
-			proc_drain(&p->err, p->errbuf, &p->errlen);
-	}
+	proc_collect(p, deadline, &killed);
 	waitpid(p->pid, &p->status, 0);
 	p->exited = 1;
 	p->killed = killed;

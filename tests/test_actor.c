@@ -7,12 +7,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "actors/actor.h"
 #include "tern/error.h"
@@ -674,7 +674,7 @@ struct consumer {
 	int mine;
 };
 
-static void *
+static void
 consume(void *arg)
 {
 	struct consumer *c = arg;
@@ -687,7 +687,6 @@ consume(void *arg)
 		c->mine++;
 	}
 	c->last_rc = rc;
-	return NULL;
 }
 
 static int
@@ -706,14 +705,14 @@ Test(actor, queue_each_item_once_and_close_wakes)
 	struct tern_queue *q;
 	static atomic_int seen[Q_ITEMS];
 	atomic_int taken = 0;
-	pthread_t th[Q_CONSUMERS];
+	uv_thread_t th[Q_CONSUMERS];
 	struct consumer c[Q_CONSUMERS];
 
 	cr_assert_eq(tern_runtime_create(&rt, NULL), 0);
 	cr_assert_eq(tern_queue_open(rt, "chunks", &q), 0);
 	for (int i = 0; i < Q_CONSUMERS; i++) {
 		c[i] = (struct consumer){.q = q, .seen = seen, .taken = &taken};
-		cr_assert_eq(pthread_create(&th[i], NULL, consume, &c[i]), 0);
+		cr_assert_eq(uv_thread_create(&th[i], consume, &c[i]), 0);
 	}
 	for (uint64_t i = 0; i < Q_ITEMS; i++)
 		cr_assert_eq(put_chunk(q, i, 5000), 0);
@@ -724,7 +723,7 @@ Test(actor, queue_each_item_once_and_close_wakes)
 	tern_queue_close(q);
 	tern_queue_close(q);
 	for (int i = 0; i < Q_CONSUMERS; i++) {
-		cr_assert_eq(pthread_join(th[i], NULL), 0);
+		cr_assert_eq(uv_thread_join(&th[i]), 0);
 		cr_assert_eq(c[i].last_rc, TERN_ECLOSED);
 	}
 	for (int i = 0; i < Q_ITEMS; i++)

@@ -29,6 +29,32 @@ src_cut(void *arg, struct tern_msg_chunk *c)
 	return true;
 }
 
+/* A scheduler over a 1024-page bitmap with pages [first, first + n)
+ * dirty, cut 16 pages at a time, at most max_out chunks outstanding. */
+struct fix {
+	struct tern_bitmap b;
+	struct tern_chunk_sched cs;
+	struct src s;
+};
+
+static void
+fix_start(struct fix *f, uint64_t first, uint64_t n, uint32_t max_out)
+{
+	cr_assert_eq(tern_bitmap_init(&f->b, 1024), 0);
+	if (n > 0)
+		tern_bitmap_set_range(&f->b, first, n);
+	f->s = (struct src){&f->b, 0, 16, 0};
+	cr_assert_eq(tern_chunk_sched_init(&f->cs, max_out), 0);
+	tern_chunk_sched_begin(&f->cs, src_cut, &f->s);
+}
+
+static void
+fix_end(struct fix *f)
+{
+	tern_chunk_sched_fini(&f->cs);
+	tern_bitmap_fini(&f->b);
+}
+
 Test(chunk_sched, cut_windows)
 {
 	struct tern_bitmap b;
@@ -111,28 +137,22 @@ Test(chunk_sched, pass_bounded_and_complete)
  * again. */
 Test(chunk_sched, uncommitted_stays_next)
 {
-	struct tern_bitmap b;
-	struct tern_chunk_sched cs;
+	struct fix f;
 	bool resend;
-	cr_assert_eq(tern_bitmap_init(&b, 1024), 0);
-	tern_bitmap_set_range(&b, 0, 64);
-	struct src s = {&b, 0, 16, 0};
-	cr_assert_eq(tern_chunk_sched_init(&cs, 8), 0);
-	tern_chunk_sched_begin(&cs, src_cut, &s);
-	struct tern_msg_chunk *c = tern_chunk_sched_next(&cs, &resend);
+	fix_start(&f, 0, 64, 8);
+	struct tern_msg_chunk *c = tern_chunk_sched_next(&f.cs, &resend);
 	uint64_t id = c->chunk;
 	c->flags = 0x100; /* a route chosen by the caller */
-	c = tern_chunk_sched_next(&cs, &resend);
+	c = tern_chunk_sched_next(&f.cs, &resend);
 	cr_assert_eq(c->chunk, id);
 	cr_assert_eq(c->flags, 0x100);
-	cr_assert_eq(s.cuts, 1);
-	tern_chunk_sched_commit(&cs);
+	cr_assert_eq(f.s.cuts, 1);
+	tern_chunk_sched_commit(&f.cs);
 	struct tern_msg_chunk got;
-	cr_assert(tern_chunk_sched_ack(&cs, id, &got));
+	cr_assert(tern_chunk_sched_ack(&f.cs, id, &got));
 	cr_assert_eq(got.flags, 0x100, "the acknowledged chunk is the one put");
-	cr_assert_not(tern_chunk_sched_ack(&cs, id, NULL), "a second ack is a duplicate");
-	tern_chunk_sched_fini(&cs);
-	tern_bitmap_fini(&b);
+	cr_assert_not(tern_chunk_sched_ack(&f.cs, id, NULL), "a second ack is a duplicate");
+	fix_end(&f);
 }
 
 /* A dead connection's chunks go again before new ones, keep their ids and
@@ -140,66 +160,55 @@ Test(chunk_sched, uncommitted_stays_next)
  * cancels it. */
 Test(chunk_sched, requeue)
 {
-	struct tern_bitmap b;
-	struct tern_chunk_sched cs;
+	struct fix f;
 	bool resend;
-	cr_assert_eq(tern_bitmap_init(&b, 1024), 0);
-	tern_bitmap_set_range(&b, 0, 1024);
-	struct src s = {&b, 0, 16, 0};
-	cr_assert_eq(tern_chunk_sched_init(&cs, 4), 0);
-	tern_chunk_sched_begin(&cs, src_cut, &s);
+	fix_start(&f, 0, 1024, 4);
 	uint64_t id[4];
 	for (int i = 0; i < 4; i++) {
-		struct tern_msg_chunk *c = tern_chunk_sched_next(&cs, &resend);
+		struct tern_msg_chunk *c = tern_chunk_sched_next(&f.cs, &resend);
 		c->flags = (uint32_t)i;
 		id[i] = c->chunk;
-		tern_chunk_sched_commit(&cs);
+		tern_chunk_sched_commit(&f.cs);
 	}
-	cr_assert_null(tern_chunk_sched_next(&cs, &resend), "window full");
-	cr_assert_not(tern_chunk_sched_requeue(&cs, 999), "not outstanding");
-	cr_assert(tern_chunk_sched_requeue(&cs, id[1]));
-	cr_assert(tern_chunk_sched_requeue(&cs, id[2]));
-	cr_assert_not(tern_chunk_sched_requeue(&cs, id[2]), "already queued again");
+	cr_assert_null(tern_chunk_sched_next(&f.cs, &resend), "window full");
+	cr_assert_not(tern_chunk_sched_requeue(&f.cs, 999), "not outstanding");
+	cr_assert(tern_chunk_sched_requeue(&f.cs, id[1]));
+	cr_assert(tern_chunk_sched_requeue(&f.cs, id[2]));
+	cr_assert_not(tern_chunk_sched_requeue(&f.cs, id[2]), "already queued again");
 	/* id[2] acknowledged by the dying connection after all. */
-	cr_assert(tern_chunk_sched_ack(&cs, id[2], NULL));
-	struct tern_msg_chunk *c = tern_chunk_sched_next(&cs, &resend);
+	cr_assert(tern_chunk_sched_ack(&f.cs, id[2], NULL));
+	struct tern_msg_chunk *c = tern_chunk_sched_next(&f.cs, &resend);
 	cr_assert(resend);
 	cr_assert_eq(c->chunk, id[1]);
 	cr_assert_eq(c->flags, 1);
-	tern_chunk_sched_commit(&cs);
-	cr_assert_eq(tern_chunk_sched_outstanding(&cs), 3);
+	tern_chunk_sched_commit(&f.cs);
+	cr_assert_eq(tern_chunk_sched_outstanding(&f.cs), 3);
 	/* Now one slot is free (id[2] acked): a new chunk. */
-	c = tern_chunk_sched_next(&cs, &resend);
+	c = tern_chunk_sched_next(&f.cs, &resend);
 	cr_assert_not(resend);
 	cr_assert_gt(c->chunk, id[3]);
-	tern_chunk_sched_commit(&cs);
+	tern_chunk_sched_commit(&f.cs);
 	/* A resend not yet put when its ack arrives is dropped. */
-	cr_assert(tern_chunk_sched_requeue(&cs, id[3]));
-	c = tern_chunk_sched_next(&cs, &resend);
+	cr_assert(tern_chunk_sched_requeue(&f.cs, id[3]));
+	c = tern_chunk_sched_next(&f.cs, &resend);
 	cr_assert(resend);
 	cr_assert_eq(c->chunk, id[3]);
-	cr_assert(tern_chunk_sched_ack(&cs, id[3], NULL));
-	c = tern_chunk_sched_next(&cs, &resend);
+	cr_assert(tern_chunk_sched_ack(&f.cs, id[3], NULL));
+	c = tern_chunk_sched_next(&f.cs, &resend);
 	cr_assert(c == NULL || !resend);
-	tern_chunk_sched_fini(&cs);
-	tern_bitmap_fini(&b);
+	fix_end(&f);
 }
 
 Test(chunk_sched, empty_source)
 {
-	struct tern_bitmap b;
-	struct tern_chunk_sched cs;
+	struct fix f;
 	bool resend;
-	cr_assert_eq(tern_bitmap_init(&b, 64), 0);
-	struct src s = {&b, 0, 16, 0};
-	cr_assert_eq(tern_chunk_sched_init(&cs, 2), 0);
-	tern_chunk_sched_begin(&cs, src_cut, &s);
-	cr_assert_not(tern_chunk_sched_pass_done(&cs), "not known empty before a cut");
-	cr_assert_null(tern_chunk_sched_next(&cs, &resend));
-	cr_assert(tern_chunk_sched_pass_done(&cs));
-	tern_chunk_sched_fini(&cs);
-	tern_chunk_sched_fini(&cs); /* idempotent */
-	tern_bitmap_fini(&b);
+	fix_start(&f, 0, 0, 2);
+	cr_assert_not(tern_chunk_sched_pass_done(&f.cs), "not known empty before a cut");
+	cr_assert_null(tern_chunk_sched_next(&f.cs, &resend));
+	cr_assert(tern_chunk_sched_pass_done(&f.cs));
+	tern_chunk_sched_fini(&f.cs); /* idempotent: fix_end finishes it again */
+	fix_end(&f);
 }
 
 /* The ring-only walk as a source: ring pages behind the walk go first while

@@ -4,6 +4,7 @@
  * either side, a destination that stops reading, and a 1 ms RTT link.
  */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <unistd.h>
 
 #include "messages/trace.h"
@@ -40,18 +41,20 @@ expect_verified(struct mig *m, long long conns)
 }
 
 static void
-n_connections(const char *n)
+n_connections(int n)
 {
 	struct mig m;
+	char ns[16];
+	snprintf(ns, sizeof(ns), "%d", n);
 	start_receiver(&m, NULL, NULL);
-	char *extra[] = {"--guest", GUEST, "--verify", "--connections", (char *)n, NULL};
+	char *extra[] = {"--guest", GUEST, "--verify", "--connections", ns, NULL};
 	start_sender(&m, NULL, extra);
 	mig_wait(&m);
-	expect_verified(&m, atoll(n));
+	expect_verified(&m, n);
 	/* Every connection carried data: the shared queue spreads the work. */
 	const char *p = strstr(m.s.outbuf, "\"conns\":[");
 	cr_assert_not_null(p);
-	for (long long i = 0; i < atoll(n); i++) {
+	for (long long i = 0; i < n; i++) {
 		p = strstr(p, "\"payload_bytes\":");
 		cr_assert_not_null(p);
 		cr_assert_gt(atoll(p + 16), 0, "connection %lld sent nothing", i);
@@ -61,19 +64,24 @@ n_connections(const char *n)
 
 Test(connections, one, .timeout = 300)
 {
-	n_connections("1");
+	n_connections(1);
 }
-Test(connections, two, .timeout = 300)
+
+/* Two and four: the counts CI also runs under TSan (.ci/run). */
+ParameterizedTestParameters(connections, several)
 {
-	n_connections("2");
+	static int n[] = {2, 4};
+	return cr_make_param_array(int, n, sizeof(n) / sizeof(n[0]));
 }
-Test(connections, four, .timeout = 300)
+
+ParameterizedTest(int *n, connections, several, .timeout = 300)
 {
-	n_connections("4");
+	n_connections(*n);
 }
+
 Test(connections, eight, .timeout = 300)
 {
-	n_connections("8");
+	n_connections(8);
 }
 
 Test(connections, destination_accepts_fewer_is_a_clear_error, .timeout = 300)

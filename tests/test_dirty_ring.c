@@ -29,32 +29,10 @@
 #include "messages/msg.h"
 #include "messages/trace.h"
 #include "tern/error.h"
+#include "tests/guest_util.h"
 
 #define PG TERN_PAGE_SIZE
 #define CTL_PAGES 64u /* memtouch control pages (vcpus <= 64) */
-
-static void
-sleep_us(unsigned us)
-{
-	struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000L};
-
-	nanosleep(&ts, NULL);
-}
-
-static struct tern_guest *
-mkguest(const char *spec)
-{
-	struct tern_guest_config cfg;
-	struct tern_guest *g = NULL;
-	char err[256];
-	int rv;
-
-	rv = tern_guest_spec_parse(spec, &cfg, err, sizeof(err));
-	cr_assert_eq(rv, 0, "parse %s: %s", spec, err);
-	rv = tern_guest_create(&g, &cfg, TERN_GUEST_SOURCE, err, sizeof(err));
-	cr_assert_eq(rv, 0, "create %s: %s (%s)", spec, err, tern_strerror(rv));
-	return g;
-}
 
 static void
 set_mode(struct tern_guest *g, const char *mode, uint32_t ring_size)
@@ -68,7 +46,7 @@ set_mode(struct tern_guest *g, const char *mode, uint32_t ring_size)
 static struct tern_guest *
 ring_guest(const char *spec, uint32_t ring_size)
 {
-	struct tern_guest *g = mkguest(spec);
+	struct tern_guest *g = mkguest(spec, TERN_GUEST_SOURCE);
 	int rv;
 
 	set_mode(g, "ring", ring_size);
@@ -138,7 +116,7 @@ expect_only_vcpu_pages(const struct tern_guest *g, const struct tern_bitmap *bm,
 
 Test(ring, mode_selection_errors_name_the_mode)
 {
-	struct tern_guest *g = mkguest("simvm:mem=1M");
+	struct tern_guest *g = mkguest("simvm:mem=1M", TERN_GUEST_SOURCE);
 	char why[256];
 
 	cr_assert_str_eq(g->dirty_mode->name, "bitmap", "bitmap is the default");
@@ -164,7 +142,7 @@ Test(ring, mode_selection_errors_name_the_mode)
 /* The DirtyLogActor refuses an unknown mode at spawn, naming it. */
 Test(ring, actor_unknown_mode_fails_spawn)
 {
-	struct tern_guest *g = mkguest("simvm:mem=1M");
+	struct tern_guest *g = mkguest("simvm:mem=1M", TERN_GUEST_SOURCE);
 	struct tern_dirty_log_args a = {.guest = g, .mode = "pml"};
 	struct tern_runtime *rt;
 	struct tern_actor *act = NULL;
@@ -187,7 +165,8 @@ Test(ring, actor_unknown_mode_fails_spawn)
  * vCPUs' are, each page once until harvested. */
 Test(ring, only_vcpu_writes_and_once_per_page, .timeout = 30)
 {
-	struct tern_guest *g = mkguest("simvm:mem=16M,vcpus=1,workload=memtouch:ws=64K,rate=0");
+	struct tern_guest *g =
+	    mkguest("simvm:mem=16M,vcpus=1,workload=memtouch:ws=64K,rate=0", TERN_GUEST_SOURCE);
 	struct tern_bitmap bm;
 	uint64_t pages = 0, npg = CTL_PAGES + 16, s0;
 
@@ -300,7 +279,8 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 	 * wipe the stamps of the steps it made before, which no mode reports
 	 * (tracking begins at dirty_start). */
 	struct tern_guest *g =
-	    mkguest("simvm:mem=128M,vcpus=1,workload=memtouch:ws=64M,rate=0,pattern=seq");
+	    mkguest("simvm:mem=128M,vcpus=1,workload=memtouch:ws=64M,rate=0,pattern=seq",
+	            TERN_GUEST_SOURCE);
 	cr_assert_eq(g->ops->pause(g), 0);
 	set_mode(g, "ring", 16);
 	cr_assert_eq(g->ops->dirty_start(g), 0, "dirty_start: %s", g->why);
@@ -451,7 +431,8 @@ give(struct tern_dirty_log_args *a, struct tern_runtime *rt, struct tern_mailbox
 Test(ring, actor_take_loses_nothing, .timeout = 60)
 {
 	char path[] = "/tmp/tern-ring-trace-XXXXXX";
-	struct tern_guest *g = mkguest("simvm:mem=64M,vcpus=2,workload=memtouch:ws=4M,rate=0");
+	struct tern_guest *g =
+	    mkguest("simvm:mem=64M,vcpus=2,workload=memtouch:ws=4M,rate=0", TERN_GUEST_SOURCE);
 	uint64_t npg = CTL_PAGES + g->cfg.ws_size / PG, *snap[32], changed = 0, n, stalls;
 	struct tern_bitmap copy[32];
 	struct tern_dirty_log_args a = {
@@ -574,7 +555,7 @@ harvest_ms(const char *mem, const char *mode, bool populate, uint64_t *pages_out
 	snprintf(spec, sizeof(spec),
 	         "simvm:mem=%s,vcpus=1,fill=zero,workload=memtouch:ws=4000K,rate=0,pattern=seq",
 	         mem);
-	g = mkguest(spec);
+	g = mkguest(spec, TERN_GUEST_SOURCE);
 	cr_assert_eq(g->ops->pause(g), 0);
 	if (populate)
 		cr_assert_eq(tern_guest_populate(g, 0, g->region.size), 0);

@@ -4,8 +4,8 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #include "tests/proc.h"
 
@@ -132,7 +132,7 @@ Test(e2e, bad_arguments, .timeout = 60)
 }
 
 /* A peer that is not a tern destination. */
-static void *
+static void
 garbage_server(void *arg)
 {
 	int lfd = *(int *)arg;
@@ -143,18 +143,17 @@ garbage_server(void *arg)
 		usleep(100000);
 		close(c);
 	}
-	return NULL;
 }
 
 Test(e2e, garbage_peer_fails_cleanly, .timeout = 60)
 {
 	char to[64];
 	int lfd = loopback_socket(1, to, sizeof(to));
-	pthread_t t;
-	pthread_create(&t, NULL, garbage_server, &lfd);
+	uv_thread_t t;
+	cr_assert_eq(uv_thread_create(&t, garbage_server, &lfd), 0);
 	struct proc s;
 	send_fails(&s, to, "a garbage peer");
-	pthread_join(t, NULL);
+	cr_assert_eq(uv_thread_join(&t), 0);
 	close(lfd);
 	cr_assert(strstr(s.errbuf, "handshake") != NULL, "stderr: %s", s.errbuf);
 	cr_assert(strchr(s.errbuf, '\n') == s.errbuf + strlen(s.errbuf) - 1, "not one line: %s",

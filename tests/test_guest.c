@@ -5,6 +5,7 @@
  * KVM dirty_log_test does.
  */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <endian.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,17 +21,10 @@
 #include "kvm/guest.h"
 #include "messages/msg.h"
 #include "tern/error.h"
+#include "tests/guest_util.h"
 
 #define PG TERN_PAGE_SIZE
 #define CTL_PAGES 64u /* memtouch control pages (vcpus <= 64) */
-
-static void
-sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
 
 static uint64_t
 rnd(uint64_t *s)
@@ -41,22 +35,6 @@ rnd(uint64_t *s)
 	x ^= x >> 7;
 	x ^= x << 17;
 	return *s = x;
-}
-
-static struct tern_guest *
-mkguest(const char *spec, int role)
-{
-	struct tern_guest_config cfg;
-	struct tern_guest *g = NULL;
-	char err[256];
-	int rv;
-
-	rv = tern_guest_spec_parse(spec, &cfg, err, sizeof(err));
-	cr_assert_eq(rv, 0, "parse %s: %s", spec, err);
-	rv = tern_guest_create(&g, &cfg, role, err, sizeof(err));
-	cr_assert_eq(rv, 0, "create %s: %s (%s)", spec, err, tern_strerror(rv));
-	cr_assert_not_null(g);
-	return g;
 }
 
 static uint64_t
@@ -88,7 +66,7 @@ wait_progress(struct tern_guest *g, uint64_t above)
 	uint64_t p, t0 = tern_now_ns();
 
 	while ((p = progress_of(g)) <= above && tern_now_ns() - t0 < 5000000000ull)
-		sleep_ms(2);
+		sleep_us(2000);
 	return p;
 }
 
@@ -554,7 +532,7 @@ Test(guest, pause_resume, .timeout = 30)
 	p0 = progress_of(g);
 	cr_assert_gt(p0, 0, "the workload ran before the pause");
 	cr_assert_eq(g->stats.workload_steps, p0);
-	sleep_ms(30);
+	sleep_us(30000);
 	p1 = progress_of(g);
 	cr_assert_eq(p0, p1, "steps advanced while paused (%" PRIu64 " -> %" PRIu64 ")", p0, p1);
 	printf("pause latency %.1f us\n", g->stats.last_pause_ns / 1e3);
@@ -602,7 +580,7 @@ Test(guest, check_invariant, .timeout = 30)
 		uint64_t *w;
 
 		for (int i = 0; i < 3; i++) {
-			sleep_ms(10);
+			sleep_us(10000);
 			cr_assert_eq(tern_guest_check(g, &q, why, sizeof(why)), 0, "%s: %s",
 			             specs[k], why);
 			cr_assert_geq(q, p);
@@ -683,7 +661,7 @@ Test(guest, state_round_trip_and_rejection, .timeout = 30)
 	dst = mkguest(spec, TERN_GUEST_DESTINATION);
 	cr_assert_eq(tern_guest_digest(dst, &ds), 0);
 	cr_assert_eq(dst->ops->resume(dst), 0);
-	sleep_ms(5);
+	sleep_us(5000);
 	cr_assert_eq(tern_guest_check(dst, &pd, why, sizeof(why)), TERN_EVERIFY);
 	cr_assert_not_null(strstr(why, "no ledger"), "%s", why);
 	cr_assert_eq(tern_guest_digest(dst, &dd), 0);
@@ -820,24 +798,24 @@ dirty_exact(const char *spec)
 	tern_guest_destroy(g);
 }
 
-Test(dirty, exact_memfd_sparse, .timeout = 60)
+/* Each backing, sparse (half filled) and empty. */
+static const char *const exact_specs[] = {
+    "simvm:mem=64M,vcpus=2,fill=50,workload=memtouch:ws=8M",
+    "simvm:mem=64M,vcpus=1,workload=memtouch:ws=8M",
+    "simvm:mem=64M,vcpus=2,fill=50,backing=anon-thp,workload=memtouch:ws=8M",
+    "simvm:mem=64M,vcpus=1,backing=anon-thp,workload=memtouch:ws=8M",
+};
+
+/* Parameters are indexes into the spec tables (no pointers in them). */
+ParameterizedTestParameters(dirty, exact)
 {
-	dirty_exact("simvm:mem=64M,vcpus=2,fill=50,workload=memtouch:ws=8M");
+	static int idx[] = {0, 1, 2, 3};
+	return cr_make_param_array(int, idx, sizeof(idx) / sizeof(idx[0]));
 }
 
-Test(dirty, exact_memfd_zero, .timeout = 60)
+ParameterizedTest(int *i, dirty, exact, .timeout = 60)
 {
-	dirty_exact("simvm:mem=64M,vcpus=1,workload=memtouch:ws=8M");
-}
-
-Test(dirty, exact_anon_thp_sparse, .timeout = 60)
-{
-	dirty_exact("simvm:mem=64M,vcpus=2,fill=50,backing=anon-thp,workload=memtouch:ws=8M");
-}
-
-Test(dirty, exact_anon_thp_zero, .timeout = 60)
-{
-	dirty_exact("simvm:mem=64M,vcpus=1,backing=anon-thp,workload=memtouch:ws=8M");
+	dirty_exact(exact_specs[*i]);
 }
 
 Test(dirty, exact_on_1t_memfd, .timeout = 60)
@@ -957,7 +935,7 @@ dirty_concurrent(const char *spec)
 				          spec, it, p);
 			}
 		}
-		sleep_ms(5);
+		sleep_us(5000);
 	}
 	cr_assert_gt(changed, 0, "%s: the workload wrote nothing during the test", spec);
 	cr_assert_eq(tern_guest_check(g, &steps1, why, sizeof(why)), 0, "%s", why);
@@ -971,12 +949,18 @@ dirty_concurrent(const char *spec)
 	tern_guest_destroy(g);
 }
 
-Test(dirty, concurrent_memfd, .timeout = 60)
+static const char *const concurrent_specs[] = {
+    "simvm:mem=64M,vcpus=2,fill=50,workload=memtouch:ws=4M,rate=32M",
+    "simvm:mem=64M,vcpus=2,backing=anon-thp,workload=memtouch:ws=4M,rate=32M",
+};
+
+ParameterizedTestParameters(dirty, concurrent)
 {
-	dirty_concurrent("simvm:mem=64M,vcpus=2,fill=50,workload=memtouch:ws=4M,rate=32M");
+	static int idx[] = {0, 1};
+	return cr_make_param_array(int, idx, sizeof(idx) / sizeof(idx[0]));
 }
 
-Test(dirty, concurrent_anon_thp, .timeout = 60)
+ParameterizedTest(int *i, dirty, concurrent, .timeout = 60)
 {
-	dirty_concurrent("simvm:mem=64M,vcpus=2,backing=anon-thp,workload=memtouch:ws=4M,rate=32M");
+	dirty_concurrent(concurrent_specs[*i]);
 }

@@ -9,6 +9,7 @@
  * migrating first proves the script right, so a refusal is the frame's.
  */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <signal.h>
 
 #include "hostile.h"
@@ -56,95 +57,105 @@ Test(hostile, valid_script_migrates)
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 14, "%s", h.r.outbuf);
 }
 
-/* ---- ranges ---- */
-
-static void
-bad_range(const uint64_t *r, uint32_t nr, const uint64_t *z, uint32_t nz, uint64_t plen,
-          const char *needle)
+/* The tables below run as parameterised tests over their indexes (a
+ * parameter holds no pointers: the worker may be another process). */
+static struct criterion_test_params
+case_indexes(int *idx, size_t n)
 {
+	for (size_t i = 0; i < n; i++)
+		idx[i] = (int)i;
+	return cr_make_param_array(int, idx, n);
+}
+
+#define HOSTILE_CASES(test, table)                                                                 \
+	ParameterizedTestParameters(hostile, test)                                                 \
+	{                                                                                          \
+		static int idx[sizeof(table) / sizeof(table[0])];                                  \
+		return case_indexes(idx, sizeof(idx) / sizeof(idx[0]));                            \
+	}
+
+/* ---- one bad frame after the configuration: a W_PAGES frame with a bad
+ * range list, or a frame prefix (magic, header length, payload length) out
+ * of bounds ---- */
+
+#define OUTSIDE "page range outside guest memory"
+
+static const struct frame_case {
+	const char *name;
+	bool prefix; /* a bare prefix (magic, hlen, plen), else W_PAGES (r, z, plen) */
+	uint32_t magic, hlen;
+	uint64_t r[2], z[2]; /* one page run and one zero range at most */
+	uint32_t nr, nz;
+	uint64_t plen;
+	const char *needle;
+} frame_cases[] = {
+    {.name = "range outside the guest",
+     .r = {HOSTILE_MEM, PAGE},
+     .nr = 1,
+     .plen = PAGE,
+     .needle = OUTSIDE},
+    {.name = "range straddling the end",
+     .r = {HOSTILE_MEM - PAGE, 2 * PAGE},
+     .nr = 1,
+     .plen = 2 * PAGE,
+     .needle = OUTSIDE},
+    /* gpa + len wraps to a small number inside the guest. */
+    {.name = "range overflowing",
+     .r = {UINT64_MAX & ~(PAGE - 1), 2 * PAGE},
+     .nr = 1,
+     .plen = 2 * PAGE,
+     .needle = OUTSIDE},
+    {.name = "zero range overflowing",
+     .z = {PAGE, UINT64_MAX - PAGE + 1},
+     .nz = 1,
+     .needle = OUTSIDE},
+    {.name = "empty range", .r = {0, 0}, .nr = 1, .needle = OUTSIDE},
+    {.name = "no range at all", .needle = "bad range count"},
+    {.name = "payload length mismatch",
+     .r = {0, PAGE},
+     .nr = 1,
+     .plen = 2 * PAGE,
+     .needle = "page frame length mismatch"},
+    {.name = "header too long",
+     .prefix = true,
+     .magic = TERN_WIRE_FRAME_MAGIC,
+     .hlen = TERN_WIRE_HEADER_MAX + 1,
+     .needle = "frame header length"},
+    {.name = "header empty",
+     .prefix = true,
+     .magic = TERN_WIRE_FRAME_MAGIC,
+     .needle = "frame header length"},
+    {.name = "payload too long",
+     .prefix = true,
+     .magic = TERN_WIRE_FRAME_MAGIC,
+     .hlen = 8,
+     .plen = TERN_WIRE_PAYLOAD_MAX + 1,
+     .needle = "payload length"},
+    {.name = "bad frame magic",
+     .prefix = true,
+     .magic = 0x48545450u /* "HTTP" */,
+     .hlen = 8,
+     .needle = "bad frame magic"},
+};
+
+HOSTILE_CASES(bad_frame, frame_cases)
+
+ParameterizedTest(int *i, hostile, bad_frame)
+{
+	const struct frame_case *c = &frame_cases[*i];
 	struct hostile h;
+	cr_log_info("bad frame: %s", c->name);
 	h_start(&h, 1);
 	h_config(&h);
-	h_pages(h.fd[0], r, nr, z, nz, plen);
-	h_expect_refused(&h, h.fd[0], needle);
-	h_end(&h, 1, needle);
-}
-
-Test(hostile, range_outside_guest)
-{
-	uint64_t r[2] = {HOSTILE_MEM, PAGE};
-	bad_range(r, 1, NULL, 0, PAGE, "page range outside guest memory");
-}
-
-Test(hostile, range_straddling_the_end)
-{
-	uint64_t r[2] = {HOSTILE_MEM - PAGE, 2 * PAGE};
-	bad_range(r, 1, NULL, 0, 2 * PAGE, "page range outside guest memory");
-}
-
-Test(hostile, range_overflowing)
-{
-	/* gpa + len wraps to a small number inside the guest. */
-	uint64_t r[2] = {UINT64_MAX & ~(PAGE - 1), 2 * PAGE};
-	bad_range(r, 1, NULL, 0, 2 * PAGE, "page range outside guest memory");
-}
-
-Test(hostile, zero_range_overflowing)
-{
-	uint64_t z[2] = {PAGE, UINT64_MAX - PAGE + 1};
-	bad_range(NULL, 0, z, 1, 0, "page range outside guest memory");
-}
-
-Test(hostile, empty_range)
-{
-	uint64_t r[2] = {0, 0};
-	bad_range(r, 1, NULL, 0, 0, "page range outside guest memory");
-}
-
-Test(hostile, no_range_at_all)
-{
-	bad_range(NULL, 0, NULL, 0, 0, "bad range count");
-}
-
-Test(hostile, payload_length_mismatch)
-{
-	uint64_t r[2] = {0, PAGE};
-	bad_range(r, 1, NULL, 0, 2 * PAGE, "page frame length mismatch");
-}
-
-/* ---- framing ---- */
-
-static void
-bad_prefix(uint32_t magic, uint32_t hlen, uint64_t plen, const char *needle)
-{
-	struct hostile h;
-	uint8_t pre[16];
-	h_start(&h, 1);
-	h_config(&h);
-	h_prefix(pre, magic, hlen, plen);
-	h_raw(h.fd[0], pre, sizeof(pre));
-	h_expect_refused(&h, h.fd[0], needle);
-	h_end(&h, 1, needle);
-}
-
-Test(hostile, header_too_long)
-{
-	bad_prefix(TERN_WIRE_FRAME_MAGIC, TERN_WIRE_HEADER_MAX + 1, 0, "frame header length");
-}
-
-Test(hostile, header_empty)
-{
-	bad_prefix(TERN_WIRE_FRAME_MAGIC, 0, 0, "frame header length");
-}
-
-Test(hostile, payload_too_long)
-{
-	bad_prefix(TERN_WIRE_FRAME_MAGIC, 8, TERN_WIRE_PAYLOAD_MAX + 1, "payload length");
-}
-
-Test(hostile, bad_frame_magic)
-{
-	bad_prefix(0x48545450u /* "HTTP" */, 8, 0, "bad frame magic");
+	if (c->prefix) {
+		uint8_t pre[16];
+		h_prefix(pre, c->magic, c->hlen, c->plen);
+		h_raw(h.fd[0], pre, sizeof(pre));
+	} else {
+		h_pages(h.fd[0], c->nr ? c->r : NULL, c->nr, c->nz ? c->z : NULL, c->nz, c->plen);
+	}
+	h_expect_refused(&h, h.fd[0], c->needle);
+	h_end(&h, 1, c->needle);
 }
 
 Test(hostile, undecodable_header)
@@ -176,49 +187,109 @@ Test(hostile, control_payload_too_large)
 	h_end(&h, 1, "control payload too large");
 }
 
-Test(hostile, frame_type_a_source_never_sends)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_ACK);
-	h_send(h.fd[0], &m, NULL, 0);
-	h_expect_refused(&h, h.fd[0], "unexpected frame type");
-	h_end(&h, 1, "unexpected frame type");
-}
-
 /* ---- phases ---- */
 
-Test(hostile, pages_before_config)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_page(h.fd[0], 0);
-	h_expect_refused(&h, h.fd[0], "page data before the configuration");
-	h_end(&h, 1, "page data before the configuration");
-}
+/* One valid prefix of the script (steps), then a frame the destination must
+ * refuse where it stands (its phase, the connection, or a type a source never
+ * sends): refused, and no page counted. */
+enum phase_step { PH_CONFIG = 1, PH_STATE = 2, PH_DIGEST = 4 };
 
-Test(hostile, config_twice)
+static const struct phase_case {
+	const char *name;
+	unsigned steps;     /* enum phase_step, run in that order */
+	uint32_t conns, on; /* connections (0: 1), and the one the frame goes on */
+	uint32_t bad;       /* the frame: W_PAGES is one page, W_STATE the state */
+	const char *refused, *why;
+	int counted; /* the destination's summary has pages_sent (0) */
+} phase_cases[] = {
+    {.name = "pages before config",
+     .bad = TERN_MSG_W_PAGES,
+     .refused = "page data before the configuration",
+     .why = "page data before the configuration"},
+    {.name = "state before config",
+     .bad = TERN_MSG_W_STATE,
+     .refused = "W_STATE in phase listening",
+     .why = "protocol violation: W_STATE in phase listening"},
+    {.name = "config twice",
+     .steps = PH_CONFIG,
+     .bad = TERN_MSG_W_CONFIG,
+     .refused = "already configured",
+     .why = "second configuration"},
+    {.name = "state twice",
+     .steps = PH_CONFIG | PH_STATE,
+     .bad = TERN_MSG_W_STATE,
+     .refused = "W_STATE in phase state",
+     .why = "protocol violation: W_STATE in phase state"},
+    {.name = "pages after digest",
+     .steps = PH_CONFIG | PH_STATE | PH_DIGEST,
+     .bad = TERN_MSG_W_PAGES,
+     .refused = "page data after the end of memory",
+     .why = "page data after the end of memory",
+     .counted = 1},
+    {.name = "digest before state",
+     .steps = PH_CONFIG,
+     .bad = TERN_MSG_W_DIGEST,
+     .refused = "W_DIGEST in phase configured",
+     .why = "protocol violation: W_DIGEST in phase configured"},
+    {.name = "digest twice",
+     .steps = PH_CONFIG | PH_STATE | PH_DIGEST,
+     .bad = TERN_MSG_W_DIGEST,
+     .refused = "W_DIGEST in phase verified",
+     .why = "protocol violation: W_DIGEST in phase verified"},
+    {.name = "complete before state",
+     .steps = PH_CONFIG,
+     .bad = TERN_MSG_W_COMPLETE,
+     .refused = "W_COMPLETE in phase configured",
+     .why = "protocol violation: W_COMPLETE in phase configured"},
+    {.name = "control frame on a data connection",
+     .steps = PH_CONFIG,
+     .conns = 2,
+     .on = 1,
+     .bad = TERN_MSG_W_COMPLETE,
+     .refused = "control frame on a data connection",
+     .why = "protocol violation: connection 1: control frame on a data connection"},
+    {.name = "a frame type a source never sends",
+     .bad = TERN_MSG_W_ACK,
+     .refused = "unexpected frame type",
+     .why = "unexpected frame type"},
+};
+
+HOSTILE_CASES(misplaced_frame, phase_cases)
+
+ParameterizedTest(int *i, hostile, misplaced_frame)
 {
+	const struct phase_case *c = &phase_cases[*i];
 	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
 	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_CONFIG);
-	m.u.w_config.mem_size = HOSTILE_MEM;
-	m.u.w_config.page_size = (uint32_t)PAGE;
-	h_send(h.fd[0], &m, NULL, 0);
-	h_expect_refused(&h, h.fd[0], "already configured");
-	h_end(&h, 1, "second configuration");
-}
-
-Test(hostile, state_before_config)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_state(&h, 0);
-	h_expect_refused(&h, h.fd[0], "W_STATE in phase listening");
-	h_end(&h, 1, "protocol violation: W_STATE in phase listening");
+	uint64_t d = h_digest_of(NULL, 0);
+	cr_log_info("misplaced frame: %s", c->name);
+	h_start(&h, c->conns ? c->conns : 1);
+	if (c->steps & PH_CONFIG)
+		h_config(&h);
+	if (c->steps & PH_STATE)
+		h_state(&h, 1);
+	if (c->steps & PH_DIGEST) {
+		h_simple(&h, TERN_MSG_W_DIGEST, d);
+		h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
+	}
+	if (c->bad == TERN_MSG_W_PAGES) {
+		h_page(h.fd[c->on], 0);
+	} else if (c->bad == TERN_MSG_W_STATE) {
+		h_state(&h, 0);
+	} else {
+		tern_msg_init(&m, c->bad);
+		if (c->bad == TERN_MSG_W_DIGEST)
+			m.u.w_digest.digest = d;
+		if (c->bad == TERN_MSG_W_CONFIG) {
+			m.u.w_config.mem_size = HOSTILE_MEM;
+			m.u.w_config.page_size = (uint32_t)PAGE;
+		}
+		h_send(h.fd[c->on], &m, NULL, 0);
+	}
+	h_expect_refused(&h, h.fd[c->on], c->refused);
+	h_end(&h, 1, c->why);
+	if (c->counted)
+		cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
 }
 
 Test(hostile, state_length_mismatch)
@@ -236,37 +307,21 @@ Test(hostile, state_length_mismatch)
 	h_end(&h, 1, "protocol violation: W_STATE announces");
 }
 
-Test(hostile, state_twice)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_state(&h, 1);
-	h_state(&h, 0);
-	h_expect_refused(&h, h.fd[0], "W_STATE in phase state");
-	h_end(&h, 1, "protocol violation: W_STATE in phase state");
-}
-
-/* Pages after the end of memory, on the control connection and on a data
- * connection: refused, and not counted (nothing written). */
-static void
-pages_after_state(int conn)
+/* Pages after the end of memory on the control connection: refused, and
+ * not counted (nothing written).  (On a data connection they are never
+ * read: pages_after_state_on_a_data_connection.) */
+Test(hostile, pages_after_state)
 {
 	struct hostile h;
 	h_start(&h, 2);
 	h_config(&h);
-	h_page(h.fd[conn], 0);
-	h_ack(&h, h.fd[conn]);
+	h_page(h.fd[0], 0);
+	h_ack(&h, h.fd[0]);
 	h_state(&h, 1);
-	h_page(h.fd[conn], PAGE);
-	h_expect_refused(&h, h.fd[conn], "page data after the end of memory");
+	h_page(h.fd[0], PAGE);
+	h_expect_refused(&h, h.fd[0], "page data after the end of memory");
 	h_end(&h, 1, "protocol violation: connection");
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 1, "%s", h.r.outbuf);
-}
-
-Test(hostile, pages_after_state)
-{
-	pages_after_state(0);
 }
 
 /* A page frame the destination may no longer read: sent without caring
@@ -304,44 +359,6 @@ Test(hostile, pages_after_state_on_a_data_connection)
 	h_expect_ok(&h, h.fd[0], TERN_MSG_W_COMPLETE);
 	h_end(&h, 0, NULL);
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 1, "%s", h.r.outbuf);
-}
-
-Test(hostile, pages_after_digest)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_state(&h, 1);
-	h_simple(&h, TERN_MSG_W_DIGEST, h_digest_of(NULL, 0));
-	h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
-	h_page(h.fd[0], 0);
-	h_expect_refused(&h, h.fd[0], "page data after the end of memory");
-	h_end(&h, 1, "page data after the end of memory");
-	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, digest_before_state)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_simple(&h, TERN_MSG_W_DIGEST, 0);
-	h_expect_refused(&h, h.fd[0], "W_DIGEST in phase configured");
-	h_end(&h, 1, "protocol violation: W_DIGEST in phase configured");
-}
-
-Test(hostile, digest_twice)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_state(&h, 1);
-	uint64_t d = h_digest_of(NULL, 0);
-	h_simple(&h, TERN_MSG_W_DIGEST, d);
-	h_expect_ok(&h, h.fd[0], TERN_MSG_W_DIGEST);
-	h_simple(&h, TERN_MSG_W_DIGEST, d);
-	h_expect_refused(&h, h.fd[0], "W_DIGEST in phase verified");
-	h_end(&h, 1, "protocol violation: W_DIGEST in phase verified");
 }
 
 /* ---- fencing a data connection the source gave up on ---- */
@@ -398,16 +415,6 @@ Test(hostile, fence_before_config)
 	h_end(&h, 1, "protocol violation: W_FENCE in phase listening");
 }
 
-Test(hostile, complete_before_state)
-{
-	struct hostile h;
-	h_start(&h, 1);
-	h_config(&h);
-	h_simple(&h, TERN_MSG_W_COMPLETE, 0);
-	h_expect_refused(&h, h.fd[0], "W_COMPLETE in phase configured");
-	h_end(&h, 1, "protocol violation: W_COMPLETE in phase configured");
-}
-
 /* After the handoff the guest runs here: a second W_COMPLETE (and pages
  * behind it) are never acted on, and the destination ends as it should. */
 Test(hostile, complete_twice_then_pages)
@@ -434,18 +441,6 @@ Test(hostile, complete_twice_then_pages)
 	          "a second W_COMPLETE was accepted");
 	h_end(&h, 0, NULL);
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, control_frame_on_a_data_connection)
-{
-	struct hostile h;
-	h_start(&h, 2);
-	h_config(&h);
-	struct tern_msg m;
-	tern_msg_init(&m, TERN_MSG_W_COMPLETE);
-	h_send(h.fd[1], &m, NULL, 0);
-	h_expect_refused(&h, h.fd[1], "control frame on a data connection");
-	h_end(&h, 1, "protocol violation: connection 1: control frame on a data connection");
 }
 
 /* ---- limits: a destination without a guest of its own builds none larger
@@ -588,16 +583,23 @@ Test(hostile, second_source_mid_migration)
 	h_end(&h, 0, NULL);
 }
 
-/* Bytes dribbled slower than any frame should take: the frame deadline is
- * absolute (3 x --io-timeout), so the destination gives up on its own. */
-static void
-trickle(int header)
+/* Bytes dribbled slower than any frame should take, a header (1) or a
+ * payload (0): the frame deadline is absolute (3 x --io-timeout), so the
+ * destination gives up on its own. */
+ParameterizedTestParameters(hostile, trickled)
 {
+	static int header[] = {1, 0};
+	return cr_make_param_array(int, header, sizeof(header) / sizeof(header[0]));
+}
+
+ParameterizedTest(int *pheader, hostile, trickled)
+{
+	uint8_t frame[16 + PAGE + 512];
+	size_t len = 0;
+	int header = *pheader;
 	struct hostile h;
 	h_start(&h, 1);
 	h_config(&h);
-	uint8_t frame[16 + PAGE + 512];
-	size_t len = 0;
 	if (header) {
 		h_prefix(frame, TERN_WIRE_FRAME_MAGIC, 200, 0);
 		memset(frame + 16, 0x90, 200);
@@ -628,14 +630,4 @@ trickle(int header)
 	}
 	h_end(&h, 1, "a trickle counts as silence");
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 0, "%s", h.r.outbuf);
-}
-
-Test(hostile, trickled_header)
-{
-	trickle(1);
-}
-
-Test(hostile, trickled_payload)
-{
-	trickle(0);
 }

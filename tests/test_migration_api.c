@@ -95,51 +95,62 @@ start_source(struct side *src, const char *to, uint32_t limit_ms, int verify)
 	return m;
 }
 
+/* A destination handle and a source handle sending GUEST to it. */
+struct pair {
+	struct side src, dst;
+	char to[64];
+	struct tern_migration *d, *m;
+};
+
+/* pair_start starts both sides (with the sides' flags as the test set them). */
+static void
+pair_start(struct pair *p, uint32_t limit_ms, int verify)
+{
+	p->d = start_destination(&p->dst, p->to, sizeof(p->to));
+	p->m = start_source(&p->src, p->to, limit_ms, verify);
+}
+
 Test(migration_api, both_sides_by_handle, .timeout = 300)
 {
-	struct side src = {0}, dst = {0};
-	char to[64];
-	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
-	struct tern_migration *m = start_source(&src, to, 0, 1);
+	struct pair p = {0};
+	pair_start(&p, 0, 1);
 	struct tern_stats st;
 	/* Readable at any time; "active" until the end. */
-	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_eq(tern_migration_stats(p.m, &st), 0);
 	cr_assert(strcmp(st.outcome, "active") == 0 || strcmp(st.outcome, "completed") == 0, "%s",
 	          st.outcome);
 	char err[512] = "";
-	int rc = tern_migration_wait(m, -1, err, sizeof(err));
+	int rc = tern_migration_wait(p.m, -1, err, sizeof(err));
 	cr_assert_eq(rc, 0, "send: %s", err);
-	cr_assert_eq(atomic_load(&src.done), 1, "done must come exactly once");
-	cr_assert_geq(atomic_load(&src.progress), 1);
-	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_eq(atomic_load(&p.src.done), 1, "done must come exactly once");
+	cr_assert_geq(atomic_load(&p.src.progress), 1);
+	cr_assert_eq(tern_migration_stats(p.m, &st), 0);
 	cr_assert_str_eq(st.outcome, "completed");
 	cr_assert_eq(st.verified, 1);
-	cr_assert_eq(tern_migration_close(m), 0);
-	cr_assert_eq(tern_migration_close(d), 0);
-	cr_assert_eq(atomic_load(&dst.done), 1);
-	cr_assert_eq(atomic_load(&dst.result), 0);
+	cr_assert_eq(tern_migration_close(p.m), 0);
+	cr_assert_eq(tern_migration_close(p.d), 0);
+	cr_assert_eq(atomic_load(&p.dst.done), 1);
+	cr_assert_eq(atomic_load(&p.dst.result), 0);
 }
 
 Test(migration_api, cancel_from_a_callback, .timeout = 300)
 {
-	struct side src = {0}, dst = {0};
-	atomic_store(&src.cancel_at_iterate, 1);
-	char to[64];
-	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
+	struct pair p = {0};
+	atomic_store(&p.src.cancel_at_iterate, 1);
 	/* A 1 ms limit never converges: only the cancel ends it. */
-	struct tern_migration *m = start_source(&src, to, 1, 0);
+	pair_start(&p, 1, 0);
 	char err[512] = "";
-	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), TERN_ECANCELED, "%s", err);
+	cr_assert_eq(tern_migration_wait(p.m, -1, err, sizeof(err)), TERN_ECANCELED, "%s", err);
 	cr_assert_not_null(strstr(err, "cancelled"), "%s", err);
 	struct tern_stats st;
-	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_eq(tern_migration_stats(p.m, &st), 0);
 	cr_assert_str_eq(st.outcome, "aborted");
 	cr_assert_eq(st.workload_ok, 1, "the source guest does not run after the cancel");
-	tern_migration_cancel(m); /* idempotent, also after the end */
-	cr_assert_eq(tern_migration_close(m), TERN_ECANCELED);
+	tern_migration_cancel(p.m); /* idempotent, also after the end */
+	cr_assert_eq(tern_migration_close(p.m), TERN_ECANCELED);
 	/* The destination was told and gave up its copy. */
-	cr_assert_neq(tern_migration_close(d), 0);
-	cr_assert_eq(atomic_load(&dst.done), 1);
+	cr_assert_neq(tern_migration_close(p.d), 0);
+	cr_assert_eq(atomic_load(&p.dst.done), 1);
 }
 
 Test(migration_api, a_bad_start_calls_nothing_back)
@@ -158,23 +169,21 @@ Test(migration_api, a_bad_start_calls_nothing_back)
 
 Test(migration_api, downtime_limit_changed_while_running, .timeout = 300)
 {
-	struct side src = {0}, dst = {0};
-	atomic_store(&src.relax_at_iterate, 1);
-	char to[64];
-	struct tern_migration *d = start_destination(&dst, to, sizeof(to));
+	struct pair p = {0};
+	atomic_store(&p.src.relax_at_iterate, 1);
 	/* A 1 ms limit would never converge... */
-	struct tern_migration *m = start_source(&src, to, 1, 0);
+	pair_start(&p, 1, 0);
 	char err[512] = "";
 	/* ...until the callback raises the limit: then it completes. */
-	cr_assert_eq(tern_migration_wait(m, -1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(tern_migration_wait(p.m, -1, err, sizeof(err)), 0, "%s", err);
 	struct tern_stats st;
-	cr_assert_eq(tern_migration_stats(m, &st), 0);
+	cr_assert_eq(tern_migration_stats(p.m, &st), 0);
 	cr_assert_str_eq(st.outcome, "completed");
 	cr_assert_eq(st.downtime_limit_ms, 60000, "the new limit was not in force");
-	cr_assert_eq(tern_migration_close(m), 0);
+	cr_assert_eq(tern_migration_close(p.m), 0);
 	/* A destination has no such parameters. */
-	cr_assert_eq(tern_migration_set_downtime_limit(d, 5), TERN_ESTATE);
-	cr_assert_eq(tern_migration_close(d), 0);
+	cr_assert_eq(tern_migration_set_downtime_limit(p.d, 5), TERN_ESTATE);
+	cr_assert_eq(tern_migration_close(p.d), 0);
 }
 
 Test(migration_api, over_sockets_the_vmm_connected, .timeout = 300)

@@ -11,7 +11,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -21,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "actors/actor.h"
 #include "actors/fault.h"
@@ -198,6 +198,18 @@ ping(uint32_t to, const char *text)
 	return tern_send(rt, tern_mailbox_id(mb), to, &m);
 }
 
+/* ping_request asks `to` with PING {text, value} from the test's mailbox and
+ * waits for the answer (or, failing, the target's SYS_EXIT) in *r. */
+static int
+ping_request(uint32_t to, const char *text, uint64_t value, struct tern_msg *r)
+{
+	struct tern_msg q;
+	tern_msg_init(&q, TERN_MSG_PING);
+	q.u.ping.value = value;
+	snprintf(q.u.ping.text, sizeof(q.u.ping.text), "%s", text);
+	return tern_mailbox_request(mb, to, &q, r, FOREVER_MS);
+}
+
 static void
 wait_sem(sem_t *s, const char *what)
 {
@@ -231,9 +243,8 @@ Test(supervision, unregistered_before_stop_runs, .init = sv_setup, .fini = sv_te
 	wait_sem(&c.stop_entered, "stop");
 	/* stop is still running (held): the actor is gone already. */
 	cr_assert_eq(ping(id, "ignore"), TERN_ECLOSED);
-	struct tern_msg q, r;
-	tern_msg_init(&q, TERN_MSG_PING);
-	cr_assert_eq(tern_mailbox_request(mb, id, &q, &r, FOREVER_MS), TERN_ECLOSED);
+	struct tern_msg r;
+	cr_assert_eq(ping_request(id, "", 0, &r), TERN_ECLOSED);
 	sem_post(&c.stop_release);
 	struct tern_exit e;
 	cr_assert_eq(tern_actor_join(a, FOREVER_MS, &e), 0);
@@ -245,13 +256,12 @@ struct killer {
 	struct tern_actor *victim;
 };
 
-static void *
+static void
 kill_when(void *arg)
 {
 	struct killer *k = arg;
 	sem_wait(k->when);
 	tern_actor_kill(k->victim);
-	return NULL;
 }
 
 Test(supervision, request_fails_at_once_when_target_is_killed, .init = sv_setup,
@@ -261,17 +271,15 @@ Test(supervision, request_fails_at_once_when_target_is_killed, .init = sv_setup,
 	ctl_init(&c);
 	struct tern_actor *a = spawn(&c);
 	struct killer k = {&c.entered, a};
-	pthread_t t;
-	pthread_create(&t, NULL, kill_when, &k);
+	uv_thread_t t;
+	cr_assert_eq(uv_thread_create(&t, kill_when, &k), 0);
 	/* The target blocks (killably) on the request and never answers: only
 	 * its death can end the wait early. */
-	struct tern_msg q, r;
-	tern_msg_init(&q, TERN_MSG_PING);
-	snprintf(q.u.ping.text, sizeof(q.u.ping.text), "sleep");
+	struct tern_msg r;
 	uint64_t t0 = tern_now_ns();
-	int rc = tern_mailbox_request(mb, tern_actor_id(a), &q, &r, FOREVER_MS);
+	int rc = ping_request(tern_actor_id(a), "sleep", 0, &r);
 	uint64_t ms = (tern_now_ns() - t0) / 1000000;
-	pthread_join(t, NULL);
+	cr_assert_eq(uv_thread_join(&t), 0);
 	cr_assert_eq(rc, TERN_EKILLED, "request: %s", tern_strerror(rc));
 	cr_assert_lt(ms, LIVENESS_MS, "the request waited %llu ms on a dead actor",
 	             (unsigned long long)ms);
@@ -289,10 +297,8 @@ Test(supervision, request_fails_with_the_targets_error, .init = sv_setup, .fini 
 	struct sv_ctl c;
 	ctl_init(&c);
 	struct tern_actor *a = spawn(&c);
-	struct tern_msg q, r;
-	tern_msg_init(&q, TERN_MSG_PING);
-	snprintf(q.u.ping.text, sizeof(q.u.ping.text), "fail");
-	int rc = tern_mailbox_request(mb, tern_actor_id(a), &q, &r, FOREVER_MS);
+	struct tern_msg r;
+	int rc = ping_request(tern_actor_id(a), "fail", 0, &r);
 	cr_assert_eq(rc, -EIO, "request: %s", tern_strerror(rc));
 	cr_assert_eq(r.u.sys_exit.reason, TERN_EXIT_ERROR);
 	cr_assert_str_eq(r.u.sys_exit.why, "failing on purpose");
@@ -310,11 +316,8 @@ Test(supervision, request_answered_before_exit_is_the_answer, .init = sv_setup, 
 	struct sv_ctl c;
 	ctl_init(&c);
 	struct tern_actor *a = spawn(&c);
-	struct tern_msg q, r;
-	tern_msg_init(&q, TERN_MSG_PING);
-	q.u.ping.value = 42;
-	snprintf(q.u.ping.text, sizeof(q.u.ping.text), "echo");
-	cr_assert_eq(tern_mailbox_request(mb, tern_actor_id(a), &q, &r, FOREVER_MS), 0);
+	struct tern_msg r;
+	cr_assert_eq(ping_request(tern_actor_id(a), "echo", 42, &r), 0);
 	cr_assert_eq(r.u.ping.value, 42);
 	tern_actor_kill(a);
 	cr_assert_eq(tern_actor_join(a, FOREVER_MS, NULL), 0);
@@ -472,12 +475,10 @@ Test(supervision, fault_kills_the_named_instance_at_the_nth_event, .init = sv_se
 		cr_assert_eq(ping(tern_actor_id(a0), "ignore"), 0);
 		cr_assert_eq(ping(tern_actor_id(a1), "ignore"), 0);
 	}
-	struct tern_msg q, r;
-	tern_msg_init(&q, TERN_MSG_PING);
-	snprintf(q.u.ping.text, sizeof(q.u.ping.text), "echo");
+	struct tern_msg r;
 	/* The third PING to #1 kills it before it is handled. */
-	cr_assert_eq(tern_mailbox_request(mb, tern_actor_id(a1), &q, &r, FOREVER_MS), TERN_EKILLED);
-	cr_assert_eq(tern_mailbox_request(mb, tern_actor_id(a0), &q, &r, FOREVER_MS), 0);
+	cr_assert_eq(ping_request(tern_actor_id(a1), "echo", 0, &r), TERN_EKILLED);
+	cr_assert_eq(ping_request(tern_actor_id(a0), "echo", 0, &r), 0);
 	struct tern_exit e;
 	cr_assert_eq(tern_actor_join(a1, FOREVER_MS, &e), 0);
 	cr_assert_eq(e.reason, TERN_EXIT_KILLED);

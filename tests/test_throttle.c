@@ -9,11 +9,11 @@
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
 #include "actors/actor.h"
 #include "actors/throttle.h"
@@ -28,7 +28,7 @@
 #define WAIT_BOUND_NS (30000 * MS)
 
 struct rec {
-	pthread_mutex_t lock;
+	uv_mutex_t lock;
 	struct tern_throttle_event ev[EV_MAX];
 	size_t n;
 	size_t lost;
@@ -58,12 +58,12 @@ on_event(void *arg, const struct tern_throttle_event *ev)
 {
 	struct rec *r = arg;
 
-	pthread_mutex_lock(&r->lock);
+	uv_mutex_lock(&r->lock);
 	if (r->n < EV_MAX)
 		r->ev[r->n++] = *ev;
 	else
 		r->lost++;
-	pthread_mutex_unlock(&r->lock);
+	uv_mutex_unlock(&r->lock);
 }
 
 /* snapshot copies the timeline so far into out (EV_MAX entries). */
@@ -72,11 +72,11 @@ snapshot(struct fx *f, struct tern_throttle_event *out)
 {
 	size_t n;
 
-	pthread_mutex_lock(&f->rec.lock);
+	uv_mutex_lock(&f->rec.lock);
 	n = f->rec.n;
 	memcpy(out, f->rec.ev, n * sizeof(*out));
 	cr_assert_eq(f->rec.lost, 0);
-	pthread_mutex_unlock(&f->rec.lock);
+	uv_mutex_unlock(&f->rec.lock);
 	return n;
 }
 
@@ -88,7 +88,7 @@ fx_start(struct fx *f, uint32_t slice_ms)
 	int rc;
 
 	memset(f, 0, sizeof(*f));
-	pthread_mutex_init(&f->rec.lock, NULL);
+	cr_assert_eq(uv_mutex_init(&f->rec.lock), 0);
 	cr_assert_eq(tern_guest_spec_parse(SPEC, &cfg, err, sizeof(err)), 0, "%s", err);
 	rc = tern_guest_create(&f->g, &cfg, TERN_GUEST_SOURCE, err, sizeof(err));
 	cr_assert_eq(rc, 0, "guest: %s (%s)", err, tern_strerror(rc));
@@ -131,7 +131,7 @@ fx_end(struct fx *f)
 	tern_runtime_destroy(f->rt);
 	tern_throttle_guard_fini(&f->guard);
 	tern_guest_destroy(f->g);
-	pthread_mutex_destroy(&f->rec.lock);
+	uv_mutex_destroy(&f->rec.lock);
 }
 
 static struct tern_msg_throttle_state
@@ -237,10 +237,10 @@ wait_events(struct fx *f, uint32_t kind, uint64_t t_ns, size_t n, const char *wh
 
 	for (;;) {
 		have = 0;
-		pthread_mutex_lock(&f->rec.lock);
+		uv_mutex_lock(&f->rec.lock);
 		for (size_t i = 0; i < f->rec.n; i++)
 			have += f->rec.ev[i].kind == kind && f->rec.ev[i].t_call_ns > t_ns;
-		pthread_mutex_unlock(&f->rec.lock);
+		uv_mutex_unlock(&f->rec.lock);
 		if (have >= n)
 			return;
 		cr_assert_lt(tern_now_ns() - t0, WAIT_BOUND_NS, "%s: %zu of %zu", what, have, n);

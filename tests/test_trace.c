@@ -5,12 +5,12 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "messages/trace.h"
 #include "tern/error.h"
@@ -77,10 +77,10 @@ struct writer {
 	struct tern_trace *t;
 	uint32_t actor;
 	int rv;
-	pthread_t tid;
+	uv_thread_t tid;
 };
 
-static void *
+static void
 writer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -90,7 +90,6 @@ writer_main(void *arg)
 		expected(&r, w->actor, i);
 		w->rv = tern_trace_write(w->t, &r);
 	}
-	return NULL;
 }
 
 Test(trace, concurrent_writers, .init = setup, .fini = teardown)
@@ -108,10 +107,10 @@ Test(trace, concurrent_writers, .init = setup, .fini = teardown)
 	cr_assert_eq(tern_trace_open(&t, path, "source"), 0);
 	for (int i = 0; i < NTHREADS; i++) {
 		w[i] = (struct writer){.t = t, .actor = (uint32_t)i + 1};
-		cr_assert_eq(pthread_create(&w[i].tid, NULL, writer_main, &w[i]), 0);
+		cr_assert_eq(uv_thread_create(&w[i].tid, writer_main, &w[i]), 0);
 	}
 	for (int i = 0; i < NTHREADS; i++) {
-		cr_assert_eq(pthread_join(w[i].tid, NULL), 0);
+		cr_assert_eq(uv_thread_join(&w[i].tid), 0);
 		cr_assert_eq(w[i].rv, 0);
 	}
 	tern_trace_close(t);

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "messages/msg.h"
 #include "tern/tern.h"
 #include "tools/qmp.h"
 
@@ -51,7 +52,7 @@ qmp_errorf(struct qmp_error *err, const char *cls, const char *fmt, ...)
 	va_list ap;
 	err->cls = cls;
 	va_start(ap, fmt);
-	vsnprintf(err->desc, sizeof(err->desc), fmt, ap);
+	terni_verrf(err->desc, sizeof(err->desc), fmt, ap);
 	va_end(ap);
 	return NULL;
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/json_text.h"
 #include "tools/trace_viewer.h"
 
 /* Microseconds with nanosecond precision, as the trace-event format wants. */
@@ -95,7 +96,7 @@ tv_counter_name(const struct tv_model *m, const char *name, uint32_t actor)
 {
 	char buf[256];
 	snprintf(buf, sizeof(buf), "%s (%s)", name, m->actors[actor].label);
-	return tv_json_text(buf);
+	return tools_json_text(buf);
 }
 
 /* A metadata event: {"ph":"M", pid, tid, name, "args": {key: value}}. */
@@ -114,9 +115,9 @@ tv_pf_meta(const struct tv_model *m, FILE *out)
 		char name[96];
 		snprintf(name, sizeof(name), "%s (pid %" PRId64 ")", m->files[f].hdr.side,
 		         m->files[f].hdr.pid);
-		rc =
-		    tv_json_first(rc, tv_pf_put(out, tv_pf_meta_event(f + 1, 0, "process_name",
-		                                                      "name", tv_json_text(name))));
+		rc = tv_json_first(rc,
+		                   tv_pf_put(out, tv_pf_meta_event(f + 1, 0, "process_name", "name",
+		                                                   tools_json_text(name))));
 		rc = tv_json_first(
 		    rc,
 		    tv_pf_put(out, tv_pf_meta_event(f + 1, 0, "process_sort_index", "sort_index",
@@ -126,7 +127,7 @@ tv_pf_meta(const struct tv_model *m, FILE *out)
 		int pid = m->actors[a].file + 1;
 		rc = tv_json_first(
 		    rc, tv_pf_put(out, tv_pf_meta_event(pid, a + 1, "thread_name", "name",
-		                                        tv_json_text(m->actors[a].label))));
+		                                        tools_json_text(m->actors[a].label))));
 		rc = tv_json_first(rc,
 		                   tv_pf_put(out, tv_pf_meta_event(pid, a + 1, "thread_sort_index",
 		                                                   "sort_index", json_integer(a))));
@@ -140,7 +141,7 @@ static json_t *
 tv_pf_event(const char *ph, int pid, uint32_t tid, int64_t ts, const char *name)
 {
 	return json_pack("{s:s,s:i,s:I,s:o,s:o}", "ph", ph, "pid", pid, "tid", (json_int_t)tid,
-	                 "ts", tv_us(ts), "name", tv_json_text(name));
+	                 "ts", tv_us(ts), "name", tools_json_text(name));
 }
 
 /* tv_pf_set adds key to ev; an allocation failure anywhere leaves NULL. */

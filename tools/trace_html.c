@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/json_text.h"
 #include "tools/trace_viewer.h"
 
 /* Generated from tools/trace_report.html by tools/trace_embed.cmake. */
@@ -55,7 +56,7 @@ tv_html_series(const char *label, const int64_t *t, const double *v, size_t n, d
 			json_decref(pts);
 			pts = NULL;
 		}
-	return json_pack("{s:o,s:o}", "name", tv_json_text(label), "points", pts);
+	return json_pack("{s:o,s:o}", "name", tools_json_text(label), "points", pts);
 }
 
 /* One plot: every series of counter `name`, in any actor. */
@@ -116,13 +117,13 @@ tv_html_files(const struct tv_model *m)
 	json_t *files = json_array();
 	for (int f = 0; files != NULL && f < m->nfiles; f++) {
 		const struct tv_file *tf = &m->files[f];
-		if (json_array_append_new(files, json_pack("{s:o,s:o,s:I,s:o,s:I,s:o}", "path",
-		                                           tv_json_text(tf->path), "side",
-		                                           tv_json_text(tf->hdr.side), "pid",
-		                                           (json_int_t)tf->hdr.pid, "records",
-		                                           tv_json_int(tf->nrecs), "offset_ns",
-		                                           (json_int_t)tf->offset_ns, "offset_from",
-		                                           tv_json_text(tf->offset_from))) != 0) {
+		if (json_array_append_new(
+		        files,
+		        json_pack("{s:o,s:o,s:I,s:o,s:I,s:o}", "path", tools_json_text(tf->path),
+		                  "side", tools_json_text(tf->hdr.side), "pid",
+		                  (json_int_t)tf->hdr.pid, "records", tv_json_int(tf->nrecs),
+		                  "offset_ns", (json_int_t)tf->offset_ns, "offset_from",
+		                  tools_json_text(tf->offset_from))) != 0) {
 			json_decref(files);
 			files = NULL;
 		}
@@ -136,10 +137,11 @@ tv_html_actors(const struct tv_model *m)
 	json_t *actors = json_array();
 	for (uint32_t a = 0; actors != NULL && a < m->nactors; a++) {
 		const struct tv_actor *x = &m->actors[a];
-		if (json_array_append_new(
-		        actors, json_pack("{s:o,s:s,s:i,s:i,s:i}", "label", tv_json_text(x->label),
-		                          "side", tv_side_name(m, x->file), "conn", x->conn,
-		                          "spawned", x->spawned, "exited", x->exited)) != 0) {
+		if (json_array_append_new(actors, json_pack("{s:o,s:s,s:i,s:i,s:i}", "label",
+		                                            tools_json_text(x->label), "side",
+		                                            tv_side_name(m, x->file), "conn",
+		                                            x->conn, "spawned", x->spawned,
+		                                            "exited", x->exited)) != 0) {
 			json_decref(actors);
 			actors = NULL;
 		}
@@ -198,7 +200,7 @@ tv_html_records(const struct tv_model *m, FILE *out, const struct tv_flight *fl,
 		                                                 : "killed";
 		tv_sep(out, &first);
 		rc = tv_json_put(out, json_pack("[I,I,s,o]", (json_int_t)r->actor, (json_int_t)r->t,
-		                                kind, tv_json_text(tv_str(m, r->text))));
+		                                kind, tools_json_text(tv_str(m, r->text))));
 	}
 	tv_open(out, "],\n", "flights", '[');
 	for (size_t i = 0; i < nf && rc == 0; i++) {
@@ -213,7 +215,7 @@ tv_html_records(const struct tv_model *m, FILE *out, const struct tv_flight *fl,
 		fputs(i ? "," : "", out);
 		rc = tv_json_put(out, json_pack("[I,I,I,o,i]", (json_int_t)p->actor,
 		                                (json_int_t)p->start, (json_int_t)p->end,
-		                                tv_json_text(tv_str(m, p->name)), p->open));
+		                                tools_json_text(tv_str(m, p->name)), p->open));
 	}
 	tv_open(out, "],\n", "iterations", '[');
 	for (size_t k = 0; k < m->niters && rc == 0; k++) {

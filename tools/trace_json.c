@@ -75,25 +75,6 @@ tv_json_int(uint64_t v)
 	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
 }
 
-/* tv_json_text is a string from a trace file: jansson takes only UTF-8, so a
- * label a broken trace mangled shows its other bytes as '?'. */
-json_t *
-tv_json_text(const char *s)
-{
-	json_t *j = json_string(s);
-	if (j != NULL || s == NULL)
-		return j;
-	char *c = strdup(s);
-	if (c == NULL)
-		return NULL;
-	for (char *p = c; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(c);
-	free(c);
-	return j;
-}
-
 /* ---- chunks in flight per connection: a chunk taken from the queue until
  * its CHUNK_DONE; one TCP stream acknowledges in order, so FIFO pairs them. */
 

@@ -1,7 +1,7 @@
 /*
  * tern-trace internals: one or two trace files loaded into one model on one
  * time line, the analysis shared by every output (phases, iterations,
- * connections, counter series), and the three outputs (summary, Perfetto
+ * connections, counter series: trace_analysis.h), and the three outputs (summary, Perfetto
  * JSON, HTML report).  Not a public header: only tools/tern-trace.c and
  * tools/trace_*.c include it.
  */
@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "messages/trace.h"
 
@@ -117,15 +118,20 @@ void tv_free(struct tv_model *m);
 /* tv_str returns string idx of the model's string table ("" for 0). */
 const char *tv_str(const struct tv_model *m, uint32_t idx);
 
-/* tv_find_series returns the series `name` of actor (or of any actor when
- * actor is UINT32_MAX), NULL when the trace has none. */
-const struct tv_series *tv_find_series(const struct tv_model *m, uint32_t actor, const char *name);
-
-/* tv_state_time is when actor first entered state `name`, -1 if never. */
-int64_t tv_state_time(const struct tv_model *m, int64_t actor, const char *name);
+/* tv_bits_double reads a counter record's value (a double's bits). */
+static inline double
+tv_bits_double(uint64_t bits)
+{
+	double d;
+	memcpy(&d, &bits, sizeof(d));
+	return d;
+}
 
 /* tv_side_name is "src" or "dst" for file f. */
 const char *tv_side_name(const struct tv_model *m, int f);
+
+/* The analysis (tools/trace_analysis.c). */
+#include "tools/trace_analysis.h"
 
 /* The outputs; each returns 0 or -errno of a failed write. */
 int tv_summary(const struct tv_model *m, FILE *out);
@@ -151,9 +157,6 @@ struct json_t *tv_json_num(double v);
 
 /* tv_json_int: a record's unsigned counter, capped at INT64_MAX. */
 struct json_t *tv_json_int(uint64_t v);
-
-/* tv_json_text: a string from a trace file, non-UTF-8 bytes as '?'. */
-struct json_t *tv_json_text(const char *s);
 
 /* A chunk in flight: taken from the queue by a connection's actor until its
  * CHUNK_DONE (acked), or until the actor's last record. */

@@ -6,10 +6,38 @@
  * than reported as zero.
  */
 #include <string.h>
+#include <sys/socket.h>
 
+#include "net/net.h"
 #include "tools/vm.h"
 
 #define VI_PAGE 4096u
+
+/* QEMU's socket-address: where the destination really listens (port 0
+ * asked), the host as tern_net_parse_addr reads the listen address (the
+ * parser the listener itself used), in numeric form as QEMU reports it.
+ * NULL (left out) if it cannot be read back. */
+static json_t *
+vi_socket_address(const struct vm_mig *m)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	char host[64], port[16], why[256];
+	int rc;
+
+	if (tern_net_parse_addr(m->addr, &ss, &sslen, why, sizeof(why)) != 0)
+		return NULL;
+	if (ss.ss_family == AF_INET6)
+		rc = uv_ip6_name((const struct sockaddr_in6 *)&ss, host, sizeof(host));
+	else if (ss.ss_family == AF_INET)
+		rc = uv_ip4_name((const struct sockaddr_in *)&ss, host, sizeof(host));
+	else
+		rc = UV_EAFNOSUPPORT;
+	if (rc != 0)
+		return NULL;
+	snprintf(port, sizeof(port), "%d", m->port);
+	return json_pack("[{s:s,s:s,s:s}]", "type", "inet", "host", host, "port", port);
+}
 
 static json_t *
 vi_conns(const struct tern_stats *st)
@@ -140,20 +168,9 @@ vm_migrate_info(struct vm *vm)
 	json_object_set_new(t, "direction", json_string(m->outgoing ? "outgoing" : "incoming"));
 	json_object_set_new(o, "tern", t);
 	if (!m->outgoing && m->port > 0) {
-		/* QEMU's: where the destination really listens (port 0 asked). */
-		char host[256], port[16];
-		snprintf(host, sizeof(host), "%s", m->addr);
-		char *colon = strrchr(host, ':');
-		if (colon != NULL)
-			*colon = '\0';
-		if (host[0] == '[') { /* [v6]:port */
-			memmove(host, host + 1, strlen(host));
-			host[strcspn(host, "]")] = '\0';
-		}
-		snprintf(port, sizeof(port), "%d", m->port);
-		json_object_set_new(
-		    o, "socket-address",
-		    json_pack("[{s:s,s:s,s:s}]", "type", "inet", "host", host, "port", port));
+		json_t *sa = vi_socket_address(m);
+		if (sa != NULL)
+			json_object_set_new(o, "socket-address", sa);
 	}
 	return o;
 }

@@ -18,6 +18,11 @@ struct vp_def {
 	size_t off;
 	uint64_t min, max;
 	const char *const *names; /* VP_ENUM: value i is names[i] */
+	/* The same parameter in struct tern_send_opts (same name, same size,
+	 * checked at compile time) that vm_params_to_send fills... */
+	size_t send_off;
+	/* ...or, for a VP_ENUM the library takes by name, its const char *. */
+	bool send_name;
 };
 
 static const char *const vp_converge[] = {"off", "step", "qemu", "rate", NULL};
@@ -25,13 +30,26 @@ static const char *const vp_dirty_log[] = {"bitmap", "ring", NULL};
 static const char *const vp_zero[] = {"detect", "skip-unpopulated", "off", NULL};
 static const char *const vp_switchover[] = {"strict", "loose", NULL};
 
+/* offsetof in tern_send_opts; does not compile if the sizes differ. */
+#define VP_SEND(f)                                                                                 \
+	(offsetof(struct tern_send_opts, f) +                                                      \
+	 0 * sizeof(char[sizeof(((struct vm_params *)0)->f) ==                                     \
+	                         sizeof(((struct tern_send_opts *)0)->f)                           \
+	                     ? 1                                                                   \
+	                     : -1]))
 #define VP(n, t, f, lo, hi)                                                                        \
 	{                                                                                          \
-		n, t, offsetof(struct vm_params, f), lo, hi, NULL                                  \
+		n, t, offsetof(struct vm_params, f), lo, hi, NULL, VP_SEND(f), false               \
 	}
 #define VP_E(n, f, names)                                                                          \
 	{                                                                                          \
-		n, VP_ENUM, offsetof(struct vm_params, f), 0, 0, names                             \
+		n, VP_ENUM, offsetof(struct vm_params, f), 0, 0, names, VP_SEND(f), false          \
+	}
+/* An enum the library takes as its name ("bitmap", "ring"). */
+#define VP_N(n, f, names)                                                                          \
+	{                                                                                          \
+		n, VP_ENUM, offsetof(struct vm_params, f), 0, 0, names,                            \
+		    offsetof(struct tern_send_opts, f), true                                       \
 	}
 
 static const struct vp_def vp_table[] = {
@@ -43,7 +61,7 @@ static const struct vp_def vp_table[] = {
     VP("max-cpu-throttle", VP_U32, throttle_max, 1, 99),
     VP_E("tern-auto-converge", auto_converge, vp_converge),
     VP("tern-verify", VP_BOOL, verify, 0, 1),
-    VP_E("tern-dirty-log", dirty_log, vp_dirty_log),
+    VP_N("tern-dirty-log", dirty_log, vp_dirty_log),
     VP("tern-ring-size", VP_U32, ring_size, 64, 1u << 20),
     VP("tern-ring-only", VP_BOOL, ring_only, 0, 1),
     VP_E("tern-zero-pages", zero_pages, vp_zero),
@@ -200,24 +218,34 @@ vm_params_json(const struct vm_params *p)
 	return o;
 }
 
+/* vp_size is how many bytes a parameter of type t takes in both structs. */
+static size_t
+vp_size(enum vp_type t)
+{
+	switch (t) {
+	case VP_U32:
+		return sizeof(uint32_t);
+	case VP_U64:
+		return sizeof(uint64_t);
+	case VP_BOOL:
+	case VP_ENUM:
+		break;
+	}
+	return sizeof(int);
+}
+
 void
 vm_params_to_send(const struct vm_params *p, struct tern_send_opts *o)
 {
-	o->downtime_limit_ms = p->downtime_limit_ms;
-	o->max_bandwidth = p->max_bandwidth;
-	o->connections = p->connections;
-	o->connections_min = p->connections_min;
-	o->throttle_initial = p->throttle_initial;
-	o->throttle_increment = p->throttle_increment;
-	o->throttle_max = p->throttle_max;
-	o->auto_converge = p->auto_converge;
-	o->verify = p->verify;
-	o->dirty_log = p->dirty_log ? "ring" : "bitmap";
-	o->ring_size = p->ring_size;
-	o->ring_only = p->ring_only;
-	o->zero_pages = p->zero_pages;
-	o->switchover_loose = p->switchover_loose;
-	o->timeout_ms = p->timeout_ms;
-	o->stall_window_ms = p->stall_window_ms;
-	o->chunk_size = p->chunk_size;
+	for (size_t i = 0; i < VP_COUNT; i++) {
+		const struct vp_def *d = &vp_table[i];
+		const char *from = (const char *)p + d->off;
+		char *to = (char *)o + d->send_off;
+		if (d->send_name) {
+			const char *name = d->names[*(const int *)from];
+			memcpy(to, &name, sizeof(name));
+		} else {
+			memcpy(to, from, vp_size(d->type));
+		}
+	}
 }

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "kvm/spec.h"
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -88,16 +90,14 @@ double bench_now(void);
 double bench_median(const double *v, int n);
 void bench_sort(double *v, int n);
 
-/* bench_size_str: "4G", "512M", "1T", or plain bytes, as tern's spec
+/* Sizes are written with terni_format_size (kvm/spec.h), as tern's spec
  * parser reads them. */
-const char *bench_size_str(uint64_t v, char *buf, size_t len);
 
 /* Values for the report.  A number is rounded to `decimals` (0: an integer);
- * NaN and infinities, figures not known, become null.  A string that is
- * not UTF-8 (the tail of a child's stderr may cut a character) has its
- * other bytes replaced by '?'; NULL becomes null. */
+ * NaN and infinities, figures not known, become null.  Strings go through
+ * tools_json_text (tools/json_text.h): the tail of a child's stderr may cut
+ * a character. */
 json_t *bench_num(double v, int decimals);
-json_t *bench_str(const char *s);
 
 /* Members set on an object, in order (jansson keeps insertion order). */
 void bench_set(json_t *o, const char *key, json_t *v);

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "tools/bench/bench.h"
 
@@ -45,7 +45,7 @@ bench_copy_sig(const uint8_t *p, uint64_t len)
 	return s;
 }
 
-static void *
+static void
 bench_copy_recv_thread(void *arg)
 {
 	struct copy_conn *c = arg;
@@ -58,10 +58,9 @@ bench_copy_recv_thread(void *arg)
 		}
 		off += (uint64_t)n;
 	}
-	return NULL;
 }
 
-static void *
+static void
 bench_copy_send_thread(void *arg)
 {
 	struct copy_conn *c = arg;
@@ -77,7 +76,6 @@ bench_copy_send_thread(void *arg)
 		}
 		off += (uint64_t)n;
 	}
-	return NULL;
 }
 
 /* The slice of stream i of p: page-aligned, contiguous. */
@@ -97,7 +95,7 @@ bench_copy_receiver(int lfd, uint64_t size, int p, int wfd)
 {
 	struct copy_report rep = {0};
 	struct copy_conn c[8];
-	pthread_t th[8];
+	uv_thread_t th[8];
 	int nth = 0, fd = memfd_create("tern-bench-dst", MFD_CLOEXEC);
 	uint8_t *dst = MAP_FAILED;
 	double t0 = bench_now();
@@ -126,7 +124,7 @@ bench_copy_receiver(int lfd, uint64_t size, int p, int wfd)
 		uint64_t off, len;
 		bench_copy_slice(size, p, (int)idx, &off, &len);
 		c[nth] = (struct copy_conn){.fd = cfd, .base = dst + off, .len = len};
-		if (pthread_create(&th[nth], NULL, bench_copy_recv_thread, &c[nth]) != 0) {
+		if (uv_thread_create(&th[nth], bench_copy_recv_thread, &c[nth]) != 0) {
 			rep.err = -EAGAIN;
 			close(cfd);
 			break;
@@ -134,7 +132,7 @@ bench_copy_receiver(int lfd, uint64_t size, int p, int wfd)
 		nth++;
 	}
 	for (int i = 0; i < nth; i++) {
-		pthread_join(th[i], NULL);
+		uv_thread_join(&th[i]);
 		close(c[i].fd);
 		if (c[i].err != 0 && rep.err == 0)
 			rep.err = c[i].err;
@@ -154,7 +152,7 @@ bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, struct b
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t alen = sizeof(a);
 	struct copy_conn c[8];
-	pthread_t th[8];
+	uv_thread_t th[8];
 	int nth = 0, pfd[2] = {-1, -1}, lfd = -1, rc = 0;
 	struct copy_report rep = {.err = -EPIPE};
 	pid_t pid = -1;
@@ -193,7 +191,7 @@ bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, struct b
 		}
 		bench_copy_slice(size, p, i, &off, &len);
 		c[nth] = (struct copy_conn){.fd = fd, .base = (uint8_t *)src + off, .len = len};
-		if (pthread_create(&th[nth], NULL, bench_copy_send_thread, &c[nth]) != 0) {
+		if (uv_thread_create(&th[nth], bench_copy_send_thread, &c[nth]) != 0) {
 			rc = -EAGAIN;
 			close(fd);
 			break;
@@ -201,7 +199,7 @@ bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, struct b
 		nth++;
 	}
 	for (int i = 0; i < nth; i++) {
-		pthread_join(th[i], NULL);
+		uv_thread_join(&th[i]);
 		if (c[i].err != 0 && rc == 0)
 			rc = c[i].err;
 	}

@@ -271,7 +271,7 @@ bench_dirtylog(const struct bench_cfg *x, json_t *report)
 
 	memset(d, 0, sizeof(d));
 	for (int k = 0; k < x->nsizes; k++) {
-		bench_size_str(x->sizes[k], mem[k], sizeof(mem[k]));
+		terni_format_size(x->sizes[k], mem[k], sizeof(mem[k]));
 		snprintf(spec[k], sizeof(spec[k]),
 		         "simvm:mem=%s,vcpus=2,fill=zero,workload=memtouch:ws=256M,rate=200M,"
 		         "pattern=random",

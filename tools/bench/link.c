@@ -52,7 +52,7 @@ link_measure(const struct bench_cfg *x, struct link_runs *L)
 	/* (b) the simplest correct copy */
 	char sz[32];
 	fprintf(stderr, "link: %s of random data into a memfd\n",
-	        bench_size_str(x->size, sz, sizeof(sz)));
+	        terni_format_size(x->size, sz, sizeof(sz)));
 	uint8_t *src = bench_random_memfd(x->size);
 	for (int k = 0; k < np; k++)
 		for (int i = 0; i < n; i++) {
@@ -85,7 +85,8 @@ link_measure(const struct bench_cfg *x, struct link_runs *L)
 	/* chunk size, one connection */
 	o.connections = NULL;
 	for (int k = 0; k < x->nchunks; k++) {
-		o.chunk_size = bench_size_str(x->chunks[k], L->chunk_s[k], sizeof(L->chunk_s[k]));
+		o.chunk_size =
+		    terni_format_size(x->chunks[k], L->chunk_s[k], sizeof(L->chunk_s[k]));
 		bench_mrun(&o, "link: chunk", L->guest, n, &L->ch[k * n]);
 	}
 	o.chunk_size = NULL;
@@ -231,7 +232,7 @@ bench_link(const struct bench_cfg *x, json_t *report)
 		goto out;
 	}
 	snprintf(L->guest, sizeof(L->guest), "simvm:mem=%s,vcpus=1,fill=random",
-	         bench_size_str(x->size, sz, sizeof(sz)));
+	         terni_format_size(x->size, sz, sizeof(sz)));
 	link_measure(x, L);
 
 	bench_set_int(report, "size_bytes", (long long)x->size);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tools/bench/bench.h"
+#include "tools/json_text.h"
 
 #ifndef TERN_BUILD_TYPE
 #define TERN_BUILD_TYPE "unknown"
@@ -52,22 +53,6 @@ bench_median(const double *v, int n)
 	return m % 2 ? s[m / 2] : (s[m / 2 - 1] + s[m / 2]) / 2;
 }
 
-const char *
-bench_size_str(uint64_t v, char *buf, size_t len)
-{
-	static const char units[] = "KMGT";
-	int u = -1;
-	while (u < 3 && v >= 1024 && v % 1024 == 0) {
-		v /= 1024;
-		u++;
-	}
-	if (u < 0)
-		snprintf(buf, len, "%" PRIu64, v);
-	else
-		snprintf(buf, len, "%" PRIu64 "%c", v, units[u]);
-	return buf;
-}
-
 json_t *
 bench_num(double v, int decimals)
 {
@@ -77,25 +62,6 @@ bench_num(double v, int decimals)
 		return json_integer((json_int_t)llround(v));
 	double scale = pow(10, decimals);
 	return json_real(round(v * scale) / scale);
-}
-
-json_t *
-bench_str(const char *s)
-{
-	if (s == NULL)
-		return json_null();
-	json_t *j = json_string(s);
-	if (j != NULL)
-		return j;
-	char *c = strdup(s);
-	if (c == NULL)
-		return NULL;
-	for (char *p = c; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(c);
-	free(c);
-	return j;
 }
 
 /* An allocation failure loses the member: the report goes on without it. */
@@ -120,7 +86,7 @@ bench_set_int(json_t *o, const char *key, long long v)
 void
 bench_set_str(json_t *o, const char *key, const char *s)
 {
-	bench_set(o, key, bench_str(s));
+	bench_set(o, key, tools_json_text(s));
 }
 
 void

@@ -72,22 +72,7 @@ bench_wait(struct proc *p, int timeout_ms, struct rusage *ru)
 	uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
 	int killed = 0;
 
-	while (p->out >= 0 || p->err >= 0) {
-		struct pollfd pf[2] = {{p->out, POLLIN, 0}, {p->err, POLLIN, 0}};
-		int64_t left = (int64_t)(deadline - proc_now_ms());
-		if (left <= 0 && !killed) {
-			kill(p->pid, SIGKILL);
-			killed = 1;
-		}
-		if (left <= 0)
-			left = 1000;
-		if (poll(pf, 2, (int)left) < 0 && errno != EINTR)
-			break;
-		if (pf[0].revents)
-			proc_drain(&p->out, p->outbuf, &p->outlen);
-		if (pf[1].revents)
-			proc_drain(&p->err, p->errbuf, &p->errlen);
-	}
+	proc_collect(p, deadline, &killed);
 	for (;;) {
 		pid_t r = wait4(p->pid, &p->status, WNOHANG, ru);
 		if (r == p->pid || (r < 0 && errno != EINTR))

@@ -87,7 +87,7 @@ bench_tls(const struct bench_cfg *x, json_t *report)
 		return -1;
 	}
 	snprintf(guest, sizeof(guest), "simvm:mem=%s,vcpus=1,fill=random",
-	         bench_size_str(x->size, sz, sizeof(sz)));
+	         terni_format_size(x->size, sz, sizeof(sz)));
 	const char *tx[3] = {"--tls-psk-file", psk, NULL};
 	bench_opts_from(&o, x);
 	for (int s = 0; s < ns; s++) {

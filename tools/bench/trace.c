@@ -60,7 +60,7 @@ bench_trace(const struct bench_cfg *x, json_t *report)
 	if (res == NULL)
 		return -1;
 	snprintf(g0, sizeof(g0), "simvm:mem=%s,vcpus=1,fill=random",
-	         bench_size_str(x->size, sz, sizeof(sz)));
+	         terni_format_size(x->size, sz, sizeof(sz)));
 	snprintf(sp, sizeof(sp), "/tmp/tern-bench-%d-src.trace", (int)getpid());
 	snprintf(dp, sizeof(dp), "/tmp/tern-bench-%d-dst.trace", (int)getpid());
 	const char *sx[3] = {"--trace", sp, NULL}, *dx[3] = {"--trace", dp, NULL};

@@ -78,7 +78,7 @@ bench_zero(const struct bench_cfg *x, json_t *report)
 
 	/* (b) a paused guest (workload idle) of each fill, in each mode */
 	bench_opts_from(&o, x);
-	bench_size_str(x->size, sz, sizeof(sz));
+	terni_format_size(x->size, sz, sizeof(sz));
 	const char *extra[3] = {"--zero-pages", NULL, NULL};
 	o.send_extra = extra;
 	for (int f = 0; f < ZERO_NFILLS; f++)
@@ -91,8 +91,8 @@ bench_zero(const struct bench_cfg *x, json_t *report)
 
 	/* (c) sparse against dense, detect (tern's default) */
 	o.send_extra = NULL;
-	bench_size_str(x->sparse_mem, smem, sizeof(smem));
-	bench_size_str(x->sparse_data, sdata, sizeof(sdata));
+	terni_format_size(x->sparse_mem, smem, sizeof(smem));
+	terni_format_size(x->sparse_data, sdata, sizeof(sdata));
 	char sparse_g[128], dense_g[128];
 	snprintf(sparse_g, sizeof(sparse_g), "simvm:mem=%s,vcpus=1,fill=random:%s", smem, sdata);
 	snprintf(dense_g, sizeof(dense_g), "simvm:mem=%s,vcpus=1,fill=random", sdata);
