@@ -53,6 +53,11 @@ struct co_state {
 	uint32_t iter;
 	uint64_t iter_start_ns, iter_bytes;
 	uint64_t bw_bps, cum_bytes, cum_ns;
+	/* Live bandwidth from acknowledged bytes, for progress only (the
+	 * switchover estimate uses whole iterations): smoothed over samples
+	 * at least 200 ms apart. */
+	uint64_t live_bytes, live_ns;
+	double live_bps;
 	uint64_t dirty_pps, remaining;
 	uint64_t start_ns, pause_ns, verify_ns, last_progress_ns;
 	uint8_t *state_buf;

@@ -312,11 +312,25 @@ co_progress(struct tern_actor *self, struct co_state *s)
 		snprintf(p->state, sizeof(p->state), "iterate, throttle %u%%", s->throttle_pct);
 	else
 		snprintf(p->state, sizeof(p->state), "%s", co_phase_names[s->phase]);
+	if (s->live_ns == 0 || now - s->live_ns >= 200000000ull) {
+		if (s->live_ns != 0) {
+			double inst = (double)(st->payload_bytes - s->live_bytes) * 1e9 /
+			              (double)(now - s->live_ns);
+			s->live_bps = s->live_bps > 0 ? 0.5 * s->live_bps + 0.5 * inst : inst;
+		}
+		s->live_ns = now;
+		s->live_bytes = st->payload_bytes;
+	}
+	/* While pages flow, what flows now; between iterations and after,
+	 * the last iteration's figure. */
+	uint64_t bw = s->phase >= CO_BULK && s->phase <= CO_FINAL && s->live_bps >= 1.0
+	                  ? (uint64_t)s->live_bps
+	                  : s->bw_bps;
 	p->transferred = st->payload_bytes;
 	p->remaining = s->remaining;
 	p->dirty_pps = s->dirty_pps;
-	p->bw_bps = s->bw_bps;
-	p->eta_ms = s->bw_bps ? s->remaining * 1000 / s->bw_bps : 0;
+	p->bw_bps = bw;
+	p->eta_ms = bw ? s->remaining * 1000 / bw : 0;
 	p->elapsed_ms = (now - s->start_ns) / 1000000;
 	(void)tern_actor_send(self, s->a->driver, &m);
 	tern_actor_counter(self, "remaining_bytes", (double)s->remaining);

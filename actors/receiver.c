@@ -66,7 +66,7 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 	atomic_store(&s->a->memory_closed, true);
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(s->a->err, sizeof(s->a->err), fmt, ap);
+	terni_verrf(s->a->err, sizeof(s->a->err), fmt, ap);
 	va_end(ap);
 	s->a->result = code;
 	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
