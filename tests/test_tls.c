@@ -142,56 +142,52 @@ Test(tls, psk_migrates)
 	cr_assert(strstr(m.r.errbuf, "pre-shared key (identity qemu)") != NULL, "%s", m.r.errbuf);
 }
 
+/* refused_then_right: a destination with rx refuses a source with bad
+ * (needle in its reason), keeps waiting, then takes a source with right. */
+static void
+refused_then_right(char *const rx[], char *const bad[], const char *needle, char *const right[])
+{
+	struct mig m;
+	char *args[16];
+	char *const exit_after[] = {"--exit-after-handoff", NULL};
+
+	args_join(args, 16, rx, exit_after);
+	mig_receive(&m, NULL, args);
+	send_refused(&m, bad, needle);
+	send_ok(&m, right);
+}
+
 /* A source whose certificate another CA signed is refused by the
  * destination; one that trusts another CA refuses the destination. */
 Test(tls, another_ca_is_refused_and_the_destination_keeps_waiting)
 {
-	struct mig m;
-	char *rx[] = {"--tls-creds", good, "--exit-after-handoff", NULL};
-	char *tx_other[] = {"--tls-creds", other, NULL};
-	char *tx[] = {"--tls-creds", good, NULL};
-
-	mig_receive(&m, NULL, rx);
-	send_refused(&m, tx_other, "TLS");
-	send_ok(&m, tx);
+	char *x509[] = {"--tls-creds", good, NULL};
+	char *other_ca[] = {"--tls-creds", other, NULL};
+	refused_then_right(x509, other_ca, "TLS", x509);
 }
 
 Test(tls, wrong_psk_is_refused_and_the_destination_keeps_waiting)
 {
-	struct mig m;
-	char *rx[] = {"--tls-psk-file", psk, "--exit-after-handoff", NULL};
-	char *tx_wrong[] = {"--tls-psk-file", psk_wrong, NULL};
-	char *tx[] = {"--tls-psk-file", psk, NULL};
-
-	mig_receive(&m, NULL, rx);
-	send_refused(&m, tx_wrong, "TLS");
-	send_ok(&m, tx);
+	char *keys[] = {"--tls-psk-file", psk, NULL};
+	char *wrong[] = {"--tls-psk-file", psk_wrong, NULL};
+	refused_then_right(keys, wrong, "TLS", keys);
 }
 
 /* The source checks the destination's name: a certificate for localhost is
  * not one for another host. */
 Test(tls, source_checks_the_destination_name)
 {
-	struct mig m;
-	char *rx[] = {"--tls-creds", good, "--exit-after-handoff", NULL};
-	char *tx_name[] = {"--tls-creds", good, "--tls-hostname", "db.example.com", NULL};
-	char *tx[] = {"--tls-creds", good, "--tls-hostname", "localhost", NULL};
-
-	mig_receive(&m, NULL, rx);
-	send_refused(&m, tx_name, "certificate");
-	send_ok(&m, tx);
+	char *x509[] = {"--tls-creds", good, NULL};
+	char *elsewhere[] = {"--tls-creds", good, "--tls-hostname", "db.example.com", NULL};
+	char *here[] = {"--tls-creds", good, "--tls-hostname", "localhost", NULL};
+	refused_then_right(x509, elsewhere, "certificate", here);
 }
 
 /* A plain source never gets past a TLS destination's handshake. */
 Test(tls, plain_source_is_refused)
 {
-	struct mig m;
-	char *rx[] = {"--tls-psk-file", psk, "--exit-after-handoff", NULL};
-	char *tx[] = {"--tls-psk-file", psk, NULL};
-
-	mig_receive(&m, NULL, rx);
-	send_refused(&m, NULL, "handshake");
-	send_ok(&m, tx);
+	char *keys[] = {"--tls-psk-file", psk, NULL};
+	refused_then_right(keys, NULL, "handshake", keys);
 }
 
 /* Idle connections hold handshake slots only until newer ones need them:
