@@ -246,25 +246,6 @@ co_switchover(struct tern_actor *self, struct co_state *s, uint32_t id)
 	co_start_iteration(self, s, TERN_SET_FINAL, false);
 }
 
-static void
-co_send_state(struct tern_actor *self, struct co_state *s)
-{
-	size_t len = 0;
-	int rc = tern_guest_fault_hit("save", tern_runtime_trace(tern_actor_rt(self)));
-	if (rc == 0)
-		rc = s->g->ops->state_save(s->g, s->state_buf, CO_STATE_MAX, &len);
-	if (rc != 0) {
-		co_abort(self, s, rc, "cannot save guest state: %s",
-		         s->g->why[0] ? s->g->why : tern_strerror(rc));
-		return;
-	}
-	struct tern_msg f;
-	tern_msg_init(&f, TERN_MSG_W_STATE);
-	f.u.w_state.len = len;
-	co_set_phase(self, s, CO_STATE);
-	co_send_ctl(self, s, &f, s->state_buf, len, "the state");
-}
-
 static void co_next_pass(struct tern_actor *self, struct co_state *s, uint64_t now);
 
 static void

@@ -26,8 +26,6 @@ enum co_phase {
 	CO_ABORTED,
 };
 
-#define CO_STATE_MAX (1u << 20)
-
 struct co_state {
 	struct tern_coordinator_args *a;
 	struct tern_guest *g;
@@ -60,7 +58,8 @@ struct co_state {
 	double live_bps;
 	uint64_t dirty_pps, remaining;
 	uint64_t start_ns, pause_ns, verify_ns, last_progress_ns;
-	uint8_t *state_buf;
+	uint8_t *state_buf; /* state_cap bytes (state.c) */
+	size_t state_cap;
 	uint64_t abort_deadline_ns;
 
 	/* Chunks of dead connections held until the destination fenced them
@@ -94,6 +93,9 @@ void co_abort(struct tern_actor *self, struct co_state *s, int code, const char 
     __attribute__((format(printf, 4, 5)));
 void co_feed(struct tern_actor *self, struct co_state *s);
 uint64_t co_limit_ms(const struct co_state *s);
+
+/* state.c: saves the device state and sends it (W_STATE_PART..., W_STATE). */
+void co_send_state(struct tern_actor *self, struct co_state *s);
 
 /* fence.c: a connection went down with chunks in flight; the destination's
  * answer to the fence. */

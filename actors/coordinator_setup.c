@@ -169,7 +169,8 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	a->result = TERN_ECANCELED;
 	a->stats->connections = s->nconns;
 	co_set_phase(self, s, CO_SETUP);
-	s->state_buf = malloc(CO_STATE_MAX);
+	s->state_cap = TERN_STATE_PART;
+	s->state_buf = malloc(s->state_cap);
 	if (s->state_buf == NULL)
 		return TERN_ENOMEM;
 	int rc;

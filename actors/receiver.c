@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -22,6 +23,9 @@ struct rc_state {
 	struct tern_receiver_args *a;
 	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
 	uint32_t retired[TERN_MAX_CONNECTIONS]; /* ids of data connections joined at W_STATE */
+	bool memory_ended;                      /* the end of memory is behind */
+	uint8_t *blob;                          /* state parts so far (W_STATE_PART) */
+	uint64_t blob_len;
 	enum rc_phase phase;
 	uint64_t last_heard_ns; /* last frame from the source */
 	uint64_t idle_limit_ns;
@@ -242,6 +246,101 @@ rc_is_retired(const struct rc_state *s, uint32_t id)
 	return false;
 }
 
+/* The end of memory, for every connection at once, at the first frame of
+ * the state: the source sends it only when every page frame was
+ * acknowledged, so a frame still being written is a lie (seq_cst: see
+ * tern_conn_recv_args).  Then the data connections are retired. */
+static int
+rc_end_memory(struct tern_actor *self, struct rc_state *s, uint32_t type)
+{
+	if (s->memory_ended)
+		return 0;
+	atomic_store(&s->a->memory_closed, true);
+	if (atomic_load(&s->a->writers) != 0) {
+		(void)rc_answer(self, s, type, TERN_EPROTO, 0, "page data still arriving");
+		return rc_fail(self, s, TERN_EPROTO,
+		               "protocol violation: %s while page data was still arriving",
+		               tern_msg_name(type));
+	}
+	rc_retire_data(s);
+	s->memory_ended = true;
+	return 0;
+}
+
+/* W_STATE_PART: the next TERN_STATE_PART bytes of a large state, in order,
+ * held until W_STATE brings the rest (at most TERN_STATE_MAX in all). */
+static int
+rc_state_part(struct tern_actor *self, struct rc_state *s, uint64_t offset,
+              const struct tern_bin *p)
+{
+	char why[TERN_STR_MAX];
+	if (s->phase != RC_CONFIGURED)
+		return rc_out_of_phase(self, s, TERN_MSG_W_STATE_PART, "after W_CONFIG, in order");
+	if (offset != s->blob_len || p->len != TERN_STATE_PART ||
+	    s->blob_len + p->len >= TERN_STATE_MAX) {
+		snprintf(
+		    why, sizeof(why),
+		    "state part of %llu bytes at offset %llu (expected %u bytes at %llu, under "
+		    "%u in all)",
+		    (unsigned long long)p->len, (unsigned long long)offset, TERN_STATE_PART,
+		    (unsigned long long)s->blob_len, TERN_STATE_MAX);
+		(void)rc_answer(self, s, TERN_MSG_W_STATE_PART, TERN_EPROTO, 0, why);
+		return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", why);
+	}
+	int rc = rc_end_memory(self, s, TERN_MSG_W_STATE_PART);
+	if (rc != 0)
+		return rc;
+	uint8_t *more = realloc(s->blob, s->blob_len + p->len);
+	if (more == NULL)
+		return rc_fail(self, s, TERN_ENOMEM, "out of memory for the guest state");
+	s->blob = more;
+	memcpy(s->blob + s->blob_len, p->ptr, p->len);
+	s->blob_len += p->len;
+	return 0;
+}
+
+/* W_STATE: the state's total length and its last part; loaded whole. */
+static int
+rc_state(struct tern_actor *self, struct rc_state *s, struct tern_guest *g, uint64_t total,
+         const struct tern_bin *p)
+{
+	if (s->phase != RC_CONFIGURED)
+		return rc_out_of_phase(self, s, TERN_MSG_W_STATE, "once, after W_CONFIG");
+	if (s->blob_len + p->len != total) {
+		(void)rc_answer(self, s, TERN_MSG_W_STATE, TERN_EPROTO, 0, "state length mismatch");
+		return rc_fail(self, s, TERN_EPROTO,
+		               "protocol violation: W_STATE announces %llu bytes, carries %llu",
+		               (unsigned long long)total,
+		               (unsigned long long)(s->blob_len + p->len));
+	}
+	int rc = rc_end_memory(self, s, TERN_MSG_W_STATE);
+	if (rc != 0)
+		return rc;
+	const void *blob = p->ptr;
+	if (s->blob_len > 0) {
+		uint8_t *all = realloc(s->blob, total);
+		if (all == NULL)
+			return rc_fail(self, s, TERN_ENOMEM, "out of memory for the guest state");
+		s->blob = all;
+		memcpy(s->blob + s->blob_len, p->ptr, p->len);
+		blob = s->blob;
+	}
+	rc = tern_guest_fault_hit("load", tern_runtime_trace(tern_actor_rt(self)));
+	if (rc == 0)
+		rc = g->ops->state_load(g, blob, total);
+	free(s->blob);
+	s->blob = NULL;
+	s->blob_len = 0;
+	if (rc != 0) {
+		/* The guest's own reason, to both sides. */
+		const char *why = g->why[0] ? g->why : tern_strerror(rc);
+		(void)rc_answer(self, s, TERN_MSG_W_STATE, rc, 0, why);
+		return rc_fail(self, s, rc, "guest state rejected: %s", why);
+	}
+	rc_set_phase(self, s, RC_STATE);
+	return rc_answer(self, s, TERN_MSG_W_STATE, 0, 0, NULL);
+}
+
 static int
 rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 {
@@ -258,40 +357,10 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 	switch (f.type) {
 	case TERN_MSG_W_CONFIG:
 		return rc_config(self, s, &f.u.w_config);
+	case TERN_MSG_W_STATE_PART:
+		return rc_state_part(self, s, f.u.w_state_part.offset, p);
 	case TERN_MSG_W_STATE:
-		if (s->phase != RC_CONFIGURED)
-			return rc_out_of_phase(self, s, f.type, "once, after W_CONFIG");
-		if (p->len != f.u.w_state.len) {
-			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0, "state length mismatch");
-			return rc_fail(
-			    self, s, TERN_EPROTO,
-			    "protocol violation: W_STATE announces %llu bytes, carries %llu",
-			    (unsigned long long)f.u.w_state.len, (unsigned long long)p->len);
-		}
-		/* The end of memory, for every connection at once: the source
-		 * sends the state only when every page frame was acknowledged,
-		 * so a frame still being written is a lie (seq_cst: see
-		 * tern_conn_recv_args). */
-		atomic_store(&s->a->memory_closed, true);
-		if (atomic_load(&s->a->writers) != 0) {
-			(void)rc_answer(self, s, f.type, TERN_EPROTO, 0,
-			                "page data still arriving");
-			return rc_fail(
-			    self, s, TERN_EPROTO,
-			    "protocol violation: W_STATE while page data was still arriving");
-		}
-		rc_retire_data(s);
-		rc = tern_guest_fault_hit("load", tern_runtime_trace(tern_actor_rt(self)));
-		if (rc == 0)
-			rc = g->ops->state_load(g, p->ptr, p->len);
-		if (rc != 0) {
-			/* The guest's own reason, to both sides. */
-			const char *why = g->why[0] ? g->why : tern_strerror(rc);
-			(void)rc_answer(self, s, f.type, rc, 0, why);
-			return rc_fail(self, s, rc, "guest state rejected: %s", why);
-		}
-		rc_set_phase(self, s, RC_STATE);
-		return rc_answer(self, s, f.type, 0, 0, NULL);
+		return rc_state(self, s, g, f.u.w_state.len, p);
 	case TERN_MSG_W_DIGEST: {
 		if (s->phase != RC_STATE)
 			return rc_out_of_phase(self, s, f.type, "once, after W_STATE");
@@ -446,6 +515,8 @@ static void
 rc_stop(struct tern_actor *self, void *state)
 {
 	struct rc_state *s = state;
+	free(s->blob);
+	s->blob = NULL;
 	if (s->a == NULL)
 		return;
 	for (uint32_t i = 0; i < s->a->nconns; i++) {

@@ -112,6 +112,10 @@
  * once none of its writes is in progress: only then does the source resend
  * what was in flight on it, so a stale copy can never land on a newer one. */
 #define TERN_FIELDS_W_FENCE(F) F(U32, conn)
+/* Device state larger than one control payload goes first in parts
+ * (payload: bytes from offset, in order, each TERN_STATE_PART), then W_STATE
+ * with the total length and the last part; no answer to a part. */
+#define TERN_FIELDS_W_STATE_PART(F) F(U64, offset)
 /* Driver -> Coordinator: cancel the migration (the source guest runs again;
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
@@ -153,12 +157,18 @@
 	X(W_RESULT, w_result, 0x1009)                                                              \
 	X(W_ABORT, w_abort, 0x100a)                                                                \
 	X(W_FENCE, w_fence, 0x100b)                                                                \
+	X(W_STATE_PART, w_state_part, 0x100c)                                                      \
 	X(SYS_STOP, sys_stop, 0xf001)                                                              \
 	X(SYS_EXIT, sys_exit, 0xf002)
 
 /* Most dirty runs the coordinator puts in one chunk, and most ranges of
  * each kind (data, zero) in one W_PAGES frame. */
 #define TERN_CHUNK_MAX_RUNS 256
+/* Device state: sent in parts of TERN_STATE_PART (what one actor message
+ * carries beside its header, TERN_MSG_MAX), at most TERN_STATE_MAX in all
+ * (both sides hold it whole). */
+#define TERN_STATE_PART ((1u << 20) - 4096u)
+#define TERN_STATE_MAX (256u << 20)
 #define TERN_FRAME_MAX_RANGES 512
 
 #endif /* TERN_MESSAGES_SCHEMA_H */

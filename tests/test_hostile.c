@@ -361,6 +361,24 @@ Test(hostile, pages_after_state_on_a_data_connection)
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 1, "%s", h.r.outbuf);
 }
 
+/* A large state comes in parts, in order: a part that skips ahead is
+ * refused before anything is kept. */
+Test(hostile, state_part_out_of_order)
+{
+	struct hostile h;
+	struct tern_msg m;
+	uint8_t *part = calloc(1, TERN_STATE_PART);
+	cr_assert_not_null(part);
+	h_start(&h, 1);
+	h_config(&h);
+	tern_msg_init(&m, TERN_MSG_W_STATE_PART);
+	m.u.w_state_part.offset = TERN_STATE_PART;
+	h_send(h.fd[0], &m, part, TERN_STATE_PART);
+	free(part);
+	h_expect_refused(&h, h.fd[0], "state part of");
+	h_end(&h, 1, "protocol violation: state part");
+}
+
 /* ---- fencing a data connection the source gave up on ---- */
 
 static void

@@ -139,8 +139,10 @@ struct tern_guest_ops {
 	/* ---- device and vCPU state: an opaque blob (both sides) ---- */
 
 	/* state_save writes the blob (guest paused) into buf, at most cap
-	 * bytes (1 MiB in this version), and sets *len.  -ENOSPC if it does
-	 * not fit. */
+	 * bytes, and sets *len.  -ENOSPC if it does not fit: libtern calls
+	 * again with twice the room (from 1 MiB up to 256 MiB), so the slot
+	 * must write nothing else on that path.  Any size travels: a blob
+	 * larger than one control frame goes in parts. */
 	int (*state_save)(void *guest, void *buf, uint64_t cap, uint64_t *len);
 
 	/* state_load checks and applies a blob on the destination (guest

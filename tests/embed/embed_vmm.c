@@ -299,6 +299,18 @@ vmm_dirty_stop(void *guest)
 	return 0;
 }
 
+/* Device state as a real VMM's may be: megabytes (a GPU, a NIC's queues),
+ * more than one control frame carries, an odd size so the parts do not
+ * divide it.  Its bytes follow the writer's sequence number, so the
+ * destination can tell a whole, ordered copy from anything else. */
+#define VMM_DEV_BYTES ((3u << 20) + 4099u)
+
+static uint8_t
+vmm_dev_byte(uint64_t seq, uint64_t i)
+{
+	return (uint8_t)(seq * 31 + i * 7 + (i >> 12));
+}
+
 static int
 vmm_state_save(void *guest, void *buf, uint64_t cap, uint64_t *len)
 {
@@ -317,10 +329,12 @@ vmm_state_save(void *guest, void *buf, uint64_t cap, uint64_t *len)
 	                     .npages = v->npages,
 	                     .seq = atomic_load(&v->seq),
 	                     .checksum = vmm_checksum(v)};
-	if (cap < sizeof(b))
-		return -ENOSPC;
+	if (cap < sizeof(b) + VMM_DEV_BYTES)
+		return -ENOSPC; /* libtern asks again with more room */
 	memcpy(buf, &b, sizeof(b));
-	*len = sizeof(b);
+	for (uint64_t i = 0; i < VMM_DEV_BYTES; i++)
+		((uint8_t *)buf)[sizeof(b) + i] = vmm_dev_byte(b.seq, i);
+	*len = sizeof(b) + VMM_DEV_BYTES;
 	return 0;
 }
 
@@ -330,14 +344,18 @@ vmm_state_load(void *guest, const void *buf, uint64_t len)
 	struct vmm *v = guest;
 	struct vmm_blob b = {0};
 
-	if (len == sizeof(b))
+	if (len == sizeof(b) + VMM_DEV_BYTES)
 		memcpy(&b, buf, sizeof(b));
-	if (len != sizeof(b) || b.magic != VMM_MAGIC || b.version != VMM_VERSION ||
-	    b.npages != v->npages) {
+	uint64_t bad = 0;
+	for (uint64_t i = 0; len == sizeof(b) + VMM_DEV_BYTES && i < VMM_DEV_BYTES; i++)
+		bad += ((const uint8_t *)buf)[sizeof(b) + i] != vmm_dev_byte(b.seq, i);
+	if (len != sizeof(b) + VMM_DEV_BYTES || b.magic != VMM_MAGIC || b.version != VMM_VERSION ||
+	    b.npages != v->npages || bad != 0) {
 		fprintf(stderr,
 		        "embed_vmm[%s]: state blob of %" PRIu64 " bytes (magic %08x "
-		        "version %u, %" PRIu64 " pages) is not this VMM's\n",
-		        v->role, len, b.magic, b.version, b.npages);
+		        "version %u, %" PRIu64 " pages, %" PRIu64 " device bytes wrong) is not "
+		        "this VMM's\n",
+		        v->role, len, b.magic, b.version, b.npages, bad);
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&v->mtx);
