@@ -143,14 +143,15 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 		cr_write_end(s);
 		return cr_refuse(self, s, rc, "cannot clear announced zero pages");
 	}
-	/* Populate ahead, then one scatter receive straight into place. */
-	tern_page_frame_iov(g, f, s->a->populate, s->iov);
+	/* Pages marked written (before the data lands: a frame cut off by a
+	 * lost data connection leaves no unmarked page holding data) and
+	 * populated ahead, then one scatter receive straight into place. */
+	tern_page_frame_iov(g, s->a->written, f, s->a->populate, s->iov);
 	rc = tern_wire_recv_iov_until(&s->a->link, s->iov, (int)f->ranges.count, s->until);
 	if (rc != 0) {
 		cr_write_end(s);
 		return cr_io_fail(self, s, rc, "receiving pages");
 	}
-	tern_page_frame_mark(s->a->written, f);
 	/* Before the ack: the source sends W_STATE only once every frame was
 	 * acknowledged, so a correct source never meets a writer there. */
 	cr_write_end(s);

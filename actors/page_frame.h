@@ -4,9 +4,9 @@
  * goes in guest memory and the written-page map.  A pure module (no actor
  * calls, no runtime, no I/O), so that the part of the receive path that
  * turns network numbers into guest addresses is fuzzed on its own
- * (tests/fuzz/fuzz_pages.c); the destination ConnectionActor
- * (actors/conn_recv.c) reads the payload between tern_page_frame_iov and
- * tern_page_frame_mark.
+ * (tests/fuzz/fuzz_pages.c).  The destination ConnectionActor
+ * (actors/conn_recv.c) calls check, zero and iov in this order, then reads
+ * the payload into the vectors.
  *
  * Every function but tern_page_frame_check takes a frame that passed it.
  */
@@ -36,14 +36,14 @@ int tern_page_frame_check(const struct tern_guest *g, const struct tern_msg_w_pa
 int tern_page_frame_zero(struct tern_guest *g, const struct tern_bitmap *written,
                          const struct tern_msg_w_pages *p, uint64_t *zero_pages);
 
-/* tern_page_frame_iov points iov[0..p->ranges.count) at the guest memory of
- * p's data ranges, in order; with populate, a memfd's pages are populated
- * ahead of the data first (an optimisation only: a failure is ignored). */
-void tern_page_frame_iov(struct tern_guest *g, const struct tern_msg_w_pages *p, bool populate,
-                         struct iovec *iov);
-
-/* tern_page_frame_mark marks the pages of p's data ranges written, once the
- * payload is in (atomically: the connections share the map). */
-void tern_page_frame_mark(struct tern_bitmap *written, const struct tern_msg_w_pages *p);
+/* tern_page_frame_iov marks the pages of p's data ranges written in the map
+ * (atomically: the connections share it) and points iov[0..p->ranges.count)
+ * at their guest memory, in order; with populate, a memfd's pages are
+ * populated ahead of the data first (an optimisation only: a failure is
+ * ignored).  Marked before the payload is read, never after: the map must
+ * cover every page that may hold data, also when the frame is cut off inside
+ * its payload, since an announced zero range clears only marked pages. */
+void tern_page_frame_iov(struct tern_guest *g, struct tern_bitmap *written,
+                         const struct tern_msg_w_pages *p, bool populate, struct iovec *iov);
 
 #endif /* TERN_ACTORS_PAGE_FRAME_H */
