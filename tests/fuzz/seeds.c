@@ -186,6 +186,24 @@ seed_pages(struct seed_stream *st, const uint64_t *data, uint32_t ndata, const u
 	seed_frame(st, &m, payload, plen);
 }
 
+/* A W_PAGES frame of n one-page zero ranges (0 .. n-1, wrapping at 130
+ * pages): the counts the destination takes (at most TERN_FRAME_MAX_RANGES
+ * of each kind, at least one range) and just past them. */
+static void
+seed_zero_ranges(struct seed_stream *st, uint32_t n)
+{
+	static uint8_t zeros[(TERN_FRAME_MAX_RANGES + 1) * 16];
+	struct tern_msg m;
+
+	for (uint32_t i = 0; i < n; i++)
+		tern_ranges_put(zeros, i, (i % 130) * TERN_PAGE_SIZE, TERN_PAGE_SIZE);
+	tern_msg_init(&m, TERN_MSG_W_PAGES);
+	m.u.w_pages.chunk = 2;
+	m.u.w_pages.ranges = (struct tern_ranges){zeros, 0};
+	m.u.w_pages.zeros = (struct tern_ranges){zeros, n};
+	seed_frame(st, &m, NULL, 0);
+}
+
 static void
 seed_control(struct seed_stream *st)
 {
@@ -294,6 +312,16 @@ seed_page_frames(void)
 	seed_pages(&st, words_data, 1, NULL, 0);
 	seed_pages(&st, NULL, 0, memfd_zero, 1);
 	rv = rv ? rv : seed_end(&st, "fuzz_pages", "memfd65-populate");
+	/* The range counts taken and refused: a valid frame first, since a
+	 * refused one ends the connection. */
+	seed_mode(&st, 2);
+	seed_zero_ranges(&st, 1);
+	seed_zero_ranges(&st, 0);
+	rv = rv ? rv : seed_end(&st, "fuzz_pages", "anon130-1-then-0-ranges");
+	seed_mode(&st, 2);
+	seed_zero_ranges(&st, TERN_FRAME_MAX_RANGES);
+	seed_zero_ranges(&st, TERN_FRAME_MAX_RANGES + 1);
+	rv = rv ? rv : seed_end(&st, "fuzz_pages", "anon130-512-then-513-ranges");
 	seed_mode(&st, 3);
 	seed_control(&st);
 	seed_pages(&st, partial, 2, NULL, 0);
