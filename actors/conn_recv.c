@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "actors/conn_recv.h"
+#include "actors/page_frame.h"
 #include "net/net.h"
 #include "net/wire.h"
 #include "tern/error.h"
@@ -88,65 +89,6 @@ cr_io_fail(struct tern_actor *self, struct cr_state *s, int rc, const char *what
 	                       tern_strerror(rc));
 }
 
-/* The first page in [p, last) whose written bit is on (or off), else last:
- * a word at a time, so a TiB guest's zero range costs its bitmap words, not
- * its pages.  Connections share the map: atomic loads. */
-static uint64_t
-cr_next(const struct tern_bitmap *w, uint64_t p, uint64_t last, int on)
-{
-	while (p < last) {
-		uint64_t word = __atomic_load_n(&w->words[p >> 6], __ATOMIC_RELAXED);
-		if (!on)
-			word = ~word;
-		word &= ~0ull << (p & 63);
-		if (word != 0) {
-			uint64_t q = (p & ~63ull) + (uint64_t)__builtin_ctzll(word);
-			return q < last ? q : last;
-		}
-		p = (p | 63) + 1;
-	}
-	return last;
-}
-
-/* Marks [gpa, gpa + len) written, a word at a time (atomic: connections
- * share the map). */
-static void
-cr_mark_written(struct tern_bitmap *w, uint64_t gpa, uint64_t len)
-{
-	uint64_t p = gpa >> TERN_PAGE_SHIFT;
-	uint64_t last = (gpa + len + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
-	while (p < last) {
-		uint64_t n = 64 - (p & 63);
-		if (n > last - p)
-			n = last - p;
-		uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << (p & 63);
-		__atomic_fetch_or(&w->words[p >> 6], mask, __ATOMIC_RELAXED);
-		p += n;
-	}
-}
-
-/* An announced zero range: only the pages that received data before need
- * clearing; the others were never populated here and already read as zero. */
-static int
-cr_zero(struct cr_state *s, struct tern_guest *g, uint64_t gpa, uint64_t len)
-{
-	struct tern_bitmap *w = s->a->written;
-	uint64_t last = (gpa + len + TERN_PAGE_SIZE - 1) >> TERN_PAGE_SHIFT;
-	for (uint64_t p = gpa >> TERN_PAGE_SHIFT; (p = cr_next(w, p, last, 1)) < last;) {
-		uint64_t q = cr_next(w, p, last, 0);
-		uint64_t a = p << TERN_PAGE_SHIFT, b = q << TERN_PAGE_SHIFT;
-		if (a < gpa)
-			a = gpa;
-		if (b > gpa + len)
-			b = gpa + len;
-		int rc = tern_guest_zero(g, a, b - a);
-		if (rc != 0)
-			return rc;
-		p = q;
-	}
-	return 0;
-}
-
 /* Enters a page write unless memory is closed or this connection fenced
  * (see tern_conn_recv_args: seq_cst on both sides, so the receiver closing
  * memory or fencing either sees this writer or this writer sees the
@@ -181,23 +123,12 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	struct tern_guest *g = atomic_load_explicit(s->a->guest, memory_order_acquire);
 	if (g == NULL)
 		return cr_refuse(self, s, TERN_EPROTO, "page data before the configuration");
-	const struct tern_ranges *r = &m->u.w_pages.ranges;
-	const struct tern_ranges *z = &m->u.w_pages.zeros;
-	uint64_t total = 0;
-	if (r->count + z->count == 0 || r->count > TERN_FRAME_MAX_RANGES ||
-	    z->count > TERN_FRAME_MAX_RANGES)
-		return cr_refuse(self, s, TERN_EPROTO, "bad range count in page frame");
+	const struct tern_msg_w_pages *f = &m->u.w_pages;
+	const char *why = NULL;
 	/* Every range is checked before any byte is written. */
-	for (uint32_t i = 0; i < r->count + z->count; i++) {
-		uint64_t gpa, len;
-		tern_ranges_get(i < r->count ? r : z, i < r->count ? i : i - r->count, &gpa, &len);
-		if (len == 0 || !tern_guest_range_ok(g, gpa, len))
-			return cr_refuse(self, s, TERN_ERANGE, "page range outside guest memory");
-		if (i < r->count)
-			total += len;
-	}
-	if (total != plen)
-		return cr_refuse(self, s, TERN_EPROTO, "page frame length mismatch");
+	int rc = tern_page_frame_check(g, f, plen, &why);
+	if (rc != 0)
+		return cr_refuse(self, s, rc, why);
 	enum cr_barrier barrier = cr_write_begin(s);
 	if (barrier == CR_FENCED)
 		return tern_actor_fail(self, TERN_ECLOSED, "connection %u: fenced", s->a->conn);
@@ -208,35 +139,18 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	/* Announced zero: make them read as zero, also when this memory held
 	 * something before (a second migration into the same guest). */
 	uint64_t zero_pages = 0;
-	for (uint32_t i = 0; i < z->count; i++) {
-		uint64_t gpa, len;
-		tern_ranges_get(z, i, &gpa, &len);
-		int rc = cr_zero(s, g, gpa, len);
-		if (rc != 0) {
-			cr_write_end(s);
-			return cr_refuse(self, s, rc, "cannot clear announced zero pages");
-		}
-		zero_pages += len / TERN_PAGE_SIZE;
+	if ((rc = tern_page_frame_zero(g, s->a->written, f, &zero_pages)) != 0) {
+		cr_write_end(s);
+		return cr_refuse(self, s, rc, "cannot clear announced zero pages");
 	}
-	/* Populate ahead (a memfd pays ~10 us per first-touch fault here, a
-	 * fraction of that when populated in bulk; anonymous huge pages are
-	 * cheap to fault), then one scatter receive straight into place. */
-	for (uint32_t i = 0; i < r->count; i++) {
-		uint64_t gpa, len;
-		tern_ranges_get(r, i, &gpa, &len);
-		if (s->a->populate && g->region.fd >= 0)
-			(void)tern_guest_populate(g, gpa, len); /* an optimisation only */
-		s->iov[i] = (struct iovec){tern_guest_hva(g, gpa), len};
-	}
-	int rc = tern_wire_recv_iov_until(&s->a->link, s->iov, (int)r->count, s->until);
+	/* Pages marked written (before the data lands: a frame cut off by a
+	 * lost data connection leaves no unmarked page holding data) and
+	 * populated ahead, then one scatter receive straight into place. */
+	tern_page_frame_iov(g, s->a->written, f, s->a->populate, s->iov);
+	rc = tern_wire_recv_iov_until(&s->a->link, s->iov, (int)f->ranges.count, s->until);
 	if (rc != 0) {
 		cr_write_end(s);
 		return cr_io_fail(self, s, rc, "receiving pages");
-	}
-	for (uint32_t i = 0; i < r->count; i++) {
-		uint64_t gpa, len;
-		tern_ranges_get(r, i, &gpa, &len);
-		cr_mark_written(s->a->written, gpa, len);
 	}
 	/* Before the ack: the source sends W_STATE only once every frame was
 	 * acknowledged, so a correct source never meets a writer there. */
