@@ -248,6 +248,17 @@ static const struct phase_case {
      .bad = TERN_MSG_W_COMPLETE,
      .refused = "control frame on a data connection",
      .why = "protocol violation: connection 1: control frame on a data connection"},
+    {.name = "fence before config",
+     .conns = 2,
+     .bad = TERN_MSG_W_FENCE,
+     .refused = "W_FENCE in phase listening",
+     .why = "protocol violation: W_FENCE in phase listening"},
+    {.name = "fence of the control connection",
+     .steps = PH_CONFIG,
+     .conns = 2,
+     .bad = TERN_MSG_W_FENCE,
+     .refused = "cannot fence connection 0",
+     .why = "cannot fence connection 0 of 2"},
     {.name = "a frame type a source never sends",
      .bad = TERN_MSG_W_ACK,
      .refused = "unexpected frame type",
@@ -414,25 +425,6 @@ Test(hostile, fenced_connection_writes_nothing_more)
 	cr_assert_eq(json_num(h.r.outbuf, "pages_sent"), 1, "%s", h.r.outbuf);
 }
 
-Test(hostile, fence_of_the_control_connection)
-{
-	struct hostile h;
-	h_start(&h, 2);
-	h_config(&h);
-	h_fence(&h, 0);
-	h_expect_refused(&h, h.fd[0], "cannot fence connection 0");
-	h_end(&h, 1, "cannot fence connection 0 of 2");
-}
-
-Test(hostile, fence_before_config)
-{
-	struct hostile h;
-	h_start(&h, 2);
-	h_fence(&h, 1);
-	h_expect_refused(&h, h.fd[0], "W_FENCE in phase listening");
-	h_end(&h, 1, "protocol violation: W_FENCE in phase listening");
-}
-
 /* After the handoff the guest runs here: a second W_COMPLETE (and pages
  * behind it) are never acted on, and the destination ends as it should. */
 Test(hostile, complete_twice_then_pages)
@@ -528,19 +520,25 @@ Test(hostile, abort_reason_with_terminal_escapes)
 
 /* ---- connections ---- */
 
-/* An index outside the announced count is refused at the hello; the
- * destination keeps waiting for a real source and ends on SIGINT. */
-Test(hostile, connection_index_out_of_range)
+/* A hello refused (want) and logged (needle): the destination keeps
+ * waiting for a real source, and ends on SIGINT. */
+static void
+h_refused_hello(uint32_t conn, uint32_t nconns, int want, const char *needle)
 {
 	struct hostile h;
-	h_start(&h, 0);
 	int fd = -1;
-	h_connect(&h, 3, 2, &fd, TERN_EPROTO);
+	h_start(&h, 0);
+	h_connect(&h, conn, nconns, &fd, want);
 	close(fd);
-	cr_assert_eq(proc_wait_stderr(&h.r, "connection index 3 out of 2", 30000), 0, "%s",
-	             h.r.errbuf);
+	cr_assert_eq(proc_wait_stderr(&h.r, needle, 30000), 0, "%s", h.r.errbuf);
 	kill(h.r.pid, SIGINT);
 	h_end(&h, 1, "stopped while waiting for a migration");
+}
+
+/* An index outside the announced count is refused at the hello. */
+Test(hostile, connection_index_out_of_range)
+{
+	h_refused_hello(3, 2, TERN_EPROTO, "connection index 3 out of 2");
 }
 
 /* A second connection 0 is refused and dropped; the migration it tried to
@@ -558,18 +556,10 @@ Test(hostile, duplicate_connection_index)
 }
 
 /* A first connection asking for more connections than any destination
- * takes is refused; the destination keeps waiting for a real source. */
+ * takes is refused. */
 Test(hostile, connection_count_over_the_limit)
 {
-	struct hostile h;
-	int fd = -1;
-	h_start(&h, 0);
-	h_connect(&h, 0, 100000, &fd, TERN_EPROTO);
-	close(fd);
-	cr_assert_eq(proc_wait_stderr(&h.r, "100000 connections asked", 30000), 0, "%s",
-	             h.r.errbuf);
-	kill(h.r.pid, SIGINT);
-	h_end(&h, 1, "stopped while waiting for a migration");
+	h_refused_hello(0, 100000, TERN_EPROTO, "100000 connections asked");
 }
 
 /* A second source connecting mid-migration gets nothing and disturbs

@@ -120,26 +120,27 @@ send_refused(struct mig *m, char *const extra[], const char *needle)
 	cr_assert_eq(kill(m->r.pid, 0), 0, "the destination ended: %s", m->r.errbuf);
 }
 
-Test(tls, x509_migrates_both_sides_authenticated)
+/* migrates_with: both sides given creds; the destination says how. */
+static void
+migrates_with(const char *opt, const char *path, const char *how)
 {
 	struct mig m;
-	char *rx[] = {"--tls-creds", good, "--exit-after-handoff", NULL};
-	char *tx[] = {"--tls-creds", good, NULL};
+	char *rx[] = {(char *)opt, (char *)path, "--exit-after-handoff", NULL};
+	char *tx[] = {(char *)opt, (char *)path, NULL};
 
 	mig_receive(&m, NULL, rx);
 	send_ok(&m, tx);
-	cr_assert(strstr(m.r.errbuf, "TLS 1.3, x509") != NULL, "%s", m.r.errbuf);
+	cr_assert(strstr(m.r.errbuf, how) != NULL, "%s", m.r.errbuf);
+}
+
+Test(tls, x509_migrates_both_sides_authenticated)
+{
+	migrates_with("--tls-creds", good, "TLS 1.3, x509");
 }
 
 Test(tls, psk_migrates)
 {
-	struct mig m;
-	char *rx[] = {"--tls-psk-file", psk, "--exit-after-handoff", NULL};
-	char *tx[] = {"--tls-psk-file", psk, NULL};
-
-	mig_receive(&m, NULL, rx);
-	send_ok(&m, tx);
-	cr_assert(strstr(m.r.errbuf, "pre-shared key (identity qemu)") != NULL, "%s", m.r.errbuf);
+	migrates_with("--tls-psk-file", psk, "pre-shared key (identity qemu)");
 }
 
 /* refused_then_right: a destination with rx refuses a source with bad

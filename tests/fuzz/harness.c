@@ -77,6 +77,20 @@ fuzz_drain(int fd, uint8_t *out, size_t cap, size_t *len)
 	return 0;
 }
 
+/* fuzz_finish ends what was written on sv[0] and collects it from sv[1]
+ * into out, then closes both ends; rv: the writing's result so far. */
+static int
+fuzz_finish(int sv[2], int rv, uint8_t *out, size_t cap, size_t *len)
+{
+	if (rv == 0 && shutdown(sv[0], SHUT_WR) != 0)
+		rv = -errno;
+	if (rv == 0)
+		rv = fuzz_drain(sv[1], out, cap, len);
+	close(sv[0]);
+	close(sv[1]);
+	return rv;
+}
+
 int
 fuzz_frame(const struct tern_msg *m, const void *payload, size_t plen, uint8_t *out, size_t cap,
            size_t *len)
@@ -88,13 +102,7 @@ fuzz_frame(const struct tern_msg *m, const void *payload, size_t plen, uint8_t *
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 		return -errno;
 	rv = tern_wire_send(TERN_PLAIN(sv[0]), m, &iov, plen > 0 ? 1 : 0, NULL);
-	if (rv == 0 && shutdown(sv[0], SHUT_WR) != 0)
-		rv = -errno;
-	if (rv == 0)
-		rv = fuzz_drain(sv[1], out, cap, len);
-	close(sv[0]);
-	close(sv[1]);
-	return rv;
+	return fuzz_finish(sv, rv, out, cap, len);
 }
 
 int
@@ -119,11 +127,5 @@ fuzz_hello_frame(uint32_t conn, uint32_t nconns, uint8_t *out, size_t cap, size_
 	if (rv == 0)
 		rv = tern_wire_hello(TERN_PLAIN(sv[0]), FUZZ_MIGRATION, conn, nconns, fuzz_key,
 		                     5000, why, sizeof(why), NULL);
-	if (rv == 0 && shutdown(sv[0], SHUT_WR) != 0)
-		rv = -errno;
-	if (rv == 0)
-		rv = fuzz_drain(sv[1], out, cap, len);
-	close(sv[0]);
-	close(sv[1]);
-	return rv;
+	return fuzz_finish(sv, rv, out, cap, len);
 }
