@@ -38,8 +38,11 @@ co_send_state(struct tern_actor *self, struct co_state *s)
 	size_t len = 0, off = 0;
 	int rc = tern_guest_fault_hit("save", tern_runtime_trace(tern_actor_rt(self)));
 
+	uint64_t t0 = tern_now_ns();
 	if (rc == 0)
 		rc = co_save_state(s, &len);
+	s->a->stats->state_save_ms = (tern_now_ns() - t0) / 1000000;
+	s->a->stats->state_bytes = len;
 	if (rc != 0) {
 		co_abort(self, s, rc, "cannot save guest state%s: %s",
 		         rc == -ENOSPC ? " (larger than 256 MiB)" : "",

@@ -113,6 +113,8 @@ stats_object(const struct tern_stats *s)
 	rc |= stats_u64(o, "connections_lost", s->connections_lost);
 	rc |= stats_u64(o, "chunks_requeued", s->chunks_requeued);
 	rc |= stats_u64(o, "connections_fenced", s->connections_fenced);
+	rc |= stats_u64(o, "state_bytes", s->state_bytes);
+	rc |= stats_u64(o, "state_save_ms", s->state_save_ms);
 	rc |= json_object_set_new(o, "conns", stats_conns(s));
 	if (rc != 0) {
 		json_decref(o);

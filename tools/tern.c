@@ -201,6 +201,8 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 		       s->downtime_ms, s->expected_downtime_ms, s->pause_latency_us);
 		printf("  iterations       %" PRIu64 " (final: %" PRIu64 " pages while paused)\n",
 		       s->iterations, s->final_pages);
+		printf("  device state     %" PRIu64 " bytes, saved in %" PRIu64 " ms\n",
+		       s->state_bytes, s->state_save_ms);
 		printf("  dirty rate       %" PRIu64 " pages/s\n", s->dirty_rate_pps);
 		if (s->throttle_max_pct)
 			printf("  throttle         %u%% at switchover (max %u%%)\n",

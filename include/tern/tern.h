@@ -228,6 +228,8 @@ struct tern_stats {
 	uint32_t connections;     /* connections in use */
 	uint32_t connections_lost;
 	uint64_t chunks_requeued;    /* chunks resent after their connection died */
+	uint64_t state_bytes;        /* source: the device state sent at switchover */
+	uint64_t state_save_ms;      /* source: the VMM's state_save (in downtime) */
 	uint32_t connections_fenced; /* dead connections the destination fenced
 	                                before their chunks were resent */
 	struct tern_conn_stats conn[TERN_MAX_CONNECTIONS];

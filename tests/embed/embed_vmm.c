@@ -637,11 +637,20 @@ vmm_source(void)
 		fprintf(stderr, "embed_vmm: the destination failed (exit %d)\n", drc);
 	if (rc != 0 || drc != 0)
 		return 1;
+	if (st.state_bytes != sizeof(struct vmm_blob) + VMM_DEV_BYTES) {
+		fprintf(stderr,
+		        "embed_vmm: libtern reports %" PRIu64 " bytes of state, this VMM "
+		        "saved %zu\n",
+		        st.state_bytes, sizeof(struct vmm_blob) + VMM_DEV_BYTES);
+		return 1;
+	}
 	printf("embed_vmm: migrated %llu MiB (libtern %s): %" PRIu64 " bytes on the wire, %" PRIu64
 	       " pages sent, %" PRIu64 " zero, downtime %" PRIu64 " ms, %" PRIu64
-	       " iterations, total %" PRIu64 " ms, verified %d, writer seq %" PRIu64 "\n",
+	       " iterations, total %" PRIu64 " ms, verified %d, writer seq %" PRIu64
+	       ", device state %" PRIu64 " bytes saved in %" PRIu64 " ms\n",
 	       VMM_MEM_SIZE >> 20, tern_version(), st.bytes_sent, st.pages_sent, st.pages_zero,
-	       st.downtime_ms, st.iterations, st.total_ms, st.verified, seq);
+	       st.downtime_ms, st.iterations, st.total_ms, st.verified, seq, st.state_bytes,
+	       st.state_save_ms);
 	return 0;
 }
 
