@@ -245,6 +245,13 @@ acc_decide(struct acc *c, struct acc_slot *s)
 	const struct tern_msg_w_hello *h = &s->hello;
 	char why[TERN_STR_MAX];
 
+	/* A source waits for the answer before anything else: bytes already
+	 * read behind the hello (TLS reads ahead) would be frames nobody
+	 * polled for once the connection moves to its actor. */
+	if (tern_link_pending(&s->link)) {
+		acc_drop(c, s, TERN_EPROTO, "frames sent before the hello was answered");
+		return;
+	}
 	if (h->conn == 0) {
 		acc_first(c, s);
 		return;

@@ -140,6 +140,8 @@ on_progress(const struct tern_progress *p, void *arg)
 {
 	struct progress_view *v = arg;
 	char t[32], r[32], bw[32], d[32], bar[24];
+	if (!v->tty && strcmp(p->state, "setup") == 0)
+		return; /* a log line has nothing to say before the first pass */
 	int new_pass = p->iteration != v->iteration;
 
 	if (new_pass) {
