@@ -346,6 +346,16 @@ acc_expire(struct acc *c, uint64_t now)
 	}
 }
 
+/* acc_cutting: a handshake was cut off and its thread has not ended yet. */
+static int
+acc_cutting(const struct acc *c)
+{
+	for (int i = 0; i < TERN_ACCEPT_SLOTS; i++)
+		if (c->slot[i].state == ACC_RUNNING && c->slot[i].evicted)
+			return 1;
+	return 0;
+}
+
 static int
 acc_running(const struct acc *c)
 {
@@ -424,20 +434,23 @@ acc_loop(struct acc *c, int lfd, uint32_t *next_given, char *err, size_t errlen)
 			return TERN_ECLOSED;
 		}
 		acc_expire(c, now);
-		/* Given sockets start as slots free up; a listener is looked at
-		 * only with a slot to put a connection in. */
+		/* Given sockets start as slots free up. */
 		struct acc_slot *free_slot = NULL;
 		while (lfd < 0 && *next_given < o->nfds && (free_slot = acc_find_free(c)) != NULL) {
 			int rc = acc_start(c, free_slot, o->fds[(*next_given)++]);
 			if (rc != 0)
 				return rc;
 		}
-		int incoming = 0, listen = lfd >= 0 && (free_slot = acc_make_room(c)) != NULL;
+		/* The listener is looked at unless a handshake is being cut off
+		 * for a waiting connection (which then waits for that slot). */
+		int incoming = 0, listen = lfd >= 0 && !acc_cutting(c);
 		int rc = acc_wait(c, lfd, listen, deadline, &incoming);
 		if (rc != 0)
 			return rc;
 		acc_reap(c);
-		if (incoming) {
+		/* Only a connection that is there makes room: with every slot
+		 * busy and nobody knocking, no handshake is cut short. */
+		if (incoming && (free_slot = acc_make_room(c)) != NULL) {
 			int fd = -1;
 			rc = tern_net_accept(lfd, 0, &fd);
 			if (rc == 0 && (rc = acc_start(c, free_slot, fd)) != 0)

@@ -21,8 +21,10 @@
 #define WIRE_PREFIX 16
 #define WIRE_TYPE_MIN 0x1000u
 #define WIRE_TYPE_MAX 0x1fffu
-/* Payload iovecs gathered on the stack; more are allocated. */
-#define WIRE_IOV 64
+/* Payload iovecs gathered on the stack: a page frame's data runs fit (one
+ * per range, split at most once), so the data path never allocates; more
+ * (a caller's own) are allocated. */
+#define WIRE_IOV (2 * TERN_FRAME_MAX_RANGES)
 /* Prefix + header on the stack: a W_PAGES of TERN_CHUNK_MAX_RUNS ranges
  * fits; larger headers (up to TERN_WIRE_HEADER_MAX) are allocated. */
 #define WIRE_TXBUF (WIRE_PREFIX + 512 + 2 * 16 * TERN_FRAME_MAX_RANGES)
