@@ -155,7 +155,8 @@ cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t cou
 	tern_ranges_put(s->ranges, f->ndata++, gpa, len);
 	f->bytes += len;
 	if (!hole) {
-		if (f->niov == CS_MAX_IOV)
+		/* A run lies inside one region (gaps are never dirty): one mapping. */
+		if (f->niov == CS_MAX_IOV || !tern_guest_range_ok(s->a->guest, gpa, len))
 			return TERN_EINVAL;
 		s->iov[f->niov++] = (struct iovec){tern_guest_hva(s->a->guest, gpa), len};
 		return 0;
@@ -210,7 +211,7 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 	uint64_t first, count;
 	int rc;
 	*f = (struct cs_frame){0};
-	if (set == NULL || !tern_guest_range_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
+	if (set == NULL || !tern_guest_space_ok(s->a->guest, c->gpa, c->len) || end > set->nbits ||
 	    (zmap != NULL && end > zmap->nbits))
 		return TERN_ERANGE;
 	int split = zmap != NULL;

@@ -10,7 +10,7 @@ int
 tern_ctl_send(struct tern_actor *self, struct tern_ctl *c, struct tern_msg *frame,
               const void *payload, size_t plen)
 {
-	uint8_t buf[1024];
+	uint8_t buf[4096]; /* W_CONFIG: strings and up to 64 regions */
 	size_t len;
 	frame->time_ns = tern_now_ns();
 	int rc = tern_msg_encode(frame, buf, sizeof(buf), &len);

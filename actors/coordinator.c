@@ -159,11 +159,15 @@ co_start_iteration(struct tern_actor *self, struct co_state *s, uint32_t id, boo
 	co_feed(self, s);
 }
 
-/* Milliseconds to send bytes at the measured bandwidth, plus the vCPU pause
- * and a round trip for the state and the confirmation. */
+/* Milliseconds to send bytes and the device state (the VMM's estimate of
+ * its size) at the measured bandwidth, plus the vCPU pause and a round trip
+ * for the state and the confirmation. */
 static uint64_t
 co_expected_ms(const struct co_state *s, uint64_t bytes)
 {
+	uint64_t state = tern_guest_state_size(s->g);
+	s->a->stats->state_bytes_expected = state;
+	bytes += state;
 	if (bytes == 0)
 		return s->g->stats.last_pause_ns / 1000000 + 1;
 	if (s->bw_bps == 0)
@@ -360,7 +364,8 @@ co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_r
 		if (r->step != TERN_MSG_W_CONFIG)
 			break;
 		co_set_phase(self, s, CO_BULK);
-		st->pages_skipped = s->g->npages - tern_bitmap_count(&s->bulk);
+		st->pages_skipped =
+		    tern_guest_mem_bytes(s->g) / TERN_PAGE_SIZE - tern_bitmap_count(&s->bulk);
 		co_start_iteration(self, s, TERN_SET_BULK, false);
 		return;
 	case CO_STATE:

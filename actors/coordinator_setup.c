@@ -52,8 +52,8 @@ co_build_bulk(struct co_state *s)
 	if (rc != 0)
 		return rc;
 	if (s->a->opts->zero_pages == TERN_ZERO_OFF) {
-		tern_bitmap_set_all(&s->bulk);
-		tern_bitmap_set_all(&s->zmap);
+		tern_guest_mark_all(s->g, &s->bulk);
+		tern_guest_mark_all(s->g, &s->zmap);
 	}
 	return tern_guest_extents(s->g, co_bulk_extent, s);
 }
@@ -224,14 +224,18 @@ co_init(struct tern_actor *self, void *state, void *arg)
 	if ((rc = co_build_bulk(s)) != 0)
 		return tern_actor_fail(self, rc, "cannot map guest memory: %s", tern_strerror(rc));
 	s->ctl.timeout_ns = (uint64_t)(o->io_timeout_ms ? o->io_timeout_ms : 10000) * 1000000ull;
-	s->ctl.digest_ns = s->g->region.size; /* 1 ns per byte: >= 1 GB/s hashing */
+	s->ctl.digest_ns = s->g->npages * TERN_PAGE_SIZE; /* 1 ns per byte: >= 1 GB/s hashing */
 	if ((rc = co_start_conns(self, s)) != 0)
 		return rc;
 	s->alive = s->nconns;
 
 	struct tern_msg f;
+	uint8_t layout[TERN_GUEST_MAX_REGIONS * 16];
 	tern_msg_init(&f, TERN_MSG_W_CONFIG);
-	f.u.w_config.mem_size = s->g->region.size;
+	for (uint32_t i = 0; i < s->g->nregions; i++)
+		tern_ranges_put(layout, i, s->g->regions[i].gpa, s->g->regions[i].size);
+	f.u.w_config.layout = (struct tern_ranges){layout, s->g->nregions};
+	f.u.w_config.mem_size = tern_guest_mem_bytes(s->g);
 	f.u.w_config.page_size = TERN_PAGE_SIZE;
 	f.u.w_config.vcpus = s->g->cfg.vcpus;
 	f.u.w_config.verify = o->verify != 0;

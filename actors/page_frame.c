@@ -119,7 +119,7 @@ tern_page_frame_iov(struct tern_guest *g, struct tern_bitmap *written,
 		uint64_t gpa, len;
 		tern_ranges_get(&p->ranges, i, &gpa, &len);
 		pf_mark(written, gpa, len);
-		if (populate && g->region.fd >= 0)
+		if (populate && tern_guest_region_at(g, gpa)->fd >= 0)
 			(void)tern_guest_populate(g, gpa, len);
 		iov[i] = (struct iovec){tern_guest_hva(g, gpa), len};
 	}

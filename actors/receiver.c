@@ -97,13 +97,36 @@ static int
 rc_layout_check(const struct tern_guest *own, const struct tern_msg_w_config *c, char *why,
                 size_t whylen)
 {
-	if (c->mem_size == own->region.size && c->page_size == TERN_PAGE_SIZE)
+	struct tern_guest_region src[TERN_GUEST_MAX_REGIONS];
+	uint32_t n = c->layout.count;
+	uint64_t sum = 0;
+	bool same = n == own->nregions && c->page_size == TERN_PAGE_SIZE;
+
+	if (n == 0 || n > TERN_GUEST_MAX_REGIONS) {
+		snprintf(why, whylen, "the source announces %u memory regions (1 to %u make sense)",
+		         n, TERN_GUEST_MAX_REGIONS);
+		return TERN_EINVAL;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		tern_ranges_get(&c->layout, i, &src[i].gpa, &src[i].size);
+		sum += src[i].size;
+		same = same && src[i].gpa == own->regions[i].gpa &&
+		       src[i].size == own->regions[i].size;
+	}
+	if (sum != c->mem_size) {
+		snprintf(why, whylen, "the source's regions add up to %llu bytes, not its %llu",
+		         (unsigned long long)sum, (unsigned long long)c->mem_size);
+		return TERN_EINVAL;
+	}
+	if (same)
 		return 0;
+	char a[160], b[160];
 	snprintf(why, whylen,
-	         "the source's guest has 1 region of %llu bytes at gpa 0 (pages of %u bytes), this "
-	         "guest has 1 region of %llu bytes at gpa 0 (pages of %llu bytes)",
-	         (unsigned long long)c->mem_size, c->page_size,
-	         (unsigned long long)own->region.size, (unsigned long long)TERN_PAGE_SIZE);
+	         "the source's guest has %s (pages of %u bytes); this guest has %s (pages of %llu "
+	         "bytes)",
+	         tern_guest_layout_text(src, n, a, sizeof(a)), c->page_size,
+	         tern_guest_layout_text(own->regions, own->nregions, b, sizeof(b)),
+	         (unsigned long long)TERN_PAGE_SIZE);
 	return TERN_EINVAL;
 }
 
@@ -165,6 +188,11 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 		if (rc == 0)
 			rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_DESTINATION, why,
 			                                sizeof(why));
+		/* The spec's guest must have the announced layout too. */
+		if (rc == 0 && (rc = rc_layout_check(g, c, why, sizeof(why))) != 0) {
+			tern_guest_destroy(g);
+			g = NULL;
+		}
 	}
 	if (rc == 0 && (rc = tern_bitmap_init(&s->a->written, g->npages)) != 0) {
 		snprintf(why, sizeof(why), "out of memory");

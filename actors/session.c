@@ -328,7 +328,7 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 	}
 	if (*own != NULL && opts->prealloc) {
 		uint64_t t0 = tern_now_ns();
-		if ((rc = tern_guest_populate(*own, 0, (*own)->region.size)) != 0) {
+		if ((rc = tern_guest_populate_all(*own)) != 0) {
 			session_err(err, errlen, "cannot preallocate the guest's memory: %s",
 			            tern_strerror(rc));
 			tern_guest_destroy(*own);

@@ -115,6 +115,7 @@ stats_object(const struct tern_stats *s)
 	rc |= stats_u64(o, "connections_fenced", s->connections_fenced);
 	rc |= stats_u64(o, "state_bytes", s->state_bytes);
 	rc |= stats_u64(o, "state_save_ms", s->state_save_ms);
+	rc |= stats_u64(o, "state_bytes_expected", s->state_bytes_expected);
 	rc |= json_object_set_new(o, "conns", stats_conns(s));
 	if (rc != 0) {
 		json_decref(o);

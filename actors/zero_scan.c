@@ -97,6 +97,7 @@ zs_mark(struct tern_bitmap *zmap, uint64_t page, bool zero)
 struct zs_run {
 	struct tern_bitmap *zmap;
 	uint64_t zero_pages;
+	uint64_t base; /* of the region scanned: its offsets are relative */
 };
 
 /* Dirty runs are whole pages, so every run marks whole pages. */
@@ -104,6 +105,7 @@ static int
 zs_mark_run(uint64_t gpa, uint64_t len, bool zero, void *arg)
 {
 	struct zs_run *r = arg;
+	gpa += r->base;
 	for (uint64_t p = gpa >> TERN_PAGE_SHIFT; p < (gpa + len) >> TERN_PAGE_SHIFT; p++)
 		zs_mark(r->zmap, p, zero);
 	if (zero)
@@ -118,15 +120,21 @@ zs_scan(struct zs_state *s, struct tern_msg_chunk *c)
 	struct tern_guest *g = s->a->guest;
 	uint64_t pos = c->gpa >> TERN_PAGE_SHIFT, end = (c->gpa + c->len) >> TERN_PAGE_SHIFT;
 	uint64_t first, count, pages = 0, zero = 0, t0 = tern_now_ns();
-	if (set == NULL || !tern_guest_range_ok(g, c->gpa, c->len) || end > set->nbits ||
+	if (set == NULL || !tern_guest_space_ok(g, c->gpa, c->len) || end > set->nbits ||
 	    end > s->a->zmap->nbits)
 		return TERN_ERANGE;
-	struct zs_run r = {s->a->zmap, 0};
+	struct zs_run r = {s->a->zmap, 0, 0};
 	while (pos < end && tern_bitmap_next_run(set, &pos, end - pos, &first, &count)) {
 		if (first + count > end)
 			count = end - first;
-		(void)zs_split(g->region.host, first << TERN_PAGE_SHIFT, count << TERN_PAGE_SHIFT,
-		               zs_mark_run, &r);
+		/* A run lies inside one region (gaps are never dirty): one
+		 * mapping, scanned in the region's own offsets. */
+		uint64_t off = first << TERN_PAGE_SHIFT, len = count << TERN_PAGE_SHIFT;
+		if (!tern_guest_range_ok(g, off, len))
+			return TERN_ERANGE;
+		const struct tern_guest_region *rg = tern_guest_region_at(g, off);
+		r.base = rg->base;
+		(void)zs_split(rg->host, off - rg->base, len, zs_mark_run, &r);
 		pages += count;
 	}
 	zero = r.zero_pages;

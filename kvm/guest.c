@@ -48,7 +48,8 @@ tern_guest_create(struct tern_guest **gp, const struct tern_guest_config *cfg, i
 	g->ops = ops;
 	g->cfg = *cfg;
 	g->role = role;
-	g->region.fd = -1;
+	g->regions[0].fd = -1;
+	g->nregions = 1;
 	g->npages = cfg->mem_size / TERN_PAGE_SIZE;
 	g->dirty_mode = ops->dirty_modes != NULL ? ops->dirty_modes[0] : NULL;
 	g->dirty_ring_size = TERN_DIRTY_RING_DEFAULT;
@@ -137,6 +138,8 @@ tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm, uin
 		*cursor = 0;
 		return g->ops->dirty_harvest(g, bm, pages);
 	}
+	/* Slices start on bitmap words (harvest_range needs it). */
+	max_pages = (max_pages + 63) & ~63ull;
 	uint64_t first = *cursor < g->npages ? *cursor : 0;
 	uint64_t count = g->npages - first < max_pages ? g->npages - first : max_pages;
 	int rc = m->harvest_range(g, bm, first, count, pages);
@@ -161,4 +164,10 @@ tern_guest_check(struct tern_guest *g, uint64_t *progress, char *why, size_t why
 	if (progress != NULL)
 		*progress = p;
 	return rv;
+}
+
+uint64_t
+tern_guest_state_size(struct tern_guest *g)
+{
+	return g->ops->state_size != NULL ? g->ops->state_size(g) : 0;
 }

@@ -3,7 +3,21 @@
  * pause/resume, state save/load, behind an ops table so that backends
  * (simvm, later kvm) are interchangeable.  kvm/ knows nothing of actors.
  *
- * Pages are 4 KiB (TERN_PAGE_SIZE).  simvm has one region at gpa 0.
+ * Pages are 4 KiB (TERN_PAGE_SIZE).
+ *
+ * The migration's memory space.  A guest has one or more regions of
+ * guest-physical memory, with holes between them.  The migration numbers
+ * pages in one dense space instead: the regions in gpa order, each starting
+ * (at `base`) on a multiple of 64 pages with at least one page of gap after
+ * the previous one.  So a bitmap word never holds bits of two regions, a run
+ * of set bits never crosses from one region into the next, and the space
+ * stays as small as the memory (not as the gpa range: a hole of a terabyte
+ * costs nothing).  Offsets on the wire and in every dirty set are offsets in
+ * this space; both sides derive it from the same layout (announced in
+ * W_CONFIG and checked), so they agree on it.  Gap pages belong to no region:
+ * tern_guest_range_ok refuses them and no harvest ever marks them.
+ *
+ * simvm has one region at gpa 0: its space is its memory.
  */
 #ifndef TERN_KVM_GUEST_H
 #define TERN_KVM_GUEST_H
@@ -14,6 +28,7 @@
 
 #include "kvm/bitmap.h"
 #include "kvm/spec.h"
+#include "tern/guest.h"
 
 #define TERN_PAGE_SIZE 4096ull
 #define TERN_PAGE_SHIFT 12
@@ -26,7 +41,11 @@ struct tern_guest_region {
 	uint8_t *host; /* mapping of the whole region */
 	int fd;        /* memfd, or -1 for anonymous memory */
 	uint64_t fd_offset;
+	uint64_t base; /* where it starts in the migration's memory space */
 };
+
+/* TERN_GUEST_MAX_REGIONS (tern/guest.h): KVM VMMs use a handful of memslots
+ * for RAM; a VMM with more gets a clear error naming the limit. */
 
 struct tern_guest;
 
@@ -112,6 +131,8 @@ struct terni_backend_ops {
 	int (*state_save)(struct tern_guest *g, void *buf, size_t cap, size_t *len);
 	/* state_load validates and applies a state blob (guest paused). */
 	int (*state_load)(struct tern_guest *g, const void *buf, size_t len);
+	/* state_size (optional): about what state_save would write now. */
+	uint64_t (*state_size)(struct tern_guest *g);
 	/* check verifies the workload's invariant in guest memory for
 	 * tern_guest_check (pausing around it if the guest runs, never
 	 * resuming a guest the caller paused).  NULL: nothing to check. */
@@ -125,8 +146,11 @@ struct tern_guest {
 	const struct terni_backend_ops *ops;
 	struct tern_guest_config cfg;
 	int role;
-	struct tern_guest_region region; /* simvm: exactly one, at gpa 0 */
-	uint64_t npages;
+	/* The layout, in gpa order (see the top of this file).  A built-in
+	 * backend maps its memory into regions[0]. */
+	struct tern_guest_region regions[TERN_GUEST_MAX_REGIONS];
+	uint32_t nregions;
+	uint64_t npages; /* pages of the migration's memory space */
 	struct tern_guest_stats stats;
 	void *priv; /* backend state */
 	/* The dirty-log mode dirty_start uses and the ring size for "ring"
@@ -197,25 +221,57 @@ int tern_guest_set_dirty_mode(struct tern_guest *g, const char *mode, uint32_t r
 int tern_guest_dirty_harvest_slice(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *cursor,
                                    uint64_t max_pages, uint64_t *pages, bool *done);
 
+/* tern_guest_set_layout sets g's regions (n of them, sorted by gpa, not
+ * overlapping, page-aligned; host, fd and fd_offset as the VMM has them),
+ * assigns each its base in the migration's space and sets g->npages.
+ * TERN_EINVAL / TERN_ENOTSUP with a one-line reason naming the region. */
+int tern_guest_set_layout(struct tern_guest *g, const struct tern_guest_region *r, uint32_t n,
+                          char *why, size_t whylen);
+
+/* tern_guest_layout_text writes "2 regions: 64M at 0x0, 16M at 0x100000000"
+ * (n regions of (gpa, size) pairs) into buf, which it returns. */
+const char *tern_guest_layout_text(const struct tern_guest_region *r, uint32_t n, char *buf,
+                                   size_t len);
+
+/* tern_guest_region_at returns the region holding offset off of the
+ * migration's space, or NULL for a gap or beyond the end. */
+const struct tern_guest_region *tern_guest_region_at(const struct tern_guest *g, uint64_t off);
+
+/* tern_guest_mark_all sets the bits of every page of every region in bm
+ * (which covers the space), never a gap's. */
+void tern_guest_mark_all(const struct tern_guest *g, struct tern_bitmap *bm);
+
+/* tern_guest_mem_bytes: the guest's memory (the regions' sizes summed). */
+uint64_t tern_guest_mem_bytes(const struct tern_guest *g);
+
 /* tern_guest_populate installs page-table entries for [gpa, gpa+len) ahead
  * of data (MADV_POPULATE_WRITE; fallocate first for a memfd) so that writes
- * do not fault page by page. */
+ * do not fault page by page.  (Here and below, gpa is an offset in the
+ * migration's space, inside one region.) */
 int tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len);
+
+/* tern_guest_populate_all populates every region (--prealloc). */
+int tern_guest_populate_all(struct tern_guest *g);
 
 /* tern_guest_zero makes [gpa, gpa+len) read as zero, cheaply: whole pages are
  * dropped from a memfd (a hole punched), cleared in anonymous memory (where
  * dropping part of a huge page would split it); partial pages are cleared. */
 int tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len);
 
-/* tern_guest_range_ok reports whether [gpa, gpa+len) lies inside guest
- * memory (overflow-safe). */
+/* tern_guest_range_ok reports whether [gpa, gpa+len) lies inside one
+ * region of guest memory (overflow-safe). */
 bool tern_guest_range_ok(const struct tern_guest *g, uint64_t gpa, uint64_t len);
+
+/* tern_guest_space_ok reports whether [off, off+len) lies inside the
+ * migration's space (a chunk's window may span regions and gaps). */
+bool tern_guest_space_ok(const struct tern_guest *g, uint64_t off, uint64_t len);
 
 /* tern_guest_hva returns the host address of gpa (range already checked). */
 uint8_t *tern_guest_hva(const struct tern_guest *g, uint64_t gpa);
 
-/* tern_extent_fn receives one populated extent [start, end) (offsets into
- * guest memory); a non-zero return stops the walk and is returned. */
+/* tern_extent_fn receives one populated extent [start, end) (offsets in the
+ * migration's space, inside one region); a non-zero return stops the walk
+ * and is returned. */
 typedef int (*tern_extent_fn)(uint64_t start, uint64_t end, void *arg);
 
 /* tern_guest_extents calls fn for every extent of guest memory that may hold
@@ -228,6 +284,10 @@ int tern_guest_extents(struct tern_guest *g, tern_extent_fn fn, void *arg);
  * hashes).  Never-populated memory is hashed as zeros without being read
  * (reading would allocate it); all-hole blocks cost nothing. */
 int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
+
+/* tern_guest_state_size: the backend's estimate of its state blob's size
+ * (0 when it has none). */
+uint64_t tern_guest_state_size(struct tern_guest *g);
 
 /* tern_guest_check verifies the workload's invariant in guest memory (each
  * memtouch vCPU's ledger matches its pages) with the guest paused or not

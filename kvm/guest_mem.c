@@ -5,6 +5,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -13,39 +14,144 @@
 
 #include "kvm/guest.h"
 #include "kvm/pagemap_scan.h"
+#include "messages/msg.h"
 #include "tern/error.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
 
+const struct tern_guest_region *
+tern_guest_region_at(const struct tern_guest *g, uint64_t off)
+{
+	/* Binary search for the last region starting at or before off. */
+	uint32_t lo = 0, hi = g->nregions;
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (g->regions[mid].base <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	const struct tern_guest_region *r = &g->regions[lo];
+	return g->nregions != 0 && off >= r->base && off - r->base < r->size ? r : NULL;
+}
+
 bool
 tern_guest_range_ok(const struct tern_guest *g, uint64_t gpa, uint64_t len)
 {
-	const struct tern_guest_region *r = &g->region;
+	if (len == 0)
+		return tern_guest_space_ok(g, gpa, 0);
+	const struct tern_guest_region *r = tern_guest_region_at(g, gpa);
+	return r != NULL && len <= r->size && gpa - r->base <= r->size - len;
+}
 
-	return gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len;
+bool
+tern_guest_space_ok(const struct tern_guest *g, uint64_t off, uint64_t len)
+{
+	uint64_t size = g->npages * TERN_PAGE_SIZE;
+	return len <= size && off <= size - len;
 }
 
 uint8_t *
 tern_guest_hva(const struct tern_guest *g, uint64_t gpa)
 {
-	return g->region.host + (gpa - g->region.gpa);
+	const struct tern_guest_region *r =
+	    g->nregions == 1 ? &g->regions[0] : tern_guest_region_at(g, gpa);
+	return r->host + (gpa - r->base);
+}
+
+void
+tern_guest_mark_all(const struct tern_guest *g, struct tern_bitmap *bm)
+{
+	for (uint32_t i = 0; i < g->nregions; i++)
+		tern_bitmap_set_range(bm, g->regions[i].base / TERN_PAGE_SIZE,
+		                      g->regions[i].size / TERN_PAGE_SIZE);
+}
+
+uint64_t
+tern_guest_mem_bytes(const struct tern_guest *g)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < g->nregions; i++)
+		n += g->regions[i].size;
+	return n;
+}
+
+/* The gap after a region: at least a page, up to the next multiple of 64
+ * pages, so that no bitmap word or run spans two regions. */
+#define GUEST_BASE_ALIGN (64 * TERN_PAGE_SIZE)
+
+int
+tern_guest_set_layout(struct tern_guest *g, const struct tern_guest_region *r, uint32_t n,
+                      char *why, size_t whylen)
+{
+	uint64_t base = 0;
+
+	if (n == 0 || n > TERN_GUEST_MAX_REGIONS) {
+		terni_errf(why, whylen, "the guest has %u memory regions; libtern migrates 1 to %u",
+		           n, TERN_GUEST_MAX_REGIONS);
+		return n == 0 ? TERN_EINVAL : TERN_ENOTSUP;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const struct tern_guest_region *x = &r[i];
+		if (x->size == 0 || x->size % TERN_PAGE_SIZE != 0 || x->gpa % TERN_PAGE_SIZE != 0 ||
+		    x->host == NULL || (uintptr_t)x->host % TERN_PAGE_SIZE != 0 ||
+		    x->gpa + x->size < x->gpa ||
+		    (x->fd >= 0 && x->fd_offset % TERN_PAGE_SIZE != 0)) {
+			terni_errf(
+			    why, whylen,
+			    "region %u (%llu bytes at gpa 0x%llx, mapped at %p) is empty, not "
+			    "page-aligned, wraps, or is not mapped",
+			    i, (unsigned long long)x->size, (unsigned long long)x->gpa,
+			    (void *)x->host);
+			return TERN_EINVAL;
+		}
+		if (i > 0 && x->gpa < r[i - 1].gpa + r[i - 1].size) {
+			terni_errf(
+			    why, whylen,
+			    "region %u (gpa 0x%llx) overlaps region %u or is not in gpa order", i,
+			    (unsigned long long)x->gpa, i - 1);
+			return TERN_EINVAL;
+		}
+		if (i > 0)
+			base = (base + TERN_PAGE_SIZE + GUEST_BASE_ALIGN - 1) &
+			       ~(GUEST_BASE_ALIGN - 1);
+		g->regions[i] = *x;
+		g->regions[i].base = base;
+		base += x->size;
+	}
+	g->nregions = n;
+	g->npages = base / TERN_PAGE_SIZE;
+	return 0;
+}
+
+const char *
+tern_guest_layout_text(const struct tern_guest_region *r, uint32_t n, char *buf, size_t len)
+{
+	size_t at = 0;
+	char size[32];
+
+	at += (size_t)snprintf(buf, len, "%u region%s:", n, n == 1 ? "" : "s");
+	for (uint32_t i = 0; i < n && at < len; i++)
+		at += (size_t)snprintf(buf + at, len - at, "%s %s at 0x%llx", i ? "," : "",
+		                       terni_format_size(r[i].size, size, sizeof(size)),
+		                       (unsigned long long)r[i].gpa);
+	return buf;
 }
 
 int
 tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len)
 {
-	const struct tern_guest_region *r = &g->region;
-	uint64_t off, end;
-
 	if (!tern_guest_range_ok(g, gpa, len))
 		return TERN_ERANGE;
 	if (len == 0)
 		return 0;
+	const struct tern_guest_region *r = tern_guest_region_at(g, gpa);
+	uint64_t off, end;
 	/* Whole pages; the region size is page-aligned so end stays inside. */
-	off = (gpa - r->gpa) & ~(TERN_PAGE_SIZE - 1);
-	end = (gpa - r->gpa + len + TERN_PAGE_SIZE - 1) & ~(TERN_PAGE_SIZE - 1);
+	off = (gpa - r->base) & ~(TERN_PAGE_SIZE - 1);
+	end = (gpa - r->base + len + TERN_PAGE_SIZE - 1) & ~(TERN_PAGE_SIZE - 1);
 	/* For shmem, allocating the page cache first is cheaper per page than
 	 * letting the populate fault allocate it (MACHINE.md). */
 	if (r->fd >= 0 && fallocate(r->fd, 0, (off_t)(r->fd_offset + off), (off_t)(end - off)) != 0)
@@ -58,12 +164,23 @@ tern_guest_populate(struct tern_guest *g, uint64_t gpa, uint64_t len)
 }
 
 int
+tern_guest_populate_all(struct tern_guest *g)
+{
+	for (uint32_t i = 0; i < g->nregions; i++) {
+		int rc = tern_guest_populate(g, g->regions[i].base, g->regions[i].size);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int
 tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
 {
-	const struct tern_guest_region *r = &g->region;
 	if (!tern_guest_range_ok(g, gpa, len))
 		return TERN_ERANGE;
-	uint64_t off = gpa - r->gpa, end = off + len;
+	const struct tern_guest_region *r = tern_guest_region_at(g, gpa);
+	uint64_t off = gpa - r->base, end = off + len;
 	uint64_t a = (off + TERN_PAGE_SIZE - 1) & ~(TERN_PAGE_SIZE - 1);
 	uint64_t b = end & ~(TERN_PAGE_SIZE - 1);
 	if (a >= b) { /* inside one page */
@@ -87,16 +204,16 @@ tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
 /* Anonymous memory: PAGEMAP_SCAN lists the pages that exist (present or
  * swapped); everything else reads as zero and is never touched. */
 static int
-guest_extents_anon(struct tern_guest *g, tern_extent_fn fn, void *arg)
+guest_extents_anon(const struct tern_guest_region *r, tern_extent_fn fn, void *arg)
 {
-	const struct tern_guest_region *r = &g->region;
 	struct page_region vec[256];
 	struct pm_scan_arg a;
 	uint64_t base = (uintptr_t)r->host, pos = base, end = base + r->size;
+	uint64_t to = r->base - base; /* host address + to = offset in the space */
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), rv = 0;
 
-	if (fd < 0)
-		return fn(0, r->size, arg); /* no pagemap: everything may hold data */
+	if (fd < 0) /* no pagemap: everything may hold data */
+		return fn(r->base, r->base + r->size, arg);
 	while (pos < end && rv == 0) {
 		memset(&a, 0, sizeof(a));
 		a.size = sizeof(a);
@@ -111,14 +228,14 @@ guest_extents_anon(struct tern_guest *g, tern_extent_fn fn, void *arg)
 			continue;
 		if (n < 0 && pos == base) { /* kernel without PAGEMAP_SCAN */
 			close(fd);
-			return fn(0, r->size, arg);
+			return fn(r->base, r->base + r->size, arg);
 		}
 		if (n < 0 || a.walk_end <= pos) {
 			rv = n < 0 ? -errno : TERN_EINVAL;
 			break;
 		}
 		for (long i = 0; i < n && rv == 0; i++)
-			rv = fn(vec[i].start - base, vec[i].end - base, arg);
+			rv = fn(vec[i].start + to, vec[i].end + to, arg);
 		pos = a.walk_end;
 	}
 	close(fd);
@@ -126,9 +243,8 @@ guest_extents_anon(struct tern_guest *g, tern_extent_fn fn, void *arg)
 }
 
 static int
-guest_extents_memfd(struct tern_guest *g, tern_extent_fn fn, void *arg)
+guest_extents_memfd(const struct tern_guest_region *r, tern_extent_fn fn, void *arg)
 {
-	const struct tern_guest_region *r = &g->region;
 	uint64_t off = 0;
 	int rv = 0;
 
@@ -145,7 +261,7 @@ guest_extents_memfd(struct tern_guest *g, tern_extent_fn fn, void *arg)
 		uint64_t hole = (uint64_t)x - r->fd_offset;
 		if (hole > r->size)
 			hole = r->size;
-		rv = fn(data, hole, arg);
+		rv = fn(r->base + data, r->base + hole, arg);
 		off = hole;
 	}
 	return rv;
@@ -154,12 +270,18 @@ guest_extents_memfd(struct tern_guest *g, tern_extent_fn fn, void *arg)
 int
 tern_guest_extents(struct tern_guest *g, tern_extent_fn fn, void *arg)
 {
-	return g->region.fd >= 0 ? guest_extents_memfd(g, fn, arg) : guest_extents_anon(g, fn, arg);
+	int rv = 0;
+	for (uint32_t i = 0; i < g->nregions && rv == 0; i++) {
+		const struct tern_guest_region *r = &g->regions[i];
+		rv = r->fd >= 0 ? guest_extents_memfd(r, fn, arg) : guest_extents_anon(r, fn, arg);
+	}
+	return rv;
 }
 
 /*
  * The digest: XXH3-64 over the sequence of the XXH3-64 hashes of each 2 MiB
- * block of guest memory (the last block may be shorter).  A block without
+ * block of the migration's memory space (the last block may be shorter; gaps
+ * between regions hash as zeros).  A block without
  * populated pages is all zero: its hash is computed once, never by reading
  * the block, so a 1 TiB guest that used 1 GiB hashes like a 1 GiB guest.
  * Inside a block, holes are hashed as zeros from a static buffer: reading a
@@ -200,7 +322,7 @@ guest_digest_emit(struct guest_digest *d, uint64_t h)
 static void
 guest_digest_zeros_to(struct guest_digest *d, uint64_t off)
 {
-	uint64_t size = d->g->region.size;
+	uint64_t size = d->g->npages * TERN_PAGE_SIZE;
 	while (d->pos < off) {
 		uint64_t bend = d->block_start + GUEST_DIGEST_BLOCK;
 		if (bend > size)
@@ -228,10 +350,11 @@ guest_digest_extent(uint64_t start, uint64_t end, void *arg)
 	guest_digest_zeros_to(d, start);
 	while (d->pos < end) {
 		uint64_t bend = d->block_start + GUEST_DIGEST_BLOCK;
-		if (bend > d->g->region.size)
-			bend = d->g->region.size;
+		if (bend > d->g->npages * TERN_PAGE_SIZE)
+			bend = d->g->npages * TERN_PAGE_SIZE;
 		uint64_t stop = end < bend ? end : bend;
-		XXH3_64bits_update(d->block, d->g->region.host + d->pos, stop - d->pos);
+		/* An extent lies inside one region: one mapping. */
+		XXH3_64bits_update(d->block, tern_guest_hva(d->g, d->pos), stop - d->pos);
 		d->pos = stop;
 		if (stop == bend) {
 			guest_digest_emit(d, XXH3_64bits_digest(d->block));
@@ -259,7 +382,7 @@ tern_guest_digest(struct tern_guest *g, uint64_t *digest)
 	XXH3_64bits_reset(d.block);
 	rv = tern_guest_extents(g, guest_digest_extent, &d);
 	if (rv == 0) {
-		guest_digest_zeros_to(&d, g->region.size);
+		guest_digest_zeros_to(&d, g->npages * TERN_PAGE_SIZE);
 		*digest = XXH3_64bits_digest(d.outer);
 	}
 out:

@@ -4,12 +4,13 @@
  * this backend forwards every slot to the VMM's ops and owns nothing of the
  * guest itself (destroy frees only this wrapper).
  *
- * This version migrates one memory region at gpa 0: the migration's page
- * numbers are offsets into it.  Several regions with holes between them need
- * page numbers per region throughout the wire and the coordinator.
+ * The VMM's regions become the migration's memory space (kvm/guest.h): the
+ * dirty slots, which speak (region, page), are translated here and nowhere
+ * else.
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,13 @@ pv_ops(struct tern_guest *g)
 {
 	return ((struct pv_state *)g->priv)->p.ops;
 }
+
+/* The table of the first release: a VMM built against it has every slot
+ * up to state_load; later slots are read only when its size covers them. */
+#define PV_OPS_V1_SIZE (offsetof(struct tern_guest_ops, state_load) + sizeof(void *))
+#define PV_HAS(o, slot)                                                                            \
+	((o)->size >= offsetof(struct tern_guest_ops, slot) + sizeof((o)->slot) &&                 \
+	 (o)->slot != NULL)
 
 static void *
 pv_guest(struct tern_guest *g)
@@ -108,29 +116,51 @@ pv_ring_start(struct tern_guest *g)
 	return pv_start(g, TERN_DIRTY_RING, g->dirty_ring_size);
 }
 
-/* The VMM ORs into the words of our bitmap that hold first..first+count:
- * first is a multiple of 64 (slices are), so bit (p - first) of the words
- * from first / 64 is bit p of ours. */
+/* Clears the gap bits after region r in its last bitmap word: the VMM may
+ * set bits past the region's end in that word, and the gap has no pages. */
+static void
+pv_clear_gap(const struct tern_guest_region *r, struct tern_bitmap *bm)
+{
+	uint64_t end = (r->base + r->size) / TERN_PAGE_SIZE;
+	if (end % 64 != 0 && end / 64 < (bm->nbits + 63) / 64)
+		bm->words[end / 64] &= (1ull << (end % 64)) - 1;
+}
+
+/* Pages [first, first + count) of the space, region by region.  first is a
+ * multiple of 64 (slices are) and so is every region's base, so the VMM's
+ * bit (p - lfirst) of the words from (base + lfirst) / 64 is our bit. */
 static int
 pv_harvest_range(struct tern_guest *g, struct tern_bitmap *bm, uint64_t first, uint64_t count,
                  uint64_t *pages)
 {
 	if (first % 64 != 0 || first + count > g->npages || bm->nbits < g->npages)
 		return TERN_EINVAL;
-	uint64_t n = 0;
-	int rc = pv_ops(g)->dirty_harvest(pv_guest(g), 0, first, count, bm->words + first / 64, &n);
-	if (rc != 0)
-		return pv_failed(g, "dirty_harvest", rc);
-	if (n > count)
-		return pv_failed(g, "dirty_harvest (reported more pages than asked)", TERN_EPROTO);
-	*pages += n;
+	for (uint32_t i = 0; i < g->nregions; i++) {
+		const struct tern_guest_region *r = &g->regions[i];
+		uint64_t rfirst = r->base / TERN_PAGE_SIZE, rpages = r->size / TERN_PAGE_SIZE;
+		uint64_t lo = first > rfirst ? first : rfirst;
+		uint64_t hi = first + count < rfirst + rpages ? first + count : rfirst + rpages;
+		if (lo >= hi)
+			continue;
+		uint64_t n = 0;
+		int rc = pv_ops(g)->dirty_harvest(pv_guest(g), i, lo - rfirst, hi - lo,
+		                                  bm->words + lo / 64, &n);
+		if (rc != 0)
+			return pv_failed(g, "dirty_harvest", rc);
+		if (n > hi - lo)
+			return pv_failed(g, "dirty_harvest (reported more pages than asked)",
+			                 TERN_EPROTO);
+		if (hi == rfirst + rpages)
+			pv_clear_gap(r, bm);
+		*pages += n;
+	}
 	return 0;
 }
 
 static int
 pv_bitmap_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
 {
-	/* Whole region in slices of 2^20 pages (4 GiB): bounded calls. */
+	/* The whole space in slices of 2^20 pages (4 GiB): bounded calls. */
 	for (uint64_t first = 0; first < g->npages; first += 1u << 20) {
 		uint64_t count = g->npages - first < (1u << 20) ? g->npages - first : 1u << 20;
 		int rc = pv_harvest_range(g, bm, first, count, pages);
@@ -154,15 +184,22 @@ pv_ring_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
 			return pv_failed(g, "dirty_ring_pop (more entries than room)", TERN_EPROTO);
 		for (uint32_t i = 0; i < n; i++) {
 			/* Nothing from the VMM is used unchecked either. */
-			if (s->ring[i].region != 0 || s->ring[i].page >= g->npages)
-				return pv_failed(g, "dirty_ring_pop (entry outside the region)",
+			const struct tern_dirty_entry *e = &s->ring[i];
+			if (e->region >= g->nregions ||
+			    e->page >= g->regions[e->region].size / TERN_PAGE_SIZE)
+				return pv_failed(g, "dirty_ring_pop (entry outside the regions)",
 				                 TERN_ERANGE);
-			if (!tern_bitmap_test(bm, s->ring[i].page)) {
-				tern_bitmap_set(bm, s->ring[i].page);
+			uint64_t p = g->regions[e->region].base / TERN_PAGE_SIZE + e->page;
+			if (!tern_bitmap_test(bm, p)) {
+				tern_bitmap_set(bm, p);
 				(*pages)++;
 			}
 		}
 	} while (n == PV_RING_BATCH);
+	/* The dirty-log actor reports it as its ring_full_stalls counter. */
+	if (PV_HAS(pv_ops(g), dirty_ring_full))
+		__atomic_store_n(&g->stats.ring_full_stalls,
+		                 pv_ops(g)->dirty_ring_full(pv_guest(g)), __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -243,6 +280,12 @@ pv_state_load(struct tern_guest *g, const void *buf, size_t len)
 	return rc == 0 ? 0 : pv_failed(g, "state_load", rc);
 }
 
+static uint64_t
+pv_state_size(struct tern_guest *g)
+{
+	return PV_HAS(pv_ops(g), state_size) ? pv_ops(g)->state_size(pv_guest(g)) : 0;
+}
+
 static void
 pv_destroy(struct tern_guest *g)
 {
@@ -269,7 +312,7 @@ pv_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whylen)
 	.name = "provider", .destroy = pv_destroy, .pause = pv_pause, .resume = pv_resume,         \
 	.dirty_start = pv_dirty_start, .dirty_harvest = pv_dirty_harvest,                          \
 	.dirty_stop = pv_dirty_stop, .state_save = pv_state_save, .state_load = pv_state_load,     \
-	.dirty_modes = pv_modes
+	.state_size = pv_state_size, .dirty_modes = pv_modes
 
 static const struct terni_backend_ops pv_backend = {PV_BACKEND_SLOTS};
 static const struct terni_backend_ops pv_backend_checked = {PV_BACKEND_SLOTS, .check = pv_check};
@@ -292,8 +335,8 @@ static int
 pv_check_ops(const struct tern_guest_ops *o, char *err, size_t errlen)
 {
 	const char *missing = NULL;
-	if (o->size < sizeof(*o))
-		missing = "(size: the VMM was built against an older tern/guest.h)";
+	if (o->size < PV_OPS_V1_SIZE)
+		missing = "(size: not set to sizeof(struct tern_guest_ops))";
 	else if (o->regions == NULL)
 		missing = "regions";
 	else if (o->pause == NULL)
@@ -315,35 +358,44 @@ pv_check_ops(const struct tern_guest_ops *o, char *err, size_t errlen)
 	return TERN_EINVAL;
 }
 
-/* pv_check_region: what this version can migrate. */
+/* pv_layout asks the VMM for its regions (again with room if there are
+ * more than first thought) and sets them as g's layout. */
 static int
-pv_check_region(const char *name, const struct tern_mem_region *r, uint32_t count, char *err,
-                size_t errlen)
+pv_layout(struct tern_guest *g, const struct tern_guest_provider *p, const char *name, char *err,
+          size_t errlen)
 {
-	if (count != 1 || r->gpa != 0) {
+	struct tern_mem_region vmm[TERN_GUEST_MAX_REGIONS];
+	struct tern_guest_region r[TERN_GUEST_MAX_REGIONS];
+	uint32_t count = 0;
+	char why[192];
+	int rc;
+
+	memset(vmm, 0, sizeof(vmm));
+	if ((rc = p->ops->regions(p->guest, vmm, TERN_GUEST_MAX_REGIONS, &count)) != 0) {
+		snprintf(err, errlen, "%s: regions failed: %s", name, tern_strerror(rc));
+		return rc < 0 ? rc : TERN_EINVAL;
+	}
+	if (count > TERN_GUEST_MAX_REGIONS) {
 		snprintf(err, errlen,
-		         "%s: the guest has %u memory region(s), the first at gpa 0x%llx; this "
-		         "version of libtern migrates one region at gpa 0",
-		         name, count, (unsigned long long)r->gpa);
+		         "%s: the guest has %u memory regions; libtern migrates up to %u", name,
+		         count, TERN_GUEST_MAX_REGIONS);
 		return TERN_ENOTSUP;
 	}
-	if (r->size == 0 || r->size % TERN_PAGE_SIZE != 0 || r->host == NULL ||
-	    (uintptr_t)r->host % TERN_PAGE_SIZE != 0) {
-		snprintf(err, errlen,
-		         "%s: region at gpa 0 (%llu bytes at %p) is empty, not page-aligned or "
-		         "not mapped",
-		         name, (unsigned long long)r->size, r->host);
-		return TERN_EINVAL;
-	}
-	return 0;
+	for (uint32_t i = 0; i < count; i++)
+		r[i] = (struct tern_guest_region){.gpa = vmm[i].gpa,
+		                                  .size = vmm[i].size,
+		                                  .host = vmm[i].host,
+		                                  .fd = vmm[i].fd,
+		                                  .fd_offset = vmm[i].fd_offset};
+	if ((rc = tern_guest_set_layout(g, r, count, why, sizeof(why))) != 0)
+		snprintf(err, errlen, "%s: %s", name, why);
+	return rc;
 }
 
 int
 tern_guest_from_provider(struct tern_guest **gp, const struct tern_guest_provider *p, int role,
                          char *err, size_t errlen)
 {
-	struct tern_mem_region r;
-	uint32_t count = 0;
 	struct tern_guest *g;
 	int rc;
 
@@ -355,16 +407,12 @@ tern_guest_from_provider(struct tern_guest **gp, const struct tern_guest_provide
 	if ((rc = pv_check_ops(p->ops, err, errlen)) != 0)
 		return rc;
 	const char *name = p->ops->name ? p->ops->name : "the VMM";
-	memset(&r, 0, sizeof(r));
-	r.fd = -1;
-	if ((rc = p->ops->regions(p->guest, &r, 1, &count)) != 0) {
-		snprintf(err, errlen, "%s: regions failed: %s", name, tern_strerror(rc));
-		return rc < 0 ? rc : TERN_EINVAL;
-	}
-	if ((rc = pv_check_region(name, &r, count, err, errlen)) != 0)
-		return rc;
 	if ((g = calloc(1, sizeof(*g))) == NULL)
 		return TERN_ENOMEM;
+	if ((rc = pv_layout(g, p, name, err, errlen)) != 0) {
+		free(g);
+		return rc;
+	}
 	struct pv_state *s = calloc(1, sizeof(*s));
 	if (s == NULL || (s->ring = calloc(PV_RING_BATCH, sizeof(*s->ring))) == NULL) {
 		free(s);
@@ -376,15 +424,9 @@ tern_guest_from_provider(struct tern_guest **gp, const struct tern_guest_provide
 	g->ops = &pv_backend;
 	g->role = role;
 	snprintf(g->cfg.backend, sizeof(g->cfg.backend), "provider");
-	g->cfg.mem_size = r.size;
+	g->cfg.mem_size = tern_guest_mem_bytes(g);
 	g->cfg.vcpus = 1;
-	g->region.gpa = 0;
-	g->region.size = r.size;
-	g->region.host = r.host;
-	g->region.fd = r.fd;
-	g->region.fd_offset = r.fd_offset;
-	g->cfg.backing = r.fd >= 0 ? TERN_BACKING_MEMFD : TERN_BACKING_ANON_THP;
-	g->npages = r.size / TERN_PAGE_SIZE;
+	g->cfg.backing = g->regions[0].fd >= 0 ? TERN_BACKING_MEMFD : TERN_BACKING_ANON_THP;
 	g->dirty_ring_size = TERN_DIRTY_RING_DEFAULT;
 	g->dirty_mode = (p->ops->dirty_modes & TERN_DIRTY_BITMAP) ? &pv_bitmap_mode : &pv_ring_mode;
 	*gp = g;

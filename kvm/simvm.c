@@ -97,6 +97,7 @@ const struct terni_backend_ops tern_simvm_ops = {
     .dirty_stop = simvm_dirty_stop,
     .state_save = simvm_state_save,
     .state_load = simvm_state_load,
+    .state_size = simvm_state_size,
     .check = simvm_check,
     .dirty_modes = simvm_dirty_modes,
 };

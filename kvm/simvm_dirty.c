@@ -26,7 +26,7 @@ simvm_bitmap_start(struct tern_guest *g)
 	struct simvm *s = g->priv;
 
 	g->why[0] = '\0';
-	return dirty_wp_start(&s->wp, &g->region, g->why, sizeof(g->why));
+	return dirty_wp_start(&s->wp, &g->regions[0], g->why, sizeof(g->why));
 }
 
 static int
@@ -41,7 +41,7 @@ simvm_bitmap_harvest_range(struct tern_guest *g, struct tern_bitmap *bm, uint64_
 	}
 	if (first + count > g->npages)
 		return TERN_EINVAL;
-	return dirty_wp_scan(&s->wp, &g->region, bm, first * TERN_PAGE_SIZE,
+	return dirty_wp_scan(&s->wp, &g->regions[0], bm, first * TERN_PAGE_SIZE,
 	                     (first + count) * TERN_PAGE_SIZE, pages, g->why, sizeof(g->why));
 }
 
@@ -60,7 +60,7 @@ simvm_bitmap_stop(struct tern_guest *g)
 {
 	struct simvm *s = g->priv;
 
-	return dirty_wp_stop(&s->wp, &g->region);
+	return dirty_wp_stop(&s->wp, &g->regions[0]);
 }
 
 static const struct tern_dirty_mode simvm_dirty_bitmap = {

@@ -43,7 +43,8 @@ simvm_fill_run(struct tern_guest *g, uint64_t first, uint64_t end)
 	    0)
 		return rv;
 	for (uint64_t p = first; p < end; p++)
-		simvm_fill_page((uint64_t *)(g->region.host + p * TERN_PAGE_SIZE), g->cfg.seed, p);
+		simvm_fill_page((uint64_t *)(g->regions[0].host + p * TERN_PAGE_SIZE), g->cfg.seed,
+		                p);
 	return 0;
 }
 
@@ -120,7 +121,7 @@ simvm_fill(struct tern_guest *g)
 int
 simvm_map(struct tern_guest *g)
 {
-	struct tern_guest_region *r = &g->region;
+	struct tern_guest_region *r = &g->regions[0];
 	uint64_t size = g->cfg.mem_size;
 	uint8_t *p;
 	int e;
@@ -184,10 +185,10 @@ simvm_map(struct tern_guest *g)
 void
 simvm_unmap(struct tern_guest *g)
 {
-	if (g->region.host != NULL)
-		munmap(g->region.host, g->region.size);
-	g->region.host = NULL;
-	if (g->region.fd >= 0)
-		close(g->region.fd);
-	g->region.fd = -1;
+	if (g->regions[0].host != NULL)
+		munmap(g->regions[0].host, g->regions[0].size);
+	g->regions[0].host = NULL;
+	if (g->regions[0].fd >= 0)
+		close(g->regions[0].fd);
+	g->regions[0].fd = -1;
 }

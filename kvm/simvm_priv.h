@@ -117,7 +117,7 @@ simvm_page_random(const struct tern_guest_config *cfg, uint64_t page)
 static inline struct simvm_ctl *
 simvm_ctl(struct tern_guest *g, uint32_t v)
 {
-	return (struct simvm_ctl *)(g->region.host + (uint64_t)v * TERN_PAGE_SIZE);
+	return (struct simvm_ctl *)(g->regions[0].host + (uint64_t)v * TERN_PAGE_SIZE);
 }
 
 /* simvm_why writes the one-line reason for the failure being returned into
@@ -126,7 +126,7 @@ simvm_ctl(struct tern_guest *g, uint32_t v)
 
 /* simvm_mem.c */
 
-/* simvm_map maps cfg.mem_size bytes of guest memory into g->region (memfd,
+/* simvm_map maps cfg.mem_size bytes of guest memory into g->regions[0] (memfd,
  * or anonymous memory aligned for huge pages); simvm_unmap releases them
  * and is safe after a failed or partial map. */
 int simvm_map(struct tern_guest *g);
@@ -168,6 +168,7 @@ int simvm_check(struct tern_guest *g, uint64_t *progress, char *why, size_t whyl
 /* The ops' state slots: the blob carries each vCPU's step count and halted
  * flag; load checks it against this guest's shape (guest paused). */
 int simvm_state_save(struct tern_guest *g, void *buf, size_t cap, size_t *len);
+uint64_t simvm_state_size(struct tern_guest *g);
 int simvm_state_load(struct tern_guest *g, const void *buf, size_t len);
 
 /* simvm_dirty.c */

@@ -8,6 +8,11 @@
  * scratch bitmap and moves that range's words out; a ring pop drains the
  * scratch bitmap into entries and harvests simvm's rings again when it is
  * empty.  Nothing is dropped: a page stays in scratch until a caller took it.
+ *
+ * With regions=N the one mapping is shown as N regions (pages cut as evenly
+ * as whole pages allow, so region starts are not multiples of 64 pages) with
+ * a 1 GiB gpa hole after each: libtern's multi-region paths run against it
+ * as against a VMM with several memslots.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,7 +27,54 @@ struct sp_state {
 	struct tern_guest *g;       /* the simvm guest (owned by the wrapper) */
 	struct tern_bitmap scratch; /* harvested, not yet handed out */
 	uint64_t pop_pos;           /* ring pop: where the drain resumes */
+	uint32_t nregions;
+	uint64_t start[TERN_GUEST_MAX_REGIONS + 1]; /* region i: simvm pages
+	                                               [start[i], start[i+1]) */
 };
+
+#define SP_HOLE (1ull << 30) /* gpa hole after each region */
+
+static void
+sp_cut_regions(struct sp_state *s, uint32_t n)
+{
+	s->nregions = n == 0 ? 1 : n;
+	for (uint32_t i = 0; i <= s->nregions; i++)
+		s->start[i] = s->g->npages * i / s->nregions;
+}
+
+/* The region of simvm page p (p < npages). */
+static uint32_t
+sp_region_of(const struct sp_state *s, uint64_t p)
+{
+	uint32_t i = 0;
+	while (p >= s->start[i + 1])
+		i++;
+	return i;
+}
+
+/* Moves count bits of src from bit pos (any alignment) into dst from bit 0
+ * (OR), clears them in src, and returns how many were set. */
+static uint64_t
+sp_take_bits(struct tern_bitmap *src, uint64_t pos, uint64_t count, uint64_t *dst)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < count; i += 64) {
+		uint64_t p = pos + i, w = p >> 6, sh = p & 63, m = count - i < 64 ? count - i : 64;
+		uint64_t v = src->words[w] >> sh;
+		if (sh != 0 && w + 1 < src->nwords)
+			v |= src->words[w + 1] << (64 - sh);
+		if (m < 64)
+			v &= (1ull << m) - 1;
+		if (v == 0)
+			continue;
+		src->words[w] &= ~(v << sh);
+		if (sh != 0 && w + 1 < src->nwords)
+			src->words[w + 1] &= ~(v >> (64 - sh));
+		dst[i / 64] |= v;
+		n += (uint64_t)__builtin_popcountll(v);
+	}
+	return n;
+}
 
 /* simvm's one-line reason for a failure goes out as the slot's reason. */
 static int
@@ -37,17 +89,19 @@ static int
 sp_regions(void *guest, struct tern_mem_region *out, uint32_t cap, uint32_t *count)
 {
 	struct sp_state *s = guest;
-	*count = 1;
-	if (cap < 1)
-		return 0;
-	out[0] = (struct tern_mem_region){
-	    .gpa = s->g->region.gpa,
-	    .size = s->g->region.size,
-	    .host = s->g->region.host,
-	    .fd = s->g->region.fd,
-	    .fd_offset = s->g->region.fd_offset,
-	    .flags = s->g->region.fd < 0 ? TERN_MEM_ANON_THP : 0,
-	};
+	const struct tern_guest_region *m = &s->g->regions[0];
+	*count = s->nregions;
+	for (uint32_t i = 0; i < s->nregions && i < cap; i++) {
+		uint64_t off = s->start[i] * TERN_PAGE_SIZE;
+		out[i] = (struct tern_mem_region){
+		    .gpa = m->gpa + off + i * SP_HOLE,
+		    .size = (s->start[i + 1] - s->start[i]) * TERN_PAGE_SIZE,
+		    .host = m->host + off,
+		    .fd = m->fd,
+		    .fd_offset = m->fd_offset + off,
+		    .flags = m->fd < 0 ? TERN_MEM_ANON_THP : 0,
+		};
+	}
 	return 0;
 }
 
@@ -72,26 +126,24 @@ sp_dirty_harvest(void *guest, uint32_t region, uint64_t first, uint64_t count, u
                  uint64_t *pages)
 {
 	struct sp_state *s = guest;
-	if (region != 0 || first % 64 != 0 || first + count > s->g->npages)
+	if (region >= s->nregions || first % 64 != 0 ||
+	    first + count > s->start[region + 1] - s->start[region])
 		return -EINVAL;
-	uint64_t n = 0;
+	/* simvm harvests 64-page-aligned ranges of its own pages: widen the
+	 * range to them (what is harvested beyond it waits in scratch). */
+	uint64_t p0 = s->start[region] + first, p1 = p0 + count;
+	uint64_t a0 = p0 & ~63ull, a1 = (p1 + 63) & ~63ull, n = 0;
+	if (a1 > s->g->npages)
+		a1 = s->g->npages;
 	const struct tern_dirty_mode *m = s->g->dirty_mode;
 	int rc = m != NULL && m->harvest_range != NULL
-	             ? m->harvest_range(s->g, &s->scratch, first, count, &n)
+	             ? m->harvest_range(s->g, &s->scratch, a0, a1 - a0, &n)
 	             : s->g->ops->dirty_harvest(s->g, &s->scratch, &n);
 	if (rc != 0)
 		return sp_ret(s, rc);
-	/* Hand out this range's words (and only them: a whole-guest harvest
-	 * leaves the rest in scratch for the later ranges). */
-	uint64_t w0 = first / 64, nw = (count + 63) / 64;
-	for (uint64_t i = 0; i < nw; i++) {
-		uint64_t w = s->scratch.words[w0 + i];
-		if (i == nw - 1 && count % 64 != 0)
-			w &= (1ull << (count % 64)) - 1;
-		s->scratch.words[w0 + i] &= ~w;
-		bitmap[i] |= w;
-		*pages += (uint64_t)__builtin_popcountll(w);
-	}
+	/* Hand out this range's bits (and only them: the rest stays in
+	 * scratch for the later ranges). */
+	*pages += sp_take_bits(&s->scratch, p0, count, bitmap);
 	return 0;
 }
 
@@ -113,8 +165,10 @@ sp_dirty_ring_pop(void *guest, struct tern_dirty_entry *out, uint32_t cap, uint3
 		while (*n < cap &&
 		       tern_bitmap_next_run(&s->scratch, &s->pop_pos, cap - *n, &first, &cnt)) {
 			for (uint64_t p = first; p < first + cnt; p++) {
+				uint32_t r = sp_region_of(s, p);
 				s->scratch.words[p >> 6] &= ~(1ull << (p & 63));
-				out[(*n)++] = (struct tern_dirty_entry){.region = 0, .page = p};
+				out[(*n)++] =
+				    (struct tern_dirty_entry){.region = r, .page = p - s->start[r]};
 			}
 		}
 		if (*n == cap)
@@ -162,6 +216,20 @@ sp_state_load(void *guest, const void *buf, uint64_t len)
 	return sp_ret(s, s->g->ops->state_load(s->g, buf, (size_t)len));
 }
 
+static uint64_t
+sp_dirty_ring_full(void *guest)
+{
+	struct sp_state *s = guest;
+	return __atomic_load_n(&s->g->stats.ring_full_stalls, __ATOMIC_RELAXED);
+}
+
+static uint64_t
+sp_state_size(void *guest)
+{
+	struct sp_state *s = guest;
+	return tern_guest_state_size(s->g);
+}
+
 static const struct tern_guest_ops sp_ops = {
     .size = sizeof(struct tern_guest_ops),
     .name = "simvm",
@@ -175,6 +243,8 @@ static const struct tern_guest_ops sp_ops = {
     .resume = sp_resume,
     .state_save = sp_state_save,
     .state_load = sp_state_load,
+    .dirty_ring_full = sp_dirty_ring_full,
+    .state_size = sp_state_size,
 };
 
 static void
@@ -228,6 +298,7 @@ tern_simvm_provider_create(struct tern_guest_provider *p, const struct tern_gues
 		return TERN_ENOMEM;
 	}
 	s->g = inner;
+	sp_cut_regions(s, cfg->nregions);
 	*p = (struct tern_guest_provider){.ops = &sp_ops, .guest = s};
 	return 0;
 }

@@ -62,6 +62,12 @@ simvm_get64(const uint8_t *p)
  *   u32 magic, u32 version, u32 vcpus, u32 workload, u64 mem_size,
  *   then per vCPU: u64 steps, u32 flags (SIMVM_STATE_HALTED), u32 0.
  * Everything else the workload needs is in guest memory. */
+uint64_t
+simvm_state_size(struct tern_guest *g)
+{
+	return SIMVM_STATE_HDR + (uint64_t)g->cfg.vcpus * SIMVM_STATE_VCPU;
+}
+
 int
 simvm_state_save(struct tern_guest *g, void *buf, size_t cap, size_t *len)
 {

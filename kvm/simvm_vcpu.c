@@ -39,7 +39,7 @@ simvm_ctl_init(struct tern_guest *g, struct simvm *s)
 
 			if (simvm_page_random(cfg, page))
 				sums[i % cfg->vcpus] +=
-				    *(const uint64_t *)(g->region.host + page * TERN_PAGE_SIZE);
+				    *(const uint64_t *)(g->regions[0].host + page * TERN_PAGE_SIZE);
 		}
 	}
 	for (uint32_t v = 0; v < cfg->vcpus; v++) {
@@ -88,7 +88,7 @@ simvm_step(struct simvm *s, struct simvm_vcpu *c, struct simvm_ctl *ctl)
 	page = s->ws_first + c->index + k * g->cfg.vcpus;
 	if (ring)
 		tern_dirty_ring_mark(&s->rings, c->index, page);
-	w = (uint64_t *)(g->region.host + page * TERN_PAGE_SIZE);
+	w = (uint64_t *)(g->regions[0].host + page * TERN_PAGE_SIZE);
 	old = w[0];
 	val = simvm_rand(&ctl->rng);
 	/* Relaxed atomics: observers (tests, dirty-log checks) may read word 0
@@ -352,7 +352,7 @@ static void
 simvm_sum_pages(struct simvm_sum *a, uint64_t first, uint64_t end)
 {
 	struct simvm *s = a->s;
-	const uint8_t *host = s->g->region.host;
+	const uint8_t *host = s->g->regions[0].host;
 
 	if (first < s->ws_first)
 		first = s->ws_first;

@@ -81,6 +81,12 @@ terni_guest_config_check(const struct tern_guest_config *cfg, char *err, size_t 
 		terni_errf(err, errlen, "vcpus: %u is outside 1..256", cfg->vcpus);
 		return TERN_EINVAL;
 	}
+	if (cfg->nregions > 64 ||
+	    cfg->mem_size / TERN_PAGE_SIZE < (cfg->nregions ? cfg->nregions : 1)) {
+		terni_errf(err, errlen, "regions: %u regions need 1..64 and at least a page each",
+		           cfg->nregions);
+		return TERN_EINVAL;
+	}
 	if (cfg->fill == TERN_FILL_RANDOM && cfg->fill_size > cfg->mem_size) {
 		terni_errf(err, errlen, "fill: random:SIZE is larger than mem");
 		return TERN_EINVAL;
@@ -250,6 +256,12 @@ guest_parse_opt(char *tok, struct tern_guest_config *cfg, bool *seen_memtouch, b
 			terni_errf(err, errlen, "pattern: '%s' is not seq or random", val);
 			return TERN_EINVAL;
 		}
+	} else if (strcmp(key, "regions") == 0) {
+		if (guest_parse_u64(val, &x) != 0 || x == 0 || x > 64) {
+			terni_errf(err, errlen, "regions: '%s' is not a number in 1..64", val);
+			return TERN_EINVAL;
+		}
+		cfg->nregions = (uint32_t)x;
 	} else if (strcmp(key, "seed") == 0) {
 		if (guest_parse_u64(val, &cfg->seed) != 0) {
 			terni_errf(err, errlen, "seed: '%s' is not a decimal number", val);
@@ -296,6 +308,7 @@ tern_guest_spec_parse(const char *spec, struct tern_guest_config *cfg, char *err
 	cfg->rate = 0;
 	cfg->pattern = TERN_PATTERN_RANDOM;
 	cfg->seed = 1;
+	cfg->nregions = 1;
 
 	/* The backend is checked before its options, so that "kvm:..." is
 	 * reported as a missing backend, not as an option simvm lacks. */
@@ -331,7 +344,7 @@ terni_format_size(uint64_t v, char *buf, size_t len)
 int
 tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t len)
 {
-	char mem[32], ws[32], rate[32], fill[40];
+	char mem[32], ws[32], rate[32], fill[40], regions[24] = "";
 	int n;
 
 	terni_format_size(cfg->mem_size, mem, sizeof(mem));
@@ -345,19 +358,23 @@ tern_guest_spec_format(const struct tern_guest_config *cfg, char *buf, size_t le
 		snprintf(fill, sizeof(fill), "random");
 	else
 		snprintf(fill, sizeof(fill), "%u", cfg->fill_pct);
+	if (cfg->nregions > 1) /* one region is the default: specs stay as they were */
+		snprintf(regions, sizeof(regions), ",regions=%u", cfg->nregions);
 	if (cfg->workload == TERN_WORKLOAD_MEMTOUCH)
 		n = snprintf(
 		    buf, len,
 		    "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=memtouch:ws=%s,rate=%s,"
-		    "pattern=%s,seed=%" PRIu64,
+		    "pattern=%s,seed=%" PRIu64 "%s",
 		    cfg->backend, mem, cfg->vcpus, fill,
 		    cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd", ws, rate,
-		    cfg->pattern == TERN_PATTERN_SEQ ? "seq" : "random", cfg->seed);
+		    cfg->pattern == TERN_PATTERN_SEQ ? "seq" : "random", cfg->seed, regions);
 	else
-		n = snprintf(
-		    buf, len, "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=idle,seed=%" PRIu64,
-		    cfg->backend, mem, cfg->vcpus, fill,
-		    cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd", cfg->seed);
+		n = snprintf(buf, len,
+		             "%s:mem=%s,vcpus=%u,fill=%s,backing=%s,workload=idle,seed=%" PRIu64
+		             "%s",
+		             cfg->backend, mem, cfg->vcpus, fill,
+		             cfg->backing == TERN_BACKING_ANON_THP ? "anon-thp" : "memfd",
+		             cfg->seed, regions);
 	if (n < 0 || (size_t)n >= len)
 		return TERN_EINVAL;
 	return 0;

@@ -35,6 +35,10 @@ struct tern_guest_config {
 	uint64_t rate;      /* memtouch dirty rate in bytes/s (0: as fast as it can) */
 	uint32_t pattern;   /* enum tern_pattern */
 	uint64_t seed;
+	/* How many memory regions the guest shows (1..64): simvm presents its
+	 * memory as that many equal regions with a 1 GiB gpa hole after each,
+	 * as a VMM with several memslots does (`regions=N`). */
+	uint32_t nregions;
 };
 
 /* tern_guest_spec_parse parses spec into *cfg (defaults filled in).  On

@@ -93,8 +93,12 @@
 	F(U64, magic)                                                                              \
 	F(U32, version) F(STR, migration) F(U32, conn) F(U32, nconns) F(STR, key) F(STR, bind)
 #define TERN_FIELDS_W_HELLO_ACK(F) F(U32, version) F(I32, status) F(STR, why) F(U64, time_ns)
+/* layout: the guest's memory regions as (gpa, size) pairs in gpa order;
+ * page offsets in every later frame are in the space they define
+ * (kvm/guest.h).  mem_size is their sum. */
 #define TERN_FIELDS_W_CONFIG(F)                                                                    \
-	F(U64, mem_size) F(U32, page_size) F(U32, vcpus) F(STR, guest) F(BOOL, verify)
+	F(U64, mem_size)                                                                           \
+	F(U32, page_size) F(U32, vcpus) F(STR, guest) F(BOOL, verify) F(RANGES, layout)
 /* Page data: the payload is the bytes of every range, in order.  `zeros`
  * are ranges announced all-zero: no payload, the destination makes them read
  * as zero. */

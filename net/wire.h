@@ -26,7 +26,7 @@
 
 #define TERN_WIRE_FRAME_MAGIC 0x54524e46u           /* "TRNF" */
 #define TERN_WIRE_HELLO_MAGIC 0x7465726e6d696772ull /* "ternmigr" */
-#define TERN_WIRE_VERSION 2u                        /* 2: TLS, hello binding */
+#define TERN_WIRE_VERSION 3u                        /* 2: TLS, hello binding; 3: memory layout */
 #define TERN_WIRE_HEADER_MAX 65536u
 #define TERN_WIRE_PAYLOAD_MAX (64ull << 20)
 

@@ -168,12 +168,22 @@ h_end(struct hostile *h, int code, const char *needle)
 	free(h->rx);
 }
 
+/* W_CONFIG's layout: one region of mem bytes at gpa 0. */
+static inline void
+h_layout(struct tern_msg *m, uint64_t mem)
+{
+	static uint8_t pair[16];
+	tern_ranges_put(pair, 0, 0, mem);
+	m->u.w_config.mem_size = mem;
+	m->u.w_config.layout = (struct tern_ranges){pair, 1};
+}
+
 static inline void
 h_config(struct hostile *h)
 {
 	struct tern_msg m;
 	tern_msg_init(&m, TERN_MSG_W_CONFIG);
-	m.u.w_config.mem_size = HOSTILE_MEM;
+	h_layout(&m, HOSTILE_MEM);
 	m.u.w_config.page_size = (uint32_t)PAGE;
 	m.u.w_config.vcpus = 1;
 	snprintf(m.u.w_config.guest, sizeof(m.u.w_config.guest), "%s", HOSTILE_GUEST);

@@ -72,7 +72,7 @@ static void
 snapshot(const struct tern_guest *g, uint64_t *snap, uint64_t npg)
 {
 	for (uint64_t p = 0; p < npg; p++)
-		snap[p] = __atomic_load_n((const uint64_t *)(g->region.host + p * PG) +
+		snap[p] = __atomic_load_n((const uint64_t *)(g->regions[0].host + p * PG) +
 		                              (p < CTL_PAGES ? 2 : 0), /* ctl: steps */
 		                          __ATOMIC_RELAXED);
 }
@@ -175,7 +175,7 @@ Test(ring, only_vcpu_writes_and_once_per_page, .timeout = 30)
 	cr_assert_eq(g->ops->dirty_start(g), 0, "%s", g->why);
 	cr_assert_eq(tern_bitmap_init(&bm, g->npages), 0);
 	for (uint64_t p = 97; p < g->npages; p += 97)
-		g->region.host[p * PG + 8] = 1; /* the VMM writes: not tracked */
+		g->regions[0].host[p * PG + 8] = 1; /* the VMM writes: not tracked */
 	cr_assert_eq(g->ops->dirty_harvest(g, &bm, &pages), 0, "%s", g->why);
 	cr_assert_eq(pages, 0, "%" PRIu64 " non-vCPU writes reported", pages);
 	/* 16 working-set pages rewritten thousands of times: a ring of 64
@@ -222,7 +222,7 @@ ring_concurrent(const char *spec, uint32_t ring_size, bool expect_stalls)
 		/* The VMM writes above the working set: never reported. */
 		for (int k = 0; k < 16; k++) {
 			s = s * 6364136223846793005ull + 1442695040888963407ull;
-			g->region.host[(npg + (s >> 20) % (g->npages - npg)) * PG + 24] = 1;
+			g->regions[0].host[(npg + (s >> 20) % (g->npages - npg)) * PG + 24] = 1;
 		}
 		snapshot(g, cur, npg);
 		tern_bitmap_clear_all(hc);
@@ -287,7 +287,7 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 	uint64_t ws = g->cfg.ws_size / PG, pages, total = 0, steps, stalls, written = 0;
 	uint64_t steps0 = g->stats.workload_steps;
 	for (uint64_t p = CTL_PAGES; p < CTL_PAGES + ws; p++)
-		*(uint64_t *)(g->region.host + p * PG) = 0;
+		*(uint64_t *)(g->regions[0].host + p * PG) = 0;
 	cr_assert_eq(g->ops->resume(g), 0);
 	struct tern_bitmap h, uni;
 
@@ -340,7 +340,7 @@ Test(ring, full_ring_never_drops, .timeout = 60)
 	             "the vCPU wrapped around its pages; the test needs more pages");
 	cr_assert_gt(stalls, 0, "the vCPU never found its ring full");
 	for (uint64_t p = CTL_PAGES; p < CTL_PAGES + ws; p++) {
-		bool stamped = *(const uint64_t *)(g->region.host + p * PG) != 0;
+		bool stamped = *(const uint64_t *)(g->regions[0].host + p * PG) != 0;
 
 		written += stamped;
 		cr_assert_eq(tern_bitmap_test(&uni, p), stamped, "page %" PRIu64 ": %s but %s", p,
@@ -558,7 +558,7 @@ harvest_ms(const char *mem, const char *mode, bool populate, uint64_t *pages_out
 	g = mkguest(spec, TERN_GUEST_SOURCE);
 	cr_assert_eq(g->ops->pause(g), 0);
 	if (populate)
-		cr_assert_eq(tern_guest_populate(g, 0, g->region.size), 0);
+		cr_assert_eq(tern_guest_populate(g, 0, g->regions[0].size), 0);
 	set_mode(g, mode, 0);
 	cr_assert_eq(g->ops->dirty_start(g), 0, "%s", g->why);
 	cr_assert_eq(tern_bitmap_init(&bm, g->npages), 0);

@@ -42,8 +42,8 @@ fd_blocks(const struct tern_guest *g)
 {
 	struct stat st;
 
-	cr_assert_geq(g->region.fd, 0);
-	cr_assert_eq(fstat(g->region.fd, &st), 0);
+	cr_assert_geq(g->regions[0].fd, 0);
+	cr_assert_eq(fstat(g->regions[0].fd, &st), 0);
 	return (uint64_t)st.st_blocks;
 }
 
@@ -327,8 +327,8 @@ Test(guest, create_1g_and_1t_zero_touch_nothing, .timeout = 30)
 	cr_assert_lt(t, 30000000000ull, "1T fill=zero took %" PRIu64 " ns to build", t);
 
 	g = mkguest("simvm:mem=1T,backing=anon-thp", TERN_GUEST_SOURCE);
-	cr_assert_eq(g->region.fd, -1);
-	cr_assert_eq((uintptr_t)g->region.host % (2u << 20), 0, "anon region is 2M-aligned");
+	cr_assert_eq(g->regions[0].fd, -1);
+	cr_assert_eq((uintptr_t)g->regions[0].host % (2u << 20), 0, "anon region is 2M-aligned");
 	printf("create 1T fill=zero anon-thp: %.3f ms\n", g->stats.build_ns / 1e6);
 	cr_assert_lt(g->stats.build_ns, 30000000000ull);
 	tern_guest_destroy(g);
@@ -343,11 +343,12 @@ Test(guest, fill_random_and_percent, .timeout = 60)
 	printf("fill=random 64M: %.1f ms\n", g->stats.build_ns / 1e6);
 	cr_assert_eq(fd_blocks(g) * 512, 64ull << 20, "every page populated");
 	for (uint64_t p = 0; p < g->npages; p++) {
-		const uint64_t *w = (const uint64_t *)(g->region.host + p * PG);
+		const uint64_t *w = (const uint64_t *)(g->regions[0].host + p * PG);
 
 		cr_assert(w[0] != 0 || w[1] != 0, "page %" PRIu64 " is not random", p);
 		if (p > 0)
-			cr_assert_neq(w[5], ((const uint64_t *)(g->region.host + (p - 1) * PG))[5]);
+			cr_assert_neq(w[5],
+			              ((const uint64_t *)(g->regions[0].host + (p - 1) * PG))[5]);
 	}
 	tern_guest_destroy(g);
 
@@ -356,7 +357,7 @@ Test(guest, fill_random_and_percent, .timeout = 60)
 	/* Only the random pages exist; count them before reading holes. */
 	uint64_t blocks = fd_blocks(g);
 	for (uint64_t p = 0; p < npages; p++) {
-		const uint64_t *w = (const uint64_t *)(g->region.host + p * PG);
+		const uint64_t *w = (const uint64_t *)(g->regions[0].host + p * PG);
 		bool zero = true;
 
 		for (unsigned i = 0; i < PG / 8 && zero; i++)
@@ -432,9 +433,9 @@ Test(guest, digest, .timeout = 60)
 	cr_assert_eq(tern_guest_digest(a, &da), 0);
 	cr_assert_eq(tern_guest_digest(b, &db), 0);
 	cr_assert_eq(da, db, "same seed, same memory, same digest");
-	cr_assert_eq(da, ref_digest(a->region.host, a->region.size),
+	cr_assert_eq(da, ref_digest(a->regions[0].host, a->regions[0].size),
 	             "digest follows its definition");
-	b->region.host[12345] ^= 1;
+	b->regions[0].host[12345] ^= 1;
 	cr_assert_eq(tern_guest_digest(b, &db), 0);
 	cr_assert_neq(da, db, "a one-byte change changes the digest");
 	tern_guest_destroy(b);
@@ -448,7 +449,7 @@ Test(guest, digest, .timeout = 60)
 	cr_assert_eq(tern_guest_digest(b, &db), 0);
 	cr_assert_eq(fd_blocks(a), blocks, "digest must not allocate holes");
 	cr_assert_eq(da, db);
-	cr_assert_eq(da, ref_digest(a->region.host, a->region.size));
+	cr_assert_eq(da, ref_digest(a->regions[0].host, a->regions[0].size));
 	tern_guest_destroy(a);
 	tern_guest_destroy(b);
 
@@ -481,7 +482,7 @@ Test(guest, range_and_hva)
 	cr_assert_not(tern_guest_range_ok(g, UINT64_MAX, 2));
 	cr_assert_not(tern_guest_range_ok(g, 2, UINT64_MAX));
 	cr_assert_not(tern_guest_range_ok(g, sz + 1, 0));
-	cr_assert_eq(tern_guest_hva(g, 5 * PG), g->region.host + 5 * PG);
+	cr_assert_eq(tern_guest_hva(g, 5 * PG), g->regions[0].host + 5 * PG);
 	cr_assert_eq(tern_guest_populate(g, sz - PG, 2 * PG), TERN_ERANGE);
 	tern_guest_destroy(g);
 }
@@ -492,27 +493,27 @@ Test(guest, populate_makes_writes_cheaper, .timeout = 60)
 
 	for (int k = 0; k < 2; k++) {
 		struct tern_guest *g = mkguest(specs[k], TERN_GUEST_DESTINATION);
-		uint64_t half = g->region.size / 2, t0, tfault, tpop, twrite;
+		uint64_t half = g->regions[0].size / 2, t0, tfault, tpop, twrite;
 
 		t0 = tern_now_ns();
 		for (uint64_t o = 0; o < half; o += PG)
-			*(uint64_t *)(g->region.host + o) = o ^ 0xabcdef;
+			*(uint64_t *)(g->regions[0].host + o) = o ^ 0xabcdef;
 		tfault = tern_now_ns() - t0;
 		t0 = tern_now_ns();
 		/* Populating the whole range must not disturb the written half. */
-		cr_assert_eq(tern_guest_populate(g, 0, g->region.size), 0);
+		cr_assert_eq(tern_guest_populate(g, 0, g->regions[0].size), 0);
 		tpop = tern_now_ns() - t0;
-		if (g->region.fd >= 0)
-			cr_assert_eq(fd_blocks(g) * 512, g->region.size);
+		if (g->regions[0].fd >= 0)
+			cr_assert_eq(fd_blocks(g) * 512, g->regions[0].size);
 		t0 = tern_now_ns();
-		for (uint64_t o = half; o < g->region.size; o += PG)
-			*(uint64_t *)(g->region.host + o) = o ^ 0xabcdef;
+		for (uint64_t o = half; o < g->regions[0].size; o += PG)
+			*(uint64_t *)(g->regions[0].host + o) = o ^ 0xabcdef;
 		twrite = tern_now_ns() - t0;
 		printf("%s: first-touch writes %.1f ms/128M, populate %.1f ms/256M, writes after "
 		       "populate %.1f ms/128M\n",
 		       specs[k], tfault / 1e6, tpop / 1e6, twrite / 1e6);
-		for (uint64_t o = 0; o < g->region.size; o += PG)
-			cr_assert_eq(*(uint64_t *)(g->region.host + o), o ^ 0xabcdef,
+		for (uint64_t o = 0; o < g->regions[0].size; o += PG)
+			cr_assert_eq(*(uint64_t *)(g->regions[0].host + o), o ^ 0xabcdef,
 			             "offset %" PRIu64, o);
 		tern_guest_destroy(g);
 	}
@@ -642,7 +643,7 @@ Test(guest, state_round_trip_and_rejection, .timeout = 30)
 	tern_guest_destroy(other);
 
 	/* Migrate by hand: memory, then state, then resume. */
-	memcpy(dst->region.host, src->region.host, src->region.size);
+	memcpy(dst->regions[0].host, src->regions[0].host, src->regions[0].size);
 	cr_assert_eq(tern_guest_digest(src, &ds), 0);
 	cr_assert_eq(tern_guest_digest(dst, &dd), 0);
 	cr_assert_eq(ds, dd);
@@ -761,12 +762,12 @@ dirty_exact(const char *spec)
 				if (tern_bitmap_next_run(&ever, &pos, 1, &f, &c))
 					p = f;
 			}
-			if (g->region.fd >= 0 && !tern_bitmap_test(&ever, p)) {
-				off_t d = lseek(g->region.fd, (off_t)(p * PG), SEEK_DATA);
+			if (g->regions[0].fd >= 0 && !tern_bitmap_test(&ever, p)) {
+				off_t d = lseek(g->regions[0].fd, (off_t)(p * PG), SEEK_DATA);
 
 				holes += d < 0 || (uint64_t)d != p * PG;
 			}
-			((volatile uint64_t *)(g->region.host + p * PG))[1] = (uint64_t)it;
+			((volatile uint64_t *)(g->regions[0].host + p * PG))[1] = (uint64_t)it;
 			tern_bitmap_set(&want, p);
 			tern_bitmap_set(&ever, p);
 		}
@@ -777,7 +778,7 @@ dirty_exact(const char *spec)
 		/* Every reported written page carries this iteration's stamp. */
 		for (uint64_t p = 0, f, c; tern_bitmap_next_run(&want, &p, 0, &f, &c);)
 			for (uint64_t q = f; q < f + c; q++)
-				cr_assert_eq(((uint64_t *)(g->region.host + q * PG))[1],
+				cr_assert_eq(((uint64_t *)(g->regions[0].host + q * PG))[1],
 				             (uint64_t)it);
 		/* Nothing written since: the next harvest is empty. */
 		pages = 0;
@@ -786,7 +787,7 @@ dirty_exact(const char *spec)
 		cr_assert_eq(pages, 0, "%s iter %d: %" PRIu64 " pages re-reported", spec, it,
 		             pages);
 	}
-	if (g->region.fd >= 0)
+	if (g->regions[0].fd >= 0)
 		cr_assert_gt(holes, 50, "%s: the test must write into holes (%" PRIu64 ")", spec,
 		             holes);
 	cr_assert_eq(g->stats.harvests, 17);
@@ -830,7 +831,7 @@ Test(dirty, exact_on_1t_memfd, .timeout = 60)
 	cr_assert_eq(tern_bitmap_init(&got, g->npages), 0);
 	for (int i = 0; i < 100; i++) {
 		written[i] = rnd(&s) % g->npages;
-		g->region.host[written[i] * PG + 100] = 1;
+		g->regions[0].host[written[i] * PG + 100] = 1;
 	}
 	t0 = tern_now_ns();
 	cr_assert_eq(g->ops->dirty_harvest(g, &got, &pages), 0, "%s", g->why);
@@ -862,7 +863,7 @@ Test(dirty, misuse)
 	cr_assert_eq(g->ops->dirty_stop(g), 0);
 	/* Tracking can start again after a stop; destroy stops it too. */
 	cr_assert_eq(g->ops->dirty_start(g), 0, "%s", g->why);
-	g->region.host[0] = 1;
+	g->regions[0].host[0] = 1;
 	cr_assert_eq(g->ops->dirty_harvest(g, &bm, &pages), 0);
 	cr_assert(tern_bitmap_test(&bm, 0));
 	tern_bitmap_fini(&bm);
@@ -903,12 +904,13 @@ dirty_concurrent(const char *spec)
 		for (int k = 0; k < 64; k++) {
 			uint64_t p = n / 2 + rnd(&s) % (n / 2);
 
-			((volatile uint64_t *)(g->region.host + p * PG))[3] = (uint64_t)it + 1;
+			((volatile uint64_t *)(g->regions[0].host + p * PG))[3] = (uint64_t)it + 1;
 			tern_bitmap_set(&want, p);
 		}
 		for (uint64_t i = 0; i < ws_pages; i++)
-			cur[i] = __atomic_load_n((uint64_t *)(g->region.host + (ws_first + i) * PG),
-			                         __ATOMIC_RELAXED);
+			cur[i] =
+			    __atomic_load_n((uint64_t *)(g->regions[0].host + (ws_first + i) * PG),
+			                    __ATOMIC_RELAXED);
 		tern_bitmap_clear_all(hc);
 		pages = 0;
 		cr_assert_eq(g->ops->dirty_harvest(g, hc, &pages), 0, "%s", g->why);

@@ -292,7 +292,7 @@ ParameterizedTest(int *i, hostile, misplaced_frame)
 		if (c->bad == TERN_MSG_W_DIGEST)
 			m.u.w_digest.digest = d;
 		if (c->bad == TERN_MSG_W_CONFIG) {
-			m.u.w_config.mem_size = HOSTILE_MEM;
+			h_layout(&m, HOSTILE_MEM);
 			m.u.w_config.page_size = (uint32_t)PAGE;
 		}
 		h_send(h.fd[c->on], &m, NULL, 0);
@@ -466,7 +466,7 @@ over_cap(const char *spec, uint64_t mem, char *const caps[], const char *needle)
 	h_start_with(&h, 1, extra);
 	struct tern_msg m;
 	tern_msg_init(&m, TERN_MSG_W_CONFIG);
-	m.u.w_config.mem_size = mem;
+	h_layout(&m, mem);
 	m.u.w_config.page_size = (uint32_t)PAGE;
 	snprintf(m.u.w_config.guest, sizeof(m.u.w_config.guest), "%s", spec);
 	h_send(h.fd[0], &m, NULL, 0);

@@ -870,7 +870,7 @@ WIRE_TEST(handshake_version_mismatch)
 	cr_assert_eq(m.u.w_hello_ack.status, TERN_EVERSION);
 	cr_assert_eq(m.u.w_hello_ack.version, TERN_WIRE_VERSION);
 	cr_assert_str_eq(m.u.w_hello_ack.why,
-	                 "source speaks protocol version 99, this destination speaks 2");
+	                 "source speaks protocol version 99, this destination speaks 3");
 	cr_assert_str_eq(d.why, m.u.w_hello_ack.why);
 	/* After the answer the destination has shut its side. */
 	cr_assert_eq(tern_wire_recv_header(TERN_PLAIN(c), rx, &m, &plen), TERN_ECLOSED);

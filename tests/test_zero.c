@@ -110,7 +110,7 @@ static uint64_t
 blocks_of(struct tern_guest *g)
 {
 	struct stat st;
-	fstat(g->region.fd, &st);
+	fstat(g->regions[0].fd, &st);
 	return (uint64_t)st.st_blocks;
 }
 
@@ -124,18 +124,18 @@ Test(zero, destination_clear_on_reused_memory)
 		c.backing = backing ? TERN_BACKING_ANON_THP : TERN_BACKING_MEMFD;
 		cr_assert_eq(tern_guest_create(&g, &c, TERN_GUEST_DESTINATION, err, sizeof(err)), 0,
 		             "%s", err);
-		memset(g->region.host, 0x5a, 1 << 20); /* a previous migration's data */
-		uint64_t before = g->region.fd >= 0 ? blocks_of(g) * 512 : 0;
+		memset(g->regions[0].host, 0x5a, 1 << 20); /* a previous migration's data */
+		uint64_t before = g->regions[0].fd >= 0 ? blocks_of(g) * 512 : 0;
 		/* Whole pages, then unaligned head and tail. */
 		cr_assert_eq(tern_guest_zero(g, 4 * PG, 8 * PG), 0);
 		cr_assert_eq(tern_guest_zero(g, 20 * PG + 100, 3 * PG), 0);
 		/* Measured before reading: reading a memfd hole allocates it. */
-		if (g->region.fd >= 0) /* 8 + 2 whole pages were dropped, not cleared */
+		if (g->regions[0].fd >= 0) /* 8 + 2 whole pages were dropped, not cleared */
 			cr_assert_leq(blocks_of(g) * 512, before - 10 * PG);
 		for (uint64_t i = 0; i < (1 << 20); i++) {
 			bool zeroed = (i >= 4 * PG && i < 12 * PG) ||
 			              (i >= 20 * PG + 100 && i < 23 * PG + 100);
-			cr_assert_eq(g->region.host[i], zeroed ? 0 : 0x5a, "byte %lu",
+			cr_assert_eq(g->regions[0].host[i], zeroed ? 0 : 0x5a, "byte %lu",
 			             (unsigned long)i);
 		}
 		cr_assert_eq(tern_guest_zero(g, 15ull << 20, 2ull << 20), TERN_ERANGE);

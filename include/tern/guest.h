@@ -44,6 +44,9 @@ extern "C" {
 /* Dirty tracking granularity.  Region addresses and sizes are multiples. */
 #define TERN_GUEST_PAGE_SIZE 4096u
 
+/* Most memory regions a guest may have. */
+#define TERN_GUEST_MAX_REGIONS 64u
+
 /* One region of guest-physical memory as the VMM has it mapped. */
 struct tern_mem_region {
 	uint64_t gpa;       /* guest-physical address, page-aligned */
@@ -79,9 +82,11 @@ struct tern_guest_ops {
 	/* ---- memory (both sides, required) ---- */
 
 	/* regions fills out[0..cap) with the guest's memory regions, sorted by
-	 * gpa, and sets *count to their number (even when it exceeds cap: then
-	 * libtern asks again with room).  The layout must not change until the
-	 * migration call returns.  No side effects. */
+	 * gpa and not overlapping (holes between them are fine), and sets
+	 * *count to their number (even when it exceeds cap: more than
+	 * TERN_GUEST_MAX_REGIONS is refused).  Both sides must report the same
+	 * layout (gpa and size of each region).  The layout must not change
+	 * until the migration call returns.  No side effects. */
 	int (*regions)(void *guest, struct tern_mem_region *out, uint32_t cap, uint32_t *count);
 
 	/* ---- dirty tracking (source, required) ---- */
@@ -152,6 +157,22 @@ struct tern_guest_ops {
 	 * the destination's guest is not resumed: the migration fails and the
 	 * source runs again. */
 	int (*state_load)(void *guest, const void *buf, uint64_t len);
+
+	/* ---- optional: NULL (or absent in an older VMM) when unknown ---- */
+
+	/* dirty_ring_full (TERN_DIRTY_RING): how many times since dirty_start
+	 * a vCPU found its dirty ring full and waited for a pop (KVM's
+	 * KVM_EXIT_DIRTY_RING_FULL exits).  Called from the dirty-log thread
+	 * after pops; must not block.  Reported as the ring_full_stalls
+	 * counter: a ring too small for the guest's dirty rate. */
+	uint64_t (*dirty_ring_full)(void *guest);
+
+	/* state_size: about how many bytes state_save would write now (guest
+	 * running).  Called from the coordinator before each switchover
+	 * decision; must not block.  The downtime estimate then counts the
+	 * blob's transfer, so that a large device state does not push the
+	 * pause over the limit unannounced. */
+	uint64_t (*state_size)(void *guest);
 };
 
 /* tern_guest_error gives the reason of the slot that is about to fail, in

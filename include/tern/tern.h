@@ -227,11 +227,13 @@ struct tern_stats {
 	                             be resumed: it is PAUSED (outcome "failed") */
 	uint32_t connections;     /* connections in use */
 	uint32_t connections_lost;
-	uint64_t chunks_requeued;    /* chunks resent after their connection died */
-	uint64_t state_bytes;        /* source: the device state sent at switchover */
-	uint64_t state_save_ms;      /* source: the VMM's state_save (in downtime) */
-	uint32_t connections_fenced; /* dead connections the destination fenced
-	                                before their chunks were resent */
+	uint64_t chunks_requeued;      /* chunks resent after their connection died */
+	uint64_t state_bytes;          /* source: the device state sent at switchover */
+	uint64_t state_save_ms;        /* source: the VMM's state_save (in downtime) */
+	uint32_t connections_fenced;   /* dead connections the destination fenced
+	                                  before their chunks were resent */
+	uint64_t state_bytes_expected; /* source: the VMM's state_size estimate the
+	                                  switchover decision counted (0: none) */
 	struct tern_conn_stats conn[TERN_MAX_CONNECTIONS];
 	/* destination */
 	uint64_t workload_progress_at_resume;

@@ -1,7 +1,9 @@
 /*
  * embed_vmm: a minimal VMM embedding libtern through its public API only
  * (<tern/tern.h>; it links libtern and nothing else of the tree).  Its guest
- * is its own: one memfd region at gpa 0, a writer thread standing in for a
+ * is its own: one memfd mapped as two regions as a PC's RAM is (low memory
+ * at gpa 0, the rest above 4 GiB; the split is not a multiple of 64 pages),
+ * a writer thread standing in for a
  * vCPU (a sequence number and a per-page stamp stored into random pages), a
  * pause flag the writer acknowledges, dirty tracking by the VMM itself (it
  * knows what its writer writes), a state blob (magic, the writer's sequence
@@ -34,7 +36,9 @@
 
 #define VMM_MEM_SIZE (64ull << 20)
 #define VMM_PAGE TERN_GUEST_PAGE_SIZE
-#define VMM_MAGIC 0x4d4d5645u /* "EVMM" */
+#define VMM_LOW_PAGES ((40u << 20) / VMM_PAGE + 3) /* region 0: 40 MiB + 3 pages */
+#define VMM_HIGH_GPA (4ull << 30)                  /* region 1 starts here */
+#define VMM_MAGIC 0x4d4d5645u                      /* "EVMM" */
 #define VMM_VERSION 1u
 #define VMM_BURST 16      /* stores between two naps: a bounded dirty rate */
 #define VMM_NAP_NS 200000 /* so pre-copy converges, and pause answers fast */
@@ -48,9 +52,12 @@ struct vmm {
 	uint64_t npages;
 	/* One bit per page, set by the writer after its stores to that page
 	 * (set before, a store could land after the harvest that cleared
-	 * its bit and after libtern read the page: lost for good). */
+	 * its bit and after libtern read the page: lost for good).  Region
+	 * r's bits start at word dword[r]. */
 	_Atomic uint64_t *dirty;
 	uint64_t nwords;
+	uint64_t first_page[3]; /* region r: pages [first_page[r], first_page[r+1]) */
+	uint64_t dword[2];
 	atomic_int tracking;
 	_Atomic uint64_t seq; /* the writer's last sequence number: its "vCPU state" */
 
@@ -155,8 +162,10 @@ vmm_writer(void *arg)
 			 * neither side sees a torn word. */
 			__atomic_store_n(&p[0], s, __ATOMIC_RELAXED);
 			__atomic_store_n(&p[1], vmm_stamp(pg, s), __ATOMIC_RELAXED);
-			atomic_fetch_or_explicit(&v->dirty[pg / 64], 1ull << (pg % 64),
-			                         memory_order_release);
+			int r = pg >= v->first_page[1];
+			uint64_t lp = pg - v->first_page[r];
+			atomic_fetch_or_explicit(&v->dirty[v->dword[r] + lp / 64],
+			                         1ull << (lp % 64), memory_order_release);
 			atomic_store_explicit(&v->seq, s, memory_order_release);
 		}
 		vmm_sleep_ns(VMM_NAP_NS);
@@ -235,10 +244,16 @@ static int
 vmm_regions(void *guest, struct tern_mem_region *out, uint32_t cap, uint32_t *count)
 {
 	struct vmm *v = guest;
-	if (cap >= 1)
-		out[0] = (struct tern_mem_region){
-		    .gpa = 0, .size = VMM_MEM_SIZE, .host = v->mem, .fd = v->memfd};
-	*count = 1;
+	for (uint32_t r = 0; r < 2 && r < cap; r++) {
+		uint64_t off = v->first_page[r] * VMM_PAGE;
+		out[r] = (struct tern_mem_region){
+		    .gpa = r == 0 ? 0 : VMM_HIGH_GPA,
+		    .size = (v->first_page[r + 1] - v->first_page[r]) * VMM_PAGE,
+		    .host = v->mem + off,
+		    .fd = v->memfd,
+		    .fd_offset = off};
+	}
+	*count = 2;
 	return 0;
 }
 
@@ -264,17 +279,18 @@ vmm_dirty_harvest(void *guest, uint32_t region, uint64_t first, uint64_t count, 
 {
 	struct vmm *v = guest;
 	uint64_t n = 0;
+	uint64_t rpages = region < 2 ? v->first_page[region + 1] - v->first_page[region] : 0;
 
-	if (!atomic_load(&v->tracking) || region != 0 || first % 64 != 0 || count > v->npages ||
-	    first > v->npages - count) {
+	if (!atomic_load(&v->tracking) || region >= 2 || first % 64 != 0 || count > rpages ||
+	    first > rpages - count) {
 		fprintf(stderr,
 		        "embed_vmm[%s]: dirty_harvest(region %u, pages %" PRIu64 "+%" PRIu64
 		        ") refused (tracking %d, %" PRIu64 " pages)\n",
-		        v->role, region, first, count, atomic_load(&v->tracking), v->npages);
+		        v->role, region, first, count, atomic_load(&v->tracking), rpages);
 		return -EINVAL;
 	}
 	for (uint64_t i = 0; i * 64 < count; i++) {
-		_Atomic uint64_t *w = &v->dirty[first / 64 + i];
+		_Atomic uint64_t *w = &v->dirty[v->dword[region] + first / 64 + i];
 		uint64_t left = count - i * 64, bits;
 		/* Collect-and-clear: a bit set after the exchange is the next
 		 * harvest's.  A short last word clears only its own pages. */
@@ -309,6 +325,14 @@ static uint8_t
 vmm_dev_byte(uint64_t seq, uint64_t i)
 {
 	return (uint8_t)(seq * 31 + i * 7 + (i >> 12));
+}
+
+/* What state_save will write, for libtern's downtime estimate. */
+static uint64_t
+vmm_state_size(void *guest)
+{
+	(void)guest;
+	return sizeof(struct vmm_blob) + VMM_DEV_BYTES;
 }
 
 static int
@@ -379,6 +403,7 @@ static const struct tern_guest_ops vmm_ops = {
     .pause = vmm_pause,
     .resume = vmm_resume,
     .state_save = vmm_state_save,
+    .state_size = vmm_state_size,
     .state_load = vmm_state_load,
 };
 
@@ -430,7 +455,10 @@ vmm_create(struct vmm *v, const char *role, int paused)
 	v->role = role;
 	v->memfd = -1;
 	v->npages = VMM_MEM_SIZE / VMM_PAGE;
-	v->nwords = (v->npages + 63) / 64;
+	v->first_page[1] = VMM_LOW_PAGES;
+	v->first_page[2] = v->npages;
+	v->dword[1] = (VMM_LOW_PAGES + 63) / 64;
+	v->nwords = v->dword[1] + (v->npages - VMM_LOW_PAGES + 63) / 64;
 	atomic_init(&v->pause_req, paused);
 	pthread_mutex_init(&v->mtx, NULL);
 	pthread_cond_init(&v->parked_cv, NULL);
@@ -642,6 +670,13 @@ vmm_source(void)
 		        "embed_vmm: libtern reports %" PRIu64 " bytes of state, this VMM "
 		        "saved %zu\n",
 		        st.state_bytes, sizeof(struct vmm_blob) + VMM_DEV_BYTES);
+		return 1;
+	}
+	if (st.state_bytes_expected != vmm_state_size(NULL)) {
+		fprintf(stderr,
+		        "embed_vmm: the switchover estimate counted %" PRIu64 " bytes of state, "
+		        "this VMM's state_size says %" PRIu64 "\n",
+		        st.state_bytes_expected, vmm_state_size(NULL));
 		return 1;
 	}
 	printf("embed_vmm: migrated %llu MiB (libtern %s): %" PRIu64 " bytes on the wire, %" PRIu64

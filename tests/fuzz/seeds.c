@@ -208,9 +208,12 @@ static void
 seed_control(struct seed_stream *st)
 {
 	static const uint8_t state[40] = {0x54, 0x4e, 0x53, 0x54, 1};
+	uint8_t layout[16];
 	struct tern_msg m;
 
 	tern_msg_init(&m, TERN_MSG_W_CONFIG);
+	tern_ranges_put(layout, 0, 0, 1ull << 20);
+	m.u.w_config.layout = (struct tern_ranges){layout, 1};
 	m.u.w_config.mem_size = 1ull << 20;
 	m.u.w_config.page_size = TERN_PAGE_SIZE;
 	m.u.w_config.vcpus = 1;

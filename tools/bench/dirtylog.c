@@ -72,7 +72,8 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 	 * after the vCPUs' control pages): first touches of fresh pages cost
 	 * ~10 us each here and are the guest's cost, not the dirty log's. */
 	uint64_t ws = g->cfg.ws_size + (4u << 20);
-	if ((rc = tern_guest_populate(g, 0, ws < g->region.size ? ws : g->region.size)) != 0) {
+	if ((rc = tern_guest_populate(g, 0, ws < g->regions[0].size ? ws : g->regions[0].size)) !=
+	    0) {
 		snprintf(d->why, sizeof(d->why), "populate: %s", tern_strerror(rc));
 		goto out;
 	}
@@ -186,7 +187,7 @@ bench_dl_fixed(const char *mem, const char *mode, int populate, double *pages_ou
 	if (bench_guest(spec, &g, why, len) != 0)
 		return NAN;
 	if ((rc = g->ops->pause(g)) != 0 ||
-	    (populate && (rc = tern_guest_populate(g, 0, g->region.size)) != 0) ||
+	    (populate && (rc = tern_guest_populate(g, 0, g->regions[0].size)) != 0) ||
 	    (rc = tern_guest_set_dirty_mode(g, mode, 0, why, len)) != 0 ||
 	    (rc = tern_bitmap_init(&bm, g->npages)) != 0 || (rc = g->ops->dirty_start(g)) != 0) {
 		if (!why[0])
