@@ -11,6 +11,7 @@
 
 #include "actors/conn_recv.h"
 #include "actors/page_frame.h"
+#include "actors/postcopy.h"
 #include "net/net.h"
 #include "net/wire.h"
 #include "tern/error.h"
@@ -29,6 +30,8 @@ struct cr_state {
 	 * socket timeout restarts with every byte. */
 	uint64_t frame_ns, until;
 	struct iovec iov[TERN_FRAME_MAX_RANGES];
+	uint8_t *bounce; /* postcopy: payloads land here, then are placed */
+	uint64_t bounce_len;
 };
 
 static int
@@ -117,6 +120,11 @@ cr_write_end(struct cr_state *s)
 	atomic_fetch_sub(s->a->writers, 1);
 }
 
+static int cr_ack(struct tern_actor *self, struct cr_state *s, uint64_t chunk, uint64_t plen,
+                  uint64_t zero_pages);
+static int cr_place(struct tern_actor *self, struct cr_state *s, struct tern_pc_dst *pc,
+                    const struct tern_msg_w_pages *f, uint64_t plen, uint64_t *zero_pages);
+
 static int
 cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, uint64_t plen)
 {
@@ -136,6 +144,15 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 		return cr_refuse(
 		    self, s, TERN_EPROTO,
 		    "page data after the end of memory (W_STATE or the end of the migration)");
+	/* After the postcopy switch pages are placed, never written in place
+	 * (the guest runs on them). */
+	struct tern_pc_dst *pc = atomic_load(s->a->pc);
+	if (pc != NULL) {
+		uint64_t zero_pages = 0;
+		rc = cr_place(self, s, pc, f, plen, &zero_pages);
+		cr_write_end(s);
+		return rc != 0 ? rc : cr_ack(self, s, f->chunk, plen, zero_pages);
+	}
 	/* Announced zero: make them read as zero, also when this memory held
 	 * something before (a second migration into the same guest). */
 	uint64_t zero_pages = 0;
@@ -155,12 +172,20 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	/* Before the ack: the source sends W_STATE only once every frame was
 	 * acknowledged, so a correct source never meets a writer there. */
 	cr_write_end(s);
+	return cr_ack(self, s, m->u.w_pages.chunk, plen, zero_pages);
+}
+
+/* Acknowledges a frame written (or placed) and tells the receiver. */
+static int
+cr_ack(struct tern_actor *self, struct cr_state *s, uint64_t chunk, uint64_t plen,
+       uint64_t zero_pages)
+{
 	atomic_fetch_add_explicit(&s->a->payload, plen, memory_order_relaxed);
 	struct tern_msg ack;
 	tern_msg_init(&ack, TERN_MSG_W_ACK);
-	ack.u.w_ack.chunk = m->u.w_pages.chunk;
+	ack.u.w_ack.chunk = chunk;
 	uint64_t wire = 0;
-	rc = tern_wire_send(&s->a->link, &ack, NULL, 0, &wire);
+	int rc = tern_wire_send(&s->a->link, &ack, NULL, 0, &wire);
 	atomic_fetch_add_explicit(&s->a->bytes, wire, memory_order_relaxed);
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending ack: %s", s->a->conn,
@@ -173,6 +198,84 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	in.u.pages_in.frames = ++s->frames;
 	in.u.pages_in.zero_pages = zero_pages;
 	return tern_actor_send(self, s->a->receiver, &in);
+}
+
+/* Reads a payload of plen bytes into the bounce buffer. */
+static int
+cr_bounce_in(struct tern_actor *self, struct cr_state *s, uint64_t plen)
+{
+	if (plen > s->bounce_len) {
+		uint8_t *b = realloc(s->bounce, plen);
+		if (b == NULL)
+			return tern_actor_fail(self, TERN_ENOMEM, "connection %u: out of memory",
+			                       s->a->conn);
+		s->bounce = b;
+		s->bounce_len = plen;
+	}
+	int rc = plen ? tern_wire_recv_exact_until(&s->a->link, s->bounce, plen, s->until) : 0;
+	return rc != 0 ? cr_io_fail(self, s, rc, "receiving pages") : 0;
+}
+
+/* Postcopy: places a checked frame's pages (data from the payload, zero
+ * ranges as zeros), whole pages only: each page once, never over one the
+ * guest may have written since (postcopy.h). */
+static int
+cr_place(struct tern_actor *self, struct cr_state *s, struct tern_pc_dst *pc,
+         const struct tern_msg_w_pages *f, uint64_t plen, uint64_t *zero_pages)
+{
+	if (!atomic_load_explicit(&pc->running, memory_order_acquire))
+		return cr_refuse(self, s, TERN_EPROTO, "page data during the postcopy switch");
+	int rc = cr_bounce_in(self, s, plen);
+	if (rc != 0)
+		return rc;
+	uint64_t pos = 0, off, len;
+	for (int zero = 0; zero < 2; zero++) {
+		const struct tern_ranges *r = zero ? &f->zeros : &f->ranges;
+		for (uint32_t i = 0; i < r->count; i++) {
+			tern_ranges_get(r, i, &off, &len);
+			if (off % TERN_PAGE_SIZE != 0 || len % TERN_PAGE_SIZE != 0)
+				return cr_refuse(self, s, TERN_EPROTO,
+				                 "a postcopy page range that is not whole pages");
+			rc = tern_pc_dst_place(pc, off, zero ? NULL : s->bounce + pos, len, NULL);
+			if (rc != 0)
+				return tern_actor_fail(self, rc, "connection %u: placing pages: %s",
+				                       s->a->conn, tern_strerror(rc));
+			if (zero)
+				*zero_pages += len / TERN_PAGE_SIZE;
+			else
+				pos += len;
+		}
+	}
+	return 0;
+}
+
+/* W_URGENT (connection 0): pages a fault asked for, placed at once; not
+ * acknowledged. */
+static int
+cr_urgent(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, uint64_t plen)
+{
+	struct tern_guest *g = atomic_load_explicit(s->a->guest, memory_order_acquire);
+	struct tern_pc_dst *pc = atomic_load(s->a->pc);
+	if (s->a->conn != 0 || g == NULL || pc == NULL)
+		return cr_refuse(self, s, TERN_EPROTO, "requested pages without a postcopy switch");
+	const struct tern_msg_w_pages f = {.ranges = m->u.w_urgent.ranges};
+	const char *why = NULL;
+	int rc = tern_page_frame_check(g, &f, plen, &why);
+	if (rc != 0)
+		return cr_refuse(self, s, rc, why);
+	if (plen > CR_CTL_PAYLOAD_MAX)
+		return cr_refuse(self, s, TERN_EPROTO, "requested pages over the control limit");
+	if (cr_write_begin(s) != CR_OPEN)
+		return cr_refuse(self, s, TERN_EPROTO, "requested pages after the end of memory");
+	uint64_t unused = 0;
+	rc = cr_place(self, s, pc, &f, plen, &unused);
+	cr_write_end(s);
+	if (rc != 0)
+		return rc;
+	atomic_fetch_add(&pc->urgent_pages, plen / TERN_PAGE_SIZE);
+	tern_pc_dst_latency(pc, m->u.w_urgent.t);
+	atomic_fetch_add_explicit(&s->a->payload, plen, memory_order_relaxed);
+	return 0;
 }
 
 static int
@@ -223,12 +326,15 @@ cr_frame(struct tern_actor *self, struct cr_state *s)
 	switch (m.type) {
 	case TERN_MSG_W_PAGES:
 		return cr_pages(self, s, &m, plen);
+	case TERN_MSG_W_URGENT:
+		return cr_urgent(self, s, &m, plen);
 	case TERN_MSG_W_CONFIG:
 	case TERN_MSG_W_STATE:
 	case TERN_MSG_W_DIGEST:
 	case TERN_MSG_W_COMPLETE:
 	case TERN_MSG_W_FENCE:
 	case TERN_MSG_W_STATE_PART:
+	case TERN_MSG_W_POSTCOPY:
 	case TERN_MSG_W_ABORT:
 		return cr_control(self, s, &m, plen);
 	default:
@@ -274,6 +380,7 @@ cr_stop(struct tern_actor *self, void *state)
 	if (s->a != NULL)
 		tern_link_close(&s->a->link); /* the runtime forgot it before stop */
 	free(s->rx);
+	free(s->bounce);
 	free(s->ctl);
 	free(s->hdr);
 }

@@ -18,6 +18,8 @@
 #include "kvm/guest.h"
 #include "net/link.h"
 
+struct tern_pc_dst;
+
 struct tern_conn_recv_args {
 	struct tern_link link; /* owned by the actor from spawn on (closed in stop) */
 	uint32_t conn;
@@ -34,6 +36,11 @@ struct tern_conn_recv_args {
 	 * either the receiver sees a writer or the writer sees the barrier. */
 	atomic_bool *memory_closed;
 	_Atomic uint32_t *writers;
+	/* Postcopy (actors/postcopy.h), set (seq_cst) by the receiver at the
+	 * switch: from then on pages are placed, never written in place; a
+	 * writer reads it after counting itself in writers (the same Dekker
+	 * pair: the receiver checks writers after setting it). */
+	struct tern_pc_dst *_Atomic *pc;
 	/* This connection's own barrier, set by the receiver on W_FENCE (the
 	 * source gave up on it), and its writes in progress: the same Dekker
 	 * pair, so once the receiver saw writing == 0 after setting fenced,

@@ -296,6 +296,14 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 static int
 cs_pull(struct tern_actor *self, struct cs_state *s)
 {
+	if (s->a->conn == 0 && s->a->urgent_lane != NULL && atomic_load(s->a->urgent_lane)) {
+		/* Postcopy: control and requested pages only, from now on. */
+		if (s->queue_watched) {
+			tern_actor_unwatch_fd(self, s->queue_fd);
+			s->queue_watched = 0;
+		}
+		return 0;
+	}
 	while (s->inflight < s->a->window) {
 		struct tern_msg m;
 		int rc = tern_queue_take(s->a->queue, tern_actor_id(self), &m, 0);

@@ -50,6 +50,8 @@ struct tern_conn_send_args {
 	struct tern_rate_limit *limit; /* never NULL; bytes_per_s 0: no cap */
 	int deadline_ms;               /* no progress for this long: the peer is gone */
 	uint64_t peer_time_ns;         /* destination clock at handshake */
+	/* Set: connection 0 pulls no chunks (the coordinator's urgent lane). */
+	const atomic_bool *urgent_lane;
 };
 
 extern const struct tern_actor_desc tern_conn_send_actor;

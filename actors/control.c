@@ -23,7 +23,10 @@ tern_ctl_send(struct tern_actor *self, struct tern_ctl *c, struct tern_msg *fram
 	uint64_t limit = c->timeout_ns;
 	if (frame->type == TERN_MSG_W_DIGEST)
 		limit += c->digest_ns;
-	c->deadline_ns = frame->type == TERN_MSG_W_ABORT ? 0 : tern_now_ns() + limit;
+	/* Requested pages are not answered: the deadline stays the pending
+	 * request's. */
+	if (frame->type != TERN_MSG_W_URGENT)
+		c->deadline_ns = frame->type == TERN_MSG_W_ABORT ? 0 : tern_now_ns() + limit;
 	return tern_actor_send(self, c->conn0, &out);
 }
 

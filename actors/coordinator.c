@@ -26,8 +26,9 @@
 #include "actors/guest_call.h"
 #include "tern/error.h"
 
-const char *const co_phase_names[] = {"setup",  "bulk",    "iterate",   "switchover", "state",
-                                      "verify", "handoff", "completed", "aborting",   "aborted"};
+const char *const co_phase_names[] = {"setup",   "bulk",      "iterate",  "switchover",
+                                      "state",   "verify",    "postcopy", "postcopy-stream",
+                                      "handoff", "completed", "aborting", "aborted"};
 
 /* How long an abort waits for the destination to acknowledge W_ABORT before
  * closing the connections (so it learns why rather than seeing a reset). */
@@ -79,7 +80,9 @@ co_resume(struct tern_actor *self, struct co_state *s)
 void
 co_resume_source(struct tern_actor *self, struct co_state *s)
 {
-	if (!s->paused || s->resume_failed || s->a->stats->handoff_unknown)
+	/* After a postcopy switch the destination's guest has run: this one
+	 * must never run again. */
+	if (!s->paused || s->resume_failed || s->a->stats->handoff_unknown || s->pc)
 		return;
 	int rc = co_resume(self, s);
 	size_t n = strlen(s->a->err);
@@ -111,7 +114,14 @@ co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt,
 		tell = tern_ctl_abort(self, &s->ctl, code, s->a->err);
 	}
 	co_resume_source(self, s);
-	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
+	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "%s",
+	         s->pc ? "postcopy-failed" : "aborted");
+	if (s->pc) {
+		size_t n = strlen(s->a->err);
+		snprintf(s->a->err + n, sizeof(s->a->err) - n,
+		         " (after the postcopy switch: the guest here stays paused, the "
+		         "destination's is incomplete)");
+	}
 	s->a->stats->throttle_pct = s->throttle_pct;
 	if (tell) {
 		s->abort_deadline_ns = tern_now_ns() + CO_ABORT_WAIT_NS;
@@ -272,6 +282,10 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 		return;
 	}
 	s->lent = 0;
+	if (s->phase == CO_PC_STREAM) {
+		co_pc_streamed(self, s);
+		return;
+	}
 	if (s->phase == CO_FINAL) {
 		co_send_state(self, s);
 		return;
@@ -312,6 +326,11 @@ co_next_pass(struct tern_actor *self, struct co_state *s, uint64_t now)
 		return;
 	}
 	co_converge(self, s, bytes, now);
+	char pcwhy[96];
+	if (co_pc_due(s, pcwhy, sizeof(pcwhy))) {
+		co_pc_switch(self, s, id, pcwhy);
+		return;
+	}
 	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
 	if (s->a->opts->timeout_ms && elapsed_ms >= s->a->opts->timeout_ms) {
 		char why[sizeof(st->stall_reason)];
@@ -368,9 +387,25 @@ co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_r
 		    tern_guest_mem_bytes(s->g) / TERN_PAGE_SIZE - tern_bitmap_count(&s->bulk);
 		co_start_iteration(self, s, TERN_SET_BULK, false);
 		return;
+	case CO_POSTCOPY:
+		if (r->step != TERN_MSG_W_POSTCOPY)
+			break;
+		if (!s->pc)
+			co_pc_next(self, s); /* a round is discarded there */
+		else
+			co_send_state(self, s);
+		return;
 	case CO_STATE:
 		if (r->step != TERN_MSG_W_STATE)
 			break;
+		if (s->pc) {
+			/* The destination runs the guest now: the pause is over
+			 * for it; the stale pages follow. */
+			st->downtime_ms = (tern_now_ns() - s->pause_ns) / 1000000;
+			co_set_phase(self, s, CO_PC_STREAM);
+			co_start_iteration(self, s, TERN_SET_FINAL, false);
+			return;
+		}
 		if (s->a->opts->verify) {
 			uint64_t t0 = tern_now_ns(), digest;
 			int rc = tern_guest_digest(s->g, &digest);
@@ -401,7 +436,8 @@ co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_r
 		if (r->step != TERN_MSG_W_COMPLETE)
 			break;
 		uint64_t now = tern_now_ns();
-		st->downtime_ms = (now - s->pause_ns - s->verify_ns) / 1000000;
+		if (!s->pc) /* postcopy: measured when the destination resumed */
+			st->downtime_ms = (now - s->pause_ns - s->verify_ns) / 1000000;
 		st->verify_ms = s->verify_ns / 1000000;
 		st->total_ms = (now - s->start_ns) / 1000000;
 		snprintf(st->outcome, sizeof(st->outcome), "completed");
@@ -425,6 +461,10 @@ co_ctl_in(struct tern_actor *self, struct co_state *s, const struct tern_msg *m)
 	}
 	if (f.type == TERN_MSG_W_RESULT) {
 		co_result(self, s, &f.u.w_result);
+		return;
+	}
+	if (f.type == TERN_MSG_W_PAGE_REQ) {
+		co_pc_request(self, s, &f.u.w_page_req);
 		return;
 	}
 	if (f.type == TERN_MSG_W_ABORT) {
@@ -477,9 +517,9 @@ co_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 		co_params(self, s, &m->u.params);
 		break;
 	case TERN_MSG_CANCEL:
-		if (s->phase == CO_HANDOFF) {
+		if (s->phase == CO_HANDOFF || s->pc) {
 			/* The destination may run the guest already: finish. */
-			tern_actor_state(self, "cancel refused: handoff in progress");
+			tern_actor_state(self, "cancel refused: handoff or postcopy in progress");
 			break;
 		}
 		co_abort(self, s, TERN_ECANCELED, "cancelled: %s", m->u.cancel.why);
@@ -541,7 +581,8 @@ co_tick(struct tern_actor *self, void *state)
 		if (rc != 0)
 			co_abort(self, s, rc, "ring harvest failed: %s", tern_strerror(rc));
 	}
-	if (s->phase == CO_BULK || s->phase == CO_ITERATE || s->phase == CO_FINAL) {
+	if (s->phase == CO_BULK || s->phase == CO_ITERATE || s->phase == CO_FINAL ||
+	    s->phase == CO_PC_STREAM) {
 		if (s->await_dirty)
 			co_next_pass(self, s, now);
 		else

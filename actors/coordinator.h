@@ -18,6 +18,8 @@
 #ifndef TERN_ACTORS_COORDINATOR_H
 #define TERN_ACTORS_COORDINATOR_H
 
+#include <stdatomic.h>
+
 #include "actors/conn_send.h"
 #include "actors/dirty_log.h"
 #include "actors/set_table.h"
@@ -43,6 +45,9 @@ struct tern_coordinator_args {
 	struct tern_throttle_guard guard; /* outlives the ThrottleActor */
 	struct tern_throttle_args throttle;
 	struct tern_rate_limit limit; /* --max-bandwidth, shared by connections */
+	/* Postcopy with data connections: connection 0 takes no more chunks,
+	 * so that requested pages never wait behind the background stream. */
+	atomic_bool urgent_lane;
 	/* outcome */
 	int result;
 	char err[TERN_STR_MAX];

@@ -14,13 +14,15 @@
 #include "actors/feeder.h"
 
 enum co_phase {
-	CO_SETUP,   /* waiting for W_CONFIG's result */
-	CO_BULK,    /* iteration 0: every populated page */
-	CO_ITERATE, /* dirty sets */
-	CO_FINAL,   /* guest paused, sending the last dirty set */
-	CO_STATE,   /* waiting for W_STATE's result */
-	CO_DIGEST,  /* waiting for W_DIGEST's result */
-	CO_HANDOFF, /* W_COMPLETE sent: the destination resumes */
+	CO_SETUP,     /* waiting for W_CONFIG's result */
+	CO_BULK,      /* iteration 0: every populated page */
+	CO_ITERATE,   /* dirty sets */
+	CO_FINAL,     /* guest paused, sending the last dirty set */
+	CO_STATE,     /* waiting for W_STATE's result */
+	CO_DIGEST,    /* waiting for W_DIGEST's result */
+	CO_POSTCOPY,  /* switched: W_POSTCOPY (the stale set) sent, awaiting its result */
+	CO_PC_STREAM, /* postcopy: the destination runs; the stale set streams */
+	CO_HANDOFF,   /* W_COMPLETE sent: the destination resumes */
 	CO_COMPLETED,
 	CO_ABORTING, /* W_ABORT sent, source running: waiting for the answer */
 	CO_ABORTED,
@@ -70,6 +72,14 @@ struct co_state {
 		bool pending;
 	} fence[TERN_MAX_CONNECTIONS];
 
+	/* Postcopy (postcopy_src.c): switched, when, and the buffer requested
+	 * pages are gathered into. */
+	bool pc;            /* paused for good: the switch is made */
+	uint32_t pc_rounds; /* rounds of the stale set sent */
+	uint64_t pc_fresh;  /* new stale pages in the last round */
+	uint64_t pc_start_ns;
+	uint8_t *pc_buf;
+
 	/* Convergence: the throttle and its policy. */
 	int guard_ready, held;
 	uint32_t throttle_pct;
@@ -96,6 +106,16 @@ uint64_t co_limit_ms(const struct co_state *s);
 
 /* state.c: saves the device state and sends it (W_STATE_PART..., W_STATE). */
 void co_send_state(struct tern_actor *self, struct co_state *s);
+
+/* postcopy_src.c: whether to switch to postcopy now (why: the reason),
+ * the switch (set id is the dirty set just taken), the destination's page
+ * requests, and the end of the stream. */
+bool co_pc_due(const struct co_state *s, char *why, size_t whylen);
+void co_pc_switch(struct tern_actor *self, struct co_state *s, uint32_t id, const char *why);
+void co_pc_next(struct tern_actor *self, struct co_state *s);
+void co_pc_request(struct tern_actor *self, struct co_state *s,
+                   const struct tern_msg_w_page_req *r);
+void co_pc_streamed(struct tern_actor *self, struct co_state *s);
 
 /* fence.c: a connection went down with chunks in flight; the destination's
  * answer to the fence. */

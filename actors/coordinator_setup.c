@@ -138,6 +138,7 @@ co_start_conns(struct tern_actor *self, struct co_state *s)
 		c->nconns = s->nconns;
 		c->coordinator = tern_actor_id(self);
 		c->window = CO_WINDOW;
+		c->urgent_lane = &s->a->urgent_lane;
 		c->limit = &s->a->limit; /* a cap may come later (PARAMS) */
 		c->deadline_ms = o->io_timeout_ms ? (int)o->io_timeout_ms : 10000;
 		/* Connection 0 carries the control frames: losing it ends the
@@ -285,6 +286,9 @@ co_child_exit(struct tern_actor *self, struct co_state *s, struct tern_child *k,
 		s->a->stats->connections_lost++;
 		s->a->stats->conn[k->index].lost = 1;
 		uint32_t need = o->connections_min ? o->connections_min : s->nconns;
+		/* Postcopy's stream runs on data connections only. */
+		if (atomic_load(&s->a->urgent_lane) && need < 2)
+			need = 2;
 		if (s->alive < need) {
 			co_abort(self, s, e->code ? e->code : TERN_EACTOR,
 			         "%u of %u connections left (need %u): %s", s->alive, s->nconns,
@@ -568,6 +572,8 @@ co_stop(struct tern_actor *self, void *state)
 	/* Killed or failed before the handoff: the source guest runs again. */
 	if (s->phase != CO_COMPLETED)
 		co_resume_source(self, s);
+	free(s->pc_buf);
+	s->pc_buf = NULL;
 	/* Given sockets no connection actor took: still ours to close. */
 	for (uint32_t i = s->fds_handed; i < a->opts->nfds; i++)
 		close(a->opts->fds[i]);

@@ -104,7 +104,8 @@ fault_parse_one(const char *p, const char *end, struct fault_trigger *t)
 		if (arg[0] == '\0' || strlen(arg) >= sizeof(t->arg))
 			return -1;
 		/* "chunk:3" is "chunk#3". */
-		if (strcmp(t->kind, "chunk") == 0 || strcmp(t->kind, "iteration") == 0) {
+		if (strcmp(t->kind, "chunk") == 0 || strcmp(t->kind, "iteration") == 0 ||
+		    strcmp(t->kind, "fault") == 0) {
 			char *e;
 			long n = strtol(arg, &e, 10);
 			if (e == arg || *e != '\0' || n < 1 || hash != NULL)
@@ -114,9 +115,9 @@ fault_parse_one(const char *p, const char *end, struct fault_trigger *t)
 			strcpy(t->arg, arg);
 		}
 	}
-	static const char *kinds[] = {"recv",      "send",        "state",   "chunk",
-	                              "iteration", "pause",       "resume",  "save",
-	                              "load",      "dirty_start", "harvest", NULL};
+	static const char *kinds[] = {"recv",    "send",   "state", "chunk", "iteration",
+	                              "pause",   "resume", "save",  "load",  "dirty_start",
+	                              "harvest", "fault",  NULL};
 	bool known = false;
 	for (int i = 0; kinds[i] != NULL; i++)
 		known = known || strcmp(kinds[i], t->kind) == 0;

@@ -7,7 +7,7 @@
  *
  *   trigger = who [ "#" k ] "@" event [ "#" n ]
  *   who     = an actor name: coordinator, dirty-log, throttle, zero-scan,
- *             conn-send, receiver, conn-recv
+ *             conn-send, receiver, conn-recv, pc-faults
  *           | "process"   the whole process: SIGKILL itself at the event,
  *                         whichever actor's thread reports it
  *           | "guest"     a call into the guest provider fails (-EIO)
@@ -26,6 +26,8 @@
  *                             zero-scan); "chunk:N" is the same as "chunk#N"
  *           | "iteration"     the coordinator starts a pass over memory (the
  *                             bulk pass is the 1st, dirty iterations follow)
+ *           | "fault"         a guest page fault read by the postcopy fault
+ *                             handler (pc-faults); "fault:N" = "fault#N"
  *           | "pause" | "resume" | "save" | "load" | "dirty_start"
  *           | "harvest"       guest calls ("guest"): the call fails (-EIO)
  *   n       = fire at the n-th such event (from 1; default 1)

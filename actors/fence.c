@@ -32,6 +32,17 @@ co_conn_down(struct tern_actor *self, struct co_state *s, const struct tern_msg_
 
 	if (n == 0)
 		return;
+	if (s->pc && d->conn != 0 && d->conn < s->nconns && n <= TERN_CONN_WINDOW_MAX) {
+		/* Postcopy: the guest here is paused for good, so a resent page
+		 * is the same page, and the destination places each page once:
+		 * a late copy cannot land on a newer one.  No fence needed. */
+		uint64_t ids[TERN_CONN_WINDOW_MAX], unused;
+		for (uint32_t i = 0; i < n; i++)
+			tern_ranges_get(&d->chunks, i, &ids[i], &unused);
+		co_requeue(s, ids, n);
+		co_feed(self, s);
+		return;
+	}
 	if (d->conn == 0 || d->conn >= s->nconns || !s->ctl.alive || s->phase >= CO_STATE) {
 		/* Connection 0 carries the fence itself: losing it ends the
 		 * migration (its exit says so), and nothing is resent. */

@@ -10,35 +10,22 @@
 #include <unistd.h>
 
 #include "actors/guest_call.h"
-#include "actors/receiver.h"
+#include "actors/postcopy.h"
+#include "actors/receiver_int.h"
 #include "net/wire.h"
 #include "tern/error.h"
 
-/* In order: a control frame moves the phase forward only (see receiver.h). */
-enum rc_phase { RC_LISTENING, RC_CONFIGURED, RC_STATE, RC_VERIFIED, RC_RESUMED, RC_ABORTED };
-static const char *rc_phase_names[] = {"listening", "configured", "state",
-                                       "verified",  "resumed",    "aborted"};
+const char *const rc_phase_names[] = {"listening",        "configured", "postcopy", "state",
+                                      "postcopy-running", "verified",   "resumed",  "aborted"};
 
-struct rc_state {
-	struct tern_receiver_args *a;
-	struct tern_actor *conns[TERN_MAX_CONNECTIONS];
-	uint32_t retired[TERN_MAX_CONNECTIONS]; /* ids of data connections joined at W_STATE */
-	bool memory_ended;                      /* the end of memory is behind */
-	uint8_t *blob;                          /* state parts so far (W_STATE_PART) */
-	uint64_t blob_len;
-	enum rc_phase phase;
-	uint64_t last_heard_ns; /* last frame from the source */
-	uint64_t idle_limit_ns;
-};
-
-static void
+void
 rc_set_phase(struct tern_actor *self, struct rc_state *s, enum rc_phase p)
 {
 	s->phase = p;
 	tern_actor_state(self, rc_phase_names[p]);
 }
 
-static int
+int
 rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status, uint64_t value,
           const char *why)
 {
@@ -59,9 +46,7 @@ rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status
 	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
 }
 
-static int rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int
+int
 rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
 {
 	if (s->phase == RC_ABORTED)
@@ -73,7 +58,8 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 	terni_verrf(s->a->err, sizeof(s->a->err), fmt, ap);
 	va_end(ap);
 	s->a->result = code;
-	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "aborted");
+	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "%s",
+	         s->phase >= RC_POSTCOPY ? "postcopy-failed" : "aborted");
 	rc_set_phase(self, s, RC_ABORTED);
 	return TERN_ACTOR_DONE;
 }
@@ -81,7 +67,7 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 /* A control frame the protocol does not allow now: answered, then the
  * migration ends with a one-line reason naming the frame, the phase and the
  * rule (the source resumes its guest). */
-static int
+int
 rc_out_of_phase(struct tern_actor *self, struct rc_state *s, uint32_t type, const char *rule)
 {
 	char why[TERN_STR_MAX];
@@ -278,7 +264,7 @@ rc_is_retired(const struct rc_state *s, uint32_t id)
  * the state: the source sends it only when every page frame was
  * acknowledged, so a frame still being written is a lie (seq_cst: see
  * tern_conn_recv_args).  Then the data connections are retired. */
-static int
+int
 rc_end_memory(struct tern_actor *self, struct rc_state *s, uint32_t type)
 {
 	if (s->memory_ended)
@@ -302,7 +288,7 @@ rc_state_part(struct tern_actor *self, struct rc_state *s, uint64_t offset,
               const struct tern_bin *p)
 {
 	char why[TERN_STR_MAX];
-	if (s->phase != RC_CONFIGURED)
+	if (s->phase != RC_CONFIGURED && s->phase != RC_POSTCOPY)
 		return rc_out_of_phase(self, s, TERN_MSG_W_STATE_PART, "after W_CONFIG, in order");
 	if (offset != s->blob_len || p->len != TERN_STATE_PART ||
 	    s->blob_len + p->len >= TERN_STATE_MAX) {
@@ -315,7 +301,7 @@ rc_state_part(struct tern_actor *self, struct rc_state *s, uint64_t offset,
 		(void)rc_answer(self, s, TERN_MSG_W_STATE_PART, TERN_EPROTO, 0, why);
 		return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", why);
 	}
-	int rc = rc_end_memory(self, s, TERN_MSG_W_STATE_PART);
+	int rc = s->pc != NULL ? 0 : rc_end_memory(self, s, TERN_MSG_W_STATE_PART);
 	if (rc != 0)
 		return rc;
 	uint8_t *more = realloc(s->blob, s->blob_len + p->len);
@@ -332,7 +318,7 @@ static int
 rc_state(struct tern_actor *self, struct rc_state *s, struct tern_guest *g, uint64_t total,
          const struct tern_bin *p)
 {
-	if (s->phase != RC_CONFIGURED)
+	if (s->phase != RC_CONFIGURED && s->phase != RC_POSTCOPY)
 		return rc_out_of_phase(self, s, TERN_MSG_W_STATE, "once, after W_CONFIG");
 	if (s->blob_len + p->len != total) {
 		(void)rc_answer(self, s, TERN_MSG_W_STATE, TERN_EPROTO, 0, "state length mismatch");
@@ -341,7 +327,8 @@ rc_state(struct tern_actor *self, struct rc_state *s, struct tern_guest *g, uint
 		               (unsigned long long)total,
 		               (unsigned long long)(s->blob_len + p->len));
 	}
-	int rc = rc_end_memory(self, s, TERN_MSG_W_STATE);
+	/* Postcopy: memory stays open, missing pages still arrive. */
+	int rc = s->pc != NULL ? 0 : rc_end_memory(self, s, TERN_MSG_W_STATE);
 	if (rc != 0)
 		return rc;
 	const void *blob = p->ptr;
@@ -365,6 +352,8 @@ rc_state(struct tern_actor *self, struct rc_state *s, struct tern_guest *g, uint
 		(void)rc_answer(self, s, TERN_MSG_W_STATE, rc, 0, why);
 		return rc_fail(self, s, rc, "guest state rejected: %s", why);
 	}
+	if (s->pc != NULL)
+		return rc_pc_run(self, s, g);
 	rc_set_phase(self, s, RC_STATE);
 	return rc_answer(self, s, TERN_MSG_W_STATE, 0, 0, NULL);
 }
@@ -413,7 +402,11 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		rc_set_phase(self, s, RC_VERIFIED);
 		return rc_answer(self, s, f.type, 0, ns, NULL);
 	}
+	case TERN_MSG_W_POSTCOPY:
+		return rc_postcopy(self, s, g, &f.u.w_postcopy, p);
 	case TERN_MSG_W_COMPLETE:
+		if (s->phase == RC_PC_RUNNING)
+			return rc_pc_complete(self, s);
 		if (s->phase != RC_STATE && s->phase != RC_VERIFIED)
 			return rc_out_of_phase(self, s, f.type,
 			                       "once, after W_STATE (and W_DIGEST)");
@@ -459,6 +452,12 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	case TERN_MSG_SYS_EXIT: {
 		if (rc_is_retired(s, m->u.sys_exit.actor))
 			return 0;
+		if (s->faults != NULL && m->u.sys_exit.actor == tern_actor_id(s->faults))
+			return rc_fail(
+			    self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_EACTOR,
+			    "the postcopy fault handler %s: %s",
+			    m->u.sys_exit.reason == TERN_EXIT_KILLED ? "was killed" : "ended",
+			    m->u.sys_exit.why);
 		/* A violation on any connection ends the migration with its
 		 * reason, also when another connection's end (the source
 		 * hanging up after being told) arrives first. */
@@ -524,6 +523,7 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		c->written = &a->written;
 		c->memory_closed = &a->memory_closed;
 		c->writers = &a->writers;
+		c->pc = &a->pc;
 		c->populate = !a->opts->no_populate;
 		c->deadline_ms = a->opts->io_timeout_ms ? (int)a->opts->io_timeout_ms : 10000;
 		if (rc == 0) {
@@ -547,6 +547,10 @@ rc_stop(struct tern_actor *self, void *state)
 	s->blob = NULL;
 	if (s->a == NULL)
 		return;
+	/* The fault handler before the connections it sends through, and
+	 * both before the userfaultfd goes. */
+	if (s->faults != NULL)
+		tern_actor_stop_join(&s->faults, 2000, NULL);
 	for (uint32_t i = 0; i < s->a->nconns; i++) {
 		if (s->conns[i] != NULL)
 			tern_actor_stop_join(&s->conns[i], 2000, NULL);
@@ -554,6 +558,14 @@ rc_stop(struct tern_actor *self, void *state)
 		cs->bytes = atomic_load(&s->a->conns[i].bytes);
 		cs->payload = atomic_load(&s->a->conns[i].payload);
 		s->a->stats->bytes_sent += cs->bytes;
+	}
+	if (s->pc != NULL) {
+		if (s->phase != RC_RESUMED)
+			tern_pc_dst_stats(s->pc, s->a->stats);
+		atomic_store(&s->a->pc, NULL);
+		tern_pc_dst_fini(s->pc);
+		free(s->pc);
+		s->pc = NULL;
 	}
 }
 

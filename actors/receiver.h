@@ -36,6 +36,9 @@ struct tern_receiver_args {
 	 * connection writes guest memory.  See tern_conn_recv_args. */
 	atomic_bool memory_closed;
 	_Atomic uint32_t writers;
+	/* Postcopy's state once the source switched (actors/postcopy.h);
+	 * NULL before.  Owned by the receiver. */
+	struct tern_pc_dst *_Atomic pc;
 	int result;
 	char err[TERN_STR_MAX];
 	struct tern_stats *stats;

@@ -273,7 +273,10 @@ out:
 	if (opts->nfds > 0 && opts->fds != NULL && (a == NULL || !a->fds_owned))
 		for (uint32_t i = 0; i < opts->nfds && i < TERN_MAX_CONNECTIONS; i++)
 			close(opts->fds[i]);
-	if (rc != 0 && g != NULL && !stats->handoff_unknown) {
+	if (rc != 0 && stats->postcopy) {
+		/* Neither side holds the whole guest: never resumed here. */
+		snprintf(stats->outcome, sizeof(stats->outcome), "postcopy-failed");
+	} else if (rc != 0 && g != NULL && !stats->handoff_unknown) {
 		int rrc = session_source_alive(g, stats, trace);
 		if (rrc != 0)
 			session_paused_err(err, errlen, rrc, rc);

@@ -80,6 +80,21 @@ stats_object(const struct tern_stats *s)
 	rc |= stats_u64(o, "downtime_limit_ms", s->downtime_limit_ms);
 	rc |= stats_u64(o, "guest_build_ms", s->guest_build_ms);
 	rc |= stats_u64(o, "populate_ms", s->populate_ms);
+	rc |= stats_bool(o, "postcopy", s->postcopy);
+	if (s->postcopy) {
+		rc |=
+		    json_object_set_new(o, "postcopy_reason",
+		                        stats_text(s->postcopy_reason, sizeof(s->postcopy_reason)));
+		rc |= stats_u64(o, "postcopy_pages", s->postcopy_pages);
+		rc |= stats_u64(o, "postcopy_urgent_pages", s->postcopy_urgent_pages);
+		rc |= stats_u64(o, "postcopy_faults", s->postcopy_faults);
+		rc |= stats_u64(o, "postcopy_zero_pages", s->postcopy_zero_pages);
+		rc |= stats_u64(o, "postcopy_requests", s->postcopy_requests);
+		rc |= stats_u64(o, "postcopy_fault_p50_us", s->postcopy_fault_p50_us);
+		rc |= stats_u64(o, "postcopy_fault_p99_us", s->postcopy_fault_p99_us);
+		rc |= stats_u64(o, "postcopy_fault_max_us", s->postcopy_fault_max_us);
+		rc |= stats_u64(o, "postcopy_ms", s->postcopy_ms);
+	}
 	rc |= stats_u64(o, "verify_ms", s->verify_ms);
 	rc |= stats_u64(o, "bytes_sent", s->bytes_sent);
 	rc |= stats_u64(o, "payload_bytes", s->payload_bytes);

@@ -258,6 +258,11 @@ int tern_guest_populate_all(struct tern_guest *g);
  * dropping part of a huge page would split it); partial pages are cleared. */
 int tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len);
 
+/* tern_guest_discard drops [gpa, gpa+len) (inside one region, whole pages)
+ * so that it is missing, not zero: a hole punched in a memfd, MADV_DONTNEED
+ * on anonymous memory (postcopy: pages whose copy here is stale). */
+int tern_guest_discard(struct tern_guest *g, uint64_t gpa, uint64_t len);
+
 /* tern_guest_range_ok reports whether [gpa, gpa+len) lies inside one
  * region of guest memory (overflow-safe). */
 bool tern_guest_range_ok(const struct tern_guest *g, uint64_t gpa, uint64_t len);

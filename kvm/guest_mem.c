@@ -201,6 +201,26 @@ tern_guest_zero(struct tern_guest *g, uint64_t gpa, uint64_t len)
 	return 0;
 }
 
+int
+tern_guest_discard(struct tern_guest *g, uint64_t gpa, uint64_t len)
+{
+	if (len % TERN_PAGE_SIZE != 0 || gpa % TERN_PAGE_SIZE != 0 ||
+	    !tern_guest_range_ok(g, gpa, len))
+		return TERN_ERANGE;
+	if (len == 0)
+		return 0;
+	const struct tern_guest_region *r = tern_guest_region_at(g, gpa);
+	uint64_t in = gpa - r->base;
+	if (r->fd >= 0) {
+		if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		              (off_t)(r->fd_offset + in), (off_t)len) != 0)
+			return -errno;
+	} else if (madvise(r->host + in, len, MADV_DONTNEED) != 0) {
+		return -errno;
+	}
+	return 0;
+}
+
 /* Anonymous memory: PAGEMAP_SCAN lists the pages that exist (present or
  * swapped); everything else reads as zero and is never touched. */
 static int

@@ -113,26 +113,6 @@ tern_uffd_missing_fd(const struct tern_uffd_missing *m)
 }
 
 int
-tern_uffd_missing_discard(struct tern_uffd_missing *m, uint64_t off, uint64_t len)
-{
-	if (len % TERN_PAGE_SIZE != 0 || off % TERN_PAGE_SIZE != 0 ||
-	    !tern_guest_range_ok(m->g, off, len))
-		return TERN_ERANGE;
-	if (len == 0)
-		return 0;
-	const struct tern_guest_region *r = tern_guest_region_at(m->g, off);
-	uint64_t in = off - r->base;
-	if (r->fd >= 0) {
-		if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		              (off_t)(r->fd_offset + in), (off_t)len) != 0)
-			return -errno;
-	} else if (madvise(r->host + in, len, MADV_DONTNEED) != 0) {
-		return -errno;
-	}
-	return 0;
-}
-
-int
 tern_uffd_missing_next_fault(struct tern_uffd_missing *m, uint64_t *off)
 {
 	struct uffd_msg msg;

@@ -14,7 +14,7 @@
  * tern_uffd_missing_place skips such pages and counts only the pages it
  * placed.
  *
- * Threads: open, discard and close from one thread while nothing else uses
+ * Threads: open and close from one thread while nothing else uses
  * the object; next_fault from one thread (the fault handler); place and
  * place_zero from any threads at once (connections and the fault handler).
  */
@@ -30,17 +30,12 @@
 struct tern_uffd_missing;
 
 /* tern_uffd_missing_open registers every region of g for missing faults.
- * Pages present now stay; pages absent now (never written, or discarded)
+ * Pages present now stay; pages absent now (never written, or discarded with
+ * tern_guest_discard)
  * fault until placed.  0, or TERN_ENOTSUP / -errno with a one-line reason
  * naming the missing kernel feature in why; nothing is left registered. */
 int tern_uffd_missing_open(struct tern_uffd_missing **out, struct tern_guest *g, char *why,
                            size_t whylen);
-
-/* tern_uffd_missing_discard drops [off, off+len) (inside one region, whole
- * pages) so that it is missing: a hole punched in a memfd, MADV_DONTNEED on
- * anonymous memory.  For pages whose copy here is stale, before the guest
- * runs on them. */
-int tern_uffd_missing_discard(struct tern_uffd_missing *m, uint64_t off, uint64_t len);
 
 /* tern_uffd_missing_fd: poll it for POLLIN (faults waiting). */
 int tern_uffd_missing_fd(const struct tern_uffd_missing *m);

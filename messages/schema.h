@@ -120,6 +120,20 @@
  * (payload: bytes from offset, in order, each TERN_STATE_PART), then W_STATE
  * with the total length and the last part; no answer to a part. */
 #define TERN_FIELDS_W_STATE_PART(F) F(U64, offset)
+/* Postcopy (docs/postcopy.md).  W_POSTCOPY, source -> destination on
+ * connection 0 after the switch: the stale set, the pages whose copy on the
+ * destination is out of date, as bitmap words (payload, little-endian u64)
+ * for pages [first, first + count), first a multiple of 64, in order; the
+ * destination answers the `last` slice, once those pages are missing there
+ * and faults on them are served. */
+#define TERN_FIELDS_W_POSTCOPY(F) F(U64, first) F(U64, count) F(BOOL, last)
+/* Destination -> source on connection 0: a vCPU waits for these pages
+ * (t: the destination's clock when the fault was read, echoed back). */
+#define TERN_FIELDS_W_PAGE_REQ(F) F(RANGES, ranges) F(U64, t)
+/* Source -> destination on connection 0: requested pages (payload: the
+ * bytes of every range, in order), ahead of the background stream; not
+ * acknowledged (the background stream's acks say when every page is in). */
+#define TERN_FIELDS_W_URGENT(F) F(RANGES, ranges) F(U64, t)
 /* Driver -> Coordinator: cancel the migration (the source guest runs again;
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
@@ -162,6 +176,9 @@
 	X(W_ABORT, w_abort, 0x100a)                                                                \
 	X(W_FENCE, w_fence, 0x100b)                                                                \
 	X(W_STATE_PART, w_state_part, 0x100c)                                                      \
+	X(W_POSTCOPY, w_postcopy, 0x100d)                                                          \
+	X(W_PAGE_REQ, w_page_req, 0x100e)                                                          \
+	X(W_URGENT, w_urgent, 0x100f)                                                              \
 	X(SYS_STOP, sys_stop, 0xf001)                                                              \
 	X(SYS_EXIT, sys_exit, 0xf002)
 

@@ -73,7 +73,7 @@ blocks_until_placed(const char *spec)
 	fill(mem, 16 * PG, 0xa000);
 	cr_assert_eq(tern_guest_region_at(g, 0)->size >= 16 * PG, 1);
 	cr_assert_eq(tern_uffd_missing_open(&m, g, why, sizeof(why)), 0, "%s", why);
-	cr_assert_eq(tern_uffd_missing_discard(m, 4 * PG, 4 * PG), 0);
+	cr_assert_eq(tern_guest_discard(g, 4 * PG, 4 * PG), 0);
 
 	struct reader r = {(const volatile uint64_t *)(mem + 5 * PG + 24), 0};
 	uv_thread_t t;
@@ -98,7 +98,7 @@ blocks_until_placed(const char *spec)
 	cr_assert_eq(((uint64_t *)(void *)mem)[1], 0xa001);
 
 	/* Half stale, half present: only the missing half is placed. */
-	cr_assert_eq(tern_uffd_missing_discard(m, 9 * PG, 2 * PG), 0);
+	cr_assert_eq(tern_guest_discard(g, 9 * PG, 2 * PG), 0);
 	cr_assert_eq(tern_uffd_missing_place(m, 8 * PG, b, sizeof(b), &placed), 0);
 	cr_assert_eq(placed, 2);
 	cr_assert_eq(((uint64_t *)(void *)(mem + 9 * PG))[0], 0xc000 + PG / 8);
@@ -146,7 +146,7 @@ Test(uffd_missing, faults_in_any_region_and_zero_pages)
 	cr_assert_eq(r.seen, 0);
 	uint64_t off = 0;
 	cr_assert_eq(tern_uffd_missing_next_fault(m, &off), TERN_ETIMEDOUT, "no other fault");
-	cr_assert_eq(tern_uffd_missing_discard(m, base + 127 * PG, 2 * PG), TERN_ERANGE,
+	cr_assert_eq(tern_guest_discard(g, base + 127 * PG, 2 * PG), TERN_ERANGE,
 	             "past the region's end");
 	tern_uffd_missing_close(m);
 	tern_guest_destroy(g);

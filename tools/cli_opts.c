@@ -61,6 +61,10 @@ cli_usage(FILE *f)
 	    "  --switchover MODE       strict: if the final dirty set would overshoot the\n"
 	    "                          downtime limit, resume and iterate; loose: go (strict)\n"
 	    "  --stall-window DUR      no shrinking for this long is reported as a stall (5s)\n"
+	    "  --postcopy-after N      not converged after N iterations: switch to postcopy\n"
+	    "                          (the destination runs the guest and pulls what is\n"
+	    "                          missing; a failure after the switch loses the guest)\n"
+	    "  --postcopy-on-stall     switch to postcopy when the migration stalls\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
 	    "  --tls-creds DIR         TLS 1.3 with x509: DIR holds ca-cert.pem,\n"
 	    "                          client-cert.pem, client-key.pem (QEMU's layout)\n"
@@ -200,6 +204,8 @@ enum {
 	OPT_TLS_HOSTNAME,
 	OPT_INSECURE,
 	OPT_AUTH_REMOVED,
+	OPT_PC_AFTER,
+	OPT_PC_STALL,
 	OPT_END,
 };
 
@@ -247,6 +253,8 @@ static const unsigned char opt_for[OPT_END - OPT_TO] = {
     [OPT_TLS_HOSTNAME - OPT_TO] = FOR_SEND | FOR_DEMO,
     [OPT_INSECURE - OPT_TO] = FOR_RECV,
     [OPT_AUTH_REMOVED - OPT_TO] = FOR_ALL,
+    [OPT_PC_AFTER - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_PC_STALL - OPT_TO] = FOR_SEND | FOR_DEMO,
 };
 
 static const struct option long_opts[] = {
@@ -286,6 +294,8 @@ static const struct option long_opts[] = {
     {"max-bandwidth", required_argument, NULL, OPT_MAX_BW},
     {"switchover", required_argument, NULL, OPT_SWITCHOVER},
     {"stall-window", required_argument, NULL, OPT_STALL_WINDOW},
+    {"postcopy-after", required_argument, NULL, OPT_PC_AFTER},
+    {"postcopy-on-stall", no_argument, NULL, OPT_PC_STALL},
     {"ring-only", no_argument, NULL, OPT_RING_ONLY},
     {"ring-step", required_argument, NULL, OPT_RING_STEP},
     {"prealloc", no_argument, NULL, OPT_PREALLOC},
@@ -371,6 +381,18 @@ cli_parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char 
 		}
 		case OPT_RING_ONLY:
 			c->send.ring_only = 1;
+			break;
+		case OPT_PC_AFTER: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1 || n > 100000)
+				return cli_bad_usage(
+				    "bad --postcopy-after '%s': iterations, 1..100000", optarg);
+			c->send.postcopy_after = (uint32_t)n;
+			break;
+		}
+		case OPT_PC_STALL:
+			c->send.postcopy_on_stall = 1;
 			break;
 		case OPT_RING_STEP: {
 			char *end;

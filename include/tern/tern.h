@@ -127,6 +127,13 @@ struct tern_send_opts {
 	                                allows; resume and iterate instead */
 	uint32_t stall_window_ms;    /* remaining bytes not shrinking this long is
 	                                a stall (0: 5000) */
+	/* Postcopy (docs/postcopy.md): when pre-copy has not converged after
+	 * this many iterations (0: never), or when it stalls (postcopy_on_stall),
+	 * switch: the destination runs the guest at once and pulls the pages
+	 * still missing there.  From the switch on neither side alone holds the
+	 * whole guest: a failure then leaves both paused. */
+	uint32_t postcopy_after;
+	int postcopy_on_stall;
 	tern_progress_fn progress;
 	void *progress_arg;
 	/* Set non-zero (e.g. from a SIGINT handler) to cancel: the migration
@@ -240,7 +247,19 @@ struct tern_stats {
 	uint64_t workload_progress_after;
 	int workload_ok; /* 1 invariant held after running, -1 violated, 0 not checked */
 	uint64_t populate_ms;
-	char outcome[32]; /* "completed", "aborted", "failed" */
+	/* postcopy (both sides: postcopy says whether it switched) */
+	int postcopy;
+	char postcopy_reason[96];       /* source: why it switched */
+	uint64_t postcopy_pages;        /* pages stale on the destination at the switch */
+	uint64_t postcopy_urgent_pages; /* sent (source) / placed (destination) on request */
+	uint64_t postcopy_faults;       /* destination: faults read (zero pages included) */
+	uint64_t postcopy_zero_pages;   /* destination: missing pages that were zero */
+	uint64_t postcopy_requests;     /* destination: page requests sent */
+	uint64_t postcopy_fault_p50_us; /* destination: request to placement, median */
+	uint64_t postcopy_fault_p99_us;
+	uint64_t postcopy_fault_max_us;
+	uint64_t postcopy_ms; /* from the switch to the last page (source) */
+	char outcome[32];     /* "completed", "aborted", "failed", "postcopy-failed" */
 };
 
 /* tern_send_opts_init and tern_recv_opts_init zero *opts and set every

@@ -1,0 +1,108 @@
+/*
+ * The destination's postcopy switch and end, in the ReceiverCoordinator
+ * (docs/postcopy.md; the state it keeps: postcopy.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "actors/guest_call.h"
+#include "actors/receiver_int.h"
+#include "tern/error.h"
+
+/* W_POSTCOPY: a slice of the stale set, whose new pages are discarded at
+ * once.  The set comes in two rounds, each answered when it reaches the end
+ * of memory: the dirty set while the source guest still runs (the slow
+ * discards happen then), then, with the guest paused, the final one (last):
+ * then faults are served.  From the first slice on no page may be written in
+ * place (the source sends it only once every frame was acknowledged). */
+int
+rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *g,
+            const struct tern_msg_w_postcopy *f, const struct tern_bin *p)
+{
+	char why[TERN_STR_MAX] = "";
+	int rc;
+	if (s->phase != RC_CONFIGURED)
+		return rc_out_of_phase(self, s, TERN_MSG_W_POSTCOPY,
+		                       "after W_CONFIG, before W_STATE");
+	if (s->pc == NULL) {
+		if ((s->pc = calloc(1, sizeof(*s->pc))) == NULL || tern_pc_dst_init(s->pc, g) != 0)
+			return rc_fail(self, s, TERN_ENOMEM, "out of memory for postcopy");
+		atomic_store(&s->a->pc, s->pc);
+		if (atomic_load(&s->a->writers) != 0) {
+			(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, TERN_EPROTO, 0,
+			                "page data still arriving");
+			return rc_fail(self, s, TERN_EPROTO,
+			               "protocol violation: W_POSTCOPY while page data was still "
+			               "arriving");
+		}
+		tern_actor_state(self, "postcopy: discarding stale pages");
+	}
+	uint64_t t0 = tern_now_ns();
+	if ((rc = tern_pc_dst_stale(s->pc, f->first, f->count, p->ptr, p->len, why, sizeof(why))) !=
+	    0) {
+		(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, rc, 0, why);
+		return rc_fail(self, s, rc, "%s%s", rc == TERN_EPROTO ? "protocol violation: " : "",
+		               why);
+	}
+	tern_actor_counter(self, "postcopy_discard_us", (double)(tern_now_ns() - t0) / 1e3);
+	if (f->first + f->count < g->npages)
+		return 0; /* more slices of this round */
+	if (!f->last)     /* the first round: the source may pause its guest now */
+		return rc_answer(self, s, TERN_MSG_W_POSTCOPY, 0, s->pc->stale_pages, NULL);
+	if ((rc = tern_pc_dst_start(s->pc, why, sizeof(why))) != 0) {
+		(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, rc, 0, why);
+		return rc_fail(self, s, rc, "cannot start postcopy: %s", why);
+	}
+	s->fargs = (struct tern_pc_faults_args){s->pc, tern_actor_id(s->conns[0])};
+	struct tern_exit ex;
+	if ((rc = tern_spawn(tern_actor_rt(self), &tern_pc_faults_actor, &s->fargs,
+	                     tern_actor_id(self), &s->faults, &ex)) != 0) {
+		s->faults = NULL;
+		(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, rc, 0, "no fault handler");
+		return rc_fail(self, s, rc, "cannot start the postcopy fault handler: %s", ex.why);
+	}
+	atomic_store_explicit(&s->pc->running, true, memory_order_release);
+	s->a->stats->postcopy = 1;
+	rc_set_phase(self, s, RC_POSTCOPY);
+	return rc_answer(self, s, TERN_MSG_W_POSTCOPY, 0, s->pc->stale_pages, NULL);
+}
+
+/* Postcopy, state loaded: the guest runs here from now on, while the
+ * pages it misses arrive. */
+int
+rc_pc_run(struct tern_actor *self, struct rc_state *s, struct tern_guest *g)
+{
+	int rc = tern_guest_resume_checked(g, tern_runtime_trace(tern_actor_rt(self)));
+	if (rc != 0) {
+		(void)rc_answer(self, s, TERN_MSG_W_STATE, rc, 0, "resume failed");
+		return rc_fail(self, s, rc, "cannot resume the guest: %s", tern_strerror(rc));
+	}
+	rc_set_phase(self, s, RC_PC_RUNNING);
+	return rc_answer(self, s, TERN_MSG_W_STATE, 0, g->stats.last_resume_ns, NULL);
+}
+
+/* Postcopy's W_COMPLETE: every stale page must be in place; then memory
+ * ends as at a switchover and the fault handler goes. */
+int
+rc_pc_complete(struct tern_actor *self, struct rc_state *s)
+{
+	uint64_t missing = tern_pc_dst_missing(s->pc);
+	if (missing != 0) {
+		char why[96];
+		snprintf(why, sizeof(why), "%llu stale pages never arrived",
+		         (unsigned long long)missing);
+		(void)rc_answer(self, s, TERN_MSG_W_COMPLETE, TERN_EPROTO, 0, why);
+		return rc_fail(self, s, TERN_EPROTO, "protocol violation: %s", why);
+	}
+	int rc = rc_end_memory(self, s, TERN_MSG_W_COMPLETE);
+	if (rc != 0)
+		return rc;
+	tern_actor_stop_join(&s->faults, 2000, NULL);
+	tern_pc_dst_stats(s->pc, s->a->stats);
+	s->a->stats->total_ms = (tern_now_ns() - s->a->start_ns) / 1000000;
+	s->a->result = 0;
+	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "completed");
+	rc_set_phase(self, s, RC_RESUMED);
+	(void)rc_answer(self, s, TERN_MSG_W_COMPLETE, 0, 0, NULL);
+	return TERN_ACTOR_DONE;
+}
