@@ -32,6 +32,8 @@
 #define BENCH_DEFAULT_GUEST "simvm:mem=1G,vcpus=1,fill=random"
 #define BENCH_DEMO_GUEST                                                                           \
 	"simvm:mem=1G,vcpus=2,fill=random,workload=memtouch:ws=256M,rate=200M,pattern=random"
+#define BENCH_PC_GUEST                                                                             \
+	"simvm:mem=256M,vcpus=2,fill=zero,workload=memtouch:ws=64M,rate=400M,pattern=random"
 #define BENCH_CV_GUEST "simvm:mem=256M,vcpus=2,fill=random,workload=memtouch:ws=128M,pattern=random"
 #define BENCH_ERR_TAIL 2048 /* bytes of a failed child's stderr kept in the report */
 #define BENCH_MAX_RUNS 64   /* --runs; the statistics hold this many values */
@@ -79,6 +81,7 @@ int bench_dirtylog(const struct bench_cfg *cfg, json_t *report);
 int bench_trace(const struct bench_cfg *cfg, json_t *report);
 int bench_tls(const struct bench_cfg *cfg, json_t *report);
 int bench_converge(const struct bench_cfg *cfg, json_t *report);
+int bench_postcopy(const struct bench_cfg *cfg, json_t *report);
 
 /* ---- the report (report.c) ---- */
 

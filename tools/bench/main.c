@@ -129,6 +129,11 @@ static const struct bench_cmd bench_cmds[] = {
      .opts = OPTS_ASPECT | O(GUEST),
      .usage = bench_aspect_usage,
      .aspect = 1},
+    {.name = "postcopy",
+     .run = bench_postcopy,
+     .opts = OPTS_ASPECT | O(GUEST),
+     .usage = bench_aspect_usage,
+     .aspect = 0},
     {.name = "all", .run = bench_all, .opts = OPTS_MIGRATE & ~O(GUEST), .usage = bench_usage},
 };
 #define BENCH_NCMDS (sizeof(bench_cmds) / sizeof(bench_cmds[0]))
@@ -211,6 +216,7 @@ bench_aspect_usage(FILE *f)
 	    "       tern-bench tls      [--size 1G] [--streams 1,4] [--runs 4]\n"
 	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
 	    "                           [--timeout 40s]\n"
+	    "       tern-bench postcopy [--runs 2] [--guest SPEC] [--max-bandwidth 8M]\n"
 	    "  (each also takes --tern PATH and --timeout SECONDS (300; converge: 40))\n"
 	    "\n"
 	    "link      per P streams, iperf3 -P P -l 1M; the simplest correct copy (a\n"
@@ -242,6 +248,10 @@ bench_aspect_usage(FILE *f)
 	    "          throttle %% at switchover and max, achieved vs expected downtime,\n"
 	    "          switchover retries, stall reason.  Target: rate converges in\n"
 	    "          fewer iterations than step.\n"
+	    "postcopy  the same kind of guest (" BENCH_PC_GUEST ")\n"
+	    "          with pre-copy and --auto-converge rate against --postcopy-on-stall,\n"
+	    "          runs A B B A: total_ms, downtime_ms and the guest's own steps/s over\n"
+	    "          the migration (how much each mode slowed it).\n"
 	    "\n"
 	    "Before every migration or copy the page allocator is warmed (2x the guest\n"
 	    "size touched and freed; warm_ms in the output): see docs/bench.md.\n");
