@@ -75,6 +75,7 @@ struct co_state {
 	/* Postcopy (postcopy_src.c): switched, when, and the buffer requested
 	 * pages are gathered into. */
 	bool pc;            /* paused for good: the switch is made */
+	bool pc_requested;  /* tern_migration_start_postcopy (migrate-start-postcopy) */
 	uint32_t pc_rounds; /* rounds of the stale set sent */
 	uint64_t pc_fresh;  /* new stale pages in the last round */
 	uint64_t pc_start_ns;

@@ -439,6 +439,10 @@ co_params(struct tern_actor *self, struct co_state *s, const struct tern_msg_par
 		                      p->max_bandwidth == UINT64_MAX ? 0 : p->max_bandwidth,
 		                      memory_order_relaxed);
 	tern_actor_counter(self, "downtime_limit_ms", (double)co_limit_ms(s));
+	if (p->start_postcopy && !s->pc_requested) {
+		s->pc_requested = true;
+		tern_actor_state(self, "postcopy requested");
+	}
 	if (p->converge > TERN_CONVERGE_RATE + 1)
 		return; /* not a mode: the driver validated it, nothing to apply */
 	if (p->converge != 0 || p->throttle_initial != 0 || p->throttle_increment != 0 ||

@@ -185,6 +185,17 @@ tern_migration_set_max_bandwidth(struct tern_migration *m, uint64_t bytes_per_s)
 }
 
 int
+tern_migration_start_postcopy(struct tern_migration *m)
+{
+	if (!m->sending)
+		return TERN_ESTATE;
+	atomic_store_explicit(&m->live.start_postcopy, 1, memory_order_relaxed);
+	/* Release: the flag is seen with the new generation. */
+	atomic_fetch_add_explicit(&m->live.gen, 1, memory_order_release);
+	return 0;
+}
+
+int
 tern_migration_set_auto_converge(struct tern_migration *m, int mode, uint32_t initial,
                                  uint32_t increment, uint32_t max)
 {

@@ -34,6 +34,11 @@ struct tern_pc_dst {
 	atomic_bool running;
 	struct tern_bitmap stale, arrived, requested;
 	uint64_t stale_pages;
+	/* --verify: the page digest of every page that is not stale, taken at
+	 * the switch (those pages are final then); the placed pages' hashes
+	 * complete it (kvm/uffd_missing.h). */
+	bool verify;
+	uint64_t nonstale_digest;
 	_Atomic uint64_t faults, zero_pages, requests, urgent_pages;
 	_Atomic uint32_t nsamples;
 	uint32_t samples_us[TERN_PC_SAMPLES];
@@ -59,6 +64,10 @@ int tern_pc_dst_start(struct tern_pc_dst *pc, char *why, size_t whylen);
  * *placed (may be NULL). */
 int tern_pc_dst_place(struct tern_pc_dst *pc, uint64_t off, const void *src, uint64_t len,
                       uint64_t *placed);
+
+/* tern_pc_dst_zero_fill places a page that is not stale (it reads as zero)
+ * on a fault. */
+int tern_pc_dst_zero_fill(struct tern_pc_dst *pc, uint64_t off, uint64_t *placed);
 
 /* tern_pc_dst_latency records one request's latency (t_ns: when its fault
  * was read, on this host's clock). */

@@ -105,6 +105,12 @@ tern_pc_dst_place(struct tern_pc_dst *pc, uint64_t off, const void *src, uint64_
 	return rc;
 }
 
+int
+tern_pc_dst_zero_fill(struct tern_pc_dst *pc, uint64_t off, uint64_t *placed)
+{
+	return tern_uffd_missing_fill_zero(pc->uffd, off, TERN_PAGE_SIZE, placed);
+}
+
 void
 tern_pc_dst_latency(struct tern_pc_dst *pc, uint64_t t_ns)
 {
@@ -226,7 +232,7 @@ pf_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 		uint64_t p = off / TERN_PAGE_SIZE, placed = 0;
 		if (!pc_test(&pc->stale, p)) {
 			/* Never written or announced zero: zero, no question. */
-			rc = tern_pc_dst_place(pc, off, NULL, TERN_PAGE_SIZE, &placed);
+			rc = tern_pc_dst_zero_fill(pc, off, &placed);
 			if (rc != 0)
 				return tern_actor_fail(self, rc, "placing a zero page: %s",
 				                       tern_strerror(rc));

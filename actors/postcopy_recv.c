@@ -49,6 +49,18 @@ rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *g,
 		return 0; /* more slices of this round */
 	if (!f->last)     /* the first round: the source may pause its guest now */
 		return rc_answer(self, s, TERN_MSG_W_POSTCOPY, 0, s->pc->stale_pages, NULL);
+	if (s->verify) {
+		/* Every page that is not stale is final now: its digest, before
+		 * the guest can change it (in the downtime, as --verify is). */
+		uint64_t v0 = tern_now_ns();
+		rc = tern_guest_page_digest(g, &s->pc->stale, &s->pc->nonstale_digest);
+		s->a->stats->verify_ms += (tern_now_ns() - v0) / 1000000;
+		if (rc != 0) {
+			(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, rc, 0, "digest failed");
+			return rc_fail(self, s, rc, "digest failed: %s", tern_strerror(rc));
+		}
+		s->pc->verify = true;
+	}
 	if ((rc = tern_pc_dst_start(s->pc, why, sizeof(why))) != 0) {
 		(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, rc, 0, why);
 		return rc_fail(self, s, rc, "cannot start postcopy: %s", why);
@@ -105,4 +117,29 @@ rc_pc_complete(struct tern_actor *self, struct rc_state *s)
 	rc_set_phase(self, s, RC_RESUMED);
 	(void)rc_answer(self, s, TERN_MSG_W_COMPLETE, 0, 0, NULL);
 	return TERN_ACTOR_DONE;
+}
+
+/* W_DIGEST after the stream (--verify): the pages that were not stale at
+ * the switch, with every page placed since, must be the source's memory --
+ * the guest may have changed them here since, which is why the digest is of
+ * what was placed, not of what is there now. */
+int
+rc_pc_digest(struct tern_actor *self, struct rc_state *s, uint64_t digest)
+{
+	char why[160];
+	if (!s->pc->verify)
+		return rc_out_of_phase(self, s, TERN_MSG_W_DIGEST, "only with --verify");
+	uint64_t missing = tern_pc_dst_missing(s->pc);
+	uint64_t d = s->pc->nonstale_digest ^ tern_uffd_missing_hashed(s->pc->uffd);
+	if (missing != 0 || d != digest) {
+		snprintf(why, sizeof(why),
+		         "postcopy memory digest mismatch: source %016llx, destination %016llx "
+		         "(%llu stale pages missing)",
+		         (unsigned long long)digest, (unsigned long long)d,
+		         (unsigned long long)missing);
+		(void)rc_answer(self, s, TERN_MSG_W_DIGEST, TERN_EVERIFY, 0, why);
+		return rc_fail(self, s, TERN_EVERIFY, "%s", why);
+	}
+	s->a->stats->verified = 1;
+	return rc_answer(self, s, TERN_MSG_W_DIGEST, 0, 0, NULL);
 }

@@ -40,6 +40,10 @@ bool
 co_pc_due(const struct co_state *s, char *why, size_t whylen)
 {
 	const struct tern_send_opts *o = s->a->opts;
+	if (s->pc_requested) {
+		snprintf(why, whylen, "requested (migrate-start-postcopy)");
+		return true;
+	}
 	if (o->postcopy_on_stall && s->a->stats->stalled) {
 		snprintf(why, whylen, "stalled: %s", s->a->stats->stall_reason);
 		return true;
@@ -231,6 +235,24 @@ co_pc_streamed(struct tern_actor *self, struct co_state *s)
 {
 	struct tern_msg f;
 	s->a->stats->postcopy_ms = (tern_now_ns() - s->pc_start_ns) / 1000000;
+	if (s->a->opts->verify) {
+		/* The guest here is frozen since the switch: its memory is what
+		 * the destination must have received, page by page. */
+		uint64_t t0 = tern_now_ns(), digest;
+		int rc = tern_guest_page_digest(s->g, NULL, &digest);
+		s->verify_ns += tern_now_ns() - t0;
+		if (rc != 0) {
+			co_abort(self, s, rc, "digest failed: %s", tern_strerror(rc));
+			return;
+		}
+		tern_msg_init(&f, TERN_MSG_W_DIGEST);
+		f.u.w_digest.digest = digest;
+		co_set_phase(self, s, CO_DIGEST);
+		rc = tern_ctl_send(self, &s->ctl, &f, NULL, 0);
+		if (rc != 0)
+			co_abort(self, s, rc, "cannot send the digest: %s", tern_strerror(rc));
+		return;
+	}
 	tern_msg_init(&f, TERN_MSG_W_COMPLETE);
 	co_set_phase(self, s, CO_HANDOFF);
 	int rc = tern_ctl_send(self, &s->ctl, &f, NULL, 0);

@@ -192,6 +192,7 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 		               s->a->own != NULL ? "layout refused" : "cannot build the guest",
 		               why);
 	}
+	s->verify = c->verify;
 	atomic_store_explicit(&s->a->guest, g, memory_order_release);
 	s->a->stats->guest_build_ms = g->stats.build_ns / 1000000;
 	rc_set_phase(self, s, RC_CONFIGURED);
@@ -379,6 +380,8 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 	case TERN_MSG_W_STATE:
 		return rc_state(self, s, g, f.u.w_state.len, p);
 	case TERN_MSG_W_DIGEST: {
+		if (s->phase == RC_PC_RUNNING)
+			return rc_pc_digest(self, s, f.u.w_digest.digest);
 		if (s->phase != RC_STATE)
 			return rc_out_of_phase(self, s, f.type, "once, after W_STATE");
 		uint64_t t0 = tern_now_ns(), d = 0;

@@ -31,6 +31,7 @@ struct rc_state {
 	enum rc_phase phase;
 	uint64_t last_heard_ns; /* last frame from the source */
 	uint64_t idle_limit_ns;
+	bool verify;            /* W_CONFIG asked for a digest */
 	struct tern_pc_dst *pc; /* postcopy (a->pc once started) */
 	struct tern_actor *faults;
 	struct tern_pc_faults_args fargs;
@@ -54,5 +55,6 @@ int rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *
                 const struct tern_msg_w_postcopy *f, const struct tern_bin *p);
 int rc_pc_run(struct tern_actor *self, struct rc_state *s, struct tern_guest *g);
 int rc_pc_complete(struct tern_actor *self, struct rc_state *s);
+int rc_pc_digest(struct tern_actor *self, struct rc_state *s, uint64_t digest);
 
 #endif /* TERN_ACTORS_RECEIVER_INT_H */

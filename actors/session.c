@@ -128,6 +128,8 @@ session_params(struct tern_runtime *rt, struct tern_mailbox *mb, struct tern_act
 	p.u.params.throttle_increment =
 	    atomic_load_explicit(&live->throttle_increment, memory_order_relaxed);
 	p.u.params.throttle_max = atomic_load_explicit(&live->throttle_max, memory_order_relaxed);
+	p.u.params.start_postcopy =
+	    atomic_load_explicit(&live->start_postcopy, memory_order_relaxed);
 	if (tern_send(rt, tern_mailbox_id(mb), tern_actor_id(co), &p) == 0)
 		*seen = gen;
 }

@@ -21,6 +21,7 @@ struct terni_live_params {
 	 * throttle settings in % (0: unchanged). */
 	_Atomic uint32_t converge;
 	_Atomic uint32_t throttle_initial, throttle_increment, throttle_max;
+	_Atomic uint32_t start_postcopy; /* 1: switch at the next decision */
 	_Atomic uint32_t gen;
 };
 

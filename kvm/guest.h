@@ -294,6 +294,14 @@ int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
  * (0 when it has none). */
 uint64_t tern_guest_state_size(struct tern_guest *g);
 
+/* tern_page_hash hashes one page's content with its page number (data
+ * NULL: a page of zeros, not read).  tern_guest_page_digest XORs it over
+ * every page of every region not set in skip (may be NULL), reading only
+ * populated extents: an order-free digest, so that pages placed one by one
+ * in any order (postcopy) add up to the same value. */
+uint64_t tern_page_hash(uint64_t page, const void *data);
+int tern_guest_page_digest(struct tern_guest *g, const struct tern_bitmap *skip, uint64_t *digest);
+
 /* tern_guest_check verifies the workload's invariant in guest memory (each
  * memtouch vCPU's ledger matches its pages) with the guest paused or not
  * (it pauses and resumes around the check).  Returns 0, or TERN_EVERIFY with

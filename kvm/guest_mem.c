@@ -410,3 +410,72 @@ out:
 	XXH3_freeState(d.block);
 	return rv;
 }
+
+static uint64_t
+page_mix(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+uint64_t
+tern_page_hash(uint64_t page, const void *data)
+{
+	static const uint8_t zeros[TERN_PAGE_SIZE];
+	static uint64_t zero_hash; /* racing first calls compute the same value */
+	uint64_t h;
+	if (data != NULL) {
+		h = XXH3_64bits(data, TERN_PAGE_SIZE);
+	} else {
+		h = __atomic_load_n(&zero_hash, __ATOMIC_RELAXED);
+		if (h == 0) {
+			h = XXH3_64bits(zeros, TERN_PAGE_SIZE);
+			__atomic_store_n(&zero_hash, h, __ATOMIC_RELAXED);
+		}
+	}
+	return page_mix(h ^ (page * 0x9e3779b97f4a7c15ull));
+}
+
+struct page_digest {
+	struct tern_guest *g;
+	const struct tern_bitmap *skip;
+	uint64_t acc;
+};
+
+static bool
+page_skipped(const struct tern_bitmap *skip, uint64_t p)
+{
+	return skip != NULL && tern_bitmap_test(skip, p);
+}
+
+/* A populated extent: its pages were counted as zeros; count their data. */
+static int
+page_digest_extent(uint64_t start, uint64_t end, void *arg)
+{
+	struct page_digest *d = arg;
+	for (uint64_t p = start / TERN_PAGE_SIZE; p < (end + TERN_PAGE_SIZE - 1) / TERN_PAGE_SIZE;
+	     p++)
+		if (!page_skipped(d->skip, p))
+			d->acc ^= tern_page_hash(p, NULL) ^
+			          tern_page_hash(p, tern_guest_hva(d->g, p * TERN_PAGE_SIZE));
+	return 0;
+}
+
+int
+tern_guest_page_digest(struct tern_guest *g, const struct tern_bitmap *skip, uint64_t *digest)
+{
+	struct page_digest d = {g, skip, 0};
+	for (uint32_t i = 0; i < g->nregions; i++) {
+		uint64_t first = g->regions[i].base / TERN_PAGE_SIZE;
+		for (uint64_t p = first; p < first + g->regions[i].size / TERN_PAGE_SIZE; p++)
+			if (!page_skipped(skip, p))
+				d.acc ^= tern_page_hash(p, NULL);
+	}
+	int rc = tern_guest_extents(g, page_digest_extent, &d);
+	if (rc == 0)
+		*digest = d.acc;
+	return rc;
+}

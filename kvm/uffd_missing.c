@@ -24,6 +24,7 @@ struct tern_uffd_missing {
 	int uffd;
 	uint32_t registered; /* regions registered, from 0 */
 	uint64_t placed;     /* atomic */
+	uint64_t hashed;     /* atomic: XOR of the placed pages' hashes */
 };
 
 /* A page of zeros to copy from: shmem has no UFFDIO_ZEROPAGE. */
@@ -143,7 +144,7 @@ tern_uffd_missing_next_fault(struct tern_uffd_missing *m, uint64_t *off)
  * it got (EAGAIN), a present page refuses (EEXIST) and is skipped. */
 static int
 um_copy(struct tern_uffd_missing *m, uint64_t off, const uint8_t *src, uint64_t len, bool zero,
-        uint64_t *placed)
+        bool hash, uint64_t *placed)
 {
 	uint64_t done = 0, n = 0;
 	if (placed != NULL)
@@ -161,6 +162,11 @@ um_copy(struct tern_uffd_missing *m, uint64_t off, const uint8_t *src, uint64_t 
 		int rc = ioctl(m->uffd, UFFDIO_COPY, &c);
 		int e = rc != 0 ? errno : 0;
 		if (c.copy > 0) { /* pages installed, whether or not all */
+			uint64_t h = 0, first = (off + done) / TERN_PAGE_SIZE;
+			for (uint64_t i = 0; hash && i < (uint64_t)c.copy / TERN_PAGE_SIZE; i++)
+				h ^= tern_page_hash(first + i,
+				                    zero ? NULL : src + done + i * TERN_PAGE_SIZE);
+			__atomic_fetch_xor(&m->hashed, h, __ATOMIC_RELAXED);
 			n += (uint64_t)c.copy / TERN_PAGE_SIZE;
 			done += (uint64_t)c.copy;
 			continue;
@@ -188,14 +194,27 @@ int
 tern_uffd_missing_place(struct tern_uffd_missing *m, uint64_t off, const void *src, uint64_t len,
                         uint64_t *placed)
 {
-	return um_copy(m, off, src, len, false, placed);
+	return um_copy(m, off, src, len, false, true, placed);
+}
+
+int
+tern_uffd_missing_fill_zero(struct tern_uffd_missing *m, uint64_t off, uint64_t len,
+                            uint64_t *placed)
+{
+	return um_copy(m, off, NULL, len, true, false, placed);
 }
 
 int
 tern_uffd_missing_place_zero(struct tern_uffd_missing *m, uint64_t off, uint64_t len,
                              uint64_t *placed)
 {
-	return um_copy(m, off, NULL, len, true, placed);
+	return um_copy(m, off, NULL, len, true, true, placed);
+}
+
+uint64_t
+tern_uffd_missing_hashed(const struct tern_uffd_missing *m)
+{
+	return __atomic_load_n(&m->hashed, __ATOMIC_RELAXED);
 }
 
 uint64_t

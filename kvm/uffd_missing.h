@@ -57,6 +57,16 @@ int tern_uffd_missing_place(struct tern_uffd_missing *m, uint64_t off, const voi
 int tern_uffd_missing_place_zero(struct tern_uffd_missing *m, uint64_t off, uint64_t len,
                                  uint64_t *placed);
 
+/* tern_uffd_missing_hashed: the XOR of tern_page_hash over every page
+ * placed so far, with what was placed (for postcopy's --verify). */
+uint64_t tern_uffd_missing_hashed(const struct tern_uffd_missing *m);
+
+/* tern_uffd_missing_fill_zero places zero pages as place_zero does, but
+ * leaves them out of the hash: pages that read as zero whatever arrives
+ * (never written, or announced zero before the switch). */
+int tern_uffd_missing_fill_zero(struct tern_uffd_missing *m, uint64_t off, uint64_t len,
+                                uint64_t *placed);
+
 /* tern_uffd_missing_placed: pages placed so far (by any thread). */
 uint64_t tern_uffd_missing_placed(const struct tern_uffd_missing *m);
 

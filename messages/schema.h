@@ -142,7 +142,9 @@
 #define TERN_FIELDS_PARAMS(F)                                                                      \
 	F(U32, downtime_limit_ms)                                                                  \
 	F(U64, max_bandwidth)                                                                      \
-	F(U32, converge) F(U32, throttle_initial) F(U32, throttle_increment) F(U32, throttle_max)
+	F(U32, converge)                                                                           \
+	F(U32, throttle_initial)                                                                   \
+	F(U32, throttle_increment) F(U32, throttle_max) F(U32, start_postcopy)
 
 #define TERN_MESSAGES(X)                                                                           \
 	X(PING, ping, 0x0001)                                                                      \

@@ -582,6 +582,37 @@ Test(control, sigterm_cancels_the_migration_first)
 	pair_end(&p, 0);
 }
 
+/* migrate-start-postcopy on a migration that cannot converge: it switches
+ * (status postcopy-active, as QEMU's), completes, and the guest runs on
+ * the destination with its ledger intact. */
+Test(control, migrate_start_postcopy_switches_a_running_migration)
+{
+	struct pair p;
+	pair_start(&p, "pc",
+	           "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M");
+	json_decref(
+	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "downtime-limit", 5)));
+	start_capped(&p.qa, &p.qb, 8ll << 20);
+	json_decref(qmp_ok(&p.qa, "migrate-start-postcopy", NULL));
+	cr_assert_str_eq(wait_status(&p.qa, "completed failed cancelled"), "completed");
+	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-active");
+	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
+	json_t *t = json_object_get(info, "tern");
+	cr_assert(json_is_true(json_object_get(t, "postcopy")), "no postcopy in the summary");
+	json_decref(info);
+	cr_assert_str_eq(wait_status(&p.qb, "completed failed cancelled"), "completed");
+	cr_assert_str_eq(run_status(&p.qb), "running");
+	long long p0 = workload(&p.qb);
+	uint64_t deadline = proc_now_ms() + LIVENESS_MS;
+	while (workload(&p.qb) <= p0)
+		cr_assert(proc_now_ms() < deadline, "the arrived guest does not run");
+	/* No migration running: the command says so. */
+	json_t *r = qmp_cmd(&p.qa, "migrate-start-postcopy", NULL);
+	cr_assert_not_null(json_object_get(r, "error"), "accepted with no migration");
+	json_decref(r);
+	pair_end(&p, 1);
+}
+
 /* A guest dirtying its working set faster than the capped link: the
  * remaining bytes stop shrinking, the manager hears MIGRATION_STALL with a
  * reason and sees it in query-migrate, and cancels. */

@@ -82,6 +82,11 @@ blocks_until_placed(const char *spec)
 	fill(a, sizeof(a), 0xb000);
 	cr_assert_eq(tern_uffd_missing_place(m, 4 * PG, a, sizeof(a), &placed), 0);
 	cr_assert_eq(placed, 4);
+	uint64_t h = 0;
+	for (int i = 0; i < 4; i++)
+		h ^= tern_page_hash(4 + i, a + i * PG);
+	cr_assert_eq(tern_uffd_missing_hashed(m), h,
+	             "the placed pages' hashes, with their numbers");
 	cr_assert_eq(uv_thread_join(&t), 0);
 	cr_assert_eq(r.seen, 0xb000 + (PG + 24) / 8, "the reader sees what was placed");
 

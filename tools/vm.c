@@ -270,12 +270,27 @@ cmd_quit(void *ctx, json_t *args, struct qmp_error *err)
 	return json_object();
 }
 
+static json_t *
+cmd_start_postcopy(void *ctx, json_t *args, struct qmp_error *err)
+{
+	struct vm *vm = ctx;
+	(void)args;
+	if (vm->mig.h == NULL || !vm->mig.outgoing)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "no outgoing migration is running");
+	int rc = tern_migration_start_postcopy(vm->mig.h);
+	if (rc != 0)
+		return qmp_errorf(err, QMP_GENERIC_ERROR, "cannot start postcopy: %s",
+		                  tern_strerror(rc));
+	return json_object();
+}
+
 static const struct qmp_command vm_commands[] = {
     {"query-status", cmd_query_status},
     {"migrate", cmd_migrate},
     {"migrate-incoming", cmd_migrate_incoming},
     {"query-migrate", cmd_query_migrate},
     {"migrate_cancel", cmd_migrate_cancel},
+    {"migrate-start-postcopy", cmd_start_postcopy},
     {"migrate-set-parameters", cmd_set_parameters},
     {"query-migrate-parameters", cmd_query_parameters},
     {"migrate-set-capabilities", cmd_set_capabilities},

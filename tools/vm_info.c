@@ -109,6 +109,21 @@ vi_final(struct vm *vm, json_t *o, json_t *ram, json_t *t)
 	json_object_set_new(t, "populate-ms", json_integer((json_int_t)st->populate_ms));
 	json_object_set_new(t, "connections-lost", json_integer(st->connections_lost));
 	json_object_set_new(t, "connections", vi_conns(st));
+	json_object_set_new(t, "postcopy", json_boolean(st->postcopy));
+	if (st->postcopy) {
+		/* QEMU's postcopy figures: requests, and the vCPUs' wait for them. */
+		json_object_set_new(ram, "postcopy-requests",
+		                    json_integer((json_int_t)st->postcopy_requests));
+		json_object_set_new(t, "postcopy-reason", json_string(st->postcopy_reason));
+		json_object_set_new(t, "postcopy-pages",
+		                    json_integer((json_int_t)st->postcopy_pages));
+		json_object_set_new(t, "postcopy-urgent-pages",
+		                    json_integer((json_int_t)st->postcopy_urgent_pages));
+		json_object_set_new(t, "postcopy-fault-p50-us",
+		                    json_integer((json_int_t)st->postcopy_fault_p50_us));
+		json_object_set_new(t, "postcopy-fault-p99-us",
+		                    json_integer((json_int_t)st->postcopy_fault_p99_us));
+	}
 }
 
 /* The live figures of a running migration. */

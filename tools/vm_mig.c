@@ -135,6 +135,8 @@ vm_phase_status(const char *state)
 			return "device";
 	if (strcmp(state, "setup") == 0)
 		return "setup";
+	if (strncmp(state, "postcopy", 8) == 0)
+		return "postcopy-active"; /* QEMU's name */
 	if (strcmp(state, "completed") == 0 || strncmp(state, "abort", 5) == 0)
 		return NULL; /* the end settles it */
 	return "active";

@@ -327,6 +327,14 @@ TERN_EXTERN void tern_migration_cancel(struct tern_migration *m);
 TERN_EXTERN int tern_migration_set_downtime_limit(struct tern_migration *m, uint32_t ms);
 TERN_EXTERN int tern_migration_set_max_bandwidth(struct tern_migration *m, uint64_t bytes_per_s);
 
+/* tern_migration_start_postcopy asks a running source migration to switch
+ * to postcopy at its next decision (the end of the pass in progress), as
+ * QEMU's migrate-start-postcopy: the destination then runs the guest and
+ * pulls the pages it misses (docs/postcopy.md).  TERN_ESTATE on the
+ * destination.  From the switch on a failure loses the guest on both sides
+ * (outcome "postcopy-failed"). */
+TERN_EXTERN int tern_migration_start_postcopy(struct tern_migration *m);
+
 /* tern_migration_set_auto_converge switches auto-converge on a running
  * source migration: mode is an enum tern_converge_mode (TERN_CONVERGE_OFF
  * lets a throttled guest run at full speed at once), initial, increment and

@@ -21,8 +21,8 @@ static const char *const pb_modes[PB_NMODES] = {"precopy-auto-converge", "postco
 
 struct pb_run {
 	int completed;
-	double total_ms, downtime_ms, steps_per_s, postcopy_ms, faults, fault_p50_us,
-	    fault_p99_us, throttle_max_pct;
+	double total_ms, downtime_ms, steps_per_s, postcopy_ms, faults, fault_p50_us, fault_p99_us,
+	    throttle_max_pct;
 	char error[400];
 };
 
@@ -108,10 +108,9 @@ bench_postcopy(const struct bench_cfg *x, json_t *report)
 	struct tern_guest_config cfg;
 	struct bench_opts o;
 	char why[256], args[PB_NMODES][160];
-	const char *sx[PB_NMODES][8] = {
-	    {"--max-bandwidth", bw, "--auto-converge", "rate", NULL},
-	    {"--max-bandwidth", bw, "--postcopy-on-stall", "--stall-window", "1s", "--connections",
-	     "3", NULL}};
+	const char *sx[PB_NMODES][8] = {{"--max-bandwidth", bw, "--auto-converge", "rate", NULL},
+	                                {"--max-bandwidth", bw, "--postcopy-on-stall",
+	                                 "--stall-window", "1s", "--connections", "3", NULL}};
 
 	if (pb == NULL)
 		return -1;
@@ -133,11 +132,13 @@ bench_postcopy(const struct bench_cfg *x, json_t *report)
 			fprintf(stderr, "postcopy: %s, run %d/%d\n", pb_modes[m], i + 1, n);
 			pb_once(&o, guest, p);
 			if (p->completed)
-				fprintf(stderr,
-				        "postcopy: %s: %.0f ms, downtime %.0f ms, guest %.0f steps/s\n",
-				        pb_modes[m], p->total_ms, p->downtime_ms, p->steps_per_s);
+				fprintf(
+				    stderr,
+				    "postcopy: %s: %.0f ms, downtime %.0f ms, guest %.0f steps/s\n",
+				    pb_modes[m], p->total_ms, p->downtime_ms, p->steps_per_s);
 			else
-				fprintf(stderr, "postcopy: %s: FAILED: %s\n", pb_modes[m], p->error);
+				fprintf(stderr, "postcopy: %s: FAILED: %s\n", pb_modes[m],
+				        p->error);
 		}
 	bench_set_str(report, "tern", x->tern);
 	bench_set_str(report, "guest", guest);
