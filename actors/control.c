@@ -23,6 +23,8 @@ tern_ctl_send(struct tern_actor *self, struct tern_ctl *c, struct tern_msg *fram
 	uint64_t limit = c->timeout_ns;
 	if (frame->type == TERN_MSG_W_DIGEST)
 		limit += c->digest_ns;
+	if (frame->type == TERN_MSG_W_POSTCOPY)
+		limit += c->discard_ns;
 	/* Requested pages are not answered: the deadline stays the pending
 	 * request's. */
 	if (frame->type != TERN_MSG_W_URGENT)

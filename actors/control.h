@@ -19,6 +19,7 @@ struct tern_ctl {
 	bool alive;           /* connection 0 has not exited */
 	uint64_t timeout_ns;  /* the I/O timeout */
 	uint64_t digest_ns;   /* extra time a W_DIGEST answer may take */
+	uint64_t discard_ns;  /* extra time a W_POSTCOPY round's answer may take */
 	uint64_t deadline_ns; /* a request awaits its W_RESULT (0: none) */
 };
 

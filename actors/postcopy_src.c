@@ -97,6 +97,9 @@ co_pc_round(struct tern_actor *self, struct co_state *s, uint32_t id, bool last)
 	}
 	s->pc_fresh = fresh;
 	s->pc_rounds++;
+	/* The destination punches a hole per run of new pages before it
+	 * answers (~50 us a page here): time it may take on a slow host. */
+	s->ctl.discard_ns = fresh * 500000ull;
 	int rc = co_pc_send_stale(self, s, set, last);
 	if (co_give(self, s, id) != 0 && rc == 0)
 		co_abort(self, s, TERN_EACTOR, "dirty-log actor gone");

@@ -445,8 +445,13 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 	if (m->type == TERN_MSG_CTL_IN || m->type == TERN_MSG_PAGES_IN)
 		s->last_heard_ns = tern_now_ns();
 	switch (m->type) {
-	case TERN_MSG_CTL_IN:
-		return rc_ctl(self, s, m);
+	case TERN_MSG_CTL_IN: {
+		int rc = rc_ctl(self, s, m);
+		/* Time spent on a request (a postcopy discard, a state load) is
+		 * not the source's silence. */
+		s->last_heard_ns = tern_now_ns();
+		return rc;
+	}
 	case TERN_MSG_PAGES_IN:
 		s->a->stats->payload_bytes += m->u.pages_in.bytes;
 		s->a->stats->pages_sent += m->u.pages_in.bytes / TERN_PAGE_SIZE;

@@ -206,6 +206,7 @@ pv_ring_harvest(struct tern_guest *g, struct tern_bitmap *bm, uint64_t *pages)
 static int
 pv_dirty_stop(struct tern_guest *g)
 {
+	g->dirty_tracking = false;
 	int rc = pv_ops(g)->dirty_stop(pv_guest(g));
 	return rc == 0 ? 0 : pv_failed(g, "dirty_stop", rc);
 }
@@ -229,10 +230,14 @@ static const struct tern_dirty_mode pv_ring_mode = {
 
 static const struct tern_dirty_mode *const pv_modes[] = {&pv_bitmap_mode, &pv_ring_mode, NULL};
 
+/* dirty_tracking as for a built-in guest: harvests are cut into slices
+ * only while it is set (tern_guest_dirty_harvest_slice). */
 static int
 pv_dirty_start(struct tern_guest *g)
 {
-	return g->dirty_mode->start(g);
+	int rc = g->dirty_mode->start(g);
+	g->dirty_tracking = rc == 0;
+	return rc;
 }
 
 static int

@@ -594,9 +594,12 @@ Test(control, migrate_start_postcopy_switches_a_running_migration)
 	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "downtime-limit", 5)));
 	start_capped(&p.qa, &p.qb, 8ll << 20);
 	json_decref(qmp_ok(&p.qa, "migrate-start-postcopy", NULL));
-	cr_assert_str_eq(wait_status(&p.qa, "completed failed cancelled"), "completed");
-	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-active");
+	const char *st = wait_status(&p.qa, "completed failed cancelled");
 	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
+	cr_assert_str_eq(st, "completed", "%s: %s\nsource log:\n%s\ndestination log:\n%s", st,
+	                 json_string_value(json_object_get(info, "error-desc")), p.a.p.errbuf,
+	                 p.b.p.errbuf);
+	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-active");
 	json_t *t = json_object_get(info, "tern");
 	cr_assert(json_is_true(json_object_get(t, "postcopy")), "no postcopy in the summary");
 	json_decref(info);
