@@ -1,9 +1,11 @@
 /*
  * `dirtylog`: the dirty log in process (libtern, no migration).  Per guest
- * size: DIRTY_TAKE request-to-reply latency through the DirtyLogActor
- * against synchronous harvests at the same interval and at the actor's
- * period; then bitmap (sparse, populated) against ring harvests of a fixed
- * dirty set.
+ * size, sparse (only the working set populated) and populated (every page):
+ * DIRTY_TAKE request-to-reply latency through the DirtyLogActor against
+ * synchronous harvests at the same interval and at the actor's period; then
+ * bitmap (sparse, populated) against ring harvests of a fixed dirty set.
+ * Populated memory is the case a TAKE must not wait on: the bitmap mode's
+ * background harvest then walks every page of the guest.
  */
 #include <errno.h>
 #include <math.h>
@@ -35,6 +37,9 @@ bench_guest(const char *spec, struct tern_guest **g, char *why, size_t len)
 
 struct dl_size {
 	char why[256];
+	const char *spec;
+	int populated;      /* every page of the guest populated before */
+	double populate_ms; /* how long populating took (in no other figure) */
 	double *take, *take_harvest, *sync, *period; /* seconds */
 	double take_pages, sync_pages, period_pages; /* medians */
 	int ntake, nsync, nperiod;
@@ -50,7 +55,8 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 	struct tern_runtime *rt = NULL;
 	struct tern_mailbox *mb = NULL;
 	struct tern_actor *act = NULL;
-	struct tern_bitmap bm = {0}, *held[2] = {NULL, NULL};
+	struct tern_bitmap bm = {0};
+	uint32_t held[2] = {0, 0}; /* set ids held, as the coordinator holds them */
 	double pg[1024];
 	int rc, n = x->takes;
 
@@ -70,13 +76,17 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 		goto out;
 	/* The working set populated first (it sits at the start of memory,
 	 * after the vCPUs' control pages): first touches of fresh pages cost
-	 * ~10 us each here and are the guest's cost, not the dirty log's. */
+	 * ~10 us each here and are the guest's cost, not the dirty log's.
+	 * Populated: every page, as a guest that has used all its memory. */
 	uint64_t ws = g->cfg.ws_size + (4u << 20);
-	if ((rc = tern_guest_populate(g, 0, ws < g->regions[0].size ? ws : g->regions[0].size)) !=
-	    0) {
+	if (d->populated || ws > g->regions[0].size)
+		ws = g->regions[0].size;
+	double tp = bench_now();
+	if ((rc = tern_guest_populate(g, 0, ws)) != 0) {
 		snprintf(d->why, sizeof(d->why), "populate: %s", tern_strerror(rc));
 		goto out;
 	}
+	d->populate_ms = (bench_now() - tp) * 1e3;
 	bench_sleep_ms(500);
 	if ((rc = tern_runtime_create(&rt, NULL)) != 0 ||
 	    (rc = tern_mailbox_open(rt, "bench", &mb)) != 0)
@@ -93,9 +103,9 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 		struct tern_msg m, r;
 		/* Realistic intervals: not in step with the actor's period. */
 		bench_sleep_ms(x->interval_ms * (0.5 + (double)(i % 7) / 6));
-		if (held[1] != NULL) {
+		if (held[1] != 0) {
 			tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
-			m.u.dirty_give.set = (uint64_t)(uintptr_t)held[1];
+			m.u.dirty_give.set = held[1];
 			if ((rc = tern_send(rt, tern_mailbox_id(mb), id, &m)) != 0)
 				goto out;
 		}
@@ -110,7 +120,7 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 			snprintf(d->why, sizeof(d->why), "DIRTY_TAKE: %s", tern_strerror(rc));
 			goto out;
 		}
-		held[0] = (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
+		held[0] = r.u.dirty_set.set;
 		d->take_harvest[i] = (double)r.u.dirty_set.harvest_ns / 1e9;
 		pg[i % 1024] = (double)r.u.dirty_set.pages;
 		d->ntake++;
@@ -221,10 +231,12 @@ out:
 }
 
 static void
-bench_dl_size_json(json_t *cp, const char *spec, struct dl_size *d)
+bench_dl_size_json(json_t *cp, struct dl_size *d)
 {
 	json_t *o = bench_push_obj(cp);
-	bench_set_str(o, "guest", spec);
+	bench_set_str(o, "guest", d->spec);
+	bench_set_bool(o, "populated", d->populated);
+	bench_set_num(o, "populate_ms", d->populate_ms, 1);
 	if (d->why[0])
 		bench_set_str(o, "error", d->why);
 	bench_lat(o, "take", d->take, d->ntake);
@@ -266,9 +278,11 @@ bench_dl_fixed_json(json_t *sizes, const char *mem)
 int
 bench_dirtylog(const struct bench_cfg *x, json_t *report)
 {
-	struct dl_size d[8];
+	/* Per size, sparse then populated, one right after the other: a noisy
+	 * minute hits both kinds of the same size alike. */
+	struct dl_size d[16];
 	char mem[8][32], spec[8][192];
-	int rc = 0;
+	int rc = 0, nd = 0;
 
 	memset(d, 0, sizeof(d));
 	for (int k = 0; k < x->nsizes; k++) {
@@ -277,22 +291,29 @@ bench_dirtylog(const struct bench_cfg *x, json_t *report)
 		         "simvm:mem=%s,vcpus=2,fill=zero,workload=memtouch:ws=256M,rate=200M,"
 		         "pattern=random",
 		         mem[k]);
-		fprintf(stderr, "dirtylog: %s, %d TAKEs then %d x 2 harvests\n", spec[k], x->takes,
-		        x->takes);
-		if (bench_dl_size(x, spec[k], &d[k]) != 0) {
-			fprintf(stderr, "dirtylog: FAILED: %s\n", d[k].why);
-			rc = -1;
+		for (int p = 0; p < 2; p++) {
+			if (!(p ? x->dl_populated : x->dl_sparse))
+				continue;
+			struct dl_size *e = &d[nd++];
+			e->spec = spec[k];
+			e->populated = p;
+			fprintf(stderr, "dirtylog: %s (%s), %d TAKEs then %d x 2 harvests\n",
+			        spec[k], p ? "populated" : "sparse", x->takes, x->takes);
+			if (bench_dl_size(x, spec[k], e) != 0) {
+				fprintf(stderr, "dirtylog: FAILED: %s\n", e->why);
+				rc = -1;
+			}
 		}
 	}
 	bench_set_int(report, "period_ms", x->period_ms);
 	bench_set_int(report, "take_interval_ms", x->interval_ms);
 	json_t *cp = bench_set_arr(report, "critical_path");
-	for (int k = 0; k < x->nsizes; k++) {
-		bench_dl_size_json(cp, spec[k], &d[k]);
-		free(d[k].take);
-		free(d[k].take_harvest);
-		free(d[k].sync);
-		free(d[k].period);
+	for (int i = 0; i < nd; i++) {
+		bench_dl_size_json(cp, &d[i]);
+		free(d[i].take);
+		free(d[i].take_harvest);
+		free(d[i].sync);
+		free(d[i].period);
 	}
 	bench_set_num(report, "target_take_p99_ms", 1, 0);
 
