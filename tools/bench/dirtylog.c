@@ -40,8 +40,8 @@ struct dl_size {
 	const char *spec;
 	int populated;      /* every page of the guest populated before */
 	double populate_ms; /* how long populating took (in no other figure) */
-	double *take, *take_harvest, *sync, *period; /* seconds */
-	double take_pages, sync_pages, period_pages; /* medians */
+	double *take, *take_actor, *take_harvest, *sync, *period; /* seconds */
+	double take_pages, sync_pages, period_pages;              /* medians */
 	int ntake, nsync, nperiod;
 };
 
@@ -61,10 +61,12 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 	int rc, n = x->takes;
 
 	d->take = calloc((size_t)n, sizeof(double));
+	d->take_actor = calloc((size_t)n, sizeof(double));
 	d->take_harvest = calloc((size_t)n, sizeof(double));
 	d->sync = calloc((size_t)n, sizeof(double));
 	d->period = calloc((size_t)n, sizeof(double));
-	if (d->take == NULL || d->take_harvest == NULL || d->sync == NULL || d->period == NULL)
+	if (d->take == NULL || d->take_actor == NULL || d->take_harvest == NULL ||
+	    d->sync == NULL || d->period == NULL)
 		return -ENOMEM;
 	if ((rc = bench_guest(spec, &g, d->why, sizeof(d->why))) != 0)
 		return rc;
@@ -121,6 +123,9 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 			goto out;
 		}
 		held[0] = r.u.dirty_set.set;
+		/* Both stamps are CLOCK_MONOTONIC at send, in one process: the
+		 * actor's part, without the requester's own wake-up. */
+		d->take_actor[i] = (double)(r.time_ns - m.time_ns) / 1e9;
 		d->take_harvest[i] = (double)r.u.dirty_set.harvest_ns / 1e9;
 		pg[i % 1024] = (double)r.u.dirty_set.pages;
 		d->ntake++;
@@ -240,6 +245,7 @@ bench_dl_size_json(json_t *cp, struct dl_size *d)
 	if (d->why[0])
 		bench_set_str(o, "error", d->why);
 	bench_lat(o, "take", d->take, d->ntake);
+	bench_lat(o, "take_to_reply_sent", d->take_actor, d->ntake);
 	bench_lat(o, "take_inner_harvest", d->take_harvest, d->ntake);
 	bench_set_num(o, "take_pages_median", d->take_pages, 0);
 	bench_lat(o, "sync_harvest_same_interval", d->sync, d->nsync);
@@ -311,6 +317,7 @@ bench_dirtylog(const struct bench_cfg *x, json_t *report)
 	for (int i = 0; i < nd; i++) {
 		bench_dl_size_json(cp, &d[i]);
 		free(d[i].take);
+		free(d[i].take_actor);
 		free(d[i].take_harvest);
 		free(d[i].sync);
 		free(d[i].period);
