@@ -126,19 +126,19 @@ static int
 hv_slice(struct tern_harvester *h, bool *done)
 {
 	struct tern_guest *g = h->guest;
-	/* A mode without slices harvests the whole guest whatever the
-	 * cursor says: merge all of it then. */
-	bool sliced = g->dirty_mode != NULL && g->dirty_mode->harvest_range != NULL;
 	uint64_t pages = 0;
 	int rc;
 
 	(void)pthread_mutex_lock(&h->guest_mu);
-	uint64_t first = sliced && h->cursor < g->npages ? h->cursor : 0;
+	/* A harvest that is not cut into slices (a mode without them) covers
+	 * the whole guest and leaves the cursor at 0, so first is 0 for it
+	 * and the merge below covers everything it may have set. */
+	uint64_t first = h->cursor;
 	if ((rc = tern_guest_fault_hit("harvest", h->trace)) == 0)
 		rc = tern_guest_dirty_harvest_slice(g, &h->scratch, &h->cursor, h->slice_pages,
 		                                    &pages, done);
 	if (rc == 0)
-		hv_merge(h, first, sliced && !*done ? h->cursor : g->npages);
+		hv_merge(h, first, *done ? g->npages : h->cursor);
 	else
 		snprintf(h->why, sizeof(h->why), "%s", g->why[0] ? g->why : tern_strerror(rc));
 	(void)pthread_mutex_unlock(&h->guest_mu);

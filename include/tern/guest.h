@@ -17,8 +17,9 @@
  *   struct tern_guest_provider p = { .ops = &my_ops, .guest = my_vm };
  *
  * Threads.  libtern calls the slots from its own threads: regions from the
- * thread that starts the migration, dirty_* from its dirty-log thread (never
- * two dirty_* calls at once), pause and resume from the coordinator and, with
+ * thread that starts the migration, dirty_* from its dirty-log threads (the
+ * dirty-log actor and the harvest thread it owns; never two dirty_* calls at
+ * once, and each call ends before the next begins), pause and resume from the coordinator and, with
  * auto-converge, from the throttle thread (so pause and resume MUST be safe
  * from any thread, and idempotent), state_* from the coordinator (source) or
  * the receiver (destination).  Slots may block for as long as their work
