@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -49,6 +50,23 @@ hv_mutex_init(pthread_mutex_t *m)
 		rc = pthread_mutex_init(m, NULL);
 	(void)pthread_mutexattr_destroy(&a);
 	return -rc;
+}
+
+/* As uv_mutex_lock and uv_mutex_unlock do: a failure here is a broken
+ * invariant (a lock not held, or destroyed), not a condition to recover
+ * from. */
+static void
+hv_lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_lock(m) != 0)
+		abort();
+}
+
+static void
+hv_unlock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_unlock(m) != 0)
+		abort();
 }
 
 int
@@ -108,7 +126,7 @@ hv_merge(struct tern_harvester *h, uint64_t lo, uint64_t hi)
 
 	while (w < end) {
 		uint64_t stop = end - w > HV_MERGE_WORDS ? w + HV_MERGE_WORDS : end;
-		(void)pthread_mutex_lock(&h->set_mu);
+		hv_lock(&h->set_mu);
 		uint64_t *dst = h->acc->words;
 		for (; w < stop; w++) {
 			if (src[w] != 0) {
@@ -116,7 +134,7 @@ hv_merge(struct tern_harvester *h, uint64_t lo, uint64_t hi)
 				src[w] = 0;
 			}
 		}
-		(void)pthread_mutex_unlock(&h->set_mu);
+		hv_unlock(&h->set_mu);
 	}
 }
 
@@ -129,7 +147,7 @@ hv_slice(struct tern_harvester *h, bool *done)
 	uint64_t pages = 0;
 	int rc;
 
-	(void)pthread_mutex_lock(&h->guest_mu);
+	hv_lock(&h->guest_mu);
 	/* A harvest that is not cut into slices (a mode without them) covers
 	 * the whole guest and leaves the cursor at 0, so first is 0 for it
 	 * and the merge below covers everything it may have set. */
@@ -141,11 +159,11 @@ hv_slice(struct tern_harvester *h, bool *done)
 		hv_merge(h, first, *done ? g->npages : h->cursor);
 	else
 		snprintf(h->why, sizeof(h->why), "%s", g->why[0] ? g->why : tern_strerror(rc));
-	(void)pthread_mutex_unlock(&h->guest_mu);
+	hv_unlock(&h->guest_mu);
 	if (rc == 0) {
-		(void)pthread_mutex_lock(&h->set_mu);
+		hv_lock(&h->set_mu);
 		hv_sample_add(h, tern_now_ns(), pages);
-		(void)pthread_mutex_unlock(&h->set_mu);
+		hv_unlock(&h->set_mu);
 	}
 	return rc;
 }
@@ -236,10 +254,10 @@ tern_harvester_error(struct tern_harvester *h, char *why, size_t whylen)
 struct tern_bitmap *
 tern_harvester_swap(struct tern_harvester *h, struct tern_bitmap *fresh)
 {
-	(void)pthread_mutex_lock(&h->set_mu);
+	hv_lock(&h->set_mu);
 	struct tern_bitmap *taken = h->acc;
 	h->acc = fresh;
-	(void)pthread_mutex_unlock(&h->set_mu);
+	hv_unlock(&h->set_mu);
 	return taken;
 }
 
@@ -256,7 +274,7 @@ tern_harvester_final(struct tern_harvester *h, struct tern_bitmap *fresh,
 	uv_mutex_lock(&h->wait_mu);
 	h->final_waiting = true;
 	uv_mutex_unlock(&h->wait_mu);
-	(void)pthread_mutex_lock(&h->guest_mu);
+	hv_lock(&h->guest_mu);
 	uint64_t t0 = tern_now_ns();
 	/* Straight into the accumulating set: with guest_mu held the thread
 	 * merges nothing, and only the owner swaps. */
@@ -264,16 +282,16 @@ tern_harvester_final(struct tern_harvester *h, struct tern_bitmap *fresh,
 		rc = g->ops->dirty_harvest(g, h->acc, &pages);
 	uint64_t t1 = tern_now_ns();
 	if (rc == 0) {
-		(void)pthread_mutex_lock(&h->set_mu);
+		hv_lock(&h->set_mu);
 		hv_sample_add(h, t1, pages);
 		*taken = h->acc;
 		h->acc = fresh;
-		(void)pthread_mutex_unlock(&h->set_mu);
+		hv_unlock(&h->set_mu);
 		*harvest_ns = t1 - t0;
 	} else {
 		snprintf(why, whylen, "%s", g->why[0] ? g->why : tern_strerror(rc));
 	}
-	(void)pthread_mutex_unlock(&h->guest_mu);
+	hv_unlock(&h->guest_mu);
 	uv_mutex_lock(&h->wait_mu);
 	h->final_waiting = false;
 	uv_cond_signal(&h->wake);
@@ -288,7 +306,7 @@ tern_harvester_rate_pps(struct tern_harvester *h, uint64_t now)
 {
 	uint64_t pages = 0, oldest = now;
 
-	(void)pthread_mutex_lock(&h->set_mu);
+	hv_lock(&h->set_mu);
 	for (uint32_t i = 0; i < h->count; i++) {
 		const struct tern_harvest_sample *x =
 		    &h->samples[(h->head + TERN_HARVEST_SAMPLES - 1 - i) % TERN_HARVEST_SAMPLES];
@@ -299,7 +317,7 @@ tern_harvester_rate_pps(struct tern_harvester *h, uint64_t now)
 		pages += x->pages;
 		oldest = x->t_ns;
 	}
-	(void)pthread_mutex_unlock(&h->set_mu);
+	hv_unlock(&h->set_mu);
 	/* The oldest sample's pages were written during the period before it. */
 	uint64_t span = now - oldest + h->period_ns;
 	return span ? (uint64_t)((double)pages * 1e9 / (double)span) : 0;

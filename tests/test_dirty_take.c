@@ -340,6 +340,15 @@ write_page(struct rig *r, uint64_t p, uint64_t stamp, struct tern_bitmap *w)
 		tern_bitmap_set(w, p);
 }
 
+/* spread: the next of a sequence of pages scattered over the guest above
+ * its control pages (a multiplicative hash of the previous). */
+static uint64_t
+spread(uint64_t *x)
+{
+	*x = CTL_PAGES + (*x * 2654435761u + 7) % (GUEST_PAGES - CTL_PAGES);
+	return *x;
+}
+
 /* expect_covered: every page of w is in got. */
 static void
 expect_covered(const struct tern_bitmap *w, const struct tern_bitmap *got, const char *what)
@@ -359,20 +368,18 @@ Test(dirty_take, take_never_waits_for_a_harvest_and_loses_nothing, .timeout = 12
 	struct rig r;
 	struct tern_bitmap written, got;
 	const int rounds = 16;
-	uint64_t next = CTL_PAGES;
+	uint64_t x = 1;
 
 	rig_start(&r, "simvm:mem=64M,vcpus=1,workload=idle", 0);
 	cr_assert_eq(tern_bitmap_init(&written, r.g->npages), 0);
 	cr_assert_eq(tern_bitmap_init(&got, r.g->npages), 0);
 	for (int it = 0; it < rounds; it++) {
 		/* Pages spread over the guest, before and during the hold. */
-		for (int k = 0; k < 40;
-		     k++, next = CTL_PAGES + (next * 2654435761u) % (GUEST_PAGES - CTL_PAGES))
-			write_page(&r, next, (uint64_t)it << 32 | (uint64_t)k | 1, &written);
+		for (int k = 0; k < 40; k++)
+			write_page(&r, spread(&x), (uint64_t)it << 32 | (uint64_t)k | 1, &written);
 		gate_hold_next(r.gate);
-		for (int k = 0; k < 40;
-		     k++, next = CTL_PAGES + (next * 2654435761u + 7) % (GUEST_PAGES - CTL_PAGES))
-			write_page(&r, next, (uint64_t)it << 32 | (uint64_t)k | 3, &written);
+		for (int k = 0; k < 40; k++)
+			write_page(&r, spread(&x), (uint64_t)it << 32 | (uint64_t)k | 3, &written);
 		/* Several TAKEs, every one while the harvest is held. */
 		for (int k = 0; k < 1 + it % 3; k++)
 			(void)rig_take(&r, false, &got);
