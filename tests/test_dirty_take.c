@@ -189,6 +189,10 @@ gate_new(const char *spec, struct tern_guest **g)
 	t->ops.resume = gate_resume;
 	t->ops.state_save = gate_save;
 	t->ops.state_load = gate_load;
+	/* Optional slots this wrapper does not forward (they would get the
+	 * gate as their guest): absent, as for an older VMM. */
+	t->ops.dirty_ring_full = NULL;
+	t->ops.state_size = NULL;
 	struct tern_guest_provider p = {.ops = &t->ops, .guest = t};
 	rv = tern_guest_from_provider(g, &p, TERN_GUEST_SOURCE, err, sizeof(err));
 	cr_assert_eq(rv, 0, "provider: %s", err);
@@ -262,7 +266,7 @@ rig_start(struct rig *r, const char *spec, uint64_t prefill)
 	memset(r, 0, sizeof(*r));
 	r->gate = gate_new(spec, &r->g);
 	if (prefill != 0)
-		memset(r->g->region.host + prefill * PG, 0, (r->g->npages - prefill) * PG);
+		memset(r->g->regions[0].host + prefill * PG, 0, (r->g->npages - prefill) * PG);
 	/* Harvests every millisecond, so that one is (nearly) always under
 	 * way; each is one provider call on a 64 MiB guest. */
 	r->a = (struct tern_dirty_log_args){.guest = r->g, .period_ms = 1};
@@ -335,7 +339,7 @@ rig_free(struct rig *r)
 static void
 write_page(struct rig *r, uint64_t p, uint64_t stamp, struct tern_bitmap *w)
 {
-	__atomic_store_n((uint64_t *)(r->g->region.host + p * PG), stamp, __ATOMIC_RELAXED);
+	__atomic_store_n((uint64_t *)(r->g->regions[0].host + p * PG), stamp, __ATOMIC_RELAXED);
 	if (w != NULL)
 		tern_bitmap_set(w, p);
 }

@@ -163,7 +163,7 @@ struct tern_guest_ops {
 
 	/* dirty_ring_full (TERN_DIRTY_RING): how many times since dirty_start
 	 * a vCPU found its dirty ring full and waited for a pop (KVM's
-	 * KVM_EXIT_DIRTY_RING_FULL exits).  Called from the dirty-log thread
+	 * KVM_EXIT_DIRTY_RING_FULL exits).  Called from a dirty-log thread
 	 * after pops; must not block.  Reported as the ring_full_stalls
 	 * counter: a ring too small for the guest's dirty rate. */
 	uint64_t (*dirty_ring_full)(void *guest);
