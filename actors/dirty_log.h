@@ -1,6 +1,7 @@
 /*
- * DirtyLogActor: harvests the guest's dirty log in the background and keeps
- * an accumulated dirty set, so that taking the set is a swap.
+ * DirtyLogActor: harvests the guest's dirty log in the background, on a
+ * thread it owns (actors/dirty_harvest.h), into an accumulated dirty set, so
+ * that taking the set is a swap that never waits for a harvest.
  *
  * The sets it swaps are its own and are lent by id, never by address: the
  * bitmaps live in the args (the caller allocates them for the guest's page
@@ -10,11 +11,13 @@
  * DIRTY_SET is not written by anyone until it comes back by DIRTY_GIVE.
  *
  * Messages: DIRTY_TAKE (request; replied with DIRTY_SET and the lent set's
- * id), DIRTY_GIVE (the set comes back, cleared here), DIRTY_STOP.  Tracking starts in init (in
- * args->mode, reported as a trace STATE "tracking (mode=...)") and stops in
- * stop.  In ring mode the trace counter "ring_full_stalls" counts the times
- * a vCPU stopped on a full ring (updated at every harvest that saw new
- * ones, and at every DIRTY_TAKE).
+ * id; harvest_ns is the harvest made inside this TAKE: the final one's, 0
+ * for the others), DIRTY_GIVE (the set comes back, cleared here),
+ * DIRTY_STOP.  Tracking starts in init (in args->mode, reported as a trace
+ * STATE "tracking (mode=...)") and the harvest thread right after it; stop
+ * joins the thread, then stops tracking.  In ring mode the trace counter
+ * "ring_full_stalls" counts the times a vCPU stopped on a full ring
+ * (updated every period when it moved, and at every DIRTY_TAKE).
  */
 #ifndef TERN_ACTORS_DIRTY_LOG_H
 #define TERN_ACTORS_DIRTY_LOG_H

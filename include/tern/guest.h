@@ -17,8 +17,9 @@
  *   struct tern_guest_provider p = { .ops = &my_ops, .guest = my_vm };
  *
  * Threads.  libtern calls the slots from its own threads: regions from the
- * thread that starts the migration, dirty_* from its dirty-log thread (never
- * two dirty_* calls at once), pause and resume from the coordinator and, with
+ * thread that starts the migration, dirty_* from its dirty-log threads (the
+ * dirty-log actor and the harvest thread it owns; never two dirty_* calls at
+ * once, and each call ends before the next begins), pause and resume from the coordinator and, with
  * auto-converge, from the throttle thread (so pause and resume MUST be safe
  * from any thread, and idempotent), state_* from the coordinator (source) or
  * the receiver (destination).  Slots may block for as long as their work
@@ -162,7 +163,7 @@ struct tern_guest_ops {
 
 	/* dirty_ring_full (TERN_DIRTY_RING): how many times since dirty_start
 	 * a vCPU found its dirty ring full and waited for a pop (KVM's
-	 * KVM_EXIT_DIRTY_RING_FULL exits).  Called from the dirty-log thread
+	 * KVM_EXIT_DIRTY_RING_FULL exits).  Called from a dirty-log thread
 	 * after pops; must not block.  Reported as the ring_full_stalls
 	 * counter: a ring too small for the guest's dirty rate. */
 	uint64_t (*dirty_ring_full)(void *guest);

@@ -64,6 +64,7 @@ struct bench_cfg {
 	uint64_t sizes[8];
 	int nsizes;
 	int takes, interval_ms, period_ms;
+	int dl_sparse, dl_populated; /* --memory: which guests (both by default) */
 	/* converge */
 	const char *max_bandwidth; /* tern send --max-bandwidth (NULL: 50M) */
 };

@@ -1,9 +1,11 @@
 /*
  * `dirtylog`: the dirty log in process (libtern, no migration).  Per guest
- * size: DIRTY_TAKE request-to-reply latency through the DirtyLogActor
- * against synchronous harvests at the same interval and at the actor's
- * period; then bitmap (sparse, populated) against ring harvests of a fixed
- * dirty set.
+ * size, sparse (only the working set populated) and populated (every page):
+ * DIRTY_TAKE request-to-reply latency through the DirtyLogActor against
+ * synchronous harvests at the same interval and at the actor's period; then
+ * bitmap (sparse, populated) against ring harvests of a fixed dirty set.
+ * Populated memory is the case a TAKE must not wait on: the bitmap mode's
+ * background harvest then walks every page of the guest.
  */
 #include <errno.h>
 #include <math.h>
@@ -33,12 +35,101 @@ bench_guest(const char *spec, struct tern_guest **g, char *why, size_t len)
 	return rc != 0 ? rc : tern_guest_create(g, &cfg, TERN_GUEST_SOURCE, why, len);
 }
 
+/* One series of TAKEs through a DirtyLogActor (seconds, per TAKE). */
+struct dl_takes {
+	double *lat;     /* request sent -> reply received */
+	double *actor;   /* request sent -> reply sent (the actor's part) */
+	double *harvest; /* DIRTY_SET's harvest_ns: the harvest inside the TAKE */
+	double *pages;
+	int n;
+};
+
 struct dl_size {
 	char why[256];
-	double *take, *take_harvest, *sync, *period; /* seconds */
+	struct dl_takes t, floor; /* with the actor harvesting; with no harvest */
+	const char *spec;
+	int populated;         /* every page of the guest populated before */
+	double populate_ms;    /* how long populating took (in no other figure) */
+	double *sync, *period; /* seconds */
 	double take_pages, sync_pages, period_pages; /* medians */
-	int ntake, nsync, nperiod;
+	int nsync, nperiod;
 };
+
+static int
+bench_dl_takes_alloc(struct dl_takes *t, int n)
+{
+	t->lat = calloc((size_t)n, sizeof(double));
+	t->actor = calloc((size_t)n, sizeof(double));
+	t->harvest = calloc((size_t)n, sizeof(double));
+	t->pages = calloc((size_t)n, sizeof(double));
+	return t->lat && t->actor && t->harvest && t->pages ? 0 : -ENOMEM;
+}
+
+static void
+bench_dl_takes_free(struct dl_takes *t)
+{
+	free(t->lat);
+	free(t->actor);
+	free(t->harvest);
+	free(t->pages);
+}
+
+/* --takes DIRTY_TAKEs through a DirtyLogActor harvesting every period_ms,
+ * spawned for them, holding at most two sets as the coordinator does. */
+static int
+bench_dl_takes(const struct bench_cfg *x, struct tern_runtime *rt, struct tern_mailbox *mb,
+               struct tern_dirty_log_args *a, uint32_t period_ms, struct dl_takes *t, char *why,
+               size_t whylen)
+{
+	struct tern_actor *act = NULL;
+	struct tern_exit ex;
+	uint32_t held[2] = {0, 0}; /* set ids held, as the coordinator holds them */
+	int rc;
+
+	a->period_ms = period_ms;
+	if ((rc = tern_spawn(rt, &tern_dirty_log_actor, a, tern_mailbox_id(mb), &act, &ex)) != 0) {
+		snprintf(why, whylen, "spawn dirty-log: %.200s", ex.why);
+		return rc;
+	}
+	uint32_t id = tern_actor_id(act);
+	for (int i = 0; i < x->takes; i++) {
+		struct tern_msg m, r;
+		/* Realistic intervals: not in step with the actor's period. */
+		bench_sleep_ms(x->interval_ms * (0.5 + (double)(i % 7) / 6));
+		if (held[1] != 0) {
+			tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
+			m.u.dirty_give.set = held[1];
+			if ((rc = tern_send(rt, tern_mailbox_id(mb), id, &m)) != 0)
+				break;
+		}
+		held[1] = held[0];
+		tern_msg_init(&m, TERN_MSG_DIRTY_TAKE);
+		double t0 = bench_now();
+		rc = tern_mailbox_request(mb, id, &m, &r, 5000);
+		t->lat[i] = bench_now() - t0;
+		if (rc == 0 && r.type != TERN_MSG_DIRTY_SET)
+			rc = -EPROTO;
+		if (rc != 0) {
+			snprintf(why, whylen, "DIRTY_TAKE: %s", tern_strerror(rc));
+			break;
+		}
+		held[0] = r.u.dirty_set.set;
+		/* Both stamps are CLOCK_MONOTONIC at send, in one process: the
+		 * actor's part, without the requester's own wake-up. */
+		t->actor[i] = (double)(r.time_ns - m.time_ns) / 1e9;
+		t->harvest[i] = (double)r.u.dirty_set.harvest_ns / 1e9;
+		t->pages[i] = (double)r.u.dirty_set.pages;
+		t->n++;
+	}
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_DIRTY_STOP);
+	(void)tern_send(rt, tern_mailbox_id(mb), id, &m); /* a failed send: killed below */
+	if (tern_actor_join(act, 5000, &ex) != 0) {
+		tern_actor_kill(act);
+		(void)tern_actor_join(act, -1, NULL);
+	}
+	return rc;
+}
 
 /* TAKE latency through the DirtyLogActor, then a synchronous harvest of the
  * same guest at the same interval, then at the actor's period. */
@@ -49,16 +140,14 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 	struct tern_dirty_log_args a = {.period_ms = (uint32_t)x->period_ms};
 	struct tern_runtime *rt = NULL;
 	struct tern_mailbox *mb = NULL;
-	struct tern_actor *act = NULL;
-	struct tern_bitmap bm = {0}, *held[2] = {NULL, NULL};
-	double pg[1024];
+	struct tern_bitmap bm = {0};
+	double pg[64];
 	int rc, n = x->takes;
 
-	d->take = calloc((size_t)n, sizeof(double));
-	d->take_harvest = calloc((size_t)n, sizeof(double));
 	d->sync = calloc((size_t)n, sizeof(double));
 	d->period = calloc((size_t)n, sizeof(double));
-	if (d->take == NULL || d->take_harvest == NULL || d->sync == NULL || d->period == NULL)
+	if (d->sync == NULL || d->period == NULL || bench_dl_takes_alloc(&d->t, n) != 0 ||
+	    bench_dl_takes_alloc(&d->floor, n) != 0)
 		return -ENOMEM;
 	if ((rc = bench_guest(spec, &g, d->why, sizeof(d->why))) != 0)
 		return rc;
@@ -70,60 +159,33 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 		goto out;
 	/* The working set populated first (it sits at the start of memory,
 	 * after the vCPUs' control pages): first touches of fresh pages cost
-	 * ~10 us each here and are the guest's cost, not the dirty log's. */
+	 * ~10 us each here and are the guest's cost, not the dirty log's.
+	 * Populated: every page, as a guest that has used all its memory. */
 	uint64_t ws = g->cfg.ws_size + (4u << 20);
-	if ((rc = tern_guest_populate(g, 0, ws < g->regions[0].size ? ws : g->regions[0].size)) !=
-	    0) {
+	if (d->populated || ws > g->regions[0].size)
+		ws = g->regions[0].size;
+	double tp = bench_now();
+	if ((rc = tern_guest_populate(g, 0, ws)) != 0) {
 		snprintf(d->why, sizeof(d->why), "populate: %s", tern_strerror(rc));
 		goto out;
 	}
+	d->populate_ms = (bench_now() - tp) * 1e3;
 	bench_sleep_ms(500);
 	if ((rc = tern_runtime_create(&rt, NULL)) != 0 ||
 	    (rc = tern_mailbox_open(rt, "bench", &mb)) != 0)
 		goto out;
-	struct tern_exit why;
-	if ((rc = tern_spawn(rt, &tern_dirty_log_actor, &a, tern_mailbox_id(mb), &act, &why)) !=
-	    0) {
-		snprintf(d->why, sizeof(d->why), "spawn dirty-log: %.200s", why.why);
-		act = NULL;
+	if ((rc = bench_dl_takes(x, rt, mb, &a, (uint32_t)x->period_ms, &d->t, d->why,
+	                         sizeof(d->why))) != 0)
 		goto out;
-	}
-	uint32_t id = tern_actor_id(act);
-	for (int i = 0; i < n; i++) {
-		struct tern_msg m, r;
-		/* Realistic intervals: not in step with the actor's period. */
-		bench_sleep_ms(x->interval_ms * (0.5 + (double)(i % 7) / 6));
-		if (held[1] != NULL) {
-			tern_msg_init(&m, TERN_MSG_DIRTY_GIVE);
-			m.u.dirty_give.set = (uint64_t)(uintptr_t)held[1];
-			if ((rc = tern_send(rt, tern_mailbox_id(mb), id, &m)) != 0)
-				goto out;
-		}
-		held[1] = held[0];
-		tern_msg_init(&m, TERN_MSG_DIRTY_TAKE);
-		double t0 = bench_now();
-		rc = tern_mailbox_request(mb, id, &m, &r, 5000);
-		d->take[i] = bench_now() - t0;
-		if (rc == 0 && r.type != TERN_MSG_DIRTY_SET)
-			rc = -EPROTO;
-		if (rc != 0) {
-			snprintf(d->why, sizeof(d->why), "DIRTY_TAKE: %s", tern_strerror(rc));
-			goto out;
-		}
-		held[0] = (struct tern_bitmap *)(uintptr_t)r.u.dirty_set.set;
-		d->take_harvest[i] = (double)r.u.dirty_set.harvest_ns / 1e9;
-		pg[i % 1024] = (double)r.u.dirty_set.pages;
-		d->ntake++;
-	}
-	d->take_pages = bench_median(pg, d->ntake < 64 ? d->ntake : 64);
-	{
-		struct tern_msg m;
-		tern_msg_init(&m, TERN_MSG_DIRTY_STOP);
-		tern_send(rt, tern_mailbox_id(mb), id, &m);
-		struct tern_exit ex;
-		if (tern_actor_join(act, 5000, &ex) == 0)
-			act = NULL;
-	}
+	d->take_pages = bench_median(d->t.pages, d->t.n < 64 ? d->t.n : 64);
+	/* The control: the same TAKEs while no harvest runs (the first one
+	 * would come after an hour), so what is left is the mailbox round
+	 * trip and the scheduler on this machine, not the dirty log. */
+	for (int k = 0; k < TERN_DIRTY_MAPS; k++)
+		tern_bitmap_clear_all(&a.maps[k]);
+	if ((rc = bench_dl_takes(x, rt, mb, &a, 3600u * 1000u, &d->floor, d->why,
+	                         sizeof(d->why))) != 0)
+		goto out;
 	/* The synchronous alternative: the caller harvests the whole log itself. */
 	if ((rc = g->ops->dirty_start(g)) != 0) {
 		snprintf(d->why, sizeof(d->why), "dirty_start: %s", g->why);
@@ -152,10 +214,6 @@ bench_dl_size(const struct bench_cfg *x, const char *spec, struct dl_size *d)
 	}
 	g->ops->dirty_stop(g);
 out:
-	if (act != NULL) {
-		tern_actor_kill(act);
-		tern_actor_join(act, 5000, NULL);
-	}
 	if (mb != NULL)
 		tern_mailbox_close(mb);
 	if (rt != NULL)
@@ -221,14 +279,19 @@ out:
 }
 
 static void
-bench_dl_size_json(json_t *cp, const char *spec, struct dl_size *d)
+bench_dl_size_json(json_t *cp, struct dl_size *d)
 {
 	json_t *o = bench_push_obj(cp);
-	bench_set_str(o, "guest", spec);
+	bench_set_str(o, "guest", d->spec);
+	bench_set_bool(o, "populated", d->populated);
+	bench_set_num(o, "populate_ms", d->populate_ms, 1);
 	if (d->why[0])
 		bench_set_str(o, "error", d->why);
-	bench_lat(o, "take", d->take, d->ntake);
-	bench_lat(o, "take_inner_harvest", d->take_harvest, d->ntake);
+	bench_lat(o, "take", d->t.lat, d->t.n);
+	bench_lat(o, "take_to_reply_sent", d->t.actor, d->t.n);
+	bench_lat(o, "take_inner_harvest", d->t.harvest, d->t.n);
+	bench_lat(o, "take_without_harvests", d->floor.lat, d->floor.n);
+	bench_lat(o, "take_without_harvests_to_reply_sent", d->floor.actor, d->floor.n);
 	bench_set_num(o, "take_pages_median", d->take_pages, 0);
 	bench_lat(o, "sync_harvest_same_interval", d->sync, d->nsync);
 	bench_set_num(o, "sync_pages_median", d->sync_pages, 0);
@@ -266,9 +329,11 @@ bench_dl_fixed_json(json_t *sizes, const char *mem)
 int
 bench_dirtylog(const struct bench_cfg *x, json_t *report)
 {
-	struct dl_size d[8];
+	/* Per size, sparse then populated, one right after the other: a noisy
+	 * minute hits both kinds of the same size alike. */
+	struct dl_size d[16];
 	char mem[8][32], spec[8][192];
-	int rc = 0;
+	int rc = 0, nd = 0;
 
 	memset(d, 0, sizeof(d));
 	for (int k = 0; k < x->nsizes; k++) {
@@ -277,22 +342,29 @@ bench_dirtylog(const struct bench_cfg *x, json_t *report)
 		         "simvm:mem=%s,vcpus=2,fill=zero,workload=memtouch:ws=256M,rate=200M,"
 		         "pattern=random",
 		         mem[k]);
-		fprintf(stderr, "dirtylog: %s, %d TAKEs then %d x 2 harvests\n", spec[k], x->takes,
-		        x->takes);
-		if (bench_dl_size(x, spec[k], &d[k]) != 0) {
-			fprintf(stderr, "dirtylog: FAILED: %s\n", d[k].why);
-			rc = -1;
+		for (int p = 0; p < 2; p++) {
+			if (!(p ? x->dl_populated : x->dl_sparse))
+				continue;
+			struct dl_size *e = &d[nd++];
+			e->spec = spec[k];
+			e->populated = p;
+			fprintf(stderr, "dirtylog: %s (%s), %d TAKEs then %d x 2 harvests\n",
+			        spec[k], p ? "populated" : "sparse", x->takes, x->takes);
+			if (bench_dl_size(x, spec[k], e) != 0) {
+				fprintf(stderr, "dirtylog: FAILED: %s\n", e->why);
+				rc = -1;
+			}
 		}
 	}
 	bench_set_int(report, "period_ms", x->period_ms);
 	bench_set_int(report, "take_interval_ms", x->interval_ms);
 	json_t *cp = bench_set_arr(report, "critical_path");
-	for (int k = 0; k < x->nsizes; k++) {
-		bench_dl_size_json(cp, spec[k], &d[k]);
-		free(d[k].take);
-		free(d[k].take_harvest);
-		free(d[k].sync);
-		free(d[k].period);
+	for (int i = 0; i < nd; i++) {
+		bench_dl_size_json(cp, &d[i]);
+		bench_dl_takes_free(&d[i].t);
+		bench_dl_takes_free(&d[i].floor);
+		free(d[i].sync);
+		free(d[i].period);
 	}
 	bench_set_num(report, "target_take_p99_ms", 1, 0);
 

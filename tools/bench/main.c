@@ -54,6 +54,7 @@
 	XX(TAKES, "takes", required_argument)                                                      \
 	XX(INTERVAL, "interval-ms", required_argument)                                             \
 	XX(PERIOD, "period-ms", required_argument)                                                 \
+	XX(MEMORY, "memory", required_argument)                                                    \
 	XX(MAXBW, "max-bandwidth", required_argument)                                              \
 	XX(HELP, "help", no_argument)
 
@@ -80,7 +81,7 @@ static const struct option bench_long_opts[] = {
 #define OPTS_ASPECT                                                                                \
 	(O(SIZE) | O(STREAMS) | O(CHUNKS) | O(RUNS) | O(IPERF) | O(TERN) | O(TIMEOUT) |            \
 	 O(NO_DELAY) | O(MODES) | O(SPARSE_MEM) | O(SPARSE_DATA) | O(SIZES) | O(TAKES) |           \
-	 O(INTERVAL) | O(PERIOD) | O(MAXBW))
+	 O(INTERVAL) | O(PERIOD) | O(MAXBW) | O(MEMORY))
 
 static void bench_usage(FILE *f);
 static void bench_aspect_usage(FILE *f);
@@ -211,7 +212,7 @@ bench_aspect_usage(FILE *f)
 	    "       tern-bench zero     [--size 1G] [--modes detect,skip-unpopulated,off]\n"
 	    "                           [--sparse-mem 1T] [--sparse-data 1G] [--runs 3]\n"
 	    "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
-	    "                           [--period-ms 30]\n"
+	    "                           [--period-ms 30] [--memory sparse,populated]\n"
 	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
 	    "       tern-bench tls      [--size 1G] [--streams 1,4] [--runs 4]\n"
 	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
@@ -233,7 +234,10 @@ bench_aspect_usage(FILE *f)
 	    "dirtylog  in process: per guest size (fill=zero, memtouch ws=256M,\n"
 	    "          rate=200M, 2 vCPUs): DIRTY_TAKE request-to-reply latency through the\n"
 	    "          DirtyLogActor (harvesting every --period-ms) at about --interval-ms,\n"
-	    "          against synchronous harvests at the same interval and at the period;\n"
+	    "          against the same TAKEs with no harvest running (the control) and\n"
+	    "          synchronous harvests at the same interval and at the period, each\n"
+	    "          --memory way: only the working set populated (sparse) or every page\n"
+	    "          of the guest (populated);\n"
 	    "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
 	    "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
 	    "          with --trace on both sides, runs alternating.\n"
@@ -287,6 +291,7 @@ bench_defaults(struct bench_cfg *x, const char *cmd, int small)
 	x->takes = small ? 50 : 100;
 	x->interval_ms = 50;
 	x->period_ms = 30;
+	x->dl_sparse = x->dl_populated = 1;
 	if (strcmp(cmd, "trace") == 0)
 		x->size = 1ull << 30;
 	if (strcmp(cmd, "converge") == 0)
@@ -303,6 +308,24 @@ bench_int(const char *s, long lo, long hi, int *out)
 		return -EINVAL;
 	*out = (int)v;
 	return 0;
+}
+
+/* --memory: "sparse", "populated" or both, comma-separated. */
+static int
+bench_memory_list(const char *s, struct bench_cfg *x)
+{
+	x->dl_sparse = x->dl_populated = 0;
+	while (*s != '\0') {
+		size_t n = strcspn(s, ",");
+		if (n == 6 && strncmp(s, "sparse", n) == 0)
+			x->dl_sparse = 1;
+		else if (n == 9 && strncmp(s, "populated", n) == 0)
+			x->dl_populated = 1;
+		else
+			return -EINVAL;
+		s += n + (s[n] == ',');
+	}
+	return x->dl_sparse || x->dl_populated ? 0 : -EINVAL;
 }
 
 static int
@@ -407,6 +430,10 @@ bench_opt_aspect(int opt, const char *arg, struct bench_cfg *x)
 	case OPT_PERIOD:
 		if (bench_int(arg, 1, 10000, &x->period_ms) != 0)
 			return bench_bad_usage("bad --period-ms '%s': 1..10000", arg);
+		return 0;
+	case OPT_MEMORY:
+		if (bench_memory_list(arg, x) != 0)
+			return bench_bad_usage("bad --memory '%s': sparse, populated or both", arg);
 		return 0;
 	case OPT_NO_DELAY:
 		x->no_delay = 1;
