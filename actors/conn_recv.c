@@ -163,7 +163,10 @@ cr_pages(struct tern_actor *self, struct cr_state *s, const struct tern_msg *m, 
 	/* Pages marked written (before the data lands: a frame cut off by a
 	 * lost data connection leaves no unmarked page holding data) and
 	 * populated ahead, then one scatter receive straight into place. */
-	tern_page_frame_iov(g, s->a->written, f, s->a->populate, s->iov);
+	/* Blocks the populate-ahead stage (or --prealloc) made ready need
+	 * nothing more; the others are populated here, ahead of the data. */
+	bool populate = s->a->populate && tern_populate_ahead_take(s->a->ahead, f);
+	tern_page_frame_iov(g, s->a->written, f, populate, s->iov);
 	rc = tern_wire_recv_iov_until(&s->a->link, s->iov, (int)f->ranges.count, s->until);
 	if (rc != 0) {
 		cr_write_end(s);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "actors/actor.h"
+#include "actors/populate_ahead.h"
 #include "kvm/guest.h"
 #include "net/link.h"
 
@@ -29,7 +30,8 @@ struct tern_conn_recv_args {
 	/* Set (release) by the ReceiverCoordinator once the guest exists;
 	 * NULL until W_CONFIG was accepted. */
 	struct tern_guest *_Atomic *guest;
-	struct tern_bitmap *written; /* valid once *guest is set */
+	struct tern_bitmap *written;       /* valid once *guest is set */
+	struct tern_populate_ahead *ahead; /* valid once *guest is set */
 	/* The end of memory (the receiver's, shared by every connection): once
 	 * set, a page frame is a protocol violation.  Together with *writers
 	 * (page frames being written now) it is a Dekker pair, both seq_cst:

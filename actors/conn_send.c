@@ -30,6 +30,10 @@ struct cs_flight {
 
 /* Control answers are small; anything bigger is a protocol violation. */
 #define CS_CTL_PAYLOAD_MAX 65536u
+/* The buffer page data is copied through on its way to the socket
+ * (tern_wire_send_copied): small enough to stay in cache, large enough
+ * that a 1 MiB frame takes a few system calls. */
+#define CS_COPY_BYTES (512u << 10)
 
 struct cs_state {
 	struct tern_conn_send_args *a;
@@ -46,6 +50,7 @@ struct cs_state {
 	 * for the coordinator.  On the heap: the peer sizes the payload, and
 	 * 64 KiB of header is too much for an actor's stack. */
 	uint8_t *ctl, *hdr;
+	uint8_t *copy; /* NULL: send straight from guest memory */
 	uint8_t ranges[TERN_FRAME_MAX_RANGES * 16];
 	uint8_t zranges[TERN_FRAME_MAX_RANGES * 16];
 	struct iovec iov[CS_MAX_IOV];
@@ -62,6 +67,8 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 		a->window = 4;
 	s->rx = malloc(sizeof(*s->rx));
 	if (s->rx == NULL)
+		return TERN_ENOMEM;
+	if (!a->send_direct && a->tls == NULL && (s->copy = malloc(CS_COPY_BYTES)) == NULL)
 		return TERN_ENOMEM;
 	if (a->conn == 0) {
 		s->ctl = malloc(CS_CTL_PAYLOAD_MAX);
@@ -282,7 +289,8 @@ cs_send_chunk(struct tern_actor *self, struct cs_state *s, const struct tern_msg
 	if ((rc = cs_rate_wait(self, s->a->limit, f.bytes)) != 0)
 		return rc;
 	uint64_t wire = 0;
-	rc = tern_wire_send(&s->link, &m, s->iov, (int)f.niov, &wire);
+	rc = tern_wire_send_copied(&s->link, &m, s->iov, (int)f.niov, s->copy,
+	                           s->copy ? CS_COPY_BYTES : 0, &wire);
 	s->wire_bytes += wire;
 	if (rc != 0)
 		return tern_actor_fail(self, rc, "connection %u: sending chunk failed: %s",
@@ -474,7 +482,9 @@ cs_stop(struct tern_actor *self, void *state)
 	free(s->rx);
 	free(s->ctl);
 	free(s->hdr);
+	free(s->copy);
 	s->rx = NULL;
+	s->copy = NULL;
 }
 
 const struct tern_actor_desc tern_conn_send_actor = {

@@ -49,6 +49,7 @@ struct tern_conn_send_args {
 	uint32_t window;               /* chunks in flight (credits) */
 	struct tern_rate_limit *limit; /* never NULL; bytes_per_s 0: no cap */
 	int deadline_ms;               /* no progress for this long: the peer is gone */
+	int send_direct;               /* tern_send_opts.send_direct */
 	uint64_t peer_time_ns;         /* destination clock at handshake */
 	/* Set: connection 0 pulls no chunks (the coordinator's urgent lane). */
 	const atomic_bool *urgent_lane;

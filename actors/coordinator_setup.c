@@ -141,6 +141,7 @@ co_start_conns(struct tern_actor *self, struct co_state *s)
 		c->urgent_lane = &s->a->urgent_lane;
 		c->limit = &s->a->limit; /* a cap may come later (PARAMS) */
 		c->deadline_ms = o->io_timeout_ms ? (int)o->io_timeout_ms : 10000;
+		c->send_direct = o->send_direct;
 		/* Connection 0 carries the control frames: losing it ends the
 		 * migration; the others are interchangeable. */
 		struct tern_child *k;

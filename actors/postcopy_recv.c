@@ -25,6 +25,9 @@ rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *g,
 		return rc_out_of_phase(self, s, TERN_MSG_W_POSTCOPY,
 		                       "after W_CONFIG, before W_STATE");
 	if (s->pc == NULL) {
+		/* Joined before the first discard: a page it populated after
+		 * that would read as zero instead of faulting for its data. */
+		tern_populate_ahead_stop(&s->a->ahead);
 		if ((s->pc = calloc(1, sizeof(*s->pc))) == NULL || tern_pc_dst_init(s->pc, g) != 0)
 			return rc_fail(self, s, TERN_ENOMEM, "out of memory for postcopy");
 		atomic_store(&s->a->pc, s->pc);

@@ -12,6 +12,7 @@
 #include "actors/guest_call.h"
 #include "actors/postcopy.h"
 #include "actors/receiver_int.h"
+#include "kvm/guest_ready.h"
 #include "net/wire.h"
 #include "tern/error.h"
 
@@ -171,6 +172,8 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 		}
 		if (rc == 0)
 			rc = rc_caps_check(s->a->opts, &cfg, why, sizeof(why));
+		if (rc == 0 && !s->a->opts->same_backing)
+			cfg.backing = tern_guest_fastest_backing(cfg.backing);
 		if (rc == 0)
 			rc = tern_guest_create_provided(&g, &cfg, TERN_GUEST_DESTINATION, why,
 			                                sizeof(why));
@@ -180,7 +183,9 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 			g = NULL;
 		}
 	}
-	if (rc == 0 && (rc = tern_bitmap_init(&s->a->written, g->npages)) != 0) {
+	if (rc == 0 && ((rc = tern_bitmap_init(&s->a->written, g->npages)) != 0 ||
+	                (rc = tern_populate_ahead_init(
+	                     &s->a->ahead, g, g == s->a->own && s->a->opts->prealloc)) != 0)) {
 		snprintf(why, sizeof(why), "out of memory");
 		if (g != s->a->own)
 			tern_guest_destroy(g);
@@ -193,6 +198,10 @@ rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_c
 		               why);
 	}
 	s->verify = c->verify;
+	/* Populating runs alongside the data from here; without a thread the
+	 * connections populate alone. */
+	if (!s->a->opts->no_populate && !(g == s->a->own && s->a->opts->prealloc))
+		(void)tern_populate_ahead_start(&s->a->ahead);
 	atomic_store_explicit(&s->a->guest, g, memory_order_release);
 	s->a->stats->guest_build_ms = g->stats.build_ns / 1000000;
 	rc_set_phase(self, s, RC_CONFIGURED);
@@ -271,6 +280,7 @@ rc_end_memory(struct tern_actor *self, struct rc_state *s, uint32_t type)
 	if (s->memory_ended)
 		return 0;
 	atomic_store(&s->a->memory_closed, true);
+	tern_populate_ahead_cancel(&s->a->ahead); /* nothing more arrives: stop populating */
 	if (atomic_load(&s->a->writers) != 0) {
 		(void)rc_answer(self, s, type, TERN_EPROTO, 0, "page data still arriving");
 		return rc_fail(self, s, TERN_EPROTO,
@@ -529,6 +539,7 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 		c->receiver = tern_actor_id(self);
 		c->guest = &a->guest;
 		c->written = &a->written;
+		c->ahead = &a->ahead;
 		c->memory_closed = &a->memory_closed;
 		c->writers = &a->writers;
 		c->pc = &a->pc;
@@ -575,6 +586,8 @@ rc_stop(struct tern_actor *self, void *state)
 		free(s->pc);
 		s->pc = NULL;
 	}
+	/* After the connections: none takes a block any more. */
+	tern_populate_ahead_fini(&s->a->ahead);
 }
 
 const struct tern_actor_desc tern_receiver_actor = {

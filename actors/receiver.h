@@ -17,6 +17,7 @@
 #define TERN_ACTORS_RECEIVER_H
 
 #include "actors/conn_recv.h"
+#include "actors/populate_ahead.h"
 #include "tern/tern.h"
 
 struct tern_receiver_args {
@@ -31,6 +32,10 @@ struct tern_receiver_args {
 	 * did needs no work (and touching it would allocate it).  Allocated
 	 * with the guest, before it is published; freed by the caller. */
 	struct tern_bitmap written;
+	/* Made ready with the guest (before it is published): the populator
+	 * started then, stopped at the end of memory; the connections take
+	 * its blocks.  Freed by the receiver's stop. */
+	struct tern_populate_ahead ahead;
 	/* Set at W_STATE (the source sends it only once every page frame was
 	 * acknowledged) and whenever the migration ends: from then on no
 	 * connection writes guest memory.  See tern_conn_recv_args. */

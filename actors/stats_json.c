@@ -131,6 +131,8 @@ stats_object(const struct tern_stats *s)
 	rc |= stats_u64(o, "state_bytes", s->state_bytes);
 	rc |= stats_u64(o, "state_save_ms", s->state_save_ms);
 	rc |= stats_u64(o, "state_bytes_expected", s->state_bytes_expected);
+	rc |= stats_u64(o, "cpu_user_ms", s->cpu_user_ms);
+	rc |= stats_u64(o, "cpu_sys_ms", s->cpu_sys_ms);
 	rc |= json_object_set_new(o, "conns", stats_conns(s));
 	if (rc != 0) {
 		json_decref(o);

@@ -76,25 +76,21 @@ wire_sendv(struct tern_link *l, uint8_t *head, size_t headlen, const struct iove
 	return rv;
 }
 
-int
-tern_wire_send(struct tern_link *l, const struct tern_msg *m, const struct iovec *payload,
-               int iovcnt, uint64_t *bytes)
+/* wire_head encodes the prefix and header of a frame of m with plen bytes
+ * of payload into stackbuf (WIRE_TXBUF bytes) or, when larger, a buffer it
+ * allocates (*buf; the caller frees it when it is not stackbuf). */
+static int
+wire_head(const struct tern_msg *m, uint64_t plen, uint8_t *stackbuf, uint8_t **buf,
+          size_t *headlen)
 {
-	uint8_t stackbuf[WIRE_TXBUF], *buf = stackbuf;
 	struct tern_msg h;
-	uint64_t plen = 0;
 	size_t need, hlen = 0;
-	int rv;
 
+	*buf = stackbuf;
 	if (m->type < WIRE_TYPE_MIN || m->type > WIRE_TYPE_MAX)
 		return TERN_EMSG; /* the receiver would reject it */
-	if (iovcnt < 0 || (iovcnt > 0 && payload == NULL))
-		return TERN_EINVAL;
-	for (int i = 0; i < iovcnt; i++)
-		plen += payload[i].iov_len;
 	if (plen > TERN_WIRE_PAYLOAD_MAX)
 		return TERN_EMSG;
-
 	h = *m;
 	if (h.seq == 0)
 		h.seq = atomic_fetch_add_explicit(&wire_seq, 1, memory_order_relaxed) + 1;
@@ -103,19 +99,95 @@ tern_wire_send(struct tern_link *l, const struct tern_msg *m, const struct iovec
 	need = tern_msg_encoded_size(&h);
 	if (need == 0 || need > TERN_WIRE_HEADER_MAX)
 		return TERN_EMSG;
-	if (need > sizeof(stackbuf) - WIRE_PREFIX) {
-		buf = malloc(WIRE_PREFIX + need);
-		if (buf == NULL)
+	if (need > WIRE_TXBUF - WIRE_PREFIX) {
+		*buf = malloc(WIRE_PREFIX + need);
+		if (*buf == NULL)
 			return TERN_ENOMEM;
 	}
-	rv = tern_msg_encode(&h, buf + WIRE_PREFIX, need, &hlen);
+	int rv = tern_msg_encode(&h, *buf + WIRE_PREFIX, need, &hlen);
 	if (rv == 0 && (hlen == 0 || hlen > TERN_WIRE_HEADER_MAX))
 		rv = TERN_EMSG;
+	if (rv != 0)
+		return rv;
+	wire_put32(*buf, TERN_WIRE_FRAME_MAGIC);
+	wire_put32(*buf + 4, (uint32_t)hlen);
+	wire_put64(*buf + 8, plen);
+	*headlen = WIRE_PREFIX + hlen;
+	return 0;
+}
+
+static int
+wire_payload_len(const struct iovec *payload, int iovcnt, uint64_t *plen)
+{
+	*plen = 0;
+	if (iovcnt < 0 || (iovcnt > 0 && payload == NULL))
+		return TERN_EINVAL;
+	for (int i = 0; i < iovcnt; i++)
+		*plen += payload[i].iov_len;
+	return 0;
+}
+
+int
+tern_wire_send(struct tern_link *l, const struct tern_msg *m, const struct iovec *payload,
+               int iovcnt, uint64_t *bytes)
+{
+	uint8_t stackbuf[WIRE_TXBUF], *buf;
+	uint64_t plen;
+	size_t headlen;
+	int rv = wire_payload_len(payload, iovcnt, &plen);
+
+	if (rv != 0)
+		return rv;
+	rv = wire_head(m, plen, stackbuf, &buf, &headlen);
+	if (rv == 0)
+		rv = wire_sendv(l, buf, headlen, payload, iovcnt, bytes);
+	if (buf != stackbuf)
+		free(buf);
+	return rv;
+}
+
+/* wire_fill copies the next bytes of the payload (from iovec *i, offset
+ * *off in it) into buf, up to len; returns how many. */
+static size_t
+wire_fill(const struct iovec *payload, int iovcnt, int *i, size_t *off, uint8_t *buf, size_t len)
+{
+	size_t n = 0;
+	while (n < len && *i < iovcnt) {
+		size_t left = payload[*i].iov_len - *off, take = len - n < left ? len - n : left;
+		memcpy(buf + n, (const uint8_t *)payload[*i].iov_base + *off, take);
+		n += take;
+		*off += take;
+		if (*off == payload[*i].iov_len) {
+			(*i)++;
+			*off = 0;
+		}
+	}
+	return n;
+}
+
+int
+tern_wire_send_copied(struct tern_link *l, const struct tern_msg *m, const struct iovec *payload,
+                      int iovcnt, uint8_t *copy, size_t copylen, uint64_t *bytes)
+{
+	uint8_t stackbuf[WIRE_TXBUF], *buf;
+	uint64_t plen;
+	size_t headlen, off = 0;
+	int rv = wire_payload_len(payload, iovcnt, &plen), i = 0;
+
+	/* TLS encrypts from user space already: nothing to gain. */
+	if (rv != 0 || copy == NULL || copylen == 0 || tern_link_is_tls(l))
+		return rv != 0 ? rv : tern_wire_send(l, m, payload, iovcnt, bytes);
+	rv = wire_head(m, plen, stackbuf, &buf, &headlen);
 	if (rv == 0) {
-		wire_put32(buf, TERN_WIRE_FRAME_MAGIC);
-		wire_put32(buf + 4, (uint32_t)hlen);
-		wire_put64(buf + 8, plen);
-		rv = wire_sendv(l, buf, WIRE_PREFIX + hlen, payload, iovcnt, bytes);
+		/* The header goes with the first piece: one system call for a
+		 * frame that fits. */
+		struct iovec v[2] = {{buf, headlen}, {copy, 0}};
+		v[1].iov_len = wire_fill(payload, iovcnt, &i, &off, copy, copylen);
+		rv = tern_link_writev(l, v, v[1].iov_len ? 2 : 1, bytes);
+		while (rv == 0 && i < iovcnt) {
+			v[1].iov_len = wire_fill(payload, iovcnt, &i, &off, copy, copylen);
+			rv = tern_link_writev(l, &v[1], 1, bytes);
+		}
 	}
 	if (buf != stackbuf)
 		free(buf);

@@ -43,6 +43,18 @@ struct tern_wire_rx {
 int tern_wire_send(struct tern_link *l, const struct tern_msg *m, const struct iovec *payload,
                    int iovcnt, uint64_t *bytes);
 
+/* tern_wire_send_copied sends the same frame as tern_wire_send, its payload
+ * copied by the CPU through copy (copylen bytes, reused: a few hundred KiB
+ * that stay in cache) and the socket fed from there.  Where a page's
+ * mapping costs the kernel a fault at its first read while user space
+ * reads it at memcpy speed (a shadow-paged host, MACHINE.md: ~10 us per
+ * 4 KiB page against ~0.1), this sends guest memory several times faster
+ * for one extra copy.  Under TLS (which reads the payload in user space
+ * anyway) it is tern_wire_send.  Returns as tern_wire_send. */
+int tern_wire_send_copied(struct tern_link *l, const struct tern_msg *m,
+                          const struct iovec *payload, int iovcnt, uint8_t *copy, size_t copylen,
+                          uint64_t *bytes);
+
 /* tern_wire_recv_header reads a prefix and header and decodes it into *m;
  * *payload_len is what follows, which the caller must consume with
  * tern_wire_recv_exact or tern_wire_discard before the next header.

@@ -66,6 +66,9 @@ cli_usage(FILE *f)
 	    "                          missing; a failure after the switch loses the guest)\n"
 	    "  --postcopy-on-stall     switch to postcopy when the migration stalls\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
+	    "  --send-direct           let the socket read guest memory (default: copy each\n"
+	    "                          frame through a small buffer: several times faster\n"
+	    "                          where the kernel's first read of a page faults)\n"
 	    "  --tls-creds DIR         TLS 1.3 with x509: DIR holds ca-cert.pem,\n"
 	    "                          client-cert.pem, client-key.pem (QEMU's layout)\n"
 	    "  --tls-psk-file FILE     TLS 1.3 with a pre-shared key: `identity:hexkey` lines\n"
@@ -82,6 +85,9 @@ cli_usage(FILE *f)
 	    "                          (default: run until SIGINT/SIGTERM, then check)\n"
 	    "  --accept-timeout DUR    give up if no migration arrives (wait forever)\n"
 	    "  --no-populate           do not populate memory ahead of the data\n"
+	    "  --same-backing          build the guest from the source's layout with its\n"
+	    "                          backing (default: anonymous huge pages when the\n"
+	    "                          kernel has them, the fastest to populate)\n"
 	    "  --max-connections N     refuse connections beyond N (64)\n"
 	    "  --max-mem SIZE          refuse a source guest larger than SIZE, before\n"
 	    "                          allocating (default: no cap; or use --guest)\n"
@@ -206,6 +212,8 @@ enum {
 	OPT_AUTH_REMOVED,
 	OPT_PC_AFTER,
 	OPT_PC_STALL,
+	OPT_SEND_DIRECT,
+	OPT_SAME_BACKING,
 	OPT_END,
 };
 
@@ -255,6 +263,8 @@ static const unsigned char opt_for[OPT_END - OPT_TO] = {
     [OPT_AUTH_REMOVED - OPT_TO] = FOR_ALL,
     [OPT_PC_AFTER - OPT_TO] = FOR_SEND | FOR_DEMO,
     [OPT_PC_STALL - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_SEND_DIRECT - OPT_TO] = FOR_SEND | FOR_DEMO,
+    [OPT_SAME_BACKING - OPT_TO] = FOR_RECV,
 };
 
 static const struct option long_opts[] = {
@@ -301,6 +311,8 @@ static const struct option long_opts[] = {
     {"prealloc", no_argument, NULL, OPT_PREALLOC},
     {"max-mem", required_argument, NULL, OPT_MAX_MEM},
     {"max-vcpus", required_argument, NULL, OPT_MAX_VCPUS},
+    {"send-direct", no_argument, NULL, OPT_SEND_DIRECT},
+    {"same-backing", no_argument, NULL, OPT_SAME_BACKING},
     {NULL, 0, NULL, 0},
 };
 
@@ -548,6 +560,12 @@ cli_parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char 
 			break;
 		case OPT_NO_POPULATE:
 			c->recv.no_populate = 1;
+			break;
+		case OPT_SEND_DIRECT:
+			c->send.send_direct = 1;
+			break;
+		case OPT_SAME_BACKING:
+			c->recv.same_backing = 1;
 			break;
 		case OPT_READY_FD: {
 			char *end;

@@ -134,6 +134,12 @@ struct tern_send_opts {
 	 * whole guest: a failure then leaves both paused. */
 	uint32_t postcopy_after;
 	int postcopy_on_stall;
+	/* Page data goes through a small buffer by default (one memcpy per
+	 * page): where the kernel's first read of a guest page costs a fault
+	 * (a shadow-paged host: ~10 us per 4 KiB page) that is several times
+	 * faster than letting the socket read guest memory.  Non-zero: send
+	 * straight from guest memory.  TLS always reads in user space. */
+	int send_direct;
 	tern_progress_fn progress;
 	void *progress_arg;
 	/* Set non-zero (e.g. from a SIGINT handler) to cancel: the migration
@@ -167,6 +173,11 @@ struct tern_recv_opts {
 	uint64_t run_after_ms;  /* keep the guest running this long after handoff, then check it */
 	int exit_after_handoff; /* return as soon as the guest runs */
 	int no_populate;        /* do not populate memory ahead of data */
+	/* A guest built from the source's layout gets anonymous memory with
+	 * transparent huge pages when the kernel has them (populated several
+	 * times faster than a memfd here, and received into at memcpy pace);
+	 * non-zero: the backing the source's spec names. */
+	int same_backing;
 	uint32_t max_connections; /* refuse connections beyond this many (0: 64) */
 	uint32_t io_timeout_ms;   /* as in tern_send_opts */
 	const char *trace_path;
@@ -259,7 +270,12 @@ struct tern_stats {
 	uint64_t postcopy_fault_p99_us;
 	uint64_t postcopy_fault_max_us;
 	uint64_t postcopy_ms; /* from the switch to the last page (source) */
-	char outcome[32];     /* "completed", "aborted", "failed", "postcopy-failed" */
+	/* both sides: the process's CPU time (all threads) over the migration:
+	 * the source from its guest built, the destination from its guest made
+	 * (and preallocated) to the end; a guest built from the source's
+	 * layout and populated during the migration is in it */
+	uint64_t cpu_user_ms, cpu_sys_ms;
+	char outcome[32]; /* "completed", "aborted", "failed", "postcopy-failed" */
 };
 
 /* tern_send_opts_init and tern_recv_opts_init zero *opts and set every

@@ -6,7 +6,7 @@
  *   report.c    the JSON report (jansson): numbers, statistics, host
  *   machine.c   this machine's limits: memory, page population, iperf3
  *   run.c       child processes and one migration by the tern CLI
- *   copy.c      the plain-C data mover, the baseline of `link`
+ *   copy.c      the plain-C data mover, the baseline of `link` and `dest`
  *   migrate.c, link.c, zero.c, dirtylog.c, trace.c, converge.c: one
  *               subcommand each
  */
@@ -81,6 +81,7 @@ int bench_zero(const struct bench_cfg *cfg, json_t *report);
 int bench_dirtylog(const struct bench_cfg *cfg, json_t *report);
 int bench_trace(const struct bench_cfg *cfg, json_t *report);
 int bench_tls(const struct bench_cfg *cfg, json_t *report);
+int bench_dest(const struct bench_cfg *cfg, json_t *report);
 int bench_converge(const struct bench_cfg *cfg, json_t *report);
 int bench_postcopy(const struct bench_cfg *cfg, json_t *report);
 
@@ -211,6 +212,16 @@ struct bench_opts {
  * page allocator warmed with twice cfg->size. */
 void bench_opts_from(struct bench_opts *o, const struct bench_cfg *cfg);
 
+/* A tern process's memory, from /proc/PID/status polled while it ran
+ * (bytes; NaN unknown): tern's own memory is the RssAnon peak when the
+ * guest is a memfd (RssShmem).  bench_mem_own: that, or for a guest in
+ * anonymous memory (RssShmem small) the RssAnon peak less the guest's
+ * data (guest_bytes, all resident by the end): approximate. */
+struct bench_mem_use {
+	double rss_anon_peak, vm_hwm, rss_shmem;
+};
+double bench_mem_own(const struct bench_mem_use *m, double guest_bytes);
+
 struct bench_result {
 	int ok;
 	char error[256];
@@ -224,6 +235,10 @@ struct bench_result {
 	double active_ms_max; /* the longest conns[].active_ms: the transfer phase */
 	double pages_zero, pages_skipped, zero_scan_ms;
 	double warm_ms; /* the page-allocator warm-up before this run */
+	/* tern's own CPU figures over the migration (cpu_user_ms, cpu_sys_ms in
+	 * its summaries: guest build and preallocation excluded) */
+	double src_cpu_user_ms, src_cpu_sys_ms, dst_cpu_user_ms, dst_cpu_sys_ms;
+	struct bench_mem_use src_mem, dst_mem;
 };
 
 /* bench_migrate_once runs `tern receive` and `tern send` as two processes
@@ -281,6 +296,9 @@ struct bench_copy {
 	int ok;
 	char why[128];
 	double total_s, populate_s, transfer_s, warm_ms;
+	/* CPU time: the sender threads; the receiver over its clocked part
+	 * (ready: the receive only; unready: populate and receive) */
+	double src_user_s, src_sys_s, dst_user_s, dst_sys_s;
 };
 
 /* bench_random_memfd: a populated memfd mapping of size random bytes. */
@@ -288,7 +306,10 @@ uint8_t *bench_random_memfd(uint64_t size);
 /* bench_copy_sig: one word per page, XORed with its index. */
 uint64_t bench_copy_sig(const uint8_t *p, uint64_t len);
 /* bench_copy_once sends src over p TCP streams into a forked receiver's
- * fresh memfd, and checks the data by sig. */
-void bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, struct bench_copy *cr);
+ * fresh memfd, and checks the data by sig.  ready: the receiver prepares
+ * its memory before it accepts (off the clock: transfer_s is the receive),
+ * as tern receive --prealloc does; otherwise populate_s is on the clock. */
+void bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, int ready,
+                     struct bench_copy *cr);
 
 #endif /* TERN_TOOLS_BENCH_BENCH_H */

@@ -65,7 +65,7 @@ link_measure(const struct bench_cfg *x, struct link_runs *L)
 			fprintf(stderr, "link: copy baseline, %d stream(s), run %d/%d\n",
 			        x->streams[k], i + 1, n);
 			bench_copy_once(src, x->size, bench_copy_sig(src, x->size), x->streams[k],
-			                c);
+			                0, c);
 			if (!c->ok)
 				fprintf(stderr, "link: copy FAILED: %s\n", c->why);
 			else

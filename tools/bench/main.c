@@ -120,6 +120,11 @@ static const struct bench_cmd bench_cmds[] = {
      .opts = OPTS_ASPECT,
      .usage = bench_aspect_usage,
      .aspect = 0},
+    {.name = "dest",
+     .run = bench_dest,
+     .opts = OPTS_ASPECT,
+     .usage = bench_aspect_usage,
+     .aspect = 0},
     {.name = "trace",
      .run = bench_trace,
      .opts = OPTS_ASPECT,
@@ -215,6 +220,8 @@ bench_aspect_usage(FILE *f)
 	    "                           [--period-ms 30] [--memory sparse,populated]\n"
 	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
 	    "       tern-bench tls      [--size 1G] [--streams 1,4] [--runs 4]\n"
+	    "       tern-bench dest     [--sizes 1G,4G] [--streams 1,2,4]\n"
+	    "                           [--modes ready,unready] [--runs 2]\n"
 	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
 	    "                           [--timeout 40s]\n"
 	    "       tern-bench postcopy [--runs 2] [--guest SPEC] [--max-bandwidth 8M]\n"
@@ -244,6 +251,12 @@ bench_aspect_usage(FILE *f)
 	    "tls       TLS 1.3 (PSK, AES-128-GCM) against plain TCP: an idle --size random\n"
 	    "          guest over each --streams count, runs A B B A; medians, spread,\n"
 	    "          TLS over plain for transfer rate and each side's CPU time.\n"
+	    "dest      tern against the plain-C copy per size, --streams count and\n"
+	    "          destination: ready (tern receive --guest SPEC --prealloc; the copy\n"
+	    "          prepares its memory before it accepts) or unready (memory populated\n"
+	    "          during the migration; the copy populates then receives).  Runs\n"
+	    "          copy, tern, tern, copy (--runs of each); rates, CPU s/GiB of each\n"
+	    "          side, tern's own memory; a table on stderr.  ~15 min by default.\n"
 	    "converge  a guest dirtying memory faster than --max-bandwidth lets\n"
 	    "          the link carry, by default\n"
 	    "          " BENCH_CV_GUEST ",\n"
@@ -294,6 +307,11 @@ bench_defaults(struct bench_cfg *x, const char *cmd, int small)
 	x->dl_sparse = x->dl_populated = 1;
 	if (strcmp(cmd, "trace") == 0)
 		x->size = 1ull << 30;
+	if (strcmp(cmd, "dest") == 0) {
+		x->modes = "ready,unready";
+		x->nsizes = 2; /* 1G, 4G */
+		x->runs = 2;   /* A B B A */
+	}
 	if (strcmp(cmd, "converge") == 0)
 		x->timeout_s = 40; /* the scenario's: a guest that never converges gives up */
 }

@@ -20,6 +20,31 @@ bench_cpu_json(json_t *o, const char *key, double user, double sys)
 	bench_set_num(c, "total_ms", user + sys, 0);
 }
 
+/* tern's own CPU over the migration (guest build excluded), per GiB of page
+ * data: the figure to set beside a plain copy's. */
+static void
+bench_mig_cpu_json(json_t *o, const char *key, double user, double sys, double payload)
+{
+	json_t *c = bench_set_obj(o, key);
+	double gib = payload / (double)(1ull << 30);
+	bench_set_num(c, "user_ms", user, 0);
+	bench_set_num(c, "sys_ms", sys, 0);
+	bench_set_num(c, "user_s_per_gib", user / 1e3 / gib, 3);
+	bench_set_num(c, "sys_s_per_gib", sys / 1e3 / gib, 3);
+}
+
+/* A side's memory beyond its guest: the RssAnon peak (the guest is a memfd,
+ * in RssShmem; with backing=anon-thp the guest is in RssAnon too). */
+static void
+bench_mem_json(json_t *o, const char *key, const struct bench_mem_use *m, double guest)
+{
+	json_t *c = bench_set_obj(o, key);
+	bench_set_num(c, "own_mib", bench_mem_own(m, guest) / (1 << 20), 1);
+	bench_set_num(c, "rss_anon_peak_bytes", m->rss_anon_peak, 0);
+	bench_set_num(c, "vm_hwm_bytes", m->vm_hwm, 0);
+	bench_set_num(c, "rss_shmem_bytes", m->rss_shmem, 0);
+}
+
 /* The figures of one run, or the medians (the same names) over the runs. */
 static void
 bench_figures_json(json_t *o, const struct bench_result *r, const struct bench_baseline *b)
@@ -37,6 +62,12 @@ bench_figures_json(json_t *o, const struct bench_result *r, const struct bench_b
 	bench_set_num(o, "wall_ms", r->wall_ms, 0);
 	bench_cpu_json(o, "source_cpu", r->src_user_ms, r->src_sys_ms);
 	bench_cpu_json(o, "destination_cpu", r->dst_user_ms, r->dst_sys_ms);
+	bench_mig_cpu_json(o, "source_cpu_migration", r->src_cpu_user_ms, r->src_cpu_sys_ms,
+	                   r->payload_bytes);
+	bench_mig_cpu_json(o, "destination_cpu_migration", r->dst_cpu_user_ms, r->dst_cpu_sys_ms,
+	                   r->payload_bytes);
+	bench_mem_json(o, "source_memory", &r->src_mem, r->payload_bytes);
+	bench_mem_json(o, "destination_memory", &r->dst_mem, r->payload_bytes);
 }
 
 /* Medians over the runs that completed. */
@@ -63,6 +94,16 @@ bench_medians(const struct bench_result *res, int n, struct bench_result *med)
 	BENCH_MED(src_sys_ms);
 	BENCH_MED(dst_user_ms);
 	BENCH_MED(dst_sys_ms);
+	BENCH_MED(src_cpu_user_ms);
+	BENCH_MED(src_cpu_sys_ms);
+	BENCH_MED(dst_cpu_user_ms);
+	BENCH_MED(dst_cpu_sys_ms);
+	BENCH_MED(src_mem.rss_anon_peak);
+	BENCH_MED(src_mem.vm_hwm);
+	BENCH_MED(src_mem.rss_shmem);
+	BENCH_MED(dst_mem.rss_anon_peak);
+	BENCH_MED(dst_mem.vm_hwm);
+	BENCH_MED(dst_mem.rss_shmem);
 #undef BENCH_MED
 }
 

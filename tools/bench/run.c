@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "tools/bench/bench.h"
 /* proc.h names a default tern for the tests; tern-bench finds its own. */
@@ -116,6 +118,75 @@ bench_warm(uint64_t len)
 	return (bench_now() - t0) * 1e3;
 }
 
+/* ---- memory of the children ---- */
+
+/* Polls /proc/PID/status of the two tern processes while they run: the
+ * peak of RssAnon (tern's own memory: heap, stacks, bitmaps, buffers; a
+ * memfd guest is RssShmem and not in it), and VmHWM and RssShmem as last
+ * seen.  Every MEM_POLL_MS: a peak shorter than that may be missed. */
+#define MEM_POLL_MS 5
+
+struct mem_poll {
+	pid_t pid[2];
+	struct bench_mem_use *use[2];
+	_Atomic int stop; /* set by the main thread; polled */
+	uv_thread_t th;
+};
+
+/* One status file: 0, or -1 when the process is gone or is not our child
+ * (a pid reused after the reap). */
+static int
+mem_read(pid_t pid, struct bench_mem_use *u)
+{
+	char path[64], line[256];
+	double anon = NAN, hwm = NAN, shmem = NAN;
+	long ppid = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		long v;
+		if (sscanf(line, "PPid: %ld", &v) == 1)
+			ppid = v;
+		else if (sscanf(line, "RssAnon: %ld kB", &v) == 1)
+			anon = v * 1024.0;
+		else if (sscanf(line, "VmHWM: %ld kB", &v) == 1)
+			hwm = v * 1024.0;
+		else if (sscanf(line, "RssShmem: %ld kB", &v) == 1)
+			shmem = v * 1024.0;
+	}
+	fclose(f);
+	if (ppid != (long)getpid() || isnan(anon))
+		return -1; /* not ours any more, or a zombie */
+	if (isnan(u->rss_anon_peak) || anon > u->rss_anon_peak)
+		u->rss_anon_peak = anon;
+	u->vm_hwm = hwm;
+	u->rss_shmem = shmem;
+	return 0;
+}
+
+double
+bench_mem_own(const struct bench_mem_use *m, double guest_bytes)
+{
+	if (!(m->rss_shmem < guest_bytes / 2))
+		return m->rss_anon_peak; /* a memfd guest, or unknown */
+	double own = m->rss_anon_peak - guest_bytes;
+	return own > 0 ? own : 0;
+}
+
+static void
+mem_poll_main(void *arg)
+{
+	struct mem_poll *m = arg;
+	while (!atomic_load_explicit(&m->stop, memory_order_relaxed)) {
+		for (int i = 0; i < 2; i++)
+			if (m->pid[i] > 0 && mem_read(m->pid[i], m->use[i]) != 0)
+				m->pid[i] = 0;
+		usleep(MEM_POLL_MS * 1000);
+	}
+}
+
 /* ---- tern's summaries ---- */
 
 double
@@ -196,6 +267,10 @@ bench_result_init(struct bench_result *res)
 	res->src_user_ms = res->src_sys_ms = res->dst_user_ms = res->dst_sys_ms = NAN;
 	res->active_ms_max = res->pages_zero = res->pages_skipped = res->zero_scan_ms = NAN;
 	res->warm_ms = NAN;
+	res->src_cpu_user_ms = res->src_cpu_sys_ms = res->dst_cpu_user_ms = res->dst_cpu_sys_ms =
+	    NAN;
+	res->src_mem.rss_anon_peak = res->src_mem.vm_hwm = res->src_mem.rss_shmem = NAN;
+	res->dst_mem.rss_anon_peak = res->dst_mem.vm_hwm = res->dst_mem.rss_shmem = NAN;
 }
 
 /* The figures of the source's summary. */
@@ -212,6 +287,10 @@ bench_result_read(struct bench_result *res)
 	res->pages_zero = bench_field(js, "pages_zero");
 	res->pages_skipped = bench_field(js, "pages_skipped");
 	res->zero_scan_ms = bench_field(js, "zero_scan_ms");
+	res->src_cpu_user_ms = bench_field(js, "cpu_user_ms");
+	res->src_cpu_sys_ms = bench_field(js, "cpu_sys_ms");
+	res->dst_cpu_user_ms = bench_field(res->dst, "cpu_user_ms");
+	res->dst_cpu_sys_ms = bench_field(res->dst, "cpu_sys_ms");
 	res->active_ms_max = bench_conns_max(js, "active_ms");
 	if (res->total_ms > 0)
 		res->throughput_bps = res->payload_bytes / (res->total_ms / 1e3);
@@ -305,6 +384,8 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct bench_r
 		bench_wait(r, 0, &ru_d);
 		goto out;
 	}
+	struct mem_poll mp = {.pid = {s->pid, r->pid}, .use = {&res->src_mem, &res->dst_mem}};
+	int polling = uv_thread_create(&mp.th, mem_poll_main, &mp) == 0;
 	/* tern send gives up by itself at --timeout; the margin covers building
 	 * the guest, which --timeout does not count. */
 	int s_killed = bench_wait(s, (o->timeout_s + 120) * 1000, &ru_s);
@@ -313,6 +394,10 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct bench_r
 	/* A failed source leaves the destination waiting: do not wait long. */
 	int d_killed = bench_wait(r, res->src_exit == 0 ? 60000 : 5000, &ru_d);
 	res->dst_exit = proc_exit_code(r);
+	if (polling) {
+		atomic_store_explicit(&mp.stop, 1, memory_order_relaxed);
+		uv_thread_join(&mp.th);
+	}
 
 	res->src = bench_summary(s->outbuf);
 	res->dst = bench_summary(r->outbuf);
