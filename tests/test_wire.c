@@ -281,6 +281,8 @@ struct sender {
 	int rv;
 	uint64_t bytes;
 	atomic_bool done;
+	uint8_t *copy; /* non-NULL: tern_wire_send_copied through copylen bytes */
+	size_t copylen;
 };
 
 static void *
@@ -288,15 +290,20 @@ sender_main(void *arg)
 {
 	struct sender *s = arg;
 
-	s->rv = tern_wire_send(TERN_PLAIN(s->fd), &s->m, s->iov, s->iovcnt, &s->bytes);
+	s->rv = s->copy != NULL
+	            ? tern_wire_send_copied(TERN_PLAIN(s->fd), &s->m, s->iov, s->iovcnt, s->copy,
+	                                    s->copylen, &s->bytes)
+	            : tern_wire_send(TERN_PLAIN(s->fd), &s->m, s->iov, s->iovcnt, &s->bytes);
 	atomic_store(&s->done, true);
 	return NULL;
 }
 
 /* roundtrip sends one W_PAGES frame of nruns ranges covering len bytes of
- * payload, from a thread, and checks everything on the other side. */
+ * payload, from a thread, and checks everything on the other side; with
+ * copylen, copied through a buffer of that many bytes (the same frame must
+ * arrive). */
 static void
-roundtrip(uint64_t len, uint32_t nruns)
+roundtrip_via(uint64_t len, uint32_t nruns, size_t copylen)
 {
 	uint8_t *src = patterned(len, len), *dst = malloc(len + 1);
 	uint8_t *pairs = calloc(nruns, 16);
@@ -322,6 +329,9 @@ roundtrip(uint64_t len, uint32_t nruns)
 	snd.m.u.w_pages.ranges = (struct tern_ranges){pairs, nruns};
 	snd.iov = iov;
 	snd.iovcnt = 3;
+	snd.copylen = copylen;
+	if (copylen != 0)
+		cr_assert_not_null(snd.copy = malloc(copylen));
 	cr_assert_eq(pthread_create(&t, NULL, sender_main, &snd), 0);
 
 	cr_assert_eq(tern_wire_recv_header(TERN_PLAIN(s), rx, &m, &plen), 0);
@@ -356,6 +366,23 @@ roundtrip(uint64_t len, uint32_t nruns)
 	free(dst);
 	free(pairs);
 	free(rx);
+	free(snd.copy);
+}
+
+static void
+roundtrip(uint64_t len, uint32_t nruns)
+{
+	roundtrip_via(len, nruns, 0);
+}
+
+/* Through a buffer smaller than a piece, than the payload, and larger. */
+WIRE_TEST(roundtrip_copied)
+{
+	roundtrip_via(0, 1, 4096);
+	roundtrip_via(1, 1, 4096);
+	roundtrip_via(12345, 3, 4096);
+	roundtrip_via(1 << 20, TERN_CHUNK_MAX_RUNS, 512 << 10);
+	roundtrip_via(4096, 2, 1 << 20);
 }
 
 WIRE_TEST(roundtrip_empty)
