@@ -70,6 +70,7 @@ dest_cell_run(const struct bench_cfg *x, const uint8_t *src, uint64_t sig, struc
 	bench_opts_from(&o, x);
 	o.warm_bytes = 2 * c->size;
 	o.connections = conns;
+	o.chunk_size = x->chunk_size; /* NULL: tern's default */
 	o.recv_extra = c->mode == DEST_READY ? ready : NULL;
 	for (int i = 0; i < c->n; i++)
 		for (int k = 0; k < 2; k++) {

@@ -122,7 +122,7 @@ static const struct bench_cmd bench_cmds[] = {
      .aspect = 0},
     {.name = "dest",
      .run = bench_dest,
-     .opts = OPTS_ASPECT,
+     .opts = OPTS_ASPECT | O(CHUNK),
      .usage = bench_aspect_usage,
      .aspect = 0},
     {.name = "trace",
@@ -194,7 +194,7 @@ bench_usage(FILE *f)
 	    "  --iperf-seconds N   iperf3 duration per run (machine, all: 3; migrate baseline: 2)\n"
 	    "  --guest SPEC        guest to migrate (migrate only; " BENCH_DEFAULT_GUEST ")\n"
 	    "  --connections N     passed to tern send (tern's default: 1)\n"
-	    "  --chunk-size SIZE   passed to tern send (tern's default: 1M)\n"
+	    "  --chunk-size SIZE   passed to tern send (tern's default: 4M)\n"
 	    "  --runs R            migrations per guest (3)\n"
 	    "  --verify            pass --verify to tern send (digest check at switchover)\n"
 	    "  --tern PATH         the tern binary (the `tern` next to tern-bench)\n"
@@ -221,7 +221,7 @@ bench_aspect_usage(FILE *f)
 	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
 	    "       tern-bench tls      [--size 1G] [--streams 1,4] [--runs 4]\n"
 	    "       tern-bench dest     [--sizes 1G,4G] [--streams 1,2,4]\n"
-	    "                           [--modes ready,unready] [--runs 2]\n"
+	    "                           [--modes ready,unready] [--runs 2] [--chunk-size S]\n"
 	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
 	    "                           [--timeout 40s]\n"
 	    "       tern-bench postcopy [--runs 2] [--guest SPEC] [--max-bandwidth 8M]\n"
