@@ -195,10 +195,7 @@ co_init(struct tern_actor *self, void *state, void *arg)
 		if (s->nscanners > TERN_MAX_SCANNERS)
 			s->nscanners = TERN_MAX_SCANNERS;
 	}
-	/* 4 MiB: each chunk costs a handful of messages and wake-ups on both
-	 * sides (queue, CHUNK_DONE, ack, PAGES_IN), dear on a paravirtualised
-	 * host; at 1 MiB they took ~25 % more CPU per GiB (docs/bench.md). */
-	uint64_t chunk = o->chunk_size ? o->chunk_size : (4u << 20);
+	uint64_t chunk = o->chunk_size ? o->chunk_size : (1u << 20);
 	uint64_t chunk_pages = chunk / TERN_PAGE_SIZE ? chunk / TERN_PAGE_SIZE : 1;
 	if ((rc = tern_feeder_init(&s->feed, s->nconns * CO_WINDOW + 2 + 2 * s->nscanners,
 	                           chunk_pages)) != 0)

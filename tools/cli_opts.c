@@ -39,7 +39,7 @@ cli_usage(FILE *f)
 	    "  --connections N         TCP connections, 1..%d (1); 0 carries control too\n"
 	    "  --connections-min N     carry on with N if the destination accepts fewer (all)\n"
 	    "  --io-timeout DUR        a connection without progress this long is dead (10s)\n"
-	    "  --chunk-size SIZE       bytes of pages per work item (4M)\n"
+	    "  --chunk-size SIZE       bytes of pages per work item (1M)\n"
 	    "  --dirty-period DUR      background dirty-log harvest period (30ms)\n"
 	    "  --zero-pages MODE       detect: announce zero pages instead of sending them;\n"
 	    "                          skip-unpopulated: only skip never-touched pages;\n"

@@ -86,7 +86,7 @@ vm_params_defaults(struct vm_params *p)
 	    .ring_size = 4096,
 	    .timeout_ms = 0,
 	    .stall_window_ms = 5000,
-	    .chunk_size = 4u << 20,
+	    .chunk_size = 1u << 20,
 	};
 }
 

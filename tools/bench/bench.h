@@ -52,6 +52,7 @@ struct bench_cfg {
 	const char *chunk_size;
 	int verify;
 	int no_baseline;
+	int same_backing; /* migrate: tern receive --same-backing */
 	/* link, zero, trace */
 	uint64_t size; /* guest / buffer size */
 	int streams[8], nstreams;

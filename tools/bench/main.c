@@ -42,6 +42,7 @@
 	XX(VERIFY, "verify", no_argument)                                                          \
 	XX(TERN, "tern", required_argument)                                                        \
 	XX(NO_BASELINE, "no-baseline", no_argument)                                                \
+	XX(SAME_BACKING, "same-backing", no_argument)                                              \
 	XX(TIMEOUT, "timeout", required_argument)                                                  \
 	XX(SIZE, "size", required_argument)                                                        \
 	XX(STREAMS, "streams", required_argument)                                                  \
@@ -76,7 +77,7 @@ static const struct option bench_long_opts[] = {
 /* migrate's options; all takes them too but --guest (it migrates its own). */
 #define OPTS_MIGRATE                                                                               \
 	(O(IPERF) | O(GUEST) | O(CONNS) | O(CHUNK) | O(RUNS) | O(VERIFY) | O(TERN) |               \
-	 O(NO_BASELINE) | O(TIMEOUT))
+	 O(NO_BASELINE) | O(TIMEOUT) | O(SAME_BACKING))
 /* The benchmarks of one aspect share their option set. */
 #define OPTS_ASPECT                                                                                \
 	(O(SIZE) | O(STREAMS) | O(CHUNKS) | O(RUNS) | O(IPERF) | O(TERN) | O(TIMEOUT) |            \
@@ -194,11 +195,13 @@ bench_usage(FILE *f)
 	    "  --iperf-seconds N   iperf3 duration per run (machine, all: 3; migrate baseline: 2)\n"
 	    "  --guest SPEC        guest to migrate (migrate only; " BENCH_DEFAULT_GUEST ")\n"
 	    "  --connections N     passed to tern send (tern's default: 1)\n"
-	    "  --chunk-size SIZE   passed to tern send (tern's default: 4M)\n"
+	    "  --chunk-size SIZE   passed to tern send (tern's default: 1M)\n"
 	    "  --runs R            migrations per guest (3)\n"
 	    "  --verify            pass --verify to tern send (digest check at switchover)\n"
 	    "  --tern PATH         the tern binary (the `tern` next to tern-bench)\n"
 	    "  --no-baseline       migrate: skip the memcpy/iperf3 baseline (ratios null)\n"
+	    "  --same-backing      migrate: tern receive --same-backing (the destination's guest\n"
+	    "                      a memfd as the source's: its own memory is RssAnon exactly)\n"
 	    "  --timeout SECONDS   per migration, passed to tern send as --timeout (300)\n"
 	    "  -h, --help          this text\n"
 	    "\n"
@@ -393,6 +396,9 @@ bench_opt_migrate(int opt, const char *arg, struct bench_cfg *x)
 		return 0;
 	case OPT_NO_BASELINE:
 		x->no_baseline = 1;
+		return 0;
+	case OPT_SAME_BACKING:
+		x->same_backing = 1;
 		return 0;
 	}
 	return 1; /* not one of these */

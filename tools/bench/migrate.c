@@ -139,6 +139,9 @@ bench_migrate_set(const struct bench_cfg *cfg, const char *guest, const struct b
 	    .verify = cfg->verify,
 	    .timeout_s = cfg->timeout_s,
 	};
+	const char *same[] = {"--same-backing", NULL};
+	if (cfg->same_backing)
+		o.recv_extra = same;
 	struct bench_result *res = calloc((size_t)n, sizeof(*res)), med;
 	if (res == NULL)
 		return -ENOMEM;
