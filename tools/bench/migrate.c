@@ -42,7 +42,7 @@ bench_mem_json(json_t *o, const char *key, const struct bench_mem_use *m, double
 	bench_set_num(c, "own_mib", bench_mem_own(m, guest) / (1 << 20), 1);
 	bench_set_num(c, "rss_anon_peak_bytes", m->rss_anon_peak, 0);
 	bench_set_num(c, "vm_hwm_bytes", m->vm_hwm, 0);
-	bench_set_num(c, "rss_shmem_bytes", m->rss_shmem, 0);
+	bench_set_num(c, "rss_shmem_peak_bytes", m->rss_shmem, 0);
 }
 
 /* The figures of one run, or the medians (the same names) over the runs. */

@@ -121,9 +121,8 @@ bench_warm(uint64_t len)
 /* ---- memory of the children ---- */
 
 /* Polls /proc/PID/status of the two tern processes while they run: the
- * peak of RssAnon (tern's own memory: heap, stacks, bitmaps, buffers; a
- * memfd guest is RssShmem and not in it), and VmHWM and RssShmem as last
- * seen.  Every MEM_POLL_MS: a peak shorter than that may be missed. */
+ * peaks of RssAnon (tern's own memory: heap, stacks, bitmaps, buffers; a
+ * memfd guest is RssShmem and not in it), VmHWM and RssShmem.  Every MEM_POLL_MS: a peak shorter than that may be missed. */
 #define MEM_POLL_MS 5
 
 struct mem_poll {
@@ -161,8 +160,11 @@ mem_read(pid_t pid, struct bench_mem_use *u)
 		return -1; /* not ours any more, or a zombie */
 	if (isnan(u->rss_anon_peak) || anon > u->rss_anon_peak)
 		u->rss_anon_peak = anon;
-	u->vm_hwm = hwm;
-	u->rss_shmem = shmem;
+	/* Peaks: the last sample may come from a process tearing down. */
+	if (isnan(u->vm_hwm) || hwm > u->vm_hwm)
+		u->vm_hwm = hwm;
+	if (isnan(u->rss_shmem) || shmem > u->rss_shmem)
+		u->rss_shmem = shmem;
 	return 0;
 }
 
