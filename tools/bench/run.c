@@ -345,7 +345,9 @@ bench_migrate_once(const struct bench_opts *o, const char *guest, struct bench_r
 		         strerror(errno));
 		goto out;
 	}
-	port = proc_ready_port(r, 10000);
+	/* --prealloc prepares the guest before it listens: seconds per GiB
+	 * on a loaded machine, so the port may come as late as the timeout. */
+	port = proc_ready_port(r, o->timeout_s * 1000);
 	if (port <= 0) {
 		bench_wait(r, 0, &ru_d);
 		res->dst_exit = proc_exit_code(r);
