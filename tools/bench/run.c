@@ -122,7 +122,8 @@ bench_warm(uint64_t len)
 
 /* Polls /proc/PID/status of the two tern processes while they run: the
  * peaks of RssAnon (tern's own memory: heap, stacks, bitmaps, buffers; a
- * memfd guest is RssShmem and not in it), VmHWM and RssShmem.  Every MEM_POLL_MS: a peak shorter than that may be missed. */
+ * memfd guest is RssShmem and not in it), VmHWM and RssShmem.  Every MEM_POLL_MS: a peak shorter
+ * than that may be missed. */
 #define MEM_POLL_MS 5
 
 struct mem_poll {
