@@ -73,8 +73,9 @@ fp_guest_init(struct fp_guest *fg)
 	} else if (mprotect(host, size, PROT_READ | PROT_WRITE) != 0) {
 		return -errno;
 	}
-	fg->g.region = (struct tern_guest_region){
+	fg->g.regions[0] = (struct tern_guest_region){
 	    .gpa = 0, .size = size, .host = host, .fd = fd, .fd_offset = 0};
+	fg->g.nregions = 1;
 	fg->g.npages = fg->pages;
 	return tern_bitmap_init(&fg->written, fg->pages);
 }
@@ -83,7 +84,7 @@ fp_guest_init(struct fp_guest *fg)
 static void
 fp_guest_reset(struct fp_guest *fg)
 {
-	const struct tern_guest_region *r = &fg->g.region;
+	const struct tern_guest_region *r = &fg->g.regions[0];
 
 	tern_bitmap_clear_all(&fg->written);
 	if (r->fd >= 0) {
@@ -130,12 +131,12 @@ fp_verify_zeros(struct fp_guest *fg, const struct tern_msg_w_pages *f, uint64_t 
 		uint64_t gpa, len, a, b;
 
 		tern_ranges_get(&f->zeros, i, &gpa, &len);
-		if (len == 0 || gpa + len < gpa || gpa + len > fg->g.region.size)
+		if (len == 0 || gpa + len < gpa || gpa + len > fg->g.regions[0].size)
 			abort();
 		for (uint64_t p = gpa / TERN_PAGE_SIZE; p * TERN_PAGE_SIZE < gpa + len; p++) {
 			fp_page_part(p, gpa, len, &a, &b);
 			if (tern_bitmap_test(&fg->written, p) &&
-			    !fp_is_zero(fg->g.region.host + a, b - a))
+			    !fp_is_zero(fg->g.regions[0].host + a, b - a))
 				abort();
 		}
 		announced += len / TERN_PAGE_SIZE;
@@ -152,9 +153,9 @@ fp_verify_iov(struct fp_guest *fg, const struct tern_msg_w_pages *f)
 		uint64_t gpa, len;
 
 		tern_ranges_get(&f->ranges, i, &gpa, &len);
-		if (len == 0 || gpa + len < gpa || gpa + len > fg->g.region.size)
+		if (len == 0 || gpa + len < gpa || gpa + len > fg->g.regions[0].size)
 			abort();
-		if (fp_iov[i].iov_base != fg->g.region.host + gpa || fp_iov[i].iov_len != len)
+		if (fp_iov[i].iov_base != fg->g.regions[0].host + gpa || fp_iov[i].iov_len != len)
 			abort();
 	}
 }
