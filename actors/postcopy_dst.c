@@ -78,7 +78,10 @@ tern_pc_dst_stale(struct tern_pc_dst *pc, uint64_t first, uint64_t count, const 
 int
 tern_pc_dst_start(struct tern_pc_dst *pc, char *why, size_t whylen)
 {
-	return tern_uffd_missing_open(&pc->uffd, pc->g, why, whylen);
+	int rc = tern_uffd_missing_open(&pc->uffd, pc->g, why, whylen);
+	if (rc == 0 && pc->verify)
+		tern_uffd_missing_hash(pc->uffd);
+	return rc;
 }
 
 static void

@@ -25,6 +25,7 @@ struct tern_uffd_missing {
 	uint32_t registered; /* regions registered, from 0 */
 	uint64_t placed;     /* atomic */
 	uint64_t hashed;     /* atomic: XOR of the placed pages' hashes */
+	bool hashing;        /* set before any placement (--verify only) */
 };
 
 /* A page of zeros to copy from: shmem has no UFFDIO_ZEROPAGE. */
@@ -163,7 +164,8 @@ um_copy(struct tern_uffd_missing *m, uint64_t off, const uint8_t *src, uint64_t 
 		int e = rc != 0 ? errno : 0;
 		if (c.copy > 0) { /* pages installed, whether or not all */
 			uint64_t h = 0, first = (off + done) / TERN_PAGE_SIZE;
-			for (uint64_t i = 0; hash && i < (uint64_t)c.copy / TERN_PAGE_SIZE; i++)
+			for (uint64_t i = 0;
+			     hash && m->hashing && i < (uint64_t)c.copy / TERN_PAGE_SIZE; i++)
 				h ^= tern_page_hash(first + i,
 				                    zero ? NULL : src + done + i * TERN_PAGE_SIZE);
 			__atomic_fetch_xor(&m->hashed, h, __ATOMIC_RELAXED);
@@ -209,6 +211,12 @@ tern_uffd_missing_place_zero(struct tern_uffd_missing *m, uint64_t off, uint64_t
                              uint64_t *placed)
 {
 	return um_copy(m, off, NULL, len, true, true, placed);
+}
+
+void
+tern_uffd_missing_hash(struct tern_uffd_missing *m)
+{
+	m->hashing = true;
 }
 
 uint64_t

@@ -57,6 +57,10 @@ int tern_uffd_missing_place(struct tern_uffd_missing *m, uint64_t off, const voi
 int tern_uffd_missing_place_zero(struct tern_uffd_missing *m, uint64_t off, uint64_t len,
                                  uint64_t *placed);
 
+/* tern_uffd_missing_hash turns hashing of placed pages on (before any
+ * page is placed): a 4 KiB hash per page, paid only for --verify. */
+void tern_uffd_missing_hash(struct tern_uffd_missing *m);
+
 /* tern_uffd_missing_hashed: the XOR of tern_page_hash over every page
  * placed so far, with what was placed (for postcopy's --verify). */
 uint64_t tern_uffd_missing_hashed(const struct tern_uffd_missing *m);

@@ -73,6 +73,7 @@ blocks_until_placed(const char *spec)
 	fill(mem, 16 * PG, 0xa000);
 	cr_assert_eq(tern_guest_region_at(g, 0)->size >= 16 * PG, 1);
 	cr_assert_eq(tern_uffd_missing_open(&m, g, why, sizeof(why)), 0, "%s", why);
+	tern_uffd_missing_hash(m);
 	cr_assert_eq(tern_guest_discard(g, 4 * PG, 4 * PG), 0);
 
 	struct reader r = {(const volatile uint64_t *)(mem + 5 * PG + 24), 0};
