@@ -23,6 +23,8 @@
 
 #include <arpa/inet.h>
 
+#include <openssl/crypto.h>
+
 #include "actors/accept.h"
 #include "net/hello.h"
 #include "net/net.h"
@@ -66,6 +68,10 @@ struct acc {
 	uint8_t key[TERN_WIRE_KEY_LEN];
 	uint32_t have, want, asked, refused, max;
 	uint64_t conns_deadline_ns;
+	/* Postcopy recovery: only the paused migration's own source (its id,
+	 * key and count, kept in a) is taken, until resume_deadline_ns. */
+	int resume;
+	uint64_t resume_deadline_ns;
 };
 
 void
@@ -220,6 +226,14 @@ acc_first(struct acc *c, struct acc_slot *s)
 	if (tern_wire_hello_key(h, c->key) != 0) {
 		acc_drop(c, s, TERN_EAUTH,
 		         "authentication failed: connection 0 carries no migration key");
+		return;
+	}
+	if (c->resume && (strcmp(h->migration, c->a->migration) != 0 || h->nconns != c->a->asked ||
+	                  CRYPTO_memcmp(c->key, c->a->key, sizeof(c->key)) != 0)) {
+		snprintf(why, sizeof(why),
+		         "postcopy migration %.100s is paused here, waiting for its own source",
+		         c->a->migration);
+		acc_drop(c, s, TERN_EPEER, why);
 		return;
 	}
 	if (tern_wire_check_binding(&s->link, h, c->key, why, sizeof(why)) != 0) {
@@ -406,12 +420,18 @@ static int
 acc_loop(struct acc *c, int lfd, uint32_t *next_given, char *err, size_t errlen)
 {
 	const struct tern_recv_opts *o = c->opts;
-	uint64_t first_deadline =
-	    o->accept_timeout_ms ? tern_now_ns() + o->accept_timeout_ms * 1000000ull : 0;
+	uint64_t first_deadline = c->resume ? c->resume_deadline_ns
+	                          : o->accept_timeout_ms
+	                              ? tern_now_ns() + o->accept_timeout_ms * 1000000ull
+	                              : 0;
 
 	for (;;) {
 		if (c->have_mig && c->have + c->refused >= c->asked)
 			return 0;
+		if (atomic_load(&c->a->recover_cancel)) {
+			snprintf(err, errlen, "the receiver is gone");
+			return TERN_ECANCELED;
+		}
 		if (o->stop_flag != NULL && __atomic_load_n(o->stop_flag, __ATOMIC_RELAXED)) {
 			snprintf(err, errlen, "stopped while waiting for %s",
 			         c->have_mig ? "its connections" : "a migration");
@@ -423,6 +443,9 @@ acc_loop(struct acc *c, int lfd, uint32_t *next_given, char *err, size_t errlen)
 			if (c->have_mig)
 				snprintf(err, errlen, "the source opened %u of %u connections: %s",
 				         c->have, c->want, tern_strerror(TERN_ETIMEDOUT));
+			else if (c->resume)
+				snprintf(err, errlen, "the source did not come back: %s",
+				         tern_strerror(TERN_ETIMEDOUT));
 			else
 				snprintf(err, errlen, "no migration arrived: %s",
 				         tern_strerror(TERN_ETIMEDOUT));
@@ -459,9 +482,10 @@ acc_loop(struct acc *c, int lfd, uint32_t *next_given, char *err, size_t errlen)
 	}
 }
 
-int
-tern_accept_migration(const struct tern_recv_opts *opts, int lfd, struct tern_tls *tls,
-                      struct tern_receiver_args *a, uint32_t *next_given, char *err, size_t errlen)
+static int
+acc_run(const struct tern_recv_opts *opts, int lfd, struct tern_tls *tls,
+        struct tern_receiver_args *a, uint32_t *next_given, uint64_t resume_deadline_ns, char *err,
+        size_t errlen)
 {
 	struct acc *c = calloc(1, sizeof(*c));
 	int rc;
@@ -472,6 +496,8 @@ tern_accept_migration(const struct tern_recv_opts *opts, int lfd, struct tern_tl
 	c->tls = tls;
 	c->a = a;
 	c->max = opts->max_connections ? opts->max_connections : TERN_MAX_CONNECTIONS;
+	c->resume = resume_deadline_ns != 0;
+	c->resume_deadline_ns = resume_deadline_ns;
 	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
 		rc = -errno;
 		free(c);
@@ -480,13 +506,37 @@ tern_accept_migration(const struct tern_recv_opts *opts, int lfd, struct tern_tl
 	}
 	rc = acc_loop(c, lfd, next_given, err, errlen);
 	acc_finish(c);
-	if (rc == 0) {
+	if (rc == 0 && c->resume && c->want != a->nconns) {
+		snprintf(err, errlen, "the source came back with %u connections, not %u", c->want,
+		         a->nconns);
+		rc = TERN_EPROTO;
+	} else if (rc == 0) {
+		/* Kept for a postcopy recovery: only this source may come back. */
+		snprintf(a->migration, sizeof(a->migration), "%s", c->migration);
+		memcpy(a->key, c->key, sizeof(a->key));
+		a->asked = c->asked;
 		a->nconns = c->want;
-		terni_recv_log(opts, "receiving migration %s over %u connection(s)%s%s",
-		               c->migration, c->want, tls != NULL ? ", " : ", plain TCP",
+		terni_recv_log(opts, "%s migration %s over %u connection(s)%s%s",
+		               c->resume ? "resuming" : "receiving", c->migration, c->want,
+		               tls != NULL ? ", " : ", plain TCP",
 		               tls != NULL ? tern_tls_describe(tls) : "");
 	}
-	memset(c->key, 0, sizeof(c->key));
+	OPENSSL_cleanse(c->key, sizeof(c->key));
 	free(c);
 	return rc;
+}
+
+int
+tern_accept_migration(const struct tern_recv_opts *opts, int lfd, struct tern_tls *tls,
+                      struct tern_receiver_args *a, uint32_t *next_given, char *err, size_t errlen)
+{
+	return acc_run(opts, lfd, tls, a, next_given, 0, err, errlen);
+}
+
+int
+tern_accept_resume(const struct tern_recv_opts *opts, int lfd, struct tern_tls *tls,
+                   struct tern_receiver_args *a, uint64_t deadline_ns, char *err, size_t errlen)
+{
+	uint32_t none = opts->nfds;
+	return acc_run(opts, lfd, tls, a, &none, deadline_ns ? deadline_ns : 1, err, errlen);
 }

@@ -34,6 +34,15 @@ int tern_accept_migration(const struct tern_recv_opts *opts, int lfd, struct ter
                           struct tern_receiver_args *a, uint32_t *next_given, char *err,
                           size_t errlen);
 
+/* tern_accept_resume takes a paused postcopy's source back on listener
+ * lfd: connection 0 must bring the migration id, key and count of the
+ * first accept (kept in a), and the same number of connections must come,
+ * by deadline_ns; anyone else is refused, as any stray client.  Fills
+ * a->conns[] links (each closed beforehand).  0 or an error with err. */
+int tern_accept_resume(const struct tern_recv_opts *opts, int lfd, struct tern_tls *tls,
+                       struct tern_receiver_args *a, uint64_t deadline_ns, char *err,
+                       size_t errlen);
+
 /* terni_recv_log writes one operator line through opts->log. */
 void terni_recv_log(const struct tern_recv_opts *opts, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

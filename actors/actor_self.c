@@ -49,9 +49,18 @@ terni_actor_killed(struct tern_actor *a)
 void
 terni_actor_fault(struct tern_actor *a, const char *kind, const char *arg)
 {
-	if (tern_fault_enabled() && tern_fault_check(a->desc->name, a->instance, a->mb.id, kind,
-	                                             arg, a->rt->trace) == TERN_FAULT_KILL)
+	if (!tern_fault_enabled())
+		return;
+	switch (tern_fault_check(a->desc->name, a->instance, a->mb.id, kind, arg, a->rt->trace)) {
+	case TERN_FAULT_KILL:
 		tern_actor_kill(a);
+		break;
+	case TERN_FAULT_CUT:
+		terni_rt_cut_links(a->rt);
+		break;
+	default:
+		break;
+	}
 }
 
 void

@@ -9,16 +9,25 @@ tern_children_spawn(struct tern_actor *self, struct tern_children *k,
                     const struct tern_actor_desc *desc, void *args, enum tern_child_policy on_exit,
                     uint32_t index, struct tern_child **out, struct tern_exit *why)
 {
-	if (k->n == TERN_CHILDREN_MAX)
+	/* A child joined after its exit leaves its slot to a new one (the
+	 * connections a postcopy recovery dials again). */
+	uint32_t at = k->n;
+	for (uint32_t i = 0; i < k->n; i++)
+		if (k->c[i].actor == NULL && k->c[i].exited) {
+			at = i;
+			break;
+		}
+	if (at == TERN_CHILDREN_MAX)
 		return TERN_ENOMEM;
-	struct tern_child *c = &k->c[k->n];
+	struct tern_child *c = &k->c[at];
 	*c = (struct tern_child){.desc = desc, .args = args, .on_exit = on_exit, .index = index};
 	int rc = tern_spawn(tern_actor_rt(self), desc, args, tern_actor_id(self), &c->actor, why);
 	if (rc != 0) {
 		c->actor = NULL;
 		return rc;
 	}
-	k->n++;
+	if (at == k->n)
+		k->n++;
 	if (out != NULL)
 		*out = c;
 	return 0;

@@ -338,6 +338,7 @@ cr_frame(struct tern_actor *self, struct cr_state *s)
 	case TERN_MSG_W_FENCE:
 	case TERN_MSG_W_STATE_PART:
 	case TERN_MSG_W_POSTCOPY:
+	case TERN_MSG_W_RESUME:
 	case TERN_MSG_W_ABORT:
 		return cr_control(self, s, &m, plen);
 	default:

@@ -26,9 +26,10 @@
 #include "actors/guest_call.h"
 #include "tern/error.h"
 
-const char *const co_phase_names[] = {"setup",   "bulk",      "iterate",  "switchover",
-                                      "state",   "verify",    "postcopy", "postcopy-stream",
-                                      "handoff", "completed", "aborting", "aborted"};
+const char *const co_phase_names[] = {
+    "setup",   "bulk",      "iterate",         "switchover",      "state",
+    "verify",  "postcopy",  "postcopy-stream", "postcopy-paused", "postcopy-recover",
+    "handoff", "completed", "aborting",        "aborted"};
 
 /* How long an abort waits for the destination to acknowledge W_ABORT before
  * closing the connections (so it learns why rather than seeing a reset). */
@@ -100,10 +101,18 @@ co_abort(struct tern_actor *self, struct co_state *s, int code, const char *fmt,
 {
 	if (s->phase >= CO_COMPLETED)
 		return;
+	char why[TERN_STR_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	terni_verrf(s->a->err, sizeof(s->a->err), fmt, ap);
+	terni_verrf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	/* Postcopy: a control frame that finds connection 0 gone is a lost
+	 * link, which pauses while it may come back. */
+	if (code == TERN_ECLOSED && co_pc_recoverable(s)) {
+		co_pc_lost(self, s, why);
+		return;
+	}
+	snprintf(s->a->err, sizeof(s->a->err), "%s", why);
 	s->a->result = code;
 	bool tell = false;
 	if (s->phase == CO_HANDOFF) {
@@ -282,6 +291,8 @@ co_iteration_done(struct tern_actor *self, struct co_state *s)
 		return;
 	}
 	s->lent = 0;
+	if (s->phase == CO_PC_PAUSED || s->phase == CO_PC_RECOVER)
+		return; /* co_pc_resumed goes on from here */
 	if (s->phase == CO_PC_STREAM) {
 		co_pc_streamed(self, s);
 		return;
@@ -375,6 +386,10 @@ co_result(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_r
 	}
 	if (r->step == TERN_MSG_W_FENCE) {
 		co_fence_done(self, s, r);
+		return;
+	}
+	if (r->step == TERN_MSG_W_RESUME && s->phase == CO_PC_RECOVER) {
+		co_pc_resumed(self, s, r);
 		return;
 	}
 	struct tern_msg f;
@@ -576,6 +591,12 @@ co_tick(struct tern_actor *self, void *state)
 			co_set_phase(self, s, CO_ABORTED);
 		return co_status(self, s);
 	}
+	if (s->phase == CO_PC_PAUSED) {
+		co_pc_recover_tick(self, s, now);
+		if (!co_over(s) && now - s->last_progress_ns >= 500000000ull)
+			co_progress(self, s);
+		return co_status(self, s);
+	}
 	if (s->phase == CO_BULK) {
 		int rc = co_ring_refill(self, s);
 		if (rc != 0)
@@ -593,7 +614,9 @@ co_tick(struct tern_actor *self, void *state)
 	if (now - s->last_progress_ns >= 500000000ull)
 		co_progress(self, s);
 	uint64_t elapsed_ms = (now - s->start_ns) / 1000000;
-	if (tern_ctl_expired(&s->ctl, now))
+	if (tern_ctl_expired(&s->ctl, now) && co_pc_recoverable(s))
+		co_pc_lost(self, s, "the destination did not answer in time");
+	else if (tern_ctl_expired(&s->ctl, now))
 		co_abort(self, s, TERN_ETIMEDOUT,
 		         "the destination did not answer in %s (I/O timeout)",
 		         co_phase_names[s->phase]);

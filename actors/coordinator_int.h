@@ -14,15 +14,17 @@
 #include "actors/feeder.h"
 
 enum co_phase {
-	CO_SETUP,     /* waiting for W_CONFIG's result */
-	CO_BULK,      /* iteration 0: every populated page */
-	CO_ITERATE,   /* dirty sets */
-	CO_FINAL,     /* guest paused, sending the last dirty set */
-	CO_STATE,     /* waiting for W_STATE's result */
-	CO_DIGEST,    /* waiting for W_DIGEST's result */
-	CO_POSTCOPY,  /* switched: W_POSTCOPY (the stale set) sent, awaiting its result */
-	CO_PC_STREAM, /* postcopy: the destination runs; the stale set streams */
-	CO_HANDOFF,   /* W_COMPLETE sent: the destination resumes */
+	CO_SETUP,      /* waiting for W_CONFIG's result */
+	CO_BULK,       /* iteration 0: every populated page */
+	CO_ITERATE,    /* dirty sets */
+	CO_FINAL,      /* guest paused, sending the last dirty set */
+	CO_STATE,      /* waiting for W_STATE's result */
+	CO_DIGEST,     /* waiting for W_DIGEST's result */
+	CO_POSTCOPY,   /* switched: W_POSTCOPY (the stale set) sent, awaiting its result */
+	CO_PC_STREAM,  /* postcopy: the destination runs; the stale set streams */
+	CO_PC_PAUSED,  /* postcopy: the link is lost; dialing again (postcopy_recover.c) */
+	CO_PC_RECOVER, /* postcopy: connected again, W_RESUME awaits its answer */
+	CO_HANDOFF,    /* W_COMPLETE sent: the destination resumes */
 	CO_COMPLETED,
 	CO_ABORTING, /* W_ABORT sent, source running: waiting for the answer */
 	CO_ABORTED,
@@ -80,6 +82,12 @@ struct co_state {
 	uint64_t pc_fresh;  /* new stale pages in the last round */
 	uint64_t pc_start_ns;
 	uint8_t *pc_buf;
+	/* Recovery (postcopy_recover.c): when the link was lost (0: it is up),
+	 * in which phase, the next dial, the tries so far and the reason. */
+	uint64_t pc_lost_ns, pc_retry_ns;
+	enum co_phase pc_lost_phase;
+	uint32_t pc_tries;
+	char pc_why[TERN_STR_MAX];
 
 	/* Convergence: the throttle and its policy. */
 	int guard_ready, held;
@@ -117,6 +125,14 @@ void co_pc_next(struct tern_actor *self, struct co_state *s);
 void co_pc_request(struct tern_actor *self, struct co_state *s,
                    const struct tern_msg_w_page_req *r);
 void co_pc_streamed(struct tern_actor *self, struct co_state *s);
+
+/* postcopy_recover.c: whether a lost link now pauses instead of failing,
+ * the loss (every connection cut), the tick that dials again, and the
+ * destination's answer to W_RESUME. */
+bool co_pc_recoverable(const struct co_state *s);
+void co_pc_lost(struct tern_actor *self, struct co_state *s, const char *why);
+void co_pc_recover_tick(struct tern_actor *self, struct co_state *s, uint64_t now);
+void co_pc_resumed(struct tern_actor *self, struct co_state *s, const struct tern_msg_w_result *r);
 
 /* fence.c: a connection went down with chunks in flight; the destination's
  * answer to the fence. */

@@ -258,6 +258,18 @@ co_child_exit(struct tern_actor *self, struct co_state *s, struct tern_child *k,
 {
 	const struct tern_send_opts *o = s->a->opts;
 	int rc;
+	if (k != NULL && k->desc == &tern_conn_send_actor) {
+		/* Postcopy, link lost: every connection was cut on purpose. */
+		if (s->phase == CO_PC_PAUSED)
+			return;
+		if (k->index == 0 && co_pc_recoverable(s)) {
+			char why[TERN_STR_MAX];
+			snprintf(why, sizeof(why), "connection 0: %.200s",
+			         e->why[0] ? e->why : "closed");
+			co_pc_lost(self, s, why);
+			return;
+		}
+	}
 	switch (k != NULL ? k->on_exit : TERN_CHILD_FATAL) {
 	case TERN_CHILD_OPTIONAL:
 		/* The throttle died: its guard has the vCPUs running; carry on
@@ -290,6 +302,13 @@ co_child_exit(struct tern_actor *self, struct co_state *s, struct tern_child *k,
 		/* Postcopy's stream runs on data connections only. */
 		if (atomic_load(&s->a->urgent_lane) && need < 2)
 			need = 2;
+		if (s->alive < need && co_pc_recoverable(s)) {
+			char why[TERN_STR_MAX];
+			snprintf(why, sizeof(why), "%u of %u connections left: %.200s", s->alive,
+			         s->nconns, e->why[0] ? e->why : "a connection exited");
+			co_pc_lost(self, s, why);
+			return;
+		}
 		if (s->alive < need) {
 			co_abort(self, s, e->code ? e->code : TERN_EACTOR,
 			         "%u of %u connections left (need %u): %s", s->alive, s->nconns,
@@ -316,7 +335,9 @@ co_progress(struct tern_actor *self, struct co_state *s)
 	tern_msg_init(&m, TERN_MSG_PROGRESS);
 	struct tern_msg_progress *p = &m.u.progress;
 	p->iter = s->iter;
-	if (st->stalled && s->phase == CO_ITERATE)
+	if (s->phase == CO_PC_PAUSED)
+		snprintf(p->state, sizeof(p->state), "postcopy-paused: %.200s", s->pc_why);
+	else if (st->stalled && s->phase == CO_ITERATE)
 		snprintf(p->state, sizeof(p->state), "stalled: %s", st->stall_reason);
 	else if (s->throttle_pct && s->phase == CO_ITERATE)
 		snprintf(p->state, sizeof(p->state), "iterate, throttle %u%%", s->throttle_pct);

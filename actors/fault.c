@@ -216,7 +216,7 @@ static bool
 fault_matches(const struct fault_trigger *t, const char *who, uint32_t instance, const char *kind,
               const char *arg)
 {
-	bool process = strcmp(t->who, "process") == 0;
+	bool process = strcmp(t->who, "process") == 0 || strcmp(t->who, "link") == 0;
 	bool guest = strcmp(t->who, "guest") == 0;
 	if (process)
 		return strcmp(who, "guest") != 0 && strcmp(t->kind, kind) == 0 &&
@@ -272,7 +272,9 @@ tern_fault_check(const char *who, uint32_t instance, uint32_t id, const char *ki
 			for (;;)
 				pause();
 		}
-		action = strcmp(t->who, "guest") == 0 ? TERN_FAULT_FAIL : TERN_FAULT_KILL;
+		action = strcmp(t->who, "guest") == 0  ? TERN_FAULT_FAIL
+		         : strcmp(t->who, "link") == 0 ? TERN_FAULT_CUT
+		                                       : TERN_FAULT_KILL;
 	}
 	return action;
 }

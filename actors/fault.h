@@ -11,6 +11,9 @@
  *           | "process"   the whole process: SIGKILL itself at the event,
  *                         whichever actor's thread reports it
  *           | "guest"     a call into the guest provider fails (-EIO)
+ *           | "link"      cut the link: every connection socket of this
+ *                         process is shut down at the event (both ways, as
+ *                         a network failure would), nothing is killed
  *   k       = which actor of that name, in spawn order from 0; omitted: any
  *             (then events of every instance count together)
  *   event   = "recv:" TYPE    a message (or, for connection actors and the
@@ -39,6 +42,8 @@
  *   conn-recv#0@send:ACK#5          connection 0, at its 5th W_ACK sent
  *   process@state:switchover        SIGKILL the process at the switchover
  *   guest@resume                    the first guest resume fails
+ *   link@recv:W_PAGE_REQ#3          every connection cut at the 3rd page
+ *                                   request (postcopy recovery)
  *
  * Every trigger that fires prints one line on stderr,
  *   "tern: fault fired: conn-send#1@chunk:3 (conn-send#1, id 9)"
@@ -59,6 +64,7 @@ enum tern_fault_action {
 	TERN_FAULT_KILL = 1,    /* kill the actor the event happened on */
 	TERN_FAULT_PROCESS = 2, /* SIGKILL the process (done by tern_fault_check) */
 	TERN_FAULT_FAIL = 3,    /* make the guest call fail */
+	TERN_FAULT_CUT = 4,     /* shut down every connection socket of the process */
 };
 
 /* tern_fault_enabled is false (and cheap) when TERN_FAULT is unset, so the

@@ -32,10 +32,11 @@ co_conn_down(struct tern_actor *self, struct co_state *s, const struct tern_msg_
 
 	if (n == 0)
 		return;
-	if (s->pc && d->conn != 0 && d->conn < s->nconns && n <= TERN_CONN_WINDOW_MAX) {
+	if (s->pc && d->conn < s->nconns && n <= TERN_CONN_WINDOW_MAX) {
 		/* Postcopy: the guest here is paused for good, so a resent page
 		 * is the same page, and the destination places each page once:
-		 * a late copy cannot land on a newer one.  No fence needed. */
+		 * a late copy cannot land on a newer one.  No fence needed, and
+		 * connection 0's chunks go again too (a recovery resends them). */
 		uint64_t ids[TERN_CONN_WINDOW_MAX], unused;
 		for (uint32_t i = 0; i < n; i++)
 			tern_ranges_get(&d->chunks, i, &ids[i], &unused);

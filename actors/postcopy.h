@@ -89,7 +89,10 @@ void tern_pc_dst_fini(struct tern_pc_dst *pc);
  * connection 0 (W_PAGE_REQ).  Its event "fault" fires per fault read. */
 struct tern_pc_faults_args {
 	struct tern_pc_dst *pc;
-	uint32_t conn0; /* connection 0's actor: its CTL_OUT sends to the source */
+	/* Connection 0's actor: its CTL_OUT sends to the source.  0 while the
+	 * link is lost (postcopy recovery): requests then wait, and PC_RELINK
+	 * brings the new one. */
+	_Atomic uint32_t conn0;
 };
 extern const struct tern_actor_desc tern_pc_faults_actor;
 

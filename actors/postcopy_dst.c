@@ -187,17 +187,16 @@ pf_init(struct tern_actor *self, void *state, void *arg)
 	return tern_actor_watch_fd(self, tern_uffd_missing_fd(s->a->pc->uffd), POLLIN);
 }
 
-/* Asks for page p and the stale pages after it not yet asked for. */
+/* Sends a request for pages [p, p+n) through connection 0.  With the link
+ * lost (no connection 0, or it just went) the request waits: the pages
+ * stay marked requested, and the relink asks them again. */
 static int
-pf_request(struct tern_actor *self, struct pf_state *s, uint64_t p)
+pf_ask(struct tern_actor *self, struct pf_state *s, uint64_t p, uint64_t n)
 {
 	struct tern_pc_dst *pc = s->a->pc;
-	uint64_t n = 1;
-	while (n < PF_WINDOW && p + n < pc->g->npages && pc_test(&pc->stale, p + n) &&
-	       !pc_test(&pc->arrived, p + n) && !pc_test(&pc->requested, p + n) &&
-	       tern_guest_range_ok(pc->g, p * TERN_PAGE_SIZE, (n + 1) * TERN_PAGE_SIZE))
-		n++;
-	pc_mark(&pc->requested, p, n);
+	uint32_t conn0 = atomic_load(&s->a->conn0);
+	if (conn0 == 0)
+		return 0;
 	uint8_t pair[16], buf[256];
 	size_t len;
 	tern_ranges_put(pair, 0, p * TERN_PAGE_SIZE, n * TERN_PAGE_SIZE);
@@ -212,7 +211,52 @@ pf_request(struct tern_actor *self, struct pf_state *s, uint64_t p)
 	tern_msg_init(&out, TERN_MSG_CTL_OUT);
 	out.u.ctl_out.frame = (struct tern_bin){buf, len};
 	atomic_fetch_add(&pc->requests, 1);
-	return tern_actor_send(self, s->a->conn0, &out);
+	if (tern_actor_send(self, conn0, &out) != 0)
+		atomic_store(&s->a->conn0, 0); /* gone: the receiver relinks */
+	return 0;
+}
+
+/* Asks for page p and the stale pages after it not yet asked for. */
+static int
+pf_request(struct tern_actor *self, struct pf_state *s, uint64_t p)
+{
+	struct tern_pc_dst *pc = s->a->pc;
+	uint64_t n = 1;
+	while (n < PF_WINDOW && p + n < pc->g->npages && pc_test(&pc->stale, p + n) &&
+	       !pc_test(&pc->arrived, p + n) && !pc_test(&pc->requested, p + n) &&
+	       tern_guest_range_ok(pc->g, p * TERN_PAGE_SIZE, (n + 1) * TERN_PAGE_SIZE))
+		n++;
+	pc_mark(&pc->requested, p, n);
+	return pf_ask(self, s, p, n);
+}
+
+/* PC_RELINK: the new connection 0; every page asked for that has not
+ * arrived is asked again (a vCPU may wait on it), in runs of at most
+ * PF_WINDOW pages. */
+static int
+pf_relink(struct tern_actor *self, struct pf_state *s, uint32_t conn0)
+{
+	struct tern_pc_dst *pc = s->a->pc;
+	atomic_store(&s->a->conn0, conn0);
+	for (uint64_t w = 0; w < pc->requested.nwords; w++) {
+		uint64_t bits = __atomic_load_n(&pc->requested.words[w], __ATOMIC_RELAXED) &
+		                ~__atomic_load_n(&pc->arrived.words[w], __ATOMIC_RELAXED);
+		while (bits != 0) {
+			uint64_t b = (uint64_t)__builtin_ctzll(bits), e = b;
+			while (e < 64 && e - b < PF_WINDOW && ((bits >> e) & 1))
+				e++;
+			bits &= e == 64 ? 0 : ~0ull << e;
+			uint64_t p = w * 64 + b;
+			if (!tern_guest_range_ok(pc->g, p * TERN_PAGE_SIZE,
+			                         (e - b) * TERN_PAGE_SIZE))
+				continue; /* never asked that way: a run across regions */
+			int rc = pf_ask(self, s, p, e - b);
+			if (rc != 0)
+				return tern_actor_fail(self, rc, "asking again: %s",
+				                       tern_strerror(rc));
+		}
+	}
+	return 0;
 }
 
 static int
@@ -254,6 +298,8 @@ pf_on_fd(struct tern_actor *self, void *state, int fd, short revents)
 static int
 pf_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 {
+	if (m->type == TERN_MSG_PC_RELINK)
+		return pf_relink(self, state, m->u.pc_relink.conn0);
 	return tern_actor_fail(self, TERN_EPROTO, "unexpected message %s", tern_msg_name(m->type));
 }
 

@@ -68,7 +68,8 @@ rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *g,
 		(void)rc_answer(self, s, TERN_MSG_W_POSTCOPY, rc, 0, why);
 		return rc_fail(self, s, rc, "cannot start postcopy: %s", why);
 	}
-	s->fargs = (struct tern_pc_faults_args){s->pc, tern_actor_id(s->conns[0])};
+	s->fargs.pc = s->pc;
+	atomic_store(&s->fargs.conn0, tern_actor_id(s->conns[0]));
 	struct tern_exit ex;
 	if ((rc = tern_spawn(tern_actor_rt(self), &tern_pc_faults_actor, &s->fargs,
 	                     tern_actor_id(self), &s->faults, &ex)) != 0) {
@@ -145,4 +146,93 @@ rc_pc_digest(struct tern_actor *self, struct rc_state *s, uint64_t digest)
 	}
 	s->a->stats->verified = 1;
 	return rc_answer(self, s, TERN_MSG_W_DIGEST, 0, 0, NULL);
+}
+
+/* ---- Recovery (docs/postcopy.md): the link lost after the switch ---- */
+
+static bool
+rc_pc_recoverable(const struct rc_state *s)
+{
+	const struct tern_recv_opts *o = s->a->opts;
+	return (s->phase == RC_PC_RUNNING || s->phase == RC_PC_RELINKED) && !o->no_recover &&
+	       o->nfds == 0;
+}
+
+/* Connection 0 is gone, or the source went silent.  Before the guest runs
+ * here, or without recovery, that ends the migration.  Otherwise every
+ * connection is cut and joined, and the driver listens again: the guest
+ * keeps running on the pages it has (a vCPU that touches a missing one
+ * waits in the kernel, as under QEMU's postcopy-paused), and the source
+ * keeps its frozen copy. */
+int
+rc_pc_lost(struct tern_actor *self, struct rc_state *s, int code, const char *why)
+{
+	if (!rc_pc_recoverable(s))
+		return rc_fail(self, s, code, "%s", why);
+	/* Requests wait from now on (a send to a dead connection would be
+	 * lost); the relink asks them again. */
+	atomic_store(&s->fargs.conn0, 0);
+	for (uint32_t i = 0; i < s->a->nconns; i++) {
+		if (s->conns[i] == NULL)
+			continue;
+		s->retired[i] = tern_actor_id(s->conns[i]);
+		tern_actor_kill(s->conns[i]);
+		tern_actor_stop_join(&s->conns[i], 2000, NULL);
+		tern_link_close(&s->a->conns[i].link);
+		atomic_store(&s->a->conns[i].fenced, false);
+	}
+	if (s->phase == RC_PC_RUNNING) {
+		/* Lost again before W_RESUME: still the same pause. */
+		s->pc_lost_ns = tern_now_ns();
+		s->a->stats->postcopy_pauses++;
+	}
+	tern_actor_counter(self, "postcopy_pauses", (double)s->a->stats->postcopy_pauses);
+	rc_set_phase(self, s, RC_PC_PAUSED);
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_PC_PAUSED);
+	snprintf(m.u.pc_paused.why, sizeof(m.u.pc_paused.why), "%s", why);
+	int rc = tern_actor_send(self, s->a->driver, &m);
+	if (rc != 0)
+		return rc_fail(self, s, rc, "%s (and nobody listens for the source again)", why);
+	return 0;
+}
+
+/* The driver's answer: the source's new connections, or none in time. */
+int
+rc_pc_relinked(struct tern_actor *self, struct rc_state *s, const struct tern_msg_pc_relinked *r)
+{
+	if (s->phase != RC_PC_PAUSED)
+		return rc_fail(self, s, TERN_EPROTO, "PC_RELINKED in phase %s",
+		               rc_phase_names[s->phase]);
+	if (r->status != 0) {
+		s->phase = RC_PC_RUNNING; /* failed from postcopy: postcopy-failed */
+		return rc_fail(self, s, r->status, "postcopy: the link was lost and %s", r->why);
+	}
+	int rc = rc_spawn_conns(self, s);
+	if (rc != 0)
+		return rc_fail(self, s, rc, "cannot restart the connections: %s",
+		               tern_strerror(rc));
+	s->last_heard_ns = tern_now_ns();
+	rc_set_phase(self, s, RC_PC_RELINKED);
+	/* The fault handler's requests go through the new connection 0, and
+	 * what it asked for and never got is asked again. */
+	struct tern_msg m;
+	tern_msg_init(&m, TERN_MSG_PC_RELINK);
+	m.u.pc_relink.conn0 = tern_actor_id(s->conns[0]);
+	if ((rc = tern_actor_send(self, tern_actor_id(s->faults), &m)) != 0)
+		return rc_fail(self, s, rc, "the postcopy fault handler is gone");
+	return 0;
+}
+
+/* W_RESUME: the source that paused with us goes on.  Anyone else (a
+ * destination that never paused) refuses it as out of phase. */
+int
+rc_pc_resume(struct tern_actor *self, struct rc_state *s)
+{
+	if (s->phase != RC_PC_RELINKED)
+		return rc_out_of_phase(self, s, TERN_MSG_W_RESUME,
+		                       "after a postcopy link loss, once the source is back");
+	s->a->stats->postcopy_recover_ms += (tern_now_ns() - s->pc_lost_ns) / 1000000;
+	rc_set_phase(self, s, RC_PC_RUNNING);
+	return rc_answer(self, s, TERN_MSG_W_RESUME, 0, tern_pc_dst_missing(s->pc), NULL);
 }

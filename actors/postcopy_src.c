@@ -196,6 +196,10 @@ co_pc_request(struct tern_actor *self, struct co_state *s, const struct tern_msg
 	uint64_t total;
 	/* Any time after the pause: the destination's state load may fault
 	 * too (its answer is what the source is waiting for then). */
+	/* Paused: the link that brought it is gone; the destination asks
+	 * again once it is back. */
+	if (s->phase == CO_PC_PAUSED)
+		return;
 	if (!s->pc || s->phase >= CO_COMPLETED) {
 		co_abort(self, s, TERN_EPROTO, "a page request in phase %s",
 		         co_phase_names[s->phase]);

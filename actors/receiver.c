@@ -16,8 +16,9 @@
 #include "net/wire.h"
 #include "tern/error.h"
 
-const char *const rc_phase_names[] = {"listening",        "configured", "postcopy", "state",
-                                      "postcopy-running", "verified",   "resumed",  "aborted"};
+const char *const rc_phase_names[] = {
+    "listening",       "configured",       "postcopy", "state",   "postcopy-running",
+    "postcopy-paused", "postcopy-recover", "verified", "resumed", "aborted"};
 
 void
 rc_set_phase(struct tern_actor *self, struct rc_state *s, enum rc_phase p)
@@ -47,6 +48,28 @@ rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status
 	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
 }
 
+/* After the postcopy switch a lost link is waited out (postcopy_recv.c),
+ * so a destination that gives up for good says so: the source then fails
+ * at once instead of dialing a destination that is gone. */
+static void
+rc_tell_abort(struct tern_actor *self, struct rc_state *s, int code)
+{
+	struct tern_msg f, out;
+	uint8_t buf[1024];
+	size_t len;
+	if (s->phase < RC_POSTCOPY || s->conns[0] == NULL)
+		return;
+	tern_msg_init(&f, TERN_MSG_W_ABORT);
+	f.u.w_abort.code = code;
+	snprintf(f.u.w_abort.why, sizeof(f.u.w_abort.why), "%s", s->a->err);
+	f.time_ns = tern_now_ns();
+	if (tern_msg_encode(&f, buf, sizeof(buf), &len) != 0)
+		return;
+	tern_msg_init(&out, TERN_MSG_CTL_OUT);
+	out.u.ctl_out.frame = (struct tern_bin){buf, len};
+	(void)tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
+}
+
 int
 rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, ...)
 {
@@ -58,6 +81,7 @@ rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *fmt, 
 	va_start(ap, fmt);
 	terni_verrf(s->a->err, sizeof(s->a->err), fmt, ap);
 	va_end(ap);
+	rc_tell_abort(self, s, code);
 	s->a->result = code;
 	snprintf(s->a->stats->outcome, sizeof(s->a->stats->outcome), "%s",
 	         s->phase >= RC_POSTCOPY ? "postcopy-failed" : "aborted");
@@ -264,7 +288,7 @@ rc_retire_data(struct rc_state *s)
 static bool
 rc_is_retired(const struct rc_state *s, uint32_t id)
 {
-	for (uint32_t i = 1; i < s->a->nconns; i++)
+	for (uint32_t i = 0; i < s->a->nconns; i++)
 		if (s->retired[i] == id)
 			return true;
 	return false;
@@ -438,6 +462,8 @@ rc_ctl(struct tern_actor *self, struct rc_state *s, const struct tern_msg *m)
 		return TERN_ACTOR_DONE;
 	case TERN_MSG_W_FENCE:
 		return rc_fence(self, s, f.u.w_fence.conn);
+	case TERN_MSG_W_RESUME:
+		return rc_pc_resume(self, s);
 	case TERN_MSG_W_ABORT:
 		(void)rc_answer(self, s, f.type, 0, 0, NULL);
 		return rc_fail(self, s, TERN_ECANCELED, "the source aborted the migration: %s",
@@ -496,11 +522,13 @@ rc_handle(struct tern_actor *self, void *state, const struct tern_msg *m)
 				return 0;
 			}
 		}
-		return rc_fail(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_ECLOSED,
-		               "%s",
-		               m->u.sys_exit.why[0] ? m->u.sys_exit.why
-		                                    : "the source closed the control connection");
+		return rc_pc_lost(self, s, m->u.sys_exit.code ? m->u.sys_exit.code : TERN_ECLOSED,
+		                  m->u.sys_exit.why[0]
+		                      ? m->u.sys_exit.why
+		                      : "the source closed the control connection");
 	}
+	case TERN_MSG_PC_RELINKED:
+		return rc_pc_relinked(self, s, &m->u.pc_relinked);
 	default:
 		return rc_fail(self, s, TERN_EPROTO, "unexpected message %s",
 		               tern_msg_name(m->type));
@@ -514,10 +542,13 @@ static int
 rc_tick(struct tern_actor *self, void *state)
 {
 	struct rc_state *s = state;
-	if (s->phase < RC_RESUMED && tern_now_ns() - s->last_heard_ns > s->idle_limit_ns)
-		return rc_fail(self, s, TERN_ETIMEDOUT, "nothing heard from the source for %llu ms",
-		               (unsigned long long)(s->idle_limit_ns / 1000000));
-	return 0;
+	char why[64];
+	if (s->phase == RC_PC_PAUSED || s->phase >= RC_RESUMED ||
+	    tern_now_ns() - s->last_heard_ns <= s->idle_limit_ns)
+		return 0;
+	snprintf(why, sizeof(why), "nothing heard from the source for %llu ms",
+	         (unsigned long long)(s->idle_limit_ns / 1000000));
+	return rc_pc_lost(self, s, TERN_ETIMEDOUT, why);
 }
 
 static int
@@ -532,6 +563,13 @@ rc_init(struct tern_actor *self, void *state, void *arg)
 	s->idle_limit_ns =
 	    3ull * (a->opts->io_timeout_ms ? a->opts->io_timeout_ms : 10000) * 1000000ull;
 	tern_actor_set_tick(self, s->idle_limit_ns / 10);
+	return rc_spawn_conns(self, s);
+}
+
+int
+rc_spawn_conns(struct tern_actor *self, struct rc_state *s)
+{
+	struct tern_receiver_args *a = s->a;
 	int rc = 0;
 	for (uint32_t i = 0; i < a->nconns; i++) {
 		struct tern_conn_recv_args *c = &a->conns[i];
@@ -566,6 +604,7 @@ rc_stop(struct tern_actor *self, void *state)
 	s->blob = NULL;
 	if (s->a == NULL)
 		return;
+	atomic_store(&s->a->recover_cancel, true); /* a wait for the source ends */
 	/* The fault handler before the connections it sends through, and
 	 * both before the userfaultfd goes. */
 	if (s->faults != NULL)

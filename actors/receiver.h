@@ -18,6 +18,7 @@
 
 #include "actors/conn_recv.h"
 #include "actors/populate_ahead.h"
+#include "net/hello.h"
 #include "tern/tern.h"
 
 struct tern_receiver_args {
@@ -48,6 +49,15 @@ struct tern_receiver_args {
 	char err[TERN_STR_MAX];
 	struct tern_stats *stats;
 	uint64_t start_ns;
+	/* Postcopy recovery (postcopy_recv.c): the driver's mailbox, which
+	 * accepts the source's return (PC_PAUSED, PC_RELINKED); the migration
+	 * it must be, kept from the first accept; recover_cancel (set by the
+	 * receiver's stop) ends a wait for it. */
+	uint32_t driver;
+	char migration[TERN_STR_MAX];
+	uint8_t key[TERN_WIRE_KEY_LEN];
+	uint32_t asked;
+	atomic_bool recover_cancel;
 };
 
 extern const struct tern_actor_desc tern_receiver_actor;

@@ -15,7 +15,9 @@ enum rc_phase {
 	RC_CONFIGURED,
 	RC_POSTCOPY, /* stale set in: faults served, the state comes */
 	RC_STATE,
-	RC_PC_RUNNING, /* postcopy: the guest runs, missing pages arrive */
+	RC_PC_RUNNING,  /* postcopy: the guest runs, missing pages arrive */
+	RC_PC_PAUSED,   /* postcopy: the link is lost, the driver waits for the source */
+	RC_PC_RELINKED, /* postcopy: the source is back, W_RESUME comes */
 	RC_VERIFIED,
 	RC_RESUMED,
 	RC_ABORTED
@@ -35,6 +37,7 @@ struct rc_state {
 	struct tern_pc_dst *pc; /* postcopy (a->pc once started) */
 	struct tern_actor *faults;
 	struct tern_pc_faults_args fargs;
+	uint64_t pc_lost_ns; /* the link was lost (recovery) */
 };
 
 extern const char *const rc_phase_names[];
@@ -49,6 +52,9 @@ int rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *f
 int rc_out_of_phase(struct tern_actor *self, struct rc_state *s, uint32_t type, const char *rule);
 /* rc_end_memory: no page is written from now on; data connections retire. */
 int rc_end_memory(struct tern_actor *self, struct rc_state *s, uint32_t type);
+/* rc_spawn_conns starts a ConnectionActor on each link of a->conns; a
+ * link whose actor could not start is closed.  0 or the first error. */
+int rc_spawn_conns(struct tern_actor *self, struct rc_state *s);
 
 /* postcopy_recv.c */
 int rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *g,
@@ -56,5 +62,11 @@ int rc_postcopy(struct tern_actor *self, struct rc_state *s, struct tern_guest *
 int rc_pc_run(struct tern_actor *self, struct rc_state *s, struct tern_guest *g);
 int rc_pc_complete(struct tern_actor *self, struct rc_state *s);
 int rc_pc_digest(struct tern_actor *self, struct rc_state *s, uint64_t digest);
+/* Recovery: the link is lost (why) -- pause if it may come back, else
+ * fail; the driver's answer; the source's W_RESUME. */
+int rc_pc_lost(struct tern_actor *self, struct rc_state *s, int code, const char *why);
+int rc_pc_relinked(struct tern_actor *self, struct rc_state *s,
+                   const struct tern_msg_pc_relinked *r);
+int rc_pc_resume(struct tern_actor *self, struct rc_state *s);
 
 #endif /* TERN_ACTORS_RECEIVER_INT_H */

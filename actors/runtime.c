@@ -71,6 +71,21 @@ terni_rt_trace(struct tern_runtime *rt, uint32_t kind, uint32_t actor, const cha
 	(void)tern_trace_write(rt->trace, &r);
 }
 
+void
+terni_rt_cut_links(struct tern_runtime *rt)
+{
+	/* rt before an actor's own lock, as everywhere: an actor leaves the
+	 * list under rt->mtx before it is freed. */
+	uv_mutex_lock(&rt->mtx);
+	for (struct tern_actor *a = rt->actors; a != NULL; a = a->next) {
+		uv_mutex_lock(&a->mtx);
+		for (int i = 0; i < a->nowned; i++)
+			(void)shutdown(a->owned[i], SHUT_RDWR);
+		uv_mutex_unlock(&a->mtx);
+	}
+	uv_mutex_unlock(&rt->mtx);
+}
+
 /* terni_rt_name copies the name of id into buf ("" when unknown or closed). */
 void
 terni_rt_name(struct tern_runtime *rt, uint32_t id, char *buf, size_t cap)

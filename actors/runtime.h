@@ -167,6 +167,11 @@ uint32_t terni_rt_new_id(struct tern_runtime *rt);
 void terni_rt_trace(struct tern_runtime *rt, uint32_t kind, uint32_t actor, const char *name,
                     uint32_t peer, const struct tern_msg *m, uint64_t value, const char *text);
 
+/* terni_rt_cut_links shuts down every socket an actor of rt owns
+ * (tern_actor_own_fd), both ways: the "link" fault, a network cut as both
+ * ends see it, with no actor killed. */
+void terni_rt_cut_links(struct tern_runtime *rt);
+
 /* terni_rt_name copies the name of id into buf ("" when unknown or closed). */
 void terni_rt_name(struct tern_runtime *rt, uint32_t id, char *buf, size_t cap);
 

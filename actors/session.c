@@ -380,6 +380,34 @@ session_own_guest(const struct tern_recv_opts *opts, struct tern_guest **own,
 	return 0;
 }
 
+/* Postcopy, link lost (PC_PAUSED): listen again where the migration came
+ * in and take its source back (only it), then tell the receiver.  Runs on
+ * the caller's thread while the receiver and the guest go on. */
+static void
+session_recover(const struct tern_recv_opts *opts, struct tern_tls *tls,
+                struct tern_receiver_args *a, const char *here, struct tern_runtime *rt,
+                struct tern_mailbox *mb, struct tern_actor *rcv, const char *why)
+{
+	uint32_t ms = opts->recover_timeout_ms ? opts->recover_timeout_ms : TERN_RECOVER_TIMEOUT_MS;
+	char err[TERN_STR_MAX] = "";
+	int lfd = -1, rc;
+	terni_recv_log(opts, "postcopy paused: %s; waiting up to %u s for the source on %s", why,
+	               ms / 1000, here[0] ? here : "(no address)");
+	if (here[0] == '\0') {
+		rc = TERN_EINVAL;
+		snprintf(err, sizeof(err), "no address to listen on (the sockets were given)");
+	} else if ((rc = tern_net_listen(here, &lfd, err, sizeof(err))) == 0) {
+		rc = tern_accept_resume(opts, lfd, tls, a, tern_now_ns() + ms * 1000000ull, err,
+		                        sizeof(err));
+		close(lfd);
+	}
+	struct tern_msg r;
+	tern_msg_init(&r, TERN_MSG_PC_RELINKED);
+	r.u.pc_relinked.status = rc;
+	snprintf(r.u.pc_relinked.why, sizeof(r.u.pc_relinked.why), "%s", err);
+	(void)tern_send(rt, tern_mailbox_id(mb), tern_actor_id(rcv), &r);
+}
+
 int
 tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats, char *err,
                      size_t errlen)
@@ -424,6 +452,14 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		session_err(err, errlen, "%s", why);
 		goto out;
 	}
+	/* Where a postcopy recovery listens again: the same host and port. */
+	char here[TERN_STR_MAX] = "";
+	if (opts->nfds == 0) {
+		char host[TERN_STR_MAX - 8];
+		if (tern_net_host(opts->listen, host, sizeof(host)) == 0)
+			snprintf(here, sizeof(here), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+			         tern_net_local_port(lfd));
+	}
 	if (opts->nfds == 0 && opts->ready_fd >= 0) {
 		char line[32];
 		int n = snprintf(line, sizeof(line), "%d\n", tern_net_local_port(lfd));
@@ -446,6 +482,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	a->opts = opts;
 	a->stats = stats;
 	a->own = own;
+	atomic_init(&a->recover_cancel, false);
 	rc = tern_accept_migration(opts, lfd, tls, a, &next_given, err, errlen);
 	/* All in (or given up): nobody else gets to knock. */
 	if (lfd >= 0) {
@@ -464,6 +501,7 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 	/* From here on the connection actors own the fds (the receiver closes
 	 * those it could not hand over). */
 	fds_handed = 1;
+	a->driver = tern_mailbox_id(mb);
 	struct tern_exit failed;
 	rc = tern_spawn(rt, &tern_receiver_actor, a, tern_mailbox_id(mb), &rcv, &failed);
 	if (rc != 0) {
@@ -476,6 +514,8 @@ tern_migrate_receive(const struct tern_recv_opts *opts, struct tern_stats *stats
 		if (rc == 0 && m.type == TERN_MSG_SYS_EXIT &&
 		    m.u.sys_exit.actor == tern_actor_id(rcv))
 			break;
+		if (rc == 0 && m.type == TERN_MSG_PC_PAUSED)
+			session_recover(opts, tls, a, here, rt, mb, rcv, m.u.pc_paused.why);
 		if (rc != 0 && rc != TERN_ETIMEDOUT)
 			break;
 		if (opts->stop_flag != NULL && __atomic_load_n(opts->stop_flag, __ATOMIC_RELAXED)) {
@@ -539,6 +579,7 @@ out:
 		if (g == NULL)
 			g = atomic_load(&a->guest);
 		tern_bitmap_fini(&a->written);
+		OPENSSL_cleanse(a->key, sizeof(a->key));
 		free(a);
 	}
 	tern_mailbox_close(mb);

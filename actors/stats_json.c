@@ -94,6 +94,8 @@ stats_object(const struct tern_stats *s)
 		rc |= stats_u64(o, "postcopy_fault_p99_us", s->postcopy_fault_p99_us);
 		rc |= stats_u64(o, "postcopy_fault_max_us", s->postcopy_fault_max_us);
 		rc |= stats_u64(o, "postcopy_ms", s->postcopy_ms);
+		rc |= stats_u64(o, "postcopy_pauses", s->postcopy_pauses);
+		rc |= stats_u64(o, "postcopy_recover_ms", s->postcopy_recover_ms);
 	}
 	rc |= stats_u64(o, "verify_ms", s->verify_ms);
 	rc |= stats_u64(o, "bytes_sent", s->bytes_sent);

@@ -134,6 +134,21 @@
  * bytes of every range, in order), ahead of the background stream; not
  * acknowledged (the background stream's acks say when every page is in). */
 #define TERN_FIELDS_W_URGENT(F) F(RANGES, ranges) F(U64, t)
+/* Postcopy recovery (docs/postcopy.md).  W_RESUME, source -> destination on
+ * a new connection 0 after the link was lost: the stream goes on; answered
+ * (W_RESULT, value = stale pages still missing there) only by the
+ * destination that paused this very migration. */
+#define TERN_FIELDS_W_RESUME(F)
+/* ReceiverCoordinator -> driver: the link is lost in postcopy; accept the
+ * source's new connections (PC_RELINKED says how it went). */
+#define TERN_FIELDS_PC_PAUSED(F) F(STR, why)
+/* Driver -> ReceiverCoordinator: the source is back (status 0: the new
+ * links are in the receiver's args), or not (why). */
+#define TERN_FIELDS_PC_RELINKED(F) F(I32, status) F(STR, why)
+/* ReceiverCoordinator -> PostcopyFaultActor: requests go through this
+ * connection 0 from now on (0: none, the link is down); the pages asked for
+ * and not arrived are asked for again. */
+#define TERN_FIELDS_PC_RELINK(F) F(U32, conn0)
 /* Driver -> Coordinator: cancel the migration (the source guest runs again;
  * refused once the handoff has begun). */
 #define TERN_FIELDS_CANCEL(F) F(STR, why)
@@ -166,6 +181,9 @@
 	X(THROTTLE_STATE, throttle_state, 0x0031)                                                  \
 	X(CANCEL, cancel, 0x0040)                                                                  \
 	X(PARAMS, params, 0x0041)                                                                  \
+	X(PC_PAUSED, pc_paused, 0x0050)                                                            \
+	X(PC_RELINKED, pc_relinked, 0x0051)                                                        \
+	X(PC_RELINK, pc_relink, 0x0052)                                                            \
 	X(W_HELLO, w_hello, 0x1001)                                                                \
 	X(W_HELLO_ACK, w_hello_ack, 0x1002)                                                        \
 	X(W_CONFIG, w_config, 0x1003)                                                              \
@@ -181,6 +199,7 @@
 	X(W_POSTCOPY, w_postcopy, 0x100d)                                                          \
 	X(W_PAGE_REQ, w_page_req, 0x100e)                                                          \
 	X(W_URGENT, w_urgent, 0x100f)                                                              \
+	X(W_RESUME, w_resume, 0x1010)                                                              \
 	X(SYS_STOP, sys_stop, 0xf001)                                                              \
 	X(SYS_EXIT, sys_exit, 0xf002)
 

@@ -65,6 +65,8 @@ cli_usage(FILE *f)
 	    "                          (the destination runs the guest and pulls what is\n"
 	    "                          missing; a failure after the switch loses the guest)\n"
 	    "  --postcopy-on-stall     switch to postcopy when the migration stalls\n"
+	    "  --recover-timeout DUR   postcopy: a lost link pauses the migration, and the\n"
+	    "                          source dials again for this long (5m); 0: fail at once\n"
 	    "  --verify                compare memory digests at switchover; fail on a difference\n"
 	    "  --send-direct           let the socket read guest memory (default: copy each\n"
 	    "                          frame through a small buffer: several times faster\n"
@@ -93,6 +95,9 @@ cli_usage(FILE *f)
 	    "                          allocating (default: no cap; or use --guest)\n"
 	    "  --max-vcpus N           refuse a source guest with more vCPUs (256)\n"
 	    "  --io-timeout DUR        as for send\n"
+	    "  --recover-timeout DUR   postcopy: a lost link pauses the migration, and this\n"
+	    "                          side listens again on the same address for this long\n"
+	    "                          for its source to come back (5m); 0: fail at once\n"
 	    "  --ready-fd FD           write the listening port to FD once listening\n"
 	    "  --guest SPEC            build this destination guest before listening; the\n"
 	    "                          source's layout must match it (default: build one\n"
@@ -214,6 +219,7 @@ enum {
 	OPT_PC_STALL,
 	OPT_SEND_DIRECT,
 	OPT_SAME_BACKING,
+	OPT_RECOVER_TIMEOUT,
 	OPT_END,
 };
 
@@ -265,6 +271,7 @@ static const unsigned char opt_for[OPT_END - OPT_TO] = {
     [OPT_PC_STALL - OPT_TO] = FOR_SEND | FOR_DEMO,
     [OPT_SEND_DIRECT - OPT_TO] = FOR_SEND | FOR_DEMO,
     [OPT_SAME_BACKING - OPT_TO] = FOR_RECV,
+    [OPT_RECOVER_TIMEOUT - OPT_TO] = FOR_ALL,
 };
 
 static const struct option long_opts[] = {
@@ -313,6 +320,7 @@ static const struct option long_opts[] = {
     {"max-vcpus", required_argument, NULL, OPT_MAX_VCPUS},
     {"send-direct", no_argument, NULL, OPT_SEND_DIRECT},
     {"same-backing", no_argument, NULL, OPT_SAME_BACKING},
+    {"recover-timeout", required_argument, NULL, OPT_RECOVER_TIMEOUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -499,6 +507,13 @@ cli_parse_opts(int argc, char **argv, struct cli *c, unsigned scope, const char 
 			c->send.zero_scanners = (uint32_t)n;
 			break;
 		}
+		case OPT_RECOVER_TIMEOUT:
+			if (parse_duration_ms(optarg, &v) != 0 || v > 24 * 3600000ull)
+				return cli_bad_usage("bad --recover-timeout '%s' (0 or up to 24h)",
+				                     optarg);
+			c->send.recover_timeout_ms = c->recv.recover_timeout_ms = (uint32_t)v;
+			c->send.no_recover = c->recv.no_recover = v == 0;
+			break;
 		case OPT_IO_TIMEOUT:
 			if (parse_duration_ms(optarg, &v) != 0 || v < 100 || v > 3600000)
 				return cli_bad_usage("bad --io-timeout '%s' (100ms..1h)", optarg);

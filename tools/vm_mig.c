@@ -135,6 +135,11 @@ vm_phase_status(const char *state)
 			return "device";
 	if (strcmp(state, "setup") == 0)
 		return "setup";
+	/* QEMU's names: the link lost (dialing again), reconnected. */
+	if (strncmp(state, "postcopy-paused", 15) == 0)
+		return "postcopy-paused";
+	if (strcmp(state, "postcopy-recover") == 0)
+		return "postcopy-recover";
 	if (strncmp(state, "postcopy", 8) == 0)
 		return "postcopy-active"; /* QEMU's name */
 	if (strcmp(state, "completed") == 0 || strncmp(state, "abort", 5) == 0)

@@ -147,7 +147,16 @@ struct tern_send_opts {
 	 * tern_migrate_send returns TERN_ECANCELED.  Too late once the handoff
 	 * has begun (the destination may already run the guest). */
 	volatile int *stop_flag;
+	/* Postcopy recovery (docs/postcopy.md): after the switch a lost link
+	 * pauses the migration instead of failing it (postcopy-paused), and the
+	 * source dials the destination again, which waits for it, until this
+	 * long after the loss (0: TERN_RECOVER_TIMEOUT_MS).  no_recover: fail
+	 * at once, as before recovery existed.  (Appended last.) */
+	uint32_t recover_timeout_ms;
+	int no_recover;
 };
+
+#define TERN_RECOVER_TIMEOUT_MS 300000u
 
 struct tern_recv_opts {
 	const char *listen; /* "HOST:PORT" */
@@ -200,6 +209,10 @@ struct tern_recv_opts {
 	 * keep the defaults.) */
 	uint64_t max_mem;
 	uint32_t max_vcpus;
+	/* Postcopy recovery, as in tern_send_opts: how long a paused postcopy
+	 * listens again on the same address for its source to come back. */
+	uint32_t recover_timeout_ms;
+	int no_recover;
 };
 
 /* One connection's share of a migration. */
@@ -276,6 +289,10 @@ struct tern_stats {
 	 * layout and populated during the migration is in it */
 	uint64_t cpu_user_ms, cpu_sys_ms;
 	char outcome[32]; /* "completed", "aborted", "failed", "postcopy-failed" */
+	/* postcopy recovery (both sides): times the link was lost after the
+	 * switch, and the time spent paused until it was back */
+	uint64_t postcopy_pauses;
+	uint64_t postcopy_recover_ms;
 };
 
 /* tern_send_opts_init and tern_recv_opts_init zero *opts and set every
