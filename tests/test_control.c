@@ -35,7 +35,8 @@ struct vmproc {
 };
 
 static void
-vm_start(struct vmproc *v, const char *name, const char *guest, int incoming)
+vm_start_fault(struct vmproc *v, const char *name, const char *guest, int incoming,
+               const char *fault)
 {
 	/* A server that closes on us is a failed assertion, not a crash. */
 	signal(SIGPIPE, SIG_IGN);
@@ -49,7 +50,14 @@ vm_start(struct vmproc *v, const char *name, const char *guest, int incoming)
 	                incoming ? "--incoming" : NULL,
 	                "defer",
 	                NULL};
-	cr_assert_eq(proc_start(&v->p, argv, 0), 0);
+	cr_assert_eq(fault ? proc_start_fault(&v->p, argv, 0, fault) : proc_start(&v->p, argv, 0),
+	             0);
+}
+
+static void
+vm_start(struct vmproc *v, const char *name, const char *guest, int incoming)
+{
+	vm_start_fault(v, name, guest, incoming, NULL);
 }
 
 /* Waits for the vm to exit; returns its exit code. */
@@ -614,6 +622,38 @@ Test(control, migrate_start_postcopy_switches_a_running_migration)
 	cr_assert_not_null(json_object_get(r, "error"), "accepted with no migration");
 	json_decref(r);
 	pair_end(&p, 1);
+}
+
+/* Postcopy with the link cut on the source at its 5th page request: the
+ * manager hears postcopy-paused on both sides, and the migration completes
+ * by itself (the source dials again, the destination takes it back). */
+Test(control, postcopy_paused_by_a_cut_link_recovers)
+{
+	struct pair p;
+	const char *cut = "link@recv:W_PAGE_REQ#5";
+	const char *guest = "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M";
+	vm_start_fault(&p.a, "pra", guest, 0, cut);
+	vm_start(&p.b, "prb", guest, 1);
+	qmp_open(&p.qa, &p.a, 1);
+	qmp_open(&p.qb, &p.b, 1);
+	json_decref(
+	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "downtime-limit", 5)));
+	start_capped(&p.qa, &p.qb, 8ll << 20);
+	json_decref(qmp_ok(&p.qa, "migrate-start-postcopy", NULL));
+	const char *st = wait_status(&p.qa, "completed failed cancelled");
+	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
+	cr_assert_str_eq(st, "completed", "%s: %s\nsource log:\n%s\ndestination log:\n%s", st,
+	                 json_string_value(json_object_get(info, "error-desc")), p.a.p.errbuf,
+	                 p.b.p.errbuf);
+	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-paused");
+	json_t *t = json_object_get(info, "tern");
+	cr_assert_eq(json_integer_value(json_object_get(t, "postcopy-pauses")), 1);
+	json_decref(info);
+	cr_assert_str_eq(wait_status(&p.qb, "completed failed cancelled"), "completed");
+	qmp_wait_event(&p.qb, "MIGRATION", "status", "postcopy-paused");
+	cr_assert_str_eq(run_status(&p.qb), "running");
+	pair_end(&p, 1);
+	cr_assert(proc_fault_fired(&p.a.p, cut), "the link was never cut: %s", p.a.p.errbuf);
 }
 
 /* A guest dirtying its working set faster than the capped link: the

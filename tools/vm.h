@@ -41,6 +41,10 @@ struct vm_params {
 
 /* One migration, outgoing or incoming, and what remains of it once ended
  * (query-migrate reports the last one). */
+/* Where an incoming migration stands (vm_mig.receiving), from the
+ * receiver's notes. */
+enum { VM_RECV_LISTENING, VM_RECV_ACTIVE, VM_RECV_PC_PAUSED };
+
 struct vm_mig {
 	struct tern_migration *h; /* NULL once ended */
 	bool outgoing;
@@ -56,6 +60,11 @@ struct vm_mig {
 	atomic_uint stops, resumes;         /* entries into / out of a switchover */
 	bool cb_in_device;                  /* the callback's own (one thread) */
 	uint32_t stops_sent, resumes_sent;
+	/* Postcopy: entries into postcopy-paused (a lost link), counted where
+	 * none is missed, each announced even if the link came back since. */
+	atomic_uint pc_pauses;
+	bool cb_in_pc_paused;
+	uint32_t pc_pauses_sent;
 	char stall[160]; /* last MIGRATION_STALL reason sent */
 	char addr[256];  /* HOST:PORT */
 	struct tern_send_opts send;
@@ -65,7 +74,7 @@ struct vm_mig {
 	int ready_rfd, ready_wfd;
 	int port;             /* 0: not known yet */
 	atomic_int done;      /* set by the done callback (release), read by the loop */
-	atomic_int receiving; /* destination: the source has connected */
+	atomic_int receiving; /* destination: VM_RECV_* (0: listening) */
 	int result;
 	char err[512];
 	struct tern_stats final;

@@ -123,6 +123,10 @@ vi_final(struct vm *vm, json_t *o, json_t *ram, json_t *t)
 		                    json_integer((json_int_t)st->postcopy_fault_p50_us));
 		json_object_set_new(t, "postcopy-fault-p99-us",
 		                    json_integer((json_int_t)st->postcopy_fault_p99_us));
+		json_object_set_new(t, "postcopy-pauses",
+		                    json_integer((json_int_t)st->postcopy_pauses));
+		json_object_set_new(t, "postcopy-recover-ms",
+		                    json_integer((json_int_t)st->postcopy_recover_ms));
 	}
 }
 
@@ -138,8 +142,11 @@ vi_live(struct vm *vm, json_t *o, json_t *ram, json_t *t)
 	(void)tern_migration_progress(m->h, &p, state, sizeof(state));
 	json_object_set_new(o, "total-time", json_integer((json_int_t)st.total_ms));
 	if (!m->outgoing) {
+		int r = atomic_load_explicit(&m->receiving, memory_order_relaxed);
 		json_object_set_new(t, "phase",
-		                    json_string(m->receiving ? "receiving" : "listening"));
+		                    json_string(r == VM_RECV_PC_PAUSED ? "postcopy-paused"
+		                                : r                    ? "receiving"
+		                                                       : "listening"));
 		return;
 	}
 	uint64_t bw = p.bandwidth_bps;

@@ -93,6 +93,10 @@ vm_cb_progress(struct tern_migration *h, const struct tern_progress *p)
 		atomic_fetch_add_explicit(&m->resumes, 1, memory_order_relaxed);
 	if (st != NULL)
 		m->cb_in_device = device;
+	bool pc_paused = st != NULL && strcmp(st, "postcopy-paused") == 0;
+	if (pc_paused && !m->cb_in_pc_paused)
+		atomic_fetch_add_explicit(&m->pc_pauses, 1, memory_order_relaxed);
+	m->cb_in_pc_paused = pc_paused;
 	uv_async_send(&vm->wake);
 }
 
@@ -112,8 +116,16 @@ vm_recv_log(const char *line, void *arg)
 {
 	struct vm *vm = arg;
 	vm_log("%s", line);
-	if (strncmp(line, "receiving migration", 19) == 0) {
-		atomic_store_explicit(&vm->mig.receiving, 1, memory_order_relaxed);
+	/* The receiver's notes say where it stands: the source connected,
+	 * postcopy paused on a lost link, the source back. */
+	int now = strncmp(line, "receiving migration", 19) == 0  ? VM_RECV_ACTIVE
+	          : strncmp(line, "postcopy paused", 15) == 0    ? VM_RECV_PC_PAUSED
+	          : strncmp(line, "resuming migration", 18) == 0 ? VM_RECV_ACTIVE
+	                                                         : -1;
+	if (now == VM_RECV_PC_PAUSED)
+		atomic_fetch_add_explicit(&vm->mig.pc_pauses, 1, memory_order_relaxed);
+	if (now >= 0) {
+		atomic_store_explicit(&vm->mig.receiving, now, memory_order_relaxed);
 		uv_async_send(&vm->wake);
 	}
 }
@@ -190,6 +202,12 @@ vm_follow_outgoing(struct vm *vm)
 		} else {
 			break;
 		}
+	}
+	/* A lost link that came back before the loop looked is still said. */
+	uint32_t pc_pauses = atomic_load_explicit(&m->pc_pauses, memory_order_relaxed);
+	while (m->pc_pauses_sent < pc_pauses) {
+		m->pc_pauses_sent++;
+		vm_mig_status(vm, "postcopy-paused");
 	}
 	const char *st = m->cancel_requested ? "cancelling" : vm_phase_status(state);
 	if (st != NULL)
@@ -268,7 +286,16 @@ vm_on_wake(uv_async_t *a)
 	} else if (atomic_load_explicit(&m->receiving, memory_order_relaxed)) {
 		if (m->setup_ms == 0)
 			m->setup_ms = (tern_now_ns() - m->start_ns) / 1000000 + 1;
-		vm_mig_status(vm, m->cancel_requested ? "cancelling" : "active");
+		uint32_t pc_pauses = atomic_load_explicit(&m->pc_pauses, memory_order_relaxed);
+		while (m->pc_pauses_sent < pc_pauses) {
+			m->pc_pauses_sent++;
+			vm_mig_status(vm, "postcopy-paused");
+		}
+		vm_mig_status(vm, m->cancel_requested ? "cancelling"
+		                  : atomic_load_explicit(&m->receiving, memory_order_relaxed) ==
+		                          VM_RECV_PC_PAUSED
+		                      ? "postcopy-paused"
+		                      : "active");
 	}
 }
 
