@@ -652,6 +652,17 @@ Test(control, postcopy_paused_by_a_cut_link_recovers)
 	cr_assert_str_eq(wait_status(&p.qb, "completed failed cancelled"), "completed");
 	qmp_wait_event(&p.qb, "MIGRATION", "status", "postcopy-paused");
 	cr_assert_str_eq(run_status(&p.qb), "running");
+	/* QEMU's recovery commands: nothing is paused any more. */
+	char uri[64];
+	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%d", 1);
+	json_t *r = qmp_cmd(&p.qb, "migrate-recover", json_pack("{s:s}", "uri", uri));
+	char *text = json_dumps(r, 0);
+	cr_assert_not_null(strstr(text, "no incoming postcopy migration is paused"), "%s", text);
+	free(text);
+	json_decref(r);
+	r = qmp_cmd(&p.qa, "migrate", json_pack("{s:s,s:b}", "uri", uri, "resume", 1));
+	cr_assert_not_null(json_object_get(r, "error"), "resume accepted with nothing paused");
+	json_decref(r);
 	pair_end(&p, 1);
 	cr_assert(proc_fault_fired(&p.a.p, cut), "the link was never cut: %s", p.a.p.errbuf);
 }

@@ -51,12 +51,53 @@ cmd_query_status(void *ctx, json_t *args, struct qmp_error *err)
 	return r;
 }
 
+/* QEMU's recovery of a paused postcopy: migrate-recover on the destination
+ * (listen at uri), then migrate with resume on the source (dial uri).  tern
+ * does both by itself as soon as the link is lost (the destination listens
+ * again where the migration came in, the source dials that again), so
+ * these only confirm it, for the address the migration already uses. */
+static json_t *
+vm_resume_paused(struct vm *vm, json_t *args, bool outgoing, struct qmp_error *err)
+{
+	char addr[256];
+	const char *cmd = outgoing ? "migrate resume" : "migrate-recover";
+	if (vm_parse_uri(args, addr, sizeof(addr), err) != 0)
+		return NULL;
+	if (vm->mig.h == NULL || vm->mig.outgoing != outgoing ||
+	    strcmp(vm->mig.status, "postcopy-paused") != 0)
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "%s: no %s postcopy migration is paused here (status %s)", cmd,
+		                  outgoing ? "outgoing" : "incoming", vm->mig.status);
+	char *colon = strrchr(addr, ':');
+	bool same = outgoing ? strcmp(addr, vm->mig.addr) == 0
+	                     : colon != NULL && atoi(colon + 1) == vm->mig.port;
+	char where[280];
+	if (outgoing)
+		snprintf(where, sizeof(where), "tcp:%s", vm->mig.addr);
+	else
+		snprintf(where, sizeof(where), "port %d", vm->mig.port);
+	if (!same)
+		return qmp_errorf(err, QMP_GENERIC_ERROR,
+		                  "%s: tern recovers on the address the migration uses (%s), "
+		                  "not another",
+		                  cmd, where);
+	return json_object(); /* already under way */
+}
+
+static json_t *
+cmd_migrate_recover(void *ctx, json_t *args, struct qmp_error *err)
+{
+	return vm_resume_paused(ctx, args, false, err);
+}
+
 static json_t *
 cmd_migrate(void *ctx, json_t *args, struct qmp_error *err)
 {
 	struct vm *vm = ctx;
 	struct vm_params p = vm->params;
 	char addr[256];
+	if (json_is_true(json_object_get(args, "resume")))
+		return vm_resume_paused(vm, args, true, err);
 	if (vm_busy(vm))
 		return qmp_errorf(err, QMP_GENERIC_ERROR,
 		                  "There's a migration process in progress");
@@ -67,10 +108,9 @@ cmd_migrate(void *ctx, json_t *args, struct qmp_error *err)
 		return qmp_errorf(err, QMP_GENERIC_ERROR,
 		                  "the guest is %s: cont it before migrating", vm->status);
 	json_t *fl = json_object_get(args, "blk"), *inc = json_object_get(args, "inc");
-	json_t *res = json_object_get(args, "resume");
-	if (json_is_true(fl) || json_is_true(inc) || json_is_true(res))
+	if (json_is_true(fl) || json_is_true(inc))
 		return qmp_errorf(err, QMP_GENERIC_ERROR,
-		                  "tern migrates memory and state only (no blk, inc, resume)");
+		                  "tern migrates memory and state only (no blk, inc)");
 	if (vm_parse_uri(args, addr, sizeof(addr), err) != 0 ||
 	    vm_params_set(&p, args, true, err) != 0)
 		return NULL;
@@ -291,6 +331,7 @@ static const struct qmp_command vm_commands[] = {
     {"query-migrate", cmd_query_migrate},
     {"migrate_cancel", cmd_migrate_cancel},
     {"migrate-start-postcopy", cmd_start_postcopy},
+    {"migrate-recover", cmd_migrate_recover},
     {"migrate-set-parameters", cmd_set_parameters},
     {"query-migrate-parameters", cmd_query_parameters},
     {"migrate-set-capabilities", cmd_set_capabilities},
