@@ -112,6 +112,14 @@ void co_abort(struct tern_actor *self, struct co_state *s, int code, const char 
     __attribute__((format(printf, 4, 5)));
 void co_feed(struct tern_actor *self, struct co_state *s);
 uint64_t co_limit_ms(const struct co_state *s);
+/* co_start_iteration sends set id (lent: given back when the iteration is
+ * done); co_send_ctl sends a control frame, aborting with what on failure. */
+void co_start_iteration(struct tern_actor *self, struct co_state *s, uint32_t id, bool lent);
+void co_send_ctl(struct tern_actor *self, struct co_state *s, struct tern_msg *f,
+                 const void *payload, size_t plen, const char *what);
+
+/* coordinator_ctl.c: a control frame from the destination (CTL_IN). */
+void co_ctl_in(struct tern_actor *self, struct co_state *s, const struct tern_msg *m);
 
 /* state.c: saves the device state and sends it (W_STATE_PART..., W_STATE). */
 void co_send_state(struct tern_actor *self, struct co_state *s);
@@ -145,6 +153,8 @@ void co_stop(struct tern_actor *self, void *state);
 /* co_child_exit: child k exited (NULL: not a child); its policy decides. */
 void co_child_exit(struct tern_actor *self, struct co_state *s, struct tern_child *k,
                    const struct tern_msg_sys_exit *e);
+/* co_start_throttle starts the ThrottleActor (auto-converge switched on). */
+int co_start_throttle(struct tern_actor *self, struct co_state *s);
 /* co_take takes the DirtyLogActor's accumulated set: *id names the lent set,
  * which stays unchanged until co_give hands it back. */
 int co_take(struct tern_actor *self, struct co_state *s, int final, uint32_t *id, uint64_t *pages);
@@ -161,10 +171,11 @@ bool co_collect(struct co_state *s, const struct tern_msg *m);
  * came before its SYS_EXIT) or the wait is over; 0 while waiting. */
 int co_close(struct tern_actor *self, struct co_state *s);
 void co_progress(struct tern_actor *self, struct co_state *s);
-/* co_params applies a PARAMS message (live parameters from the driver). */
+
+/* coordinator_converge.c: co_params applies a PARAMS message (live
+ * parameters from the driver); co_converge decides the throttle for the
+ * next iteration and watches for a stall. */
 void co_params(struct tern_actor *self, struct co_state *s, const struct tern_msg_params *p);
-/* co_converge decides the throttle for the next iteration and watches for
- * a stall. */
 void co_converge(struct tern_actor *self, struct co_state *s, uint64_t dirty_bytes, uint64_t now);
 
 #endif /* TERN_ACTORS_COORDINATOR_INT_H */

@@ -52,6 +52,9 @@ int rc_fail(struct tern_actor *self, struct rc_state *s, int code, const char *f
 int rc_out_of_phase(struct tern_actor *self, struct rc_state *s, uint32_t type, const char *rule);
 /* rc_end_memory: no page is written from now on; data connections retire. */
 int rc_end_memory(struct tern_actor *self, struct rc_state *s, uint32_t type);
+/* receiver_config.c: W_CONFIG, the guest taken or built. */
+int rc_config(struct tern_actor *self, struct rc_state *s, const struct tern_msg_w_config *c);
+
 /* rc_spawn_conns starts a ConnectionActor on each link of a->conns; a
  * link whose actor could not start is closed.  0 or the first error. */
 int rc_spawn_conns(struct tern_actor *self, struct rc_state *s);
