@@ -511,11 +511,14 @@ acc_run(const struct tern_recv_opts *opts, int lfd, struct tern_tls *tls,
 		         a->nconns);
 		rc = TERN_EPROTO;
 	} else if (rc == 0) {
-		/* Kept for a postcopy recovery: only this source may come back. */
-		snprintf(a->migration, sizeof(a->migration), "%s", c->migration);
-		memcpy(a->key, c->key, sizeof(a->key));
-		a->asked = c->asked;
-		a->nconns = c->want;
+		/* Kept for a postcopy recovery: only this source may come back.
+		 * (A resume leaves them: the receiver reads them meanwhile.) */
+		if (!c->resume) {
+			snprintf(a->migration, sizeof(a->migration), "%s", c->migration);
+			memcpy(a->key, c->key, sizeof(a->key));
+			a->asked = c->asked;
+			a->nconns = c->want;
+		}
 		terni_recv_log(opts, "%s migration %s over %u connection(s)%s%s",
 		               c->resume ? "resuming" : "receiving", c->migration, c->want,
 		               tls != NULL ? ", " : ", plain TCP",

@@ -126,7 +126,7 @@ Test(postcopy, a_cut_link_recovers_and_loses_no_page, .timeout = 300)
 	struct mig m;
 	const char *cut = "link@recv:W_PAGE_REQ#10";
 	const char *kill = "conn-recv#5@recv:W_PAGES#2";
-	char *rx[] = {"--run-after", "500ms", NULL};
+	char *rx[] = {"--run-after", "500ms", "--recover-timeout", "60s", NULL};
 	char *tx[] = {"--guest",
 	              PC_GUEST,
 	              "--max-bandwidth",
@@ -140,6 +140,8 @@ Test(postcopy, a_cut_link_recovers_and_loses_no_page, .timeout = 300)
 	              "--verify",
 	              "--timeout",
 	              "120s",
+	              "--recover-timeout",
+	              "60s",
 	              NULL};
 	mig_receive(&m, kill, rx);
 	mig_send(&m, cut, tx);
@@ -163,7 +165,8 @@ Test(postcopy, a_killed_control_connection_recovers, .timeout = 300)
 {
 	struct mig m;
 	const char *kill = "conn-recv#0@recv:W_URGENT#5";
-	char *tx[] = {"--postcopy-after", "2", "--verify", "--timeout", "120s", NULL};
+	char *tx[] = {"--postcopy-after",  "2",   "--verify", "--timeout", "120s",
+	              "--recover-timeout", "60s", NULL};
 	pc_migrate(&m, kill, tx);
 	mig_assert_fired(&m, "destination", kill);
 	pc_assert_completed(&m);
