@@ -371,8 +371,11 @@ run_share_at(uint32_t pct)
 	bool ok = fabs(100.0 * s.run_share - (100.0 - pct)) <= 2.0;
 	/* Slices stay on the 100 ms grid.  A slice stretches when the host
 	 * takes longer to stop the vCPUs (descheduled threads) than the run
-	 * part lasts, as at 99% on a loaded host: allow the pause latency. */
-	bool grid = s.median_slice_ms > 97.0 && s.median_slice_ms < 103.0 + s.median_pause_ms;
+	 * part lasts, as at 99% on a loaded host: allow the pause latency, and
+	 * 10 ms of late timer wake-ups on a busy host (seen: 105.6 ms at 99%
+	 * with two test suites running).  A slice that forgot its pause or its
+	 * run part would be off by far more. */
+	bool grid = s.median_slice_ms > 97.0 && s.median_slice_ms < 110.0 + s.median_pause_ms;
 	if (!ok || !grid || getenv("THR_DUMP") != NULL)
 		for (size_t i = 0; i < n; i++)
 			fprintf(stderr, "  %u pct %u call %.3f ms lat %.3f ms\n", ev[i].kind,
