@@ -593,20 +593,30 @@ Test(control, sigterm_cancels_the_migration_first)
 /* migrate-start-postcopy on a migration that cannot converge: it switches
  * (status postcopy-active, as QEMU's), completes, and the guest runs on
  * the destination with its ledger intact. */
+#define PC_GUEST_QMP "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M"
+
+/* A capped migration of PC_GUEST_QMP switched by migrate-start-postcopy; it
+ * must complete.  Returns the source's query-migrate (the caller's). */
+static json_t *
+postcopy_run(struct pair *p)
+{
+	json_decref(
+	    qmp_ok(&p->qa, "migrate-set-parameters", json_pack("{s:i}", "downtime-limit", 5)));
+	start_capped(&p->qa, &p->qb, 8ll << 20);
+	json_decref(qmp_ok(&p->qa, "migrate-start-postcopy", NULL));
+	const char *st = wait_status(&p->qa, "completed failed cancelled");
+	json_t *info = qmp_ok(&p->qa, "query-migrate", NULL);
+	cr_assert_str_eq(st, "completed", "%s: %s\nsource log:\n%s\ndestination log:\n%s", st,
+	                 json_string_value(json_object_get(info, "error-desc")), p->a.p.errbuf,
+	                 p->b.p.errbuf);
+	return info;
+}
+
 Test(control, migrate_start_postcopy_switches_a_running_migration)
 {
 	struct pair p;
-	pair_start(&p, "pc",
-	           "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M");
-	json_decref(
-	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "downtime-limit", 5)));
-	start_capped(&p.qa, &p.qb, 8ll << 20);
-	json_decref(qmp_ok(&p.qa, "migrate-start-postcopy", NULL));
-	const char *st = wait_status(&p.qa, "completed failed cancelled");
-	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
-	cr_assert_str_eq(st, "completed", "%s: %s\nsource log:\n%s\ndestination log:\n%s", st,
-	                 json_string_value(json_object_get(info, "error-desc")), p.a.p.errbuf,
-	                 p.b.p.errbuf);
+	pair_start(&p, "pc", PC_GUEST_QMP);
+	json_t *info = postcopy_run(&p);
 	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-active");
 	json_t *t = json_object_get(info, "tern");
 	cr_assert(json_is_true(json_object_get(t, "postcopy")), "no postcopy in the summary");
@@ -631,20 +641,11 @@ Test(control, postcopy_paused_by_a_cut_link_recovers)
 {
 	struct pair p;
 	const char *cut = "link@recv:W_PAGE_REQ#5";
-	const char *guest = "simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=16M,rate=400M";
-	vm_start_fault(&p.a, "pra", guest, 0, cut);
-	vm_start(&p.b, "prb", guest, 1);
+	vm_start_fault(&p.a, "pra", PC_GUEST_QMP, 0, cut);
+	vm_start(&p.b, "prb", PC_GUEST_QMP, 1);
 	qmp_open(&p.qa, &p.a, 1);
 	qmp_open(&p.qb, &p.b, 1);
-	json_decref(
-	    qmp_ok(&p.qa, "migrate-set-parameters", json_pack("{s:i}", "downtime-limit", 5)));
-	start_capped(&p.qa, &p.qb, 8ll << 20);
-	json_decref(qmp_ok(&p.qa, "migrate-start-postcopy", NULL));
-	const char *st = wait_status(&p.qa, "completed failed cancelled");
-	json_t *info = qmp_ok(&p.qa, "query-migrate", NULL);
-	cr_assert_str_eq(st, "completed", "%s: %s\nsource log:\n%s\ndestination log:\n%s", st,
-	                 json_string_value(json_object_get(info, "error-desc")), p.a.p.errbuf,
-	                 p.b.p.errbuf);
+	json_t *info = postcopy_run(&p);
 	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-paused");
 	json_t *t = json_object_get(info, "tern");
 	cr_assert_eq(json_integer_value(json_object_get(t, "postcopy-pauses")), 1);

@@ -24,18 +24,30 @@
 #define PC_GUEST                                                                                   \
 	"simvm:mem=64M,vcpus=2,fill=random,workload=memtouch:ws=32M,rate=400M,pattern=random"
 
+/* PC_GUEST over 3 connections capped at 8 MB/s, with faults (NULL: none)
+ * and extra options on each side. */
+static void
+pc_run(struct mig *m, const char *sfault, const char *rfault, char *const rx_extra[],
+       char *const tx_extra[])
+{
+	char *rx[8] = {"--run-after", "500ms"};
+	char *tx[20] = {"--guest", PC_GUEST, "--max-bandwidth", "8M", "--connections", "3"};
+	int n = 6, k = 2;
+	for (int i = 0; tx_extra[i] != NULL && n < 19; i++)
+		tx[n++] = tx_extra[i];
+	tx[n] = NULL;
+	for (int i = 0; rx_extra != NULL && rx_extra[i] != NULL && k < 7; i++)
+		rx[k++] = rx_extra[i];
+	rx[k] = NULL;
+	mig_receive(m, rfault, rx);
+	mig_send(m, sfault, tx);
+	mig_wait(m);
+}
+
 static void
 pc_migrate(struct mig *m, const char *rfault, char *const tx_extra[])
 {
-	char *rx[] = {"--run-after", "500ms", NULL};
-	char *tx[16] = {"--guest", PC_GUEST, "--max-bandwidth", "8M", "--connections", "3"};
-	int n = 6;
-	for (int i = 0; tx_extra[i] != NULL && n < 15; i++)
-		tx[n++] = tx_extra[i];
-	tx[n] = NULL;
-	mig_receive(m, rfault, rx);
-	mig_send(m, NULL, tx);
-	mig_wait(m);
+	pc_run(m, NULL, rfault, NULL, tx_extra);
 }
 
 static void
@@ -126,26 +138,10 @@ Test(postcopy, a_cut_link_recovers_and_loses_no_page, .timeout = 300)
 	struct mig m;
 	const char *cut = "link@recv:W_PAGE_REQ#10";
 	const char *kill = "conn-recv#5@recv:W_PAGES#2";
-	char *rx[] = {"--run-after", "500ms", "--recover-timeout", "60s", NULL};
-	char *tx[] = {"--guest",
-	              PC_GUEST,
-	              "--max-bandwidth",
-	              "8M",
-	              "--connections",
-	              "3",
-	              "--connections-min",
-	              "2",
-	              "--postcopy-after",
-	              "2",
-	              "--verify",
-	              "--timeout",
-	              "120s",
-	              "--recover-timeout",
-	              "60s",
-	              NULL};
-	mig_receive(&m, kill, rx);
-	mig_send(&m, cut, tx);
-	mig_wait(&m);
+	char *rx[] = {"--recover-timeout", "60s", NULL};
+	char *tx[] = {"--connections-min", "2",    "--postcopy-after",  "2",   "--verify",
+	              "--timeout",         "120s", "--recover-timeout", "60s", NULL};
+	pc_run(&m, cut, kill, rx, tx);
 	mig_assert_fired(&m, "source", cut);
 	mig_assert_fired(&m, "destination", kill);
 	pc_assert_completed(&m);
@@ -198,21 +194,9 @@ Test(postcopy, without_recovery_a_cut_link_fails_both_sides, .timeout = 300)
 {
 	struct mig m;
 	const char *cut = "link@recv:W_PAGE_REQ#3";
-	char *rx[] = {"--run-after", "500ms", "--recover-timeout", "0", NULL};
-	char *tx[] = {"--guest",
-	              PC_GUEST,
-	              "--max-bandwidth",
-	              "8M",
-	              "--connections",
-	              "3",
-	              "--postcopy-after",
-	              "2",
-	              "--recover-timeout",
-	              "0",
-	              NULL};
-	mig_receive(&m, NULL, rx);
-	mig_send(&m, cut, tx);
-	mig_wait(&m);
+	char *off[] = {"--recover-timeout", "0", NULL};
+	char *tx[] = {"--postcopy-after", "2", "--recover-timeout", "0", NULL};
+	pc_run(&m, cut, NULL, off, tx);
 	mig_assert_fired(&m, "source", cut);
 	cr_assert_eq(proc_exit_code(&m.s), 1, "send: %s", m.s.errbuf);
 	cr_assert_neq(proc_exit_code(&m.r), 0, "receive: %s", m.r.errbuf);
