@@ -83,11 +83,12 @@ struct co_state {
 	uint64_t pc_start_ns;
 	uint8_t *pc_buf;
 	/* Recovery (postcopy_recover.c): when the link was lost (0: it is up),
-	 * in which phase, the next dial, the tries so far and the reason. */
+	 * in which phase, the next dial, the tries so far and the reasons. */
 	uint64_t pc_lost_ns, pc_retry_ns;
 	enum co_phase pc_lost_phase;
 	uint32_t pc_tries;
-	char pc_why[TERN_STR_MAX];
+	char pc_why[TERN_STR_MAX];   /* why the link was lost */
+	char pc_retry[TERN_STR_MAX]; /* why the last dial failed ("": none yet) */
 
 	/* Convergence: the throttle and its policy. */
 	int guard_ready, held;

@@ -264,8 +264,9 @@ co_child_exit(struct tern_actor *self, struct co_state *s, struct tern_child *k,
 			return;
 		if (k->index == 0 && co_pc_recoverable(s)) {
 			char why[TERN_STR_MAX];
-			snprintf(why, sizeof(why), "connection 0: %.200s",
-			         e->why[0] ? e->why : "closed");
+			/* The connection's own reason names it. */
+			snprintf(why, sizeof(why), "%s",
+			         e->why[0] ? e->why : "connection 0 closed");
 			co_pc_lost(self, s, why);
 			return;
 		}
@@ -336,7 +337,8 @@ co_progress(struct tern_actor *self, struct co_state *s)
 	struct tern_msg_progress *p = &m.u.progress;
 	p->iter = s->iter;
 	if (s->phase == CO_PC_PAUSED)
-		snprintf(p->state, sizeof(p->state), "postcopy-paused: %.200s", s->pc_why);
+		snprintf(p->state, sizeof(p->state), "postcopy-paused: %.100s%s%.100s", s->pc_why,
+		         s->pc_retry[0] ? "; reconnecting, " : "", s->pc_retry);
 	else if (st->stalled && s->phase == CO_ITERATE)
 		snprintf(p->state, sizeof(p->state), "stalled: %s", st->stall_reason);
 	else if (s->throttle_pct && s->phase == CO_ITERATE)

@@ -57,14 +57,18 @@ co_pc_lost(struct tern_actor *self, struct co_state *s, const char *why)
 		return;
 	uint64_t now = tern_now_ns();
 	if (s->phase != CO_PC_RECOVER) {
-		/* A failed recovery keeps the first loss's time and phase. */
+		/* A failed recovery keeps the first loss's time, phase and
+		 * reason; what went wrong with it is the last try's. */
 		s->pc_lost_ns = now;
 		s->pc_lost_phase = s->phase;
 		s->pc_tries = 0;
 		s->a->stats->postcopy_pauses++;
+		snprintf(s->pc_why, sizeof(s->pc_why), "%s", why);
+		s->pc_retry[0] = '\0';
+	} else {
+		snprintf(s->pc_retry, sizeof(s->pc_retry), "try %u: %s", s->pc_tries, why);
 	}
 	s->pc_retry_ns = now + PC_RETRY_FIRST_NS;
-	snprintf(s->pc_why, sizeof(s->pc_why), "%s", why);
 	s->ctl.deadline_ns = 0; /* nothing is awaited on a dead link */
 	s->ctl.alive = false;
 	/* Cut every connection: a kill shuts its socket, and its stop hands
@@ -111,9 +115,9 @@ co_pc_redial(struct tern_actor *self, struct co_state *s, uint64_t now)
 		                        i == 0 ? TERN_CHILD_FATAL : TERN_CHILD_DATA, i, &k, &ex);
 		if (rc != 0) {
 			uint64_t wait = PC_RETRY_FIRST_NS << (s->pc_tries < 4 ? s->pc_tries : 4);
-			snprintf(s->pc_why, sizeof(s->pc_why), "reconnecting (try %u): %.200s",
-			         s->pc_tries, ex.why[0] ? ex.why : tern_strerror(rc));
-			tern_actor_state(self, s->pc_why);
+			snprintf(s->pc_retry, sizeof(s->pc_retry), "try %u: %.200s", s->pc_tries,
+			         ex.why[0] ? ex.why : tern_strerror(rc));
+			tern_actor_state(self, s->pc_retry);
 			for (uint32_t j = 0; j < s->kids.n; j++) {
 				struct tern_child *c = &s->kids.c[j];
 				if (co_is_conn(c) && c->actor != NULL && !c->exited)
@@ -146,9 +150,11 @@ co_pc_recover_tick(struct tern_actor *self, struct co_state *s, uint64_t now)
 		/* As the failure would have been then: a lost handoff answer
 		 * stays unknown. */
 		s->phase = s->pc_lost_phase;
-		co_abort(self, s, TERN_ETIMEDOUT,
-		         "postcopy: the link was lost (%s) and did not come back in %u ms",
-		         s->pc_why, ms);
+		co_abort(
+		    self, s, TERN_ETIMEDOUT,
+		    "postcopy: the link was lost (%.200s) and did not come back in %u ms%s%.200s%s",
+		    s->pc_why, ms, s->pc_retry[0] ? " (last " : "", s->pc_retry,
+		    s->pc_retry[0] ? ")" : "");
 		return;
 	}
 	if (co_pc_conns_gone(s) && now >= s->pc_retry_ns)
