@@ -19,7 +19,10 @@
 #include "net/wire.h"
 #include "tern/error.h"
 
-#define CS_MAX_IOV (2 * TERN_FRAME_MAX_RANGES)
+/* Payload iovecs of a frame to start with: data and zero-hole pieces
+ * alternate, so a frame of a large chunk with holes may need more; cs_iov
+ * doubles the array then. */
+#define CS_IOV_START (2 * TERN_FRAME_MAX_RANGES)
 
 struct cs_flight {
 	uint64_t chunk;
@@ -53,7 +56,8 @@ struct cs_state {
 	uint8_t *copy; /* NULL: send straight from guest memory */
 	uint8_t ranges[TERN_FRAME_MAX_RANGES * 16];
 	uint8_t zranges[TERN_FRAME_MAX_RANGES * 16];
-	struct iovec iov[CS_MAX_IOV];
+	struct iovec *iov; /* niov_cap of them */
+	uint32_t niov_cap;
 };
 
 static int
@@ -66,8 +70,10 @@ cs_init(struct tern_actor *self, void *state, void *arg)
 	if (a->window == 0 || a->window > TERN_CONN_WINDOW_MAX)
 		a->window = 4;
 	s->rx = malloc(sizeof(*s->rx));
-	if (s->rx == NULL)
+	s->iov = malloc(sizeof(*s->iov) * CS_IOV_START);
+	if (s->rx == NULL || s->iov == NULL)
 		return TERN_ENOMEM;
+	s->niov_cap = CS_IOV_START;
 	if (!a->send_direct && a->tls == NULL && (s->copy = malloc(CS_COPY_BYTES)) == NULL)
 		return TERN_ENOMEM;
 	if (a->conn == 0) {
@@ -143,36 +149,69 @@ cs_tick(struct tern_actor *self, void *state)
 	return 0;
 }
 
-/* What one W_PAGES frame carries. */
+/* What one W_PAGES frame carries.  [start, end) is the last data range: a
+ * data run that starts at its end extends it. */
 struct cs_frame {
 	uint32_t ndata, nzero, niov;
-	uint64_t bytes, zero_pages;
+	uint64_t bytes, zero_pages, start, end;
 };
 
 /* Read-only zeros for holes sent as data (--zero-pages off): never read
  * through the guest mapping, where reading a hole would allocate it. */
 static const uint8_t cs_zeros[1u << 20];
 
+/* cs_iov appends an iovec; guest memory that continues the previous one
+ * (zero pages sent as data next to written ones) extends it. */
+static int
+cs_iov(struct cs_state *s, struct cs_frame *f, const void *base, uint64_t len, int merge)
+{
+	struct iovec *last = f->niov > 0 ? &s->iov[f->niov - 1] : NULL;
+	if (merge && last != NULL && (const uint8_t *)last->iov_base + last->iov_len == base) {
+		last->iov_len += len;
+		return 0;
+	}
+	if (f->niov == s->niov_cap) {
+		struct iovec *v = realloc(s->iov, sizeof(*v) * 2 * s->niov_cap);
+		if (v == NULL)
+			return TERN_ENOMEM;
+		s->iov = v;
+		s->niov_cap *= 2;
+	}
+	s->iov[f->niov++] = (struct iovec){(void *)base, len};
+	return 0;
+}
+
+/* cs_add_data adds pages [first, first+count) as data: a hole's from
+ * cs_zeros, others from the guest mapping.  Data that continues the
+ * previous data range (a hole sent as data next to written pages, or zero
+ * pages that found no zero range) extends it, so the ranges of a frame
+ * never outnumber the chunk's runs plus its zero ranges (cs_build). */
 static int
 cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t count, int hole)
 {
 	uint64_t gpa = first << TERN_PAGE_SHIFT, len = count << TERN_PAGE_SHIFT;
-	if (f->ndata == TERN_FRAME_MAX_RANGES)
-		return TERN_EINVAL;
-	tern_ranges_put(s->ranges, f->ndata++, gpa, len);
+	int rc;
+	if (f->ndata > 0 && f->end == gpa) {
+		tern_ranges_put(s->ranges, f->ndata - 1, f->start, gpa + len - f->start);
+	} else {
+		if (f->ndata == TERN_FRAME_MAX_RANGES)
+			return TERN_EINVAL;
+		tern_ranges_put(s->ranges, f->ndata++, gpa, len);
+		f->start = gpa;
+	}
+	f->end = gpa + len;
 	f->bytes += len;
 	if (!hole) {
 		/* A run lies inside one region (gaps are never dirty): one mapping. */
-		if (f->niov == CS_MAX_IOV || !tern_guest_range_ok(s->a->guest, gpa, len))
+		if (!tern_guest_range_ok(s->a->guest, gpa, len))
 			return TERN_EINVAL;
-		s->iov[f->niov++] = (struct iovec){tern_guest_hva(s->a->guest, gpa), len};
-		return 0;
+		return cs_iov(s, f, tern_guest_hva(s->a->guest, gpa), len, 1);
 	}
 	for (uint64_t off = 0; off < len; off += sizeof(cs_zeros)) {
-		if (f->niov == CS_MAX_IOV)
-			return TERN_EINVAL;
 		uint64_t n = len - off < sizeof(cs_zeros) ? len - off : sizeof(cs_zeros);
-		s->iov[f->niov++] = (struct iovec){(void *)cs_zeros, n};
+		/* The same bytes each time: never merged. */
+		if ((rc = cs_iov(s, f, cs_zeros, n, 0)) != 0)
+			return rc;
 	}
 	return 0;
 }
@@ -180,7 +219,16 @@ cs_add_data(struct cs_state *s, struct cs_frame *f, uint64_t first, uint64_t cou
 /* Builds the data ranges (with their iovecs) and the zero announcements of
  * the dirty pages of chunk c.  With a zero map, each dirty run is split where
  * the map changes; should a pathological layout exhaust the zero ranges, the
- * remaining zero pages simply go as data. */
+ * remaining zero pages simply go as data.
+ *
+ * Whatever the chunk size, the data ranges fit a frame: a data range begins
+ * at a run (at most TERN_CHUNK_MAX_RUNS of them, chunk_sched.c) or after a
+ * zero range, and a zero range is announced only while fewer than
+ * CS_ZERO_SPLIT_MAX data ranges exist.  So at most CS_ZERO_SPLIT_MAX - 1
+ * before the last zero range, one after it and one per later run: fewer
+ * than TERN_FRAME_MAX_RANGES.  Holes sent as data (--zero-pages off)
+ * extend the data range beside them and split nothing. */
+#define CS_ZERO_SPLIT_MAX (TERN_FRAME_MAX_RANGES - TERN_CHUNK_MAX_RUNS)
 /* Bits of the zero map: atomic loads, since scanners of neighbouring chunks
  * update other bits of the same words. */
 static int
@@ -236,7 +284,7 @@ cs_build(struct cs_state *s, const struct tern_msg_chunk *c, struct cs_frame *f)
 			int z = cs_zbit(zmap, p);
 			uint64_t q = cs_zsame_until(zmap, p + 1, stop, z);
 			if (z && (c->flags & TERN_CHUNK_ZSCANNED) &&
-			    f->nzero < TERN_FRAME_MAX_RANGES) {
+			    f->nzero < TERN_FRAME_MAX_RANGES && f->ndata < CS_ZERO_SPLIT_MAX) {
 				tern_ranges_put(s->zranges, f->nzero++, p << TERN_PAGE_SHIFT,
 				                (q - p) << TERN_PAGE_SHIFT);
 				f->zero_pages += q - p;
@@ -483,8 +531,10 @@ cs_stop(struct tern_actor *self, void *state)
 	free(s->ctl);
 	free(s->hdr);
 	free(s->copy);
+	free(s->iov);
 	s->rx = NULL;
 	s->copy = NULL;
+	s->iov = NULL;
 }
 
 const struct tern_actor_desc tern_conn_send_actor = {

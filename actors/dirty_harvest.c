@@ -30,6 +30,9 @@ enum {
  * without slices, or a 1 TiB guest's bitmap). */
 #define HV_MERGE_WORDS 4096u
 
+/* An idle guest's sweeps come at most this many periods apart (hv_main). */
+#define HV_IDLE_MAX 4u
+
 /* hv_mutex_init makes a priority-inheriting mutex.  The owner (the actor)
  * runs at real-time priority where the host allows it, the thread at normal
  * priority: without inheritance a vCPU thread could preempt the thread
@@ -106,9 +109,9 @@ tern_harvester_init(struct tern_harvester *h, struct tern_guest *g, struct tern_
 }
 
 static void
-hv_sample_add(struct tern_harvester *h, uint64_t now, uint64_t pages)
+hv_sample_add(struct tern_harvester *h, uint64_t now, uint64_t pages, uint64_t gap_ns)
 {
-	h->samples[h->head] = (struct tern_harvest_sample){now, pages};
+	h->samples[h->head] = (struct tern_harvest_sample){now, pages, gap_ns};
 	h->head = (h->head + 1) % TERN_HARVEST_SAMPLES;
 	if (h->count < TERN_HARVEST_SAMPLES)
 		h->count++;
@@ -141,7 +144,7 @@ hv_merge(struct tern_harvester *h, uint64_t lo, uint64_t hi)
 /* hv_slice harvests the next slice of the sweep into scratch and merges
  * it, all under guest_mu (so scratch is zero again when it is released). */
 static int
-hv_slice(struct tern_harvester *h, bool *done)
+hv_slice(struct tern_harvester *h, bool *done, uint64_t *found, uint64_t gap_ns)
 {
 	struct tern_guest *g = h->guest;
 	uint64_t pages = 0;
@@ -161,8 +164,9 @@ hv_slice(struct tern_harvester *h, bool *done)
 		snprintf(h->why, sizeof(h->why), "%s", g->why[0] ? g->why : tern_strerror(rc));
 	hv_unlock(&h->guest_mu);
 	if (rc == 0) {
+		*found += pages;
 		hv_lock(&h->set_mu);
-		hv_sample_add(h, tern_now_ns(), pages);
+		hv_sample_add(h, tern_now_ns(), pages, gap_ns);
 		hv_unlock(&h->set_mu);
 	}
 	return rc;
@@ -202,10 +206,20 @@ hv_main(void *arg)
 	struct sched_param sp = {.sched_priority = 0};
 	(void)pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
 
-	uint64_t due = tern_now_ns() + h->period_ns;
+	/* A sweep that found nothing doubles the pause before the next, up
+	 * to HV_IDLE_MAX periods; one that found a page resets it.  Where a
+	 * sweep walks the address space (bitmap: PAGEMAP_SCAN over populated
+	 * memory), an idle guest otherwise pays a whole walk every period --
+	 * a tenth of the source's CPU during a bulk pass here.  Nothing is
+	 * lost: pages the kernel holds marked wait for the next sweep, and
+	 * the final harvest takes everything.  A ring mode is never slowed:
+	 * a ring left unharvested fills and stops its vCPU. */
+	bool backoff = h->guest->dirty_mode != NULL && h->guest->dirty_mode->harvest_range != NULL;
+	uint64_t gap = h->period_ns, found = 0;
+	uint64_t due = tern_now_ns() + gap;
 	while (hv_wait(h, due)) {
 		bool done = false;
-		int rc = hv_slice(h, &done);
+		int rc = hv_slice(h, &done, &found, gap);
 		if (rc != 0) {
 			uint64_t one = 1;
 			uv_mutex_lock(&h->wait_mu);
@@ -217,8 +231,17 @@ hv_main(void *arg)
 			return;
 		}
 		/* The next slice at once (guest_mu was released in between, so
-		 * a final harvest gets in), the next sweep after the period. */
-		due = done ? tern_now_ns() + h->period_ns : 0;
+		 * a final harvest gets in), the next sweep after the pause. */
+		if (!done) {
+			due = 0;
+			continue;
+		}
+		if (!backoff || found != 0)
+			gap = h->period_ns;
+		else if (gap < HV_IDLE_MAX * h->period_ns)
+			gap *= 2;
+		found = 0;
+		due = tern_now_ns() + gap;
 	}
 }
 
@@ -283,7 +306,7 @@ tern_harvester_final(struct tern_harvester *h, struct tern_bitmap *fresh,
 	uint64_t t1 = tern_now_ns();
 	if (rc == 0) {
 		hv_lock(&h->set_mu);
-		hv_sample_add(h, t1, pages);
+		hv_sample_add(h, t1, pages, h->period_ns);
 		*taken = h->acc;
 		h->acc = fresh;
 		hv_unlock(&h->set_mu);
@@ -304,7 +327,7 @@ tern_harvester_final(struct tern_harvester *h, struct tern_bitmap *fresh,
 uint64_t
 tern_harvester_rate_pps(struct tern_harvester *h, uint64_t now)
 {
-	uint64_t pages = 0, oldest = now;
+	uint64_t pages = 0, oldest = now, gap = h->period_ns;
 
 	hv_lock(&h->set_mu);
 	for (uint32_t i = 0; i < h->count; i++) {
@@ -316,10 +339,12 @@ tern_harvester_rate_pps(struct tern_harvester *h, uint64_t now)
 			break;
 		pages += x->pages;
 		oldest = x->t_ns;
+		gap = x->gap_ns;
 	}
 	hv_unlock(&h->set_mu);
-	/* The oldest sample's pages were written during the period before it. */
-	uint64_t span = now - oldest + h->period_ns;
+	/* The oldest sample's pages were written during the pause before it
+	 * (a period, or longer after idle sweeps). */
+	uint64_t span = now - oldest + gap;
 	return span ? (uint64_t)((double)pages * 1e9 / (double)span) : 0;
 }
 

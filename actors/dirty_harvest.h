@@ -50,6 +50,7 @@ struct tern_trace;
 struct tern_harvest_sample {
 	uint64_t t_ns;
 	uint64_t pages;
+	uint64_t gap_ns; /* the pause before its sweep: when its pages were written */
 };
 
 struct tern_harvester {
@@ -92,8 +93,11 @@ struct tern_harvester {
  * scratch bitmap as large, the locks and the eventfd.  period_ms: between
  * the end of one sweep and the start of the next; window_ms: the dirty
  * rate's window; slice_pages: guest pages per slice (a mode without
- * slices harvests whole).  trace (may be NULL) gets guest fault records.
- * Returns 0 or a negative code (TERN_ENOMEM, -errno). */
+ * slices harvests whole); trace (may be NULL) gets guest fault records.
+ * After a sweep that found no page the pause doubles, up to 4 periods, in
+ * modes whose sweeps walk the address space (a ring mode keeps the period:
+ * an unharvested ring stops its vCPU).  Returns 0 or a negative code
+ * (TERN_ENOMEM, -errno). */
 int tern_harvester_init(struct tern_harvester *h, struct tern_guest *g, struct tern_trace *trace,
                         struct tern_bitmap *acc, uint32_t period_ms, uint32_t window_ms,
                         uint64_t slice_pages);

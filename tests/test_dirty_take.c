@@ -469,6 +469,67 @@ Test(dirty_take, kill_mid_harvest_joins_the_thread, .timeout = 120)
 	rig_free(&r);
 }
 
+static bool
+all_in(const struct tern_bitmap *w, const struct tern_bitmap *got)
+{
+	uint64_t pos = 0, f, c;
+	while (tern_bitmap_next_run(w, &pos, UINT64_MAX, &f, &c))
+		for (uint64_t p = f; p < f + c; p++)
+			if (!tern_bitmap_test(got, p))
+				return false;
+	return true;
+}
+
+/* An idle guest's sweeps back off (dirty_harvest.c), but never stop: pages
+ * written after many empty sweeps reach a non-final TAKE, and the final
+ * TAKE has them all.  Polled, never timed: the test's timeout bounds it. */
+Test(dirty_take, idle_backoff_still_harvests, .timeout = 120)
+{
+	struct rig r;
+	struct tern_bitmap written, got;
+	uint64_t x = 3;
+
+	rig_start(&r, "simvm:mem=64M,vcpus=1,workload=idle", 0);
+	cr_assert_eq(tern_bitmap_init(&written, r.g->npages), 0);
+	cr_assert_eq(tern_bitmap_init(&got, r.g->npages), 0);
+	(void)rig_take(&r, false, NULL); /* the pages of the build, if any */
+	for (int round = 0; round < 3; round++) {
+		/* Enough empty sweeps for the pause to reach its longest. */
+		uv_mutex_lock(&r.gate->mu);
+		uint64_t until = r.gate->harvests + 16;
+		uv_mutex_unlock(&r.gate->mu);
+		for (;;) {
+			uv_mutex_lock(&r.gate->mu);
+			bool enough = r.gate->harvests >= until;
+			uv_mutex_unlock(&r.gate->mu);
+			if (enough)
+				break;
+			(void)rig_take(&r, false, &got);
+			sleep_us(1000);
+		}
+		tern_bitmap_clear_all(&got);
+		tern_bitmap_clear_all(&written);
+		for (int k = 0; k < 50; k++)
+			write_page(&r, spread(&x), (uint64_t)round << 32 | (uint64_t)k | 1,
+			           &written);
+		/* A sweep after the pause takes them into a later set. */
+		for (;;) {
+			(void)rig_take(&r, false, &got);
+			if (all_in(&written, &got))
+				break;
+			sleep_us(1000);
+		}
+		expect_covered(&written, &got, "TAKEs after idle sweeps");
+	}
+	cr_assert_eq(r.g->ops->pause(r.g), 0);
+	(void)rig_take(&r, true, &got);
+	expect_covered(&written, &got, "with the final TAKE");
+	rig_end(&r);
+	rig_free(&r);
+	tern_bitmap_fini(&written);
+	tern_bitmap_fini(&got);
+}
+
 /* ---- a writer against interleaved TAKEs ---- */
 
 struct writer {
