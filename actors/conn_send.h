@@ -4,8 +4,10 @@
  * init connects and runs the handshake.  Then it pulls CHUNK descriptors
  * from the shared work queue only while it has window room (so a slow
  * connection takes less work and never hoards a backlog), sends each chunk's
- * pages straight from guest memory (one sendmsg over the mapping, no copy
- * in user space), and reports every W_ACK to the coordinator as CHUNK_DONE.
+ * pages through a 512 KiB copy buffer (the kernel's first read of a page
+ * the guest wrote costs a fault on a shadow-paged host; --send-direct, and
+ * TLS, read the mapping instead), and reports every W_ACK to the
+ * coordinator as CHUNK_DONE.
  * Connection 0 also carries control: CTL_OUT messages are sent as frames and
  * every non-ACK frame received is forwarded to the coordinator as CTL_IN.
  *
