@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "kvm/spec.h"
@@ -312,5 +313,9 @@ uint64_t bench_copy_sig(const uint8_t *p, uint64_t len);
  * as tern receive --prealloc does; otherwise populate_s is on the clock. */
 void bench_copy_once(const uint8_t *src, uint64_t size, uint64_t sig, int p, int ready,
                      struct bench_copy *cr);
+
+/* help.c: --help for the whole program, and for the aspects. */
+void bench_usage(FILE *f);
+void bench_aspect_usage(FILE *f);
 
 #endif /* TERN_TOOLS_BENCH_BENCH_H */

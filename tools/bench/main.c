@@ -84,8 +84,6 @@ static const struct option bench_long_opts[] = {
 	 O(NO_DELAY) | O(MODES) | O(SPARSE_MEM) | O(SPARSE_DATA) | O(SIZES) | O(TAKES) |           \
 	 O(INTERVAL) | O(PERIOD) | O(MAXBW) | O(MEMORY))
 
-static void bench_usage(FILE *f);
-static void bench_aspect_usage(FILE *f);
 static int bench_all(const struct bench_cfg *cfg, json_t *report);
 
 /* ---- the command table ---- */
@@ -152,129 +150,6 @@ bench_cmd_find(const char *name)
 		if (strcmp(bench_cmds[i].name, name) == 0)
 			return &bench_cmds[i];
 	return NULL;
-}
-
-/* ---- help ---- */
-
-static void
-bench_usage(FILE *f)
-{
-	fprintf(
-	    f,
-	    "usage: tern-bench machine [--iperf-seconds N]\n"
-	    "       tern-bench migrate [options]\n"
-	    "       tern-bench all [options]\n"
-	    "\n"
-	    "tern's benchmark driver.  Every figure is measured against this machine's own\n"
-	    "limits in the same run.  Prints one JSON object on stdout; progress on stderr.\n"
-	    "\n"
-	    "machine   this machine's limits:\n"
-	    "          - memory read, memcpy and all-zero-page-check bandwidth on a 1 GiB\n"
-	    "            populated anonymous buffer (4 KiB pages, one core, best of %d);\n"
-	    "          - page-population cost per 4 KiB page on %llu MiB (best of %d): first\n"
-	    "            write to fresh memfd pages, MADV_POPULATE_WRITE on a memfd, fallocate\n"
-	    "            then MADV_POPULATE_WRITE, first write to anonymous MADV_HUGEPAGE memory;\n"
-	    "          - loopback TCP: iperf3 -l 1M with 1, 2 and 4 streams (\"iperf3\": null\n"
-	    "            with a reason when iperf3 is not installed).\n"
-	    "migrate   R real migrations, `tern receive` and `tern send` as two processes over\n"
-	    "          loopback; per run and median: total_ms, downtime_ms, payload bytes,\n"
-	    "          throughput (payload / total time) and its ratios to a single-stream\n"
-	    "          iperf3 rate and memcpy bandwidth measured first in the same run, and the\n"
-	    "          CPU time (user, sys) of each process.\n"
-	    "link, zero, dirtylog, trace, converge\n"
-	    "          the link against tern, zero pages, the dirty log, auto-converge and\n"
-	    "          the tracing overhead: see `tern-bench link --help` (each has its own\n"
-	    "          options).\n"
-	    "all       machine, then migrate with the default guest, then migrate with\n"
-	    "          " BENCH_DEMO_GUEST "\n"
-	    "          (the migrations use the machine figures as their baseline), then\n"
-	    "          link, zero, dirtylog, trace and converge (one run per mode) at\n"
-	    "          small sizes (~12 min in all).\n"
-	    "\n"
-	    "options:\n"
-	    "  --iperf-seconds N   iperf3 duration per run (machine, all: 3; migrate baseline: 2)\n"
-	    "  --guest SPEC        guest to migrate (migrate only; " BENCH_DEFAULT_GUEST ")\n"
-	    "  --connections N     passed to tern send (tern's default: 1)\n"
-	    "  --chunk-size SIZE   passed to tern send (tern's default: 1M)\n"
-	    "  --runs R            migrations per guest (3)\n"
-	    "  --verify            pass --verify to tern send (digest check at switchover)\n"
-	    "  --tern PATH         the tern binary (the `tern` next to tern-bench)\n"
-	    "  --no-baseline       migrate: skip the memcpy/iperf3 baseline (ratios null)\n"
-	    "  --same-backing      migrate: tern receive --same-backing (the destination's guest\n"
-	    "                      a memfd as the source's: its own memory is RssAnon exactly)\n"
-	    "  --timeout SECONDS   per migration, passed to tern send as --timeout (300)\n"
-	    "  -h, --help          this text\n"
-	    "\n"
-	    "Exit status: 0 all measured, 1 a migration failed (reported in the JSON),\n"
-	    "2 bad usage.  See docs/bench.md for what each figure means.\n",
-	    BENCH_REPEATS, BENCH_POP_BYTES >> 20, BENCH_REPEATS);
-}
-
-static void
-bench_aspect_usage(FILE *f)
-{
-	fprintf(
-	    f,
-	    "usage: tern-bench link     [--size 1G] [--streams 1,2,4] [--chunks 256K,1M,4M]\n"
-	    "                           [--runs 3] [--iperf-seconds 2] [--no-delay]\n"
-	    "       tern-bench zero     [--size 1G] [--modes detect,skip-unpopulated,off]\n"
-	    "                           [--sparse-mem 1T] [--sparse-data 1G] [--runs 3]\n"
-	    "       tern-bench dirtylog [--sizes 1G,4G,8G] [--takes 100] [--interval-ms 50]\n"
-	    "                           [--period-ms 30] [--memory sparse,populated]\n"
-	    "       tern-bench trace    [--size 1G] [--runs 3]\n"
-	    "       tern-bench tls      [--size 1G] [--streams 1,4] [--runs 4]\n"
-	    "       tern-bench dest     [--sizes 1G,4G] [--streams 1,2,4]\n"
-	    "                           [--modes ready,unready] [--runs 2] [--chunk-size S]\n"
-	    "       tern-bench converge [--runs 3] [--guest SPEC] [--max-bandwidth 50M]\n"
-	    "                           [--timeout 40s]\n"
-	    "       tern-bench postcopy [--runs 2] [--guest SPEC] [--max-bandwidth 8M]\n"
-	    "  (each also takes --tern PATH and --timeout SECONDS (300; converge: 40))\n"
-	    "\n"
-	    "link      per P streams, iperf3 -P P -l 1M; the simplest correct copy (a\n"
-	    "          memfd of --size random bytes sent over P TCP streams, plain send() from\n"
-	    "          the mapping, into a fresh memfd the receiver fallocates and populates\n"
-	    "          first); tern migrating simvm:mem=SIZE,fill=random over P connections.\n"
-	    "          Then tern with each --chunks size (1 connection), and through tern-relay\n"
-	    "          at 1 ms RTT with 1 and 4 connections against the stop-and-wait bound\n"
-	    "          (--no-delay skips those).  For a larger test: --size 4G.\n"
-	    "zero      tern_page_is_zero vs a plain read on 1 GiB of populated zero pages\n"
-	    "          (one core); an idle guest of --size with fill=zero, 50 and random\n"
-	    "          in every --modes; --sparse-mem with only --sparse-data random against a\n"
-	    "          dense --sparse-data guest.  For a larger test: --size 4G.\n"
-	    "dirtylog  in process: per guest size (fill=zero, memtouch ws=256M,\n"
-	    "          rate=200M, 2 vCPUs): DIRTY_TAKE request-to-reply latency through the\n"
-	    "          DirtyLogActor (harvesting every --period-ms) at about --interval-ms,\n"
-	    "          against the same TAKEs with no harvest running (the control) and\n"
-	    "          synchronous harvests at the same interval and at the period, each\n"
-	    "          --memory way: only the working set populated (sparse) or every page\n"
-	    "          of the guest (populated);\n"
-	    "          then bitmap (sparse, populated) vs ring harvest of a fixed dirty set.\n"
-	    "trace     tracing overhead: idle 1G fill=random and the demo guest, without and\n"
-	    "          with --trace on both sides, runs alternating.\n"
-	    "tls       TLS 1.3 (PSK, AES-128-GCM) against plain TCP: an idle --size random\n"
-	    "          guest over each --streams count, runs A B B A; medians, spread,\n"
-	    "          TLS over plain for transfer rate and each side's CPU time.\n"
-	    "dest      tern against the plain-C copy per size, --streams count and\n"
-	    "          destination: ready (tern receive --guest SPEC --prealloc; the copy\n"
-	    "          prepares its memory before it accepts) or unready (memory populated\n"
-	    "          during the migration; the copy populates then receives).  Runs\n"
-	    "          copy, tern, tern, copy (--runs of each); rates, CPU s/GiB of each\n"
-	    "          side, tern's own memory; a table on stderr.  ~15 min by default.\n"
-	    "converge  a guest dirtying memory faster than --max-bandwidth lets\n"
-	    "          the link carry, by default\n"
-	    "          " BENCH_CV_GUEST ",\n"
-	    "          migrated with --auto-converge off, step, qemu and rate, runs\n"
-	    "          alternating; per run and median: outcome, iterations, total_ms,\n"
-	    "          throttle %% at switchover and max, achieved vs expected downtime,\n"
-	    "          switchover retries, stall reason.  Target: rate converges in\n"
-	    "          fewer iterations than step.\n"
-	    "postcopy  the same kind of guest (" BENCH_PC_GUEST ")\n"
-	    "          with pre-copy and --auto-converge rate against --postcopy-on-stall,\n"
-	    "          runs A B B A: total_ms, downtime_ms and the guest's own steps/s over\n"
-	    "          the migration (how much each mode slowed it).\n"
-	    "\n"
-	    "Before every migration or copy the page allocator is warmed (2x the guest\n"
-	    "size touched and freed; warm_ms in the output): see docs/bench.md.\n");
 }
 
 static int
