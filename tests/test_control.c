@@ -444,6 +444,7 @@ Test(control, protocol)
 	cr_assert_eq(json_integer_value(json_object_get(r, "max-bandwidth")), 1 << 30);
 	cr_assert_eq(json_integer_value(json_object_get(r, "multifd-channels")), 3);
 	cr_assert_str_eq(json_string_value(json_object_get(r, "tern-auto-converge")), "rate");
+	cr_assert_eq(json_integer_value(json_object_get(r, "tern-recover-timeout")), 300000);
 	json_decref(r);
 	r = qmp_ok(&q, "query-migrate-capabilities", NULL);
 	cr_assert(json_is_true(json_object_get(json_array_get(r, 0), "state")));
@@ -645,6 +646,10 @@ Test(control, postcopy_paused_by_a_cut_link_recovers)
 	vm_start(&p.b, "prb", PC_GUEST_QMP, 1);
 	qmp_open(&p.qa, &p.a, 1);
 	qmp_open(&p.qb, &p.b, 1);
+	/* Bounded: a side that never comes back fails the test, not hangs it. */
+	for (struct qmp *q = &p.qa; q != NULL; q = q == &p.qa ? &p.qb : NULL)
+		json_decref(qmp_ok(q, "migrate-set-parameters",
+		                   json_pack("{s:i}", "tern-recover-timeout", 60000)));
 	json_t *info = postcopy_run(&p);
 	qmp_wait_event(&p.qa, "MIGRATION", "status", "postcopy-paused");
 	json_t *t = json_object_get(info, "tern");

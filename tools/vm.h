@@ -37,6 +37,7 @@ struct vm_params {
 	uint64_t timeout_ms;
 	uint32_t stall_window_ms;
 	uint64_t chunk_size;
+	uint32_t recover_timeout_ms; /* postcopy: a lost link waited out (both sides) */
 };
 
 /* One migration, outgoing or incoming, and what remains of it once ended

@@ -388,6 +388,7 @@ vm_start_incoming(struct vm *vm, const char *addr, char *err, size_t errlen)
 	m->recv.exit_after_handoff = 1;
 	m->recv.log = vm_recv_log;
 	m->recv.log_arg = vm;
+	m->recv.recover_timeout_ms = vm->params.recover_timeout_ms;
 	if ((rc = tern_migration_receive(&m->h, &m->recv, &vm_callbacks, vm)) != 0) {
 		snprintf(err, errlen, "cannot start the incoming migration: %s", tern_strerror(rc));
 		vm_close_ready(vm);

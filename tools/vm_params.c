@@ -70,6 +70,7 @@ static const struct vp_def vp_table[] = {
     VP("tern-stall-window", VP_U32, stall_window_ms, 1, 2000000000),
     VP("tern-connections-min", VP_U32, connections_min, 0, TERN_MAX_CONNECTIONS),
     VP("tern-chunk-size", VP_U64, chunk_size, 4096, 1ull << 30),
+    VP("tern-recover-timeout", VP_U32, recover_timeout_ms, 1, 86400000),
 };
 #define VP_COUNT (sizeof(vp_table) / sizeof(vp_table[0]))
 
@@ -87,6 +88,7 @@ vm_params_defaults(struct vm_params *p)
 	    .timeout_ms = 0,
 	    .stall_window_ms = 5000,
 	    .chunk_size = 1u << 20,
+	    .recover_timeout_ms = TERN_RECOVER_TIMEOUT_MS,
 	};
 }
 
