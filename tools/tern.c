@@ -215,6 +215,21 @@ print_summary(const char *side, const struct tern_stats *s, int json)
 		if (s->stall_reason[0])
 			printf("  stalled          %s\n", s->stall_reason);
 	}
+	if (s->postcopy) {
+		printf("  postcopy         %" PRIu64 " pages stale at the switch, %" PRIu64
+		       " placed on request%s%s\n",
+		       s->postcopy_pages, s->postcopy_urgent_pages,
+		       s->postcopy_reason[0] ? "; " : "", s->postcopy_reason);
+		if (s->postcopy_faults)
+			printf("  page faults      %" PRIu64 " (%" PRIu64 " zero), %" PRIu64
+			       " requests, wait p50 %" PRIu64 " us, p99 %" PRIu64 " us\n",
+			       s->postcopy_faults, s->postcopy_zero_pages, s->postcopy_requests,
+			       s->postcopy_fault_p50_us, s->postcopy_fault_p99_us);
+		if (s->postcopy_pauses)
+			printf("  link lost        %" PRIu64 " time(s), paused %" PRIu64
+			       " ms in all until it was back\n",
+			       s->postcopy_pauses, s->postcopy_recover_ms);
+	}
 	printf("  bytes on wire    %s (%" PRIu64 " bytes)\n", b, s->bytes_sent);
 	printf("  page data        %s, %" PRIu64 " pages sent, %" PRIu64
 	       " zero pages announced, %" PRIu64 " untouched pages skipped\n",
