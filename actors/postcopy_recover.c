@@ -50,6 +50,18 @@ co_is_conn(const struct tern_child *k)
 	return k->desc == &tern_conn_send_actor;
 }
 
+/* Cuts every connection still running: a kill shuts its socket, and its
+ * stop hands back the chunks it had in flight (CONN_DOWN). */
+static void
+co_pc_cut(struct co_state *s)
+{
+	for (uint32_t i = 0; i < s->kids.n; i++) {
+		struct tern_child *k = &s->kids.c[i];
+		if (co_is_conn(k) && k->actor != NULL && !k->exited)
+			tern_actor_kill(k->actor);
+	}
+}
+
 void
 co_pc_lost(struct tern_actor *self, struct co_state *s, const char *why)
 {
@@ -71,13 +83,7 @@ co_pc_lost(struct tern_actor *self, struct co_state *s, const char *why)
 	s->pc_retry_ns = now + PC_RETRY_FIRST_NS;
 	s->ctl.deadline_ns = 0; /* nothing is awaited on a dead link */
 	s->ctl.alive = false;
-	/* Cut every connection: a kill shuts its socket, and its stop hands
-	 * back the chunks it had in flight (CONN_DOWN). */
-	for (uint32_t i = 0; i < s->kids.n; i++) {
-		struct tern_child *k = &s->kids.c[i];
-		if (co_is_conn(k) && k->actor != NULL && !k->exited)
-			tern_actor_kill(k->actor);
-	}
+	co_pc_cut(s);
 	tern_actor_counter(self, "postcopy_pauses", (double)s->a->stats->postcopy_pauses);
 	co_set_phase(self, s, CO_PC_PAUSED);
 }
@@ -118,11 +124,7 @@ co_pc_redial(struct tern_actor *self, struct co_state *s, uint64_t now)
 			snprintf(s->pc_retry, sizeof(s->pc_retry), "try %u: %.200s", s->pc_tries,
 			         ex.why[0] ? ex.why : tern_strerror(rc));
 			tern_actor_state(self, s->pc_retry);
-			for (uint32_t j = 0; j < s->kids.n; j++) {
-				struct tern_child *c = &s->kids.c[j];
-				if (co_is_conn(c) && c->actor != NULL && !c->exited)
-					tern_actor_kill(c->actor);
-			}
+			co_pc_cut(s); /* the ones this try made */
 			s->pc_retry_ns = now + (wait < PC_RETRY_MAX_NS ? wait : PC_RETRY_MAX_NS);
 			co_progress(self, s);
 			return;

@@ -27,25 +27,34 @@ rc_set_phase(struct tern_actor *self, struct rc_state *s, enum rc_phase p)
 	tern_actor_state(self, rc_phase_names[p]);
 }
 
-int
-rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status, uint64_t value,
-          const char *why)
+/* Sends control frame f (time stamped here) to the source through
+ * connection 0. */
+static int
+rc_send_frame(struct tern_actor *self, struct rc_state *s, struct tern_msg *f)
 {
-	struct tern_msg r, out;
+	struct tern_msg out;
 	uint8_t buf[1024];
 	size_t len;
-	tern_msg_init(&r, TERN_MSG_W_RESULT);
-	r.u.w_result.step = step;
-	r.u.w_result.status = status;
-	r.u.w_result.value = value;
-	snprintf(r.u.w_result.why, sizeof(r.u.w_result.why), "%s", why ? why : "");
-	r.time_ns = tern_now_ns();
-	int rc = tern_msg_encode(&r, buf, sizeof(buf), &len);
+	f->time_ns = tern_now_ns();
+	int rc = tern_msg_encode(f, buf, sizeof(buf), &len);
 	if (rc != 0)
 		return rc;
 	tern_msg_init(&out, TERN_MSG_CTL_OUT);
 	out.u.ctl_out.frame = (struct tern_bin){buf, len};
 	return tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
+}
+
+int
+rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status, uint64_t value,
+          const char *why)
+{
+	struct tern_msg r;
+	tern_msg_init(&r, TERN_MSG_W_RESULT);
+	r.u.w_result.step = step;
+	r.u.w_result.status = status;
+	r.u.w_result.value = value;
+	snprintf(r.u.w_result.why, sizeof(r.u.w_result.why), "%s", why ? why : "");
+	return rc_send_frame(self, s, &r);
 }
 
 /* After the postcopy switch a lost link is waited out (postcopy_recv.c),
@@ -54,20 +63,13 @@ rc_answer(struct tern_actor *self, struct rc_state *s, uint32_t step, int status
 static void
 rc_tell_abort(struct tern_actor *self, struct rc_state *s, int code)
 {
-	struct tern_msg f, out;
-	uint8_t buf[1024];
-	size_t len;
+	struct tern_msg f;
 	if (s->phase < RC_POSTCOPY || s->conns[0] == NULL)
 		return;
 	tern_msg_init(&f, TERN_MSG_W_ABORT);
 	f.u.w_abort.code = code;
 	snprintf(f.u.w_abort.why, sizeof(f.u.w_abort.why), "%s", s->a->err);
-	f.time_ns = tern_now_ns();
-	if (tern_msg_encode(&f, buf, sizeof(buf), &len) != 0)
-		return;
-	tern_msg_init(&out, TERN_MSG_CTL_OUT);
-	out.u.ctl_out.frame = (struct tern_bin){buf, len};
-	(void)tern_actor_send(self, tern_actor_id(s->conns[0]), &out);
+	(void)rc_send_frame(self, s, &f);
 }
 
 int

@@ -294,6 +294,16 @@ int tern_guest_digest(struct tern_guest *g, uint64_t *digest);
  * (0 when it has none). */
 uint64_t tern_guest_state_size(struct tern_guest *g);
 
+/* tern_mix64 is splitmix64's finaliser: every input bit moves every output
+ * bit, for one multiply pair (page hashes, simvm's per-page seeds). */
+static inline uint64_t
+tern_mix64(uint64_t x)
+{
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
 /* tern_page_hash hashes one page's content with its page number (data
  * NULL: a page of zeros, not read).  tern_guest_page_digest XORs it over
  * every page of every region not set in skip (may be NULL), reading only

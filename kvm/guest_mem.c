@@ -411,16 +411,6 @@ out:
 	return rv;
 }
 
-static uint64_t
-page_mix(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 uint64_t
 tern_page_hash(uint64_t page, const void *data)
 {
@@ -436,7 +426,7 @@ tern_page_hash(uint64_t page, const void *data)
 			__atomic_store_n(&zero_hash, h, __ATOMIC_RELAXED);
 		}
 	}
-	return page_mix(h ^ (page * 0x9e3779b97f4a7c15ull));
+	return tern_mix64(h ^ (page * 0x9e3779b97f4a7c15ull));
 }
 
 struct page_digest {

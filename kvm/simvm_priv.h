@@ -81,14 +81,11 @@ struct simvm {
 	struct tern_dirty_rings rings;
 };
 
-/* splitmix64's finaliser: a good 64-bit mixer for per-page seeds. */
+/* splitmix64 (one step from x): a good 64-bit mixer for per-page seeds. */
 static inline uint64_t
 simvm_mix(uint64_t x)
 {
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
+	return tern_mix64(x + 0x9e3779b97f4a7c15ull);
 }
 
 /* wyrand: one multiply per 64-bit word, any state is valid. */

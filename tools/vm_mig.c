@@ -159,6 +159,19 @@ vm_phase_status(const char *state)
 	return "active";
 }
 
+/* Each postcopy pause is said, also one the link came back from before
+ * the loop looked (either side). */
+static void
+vm_mig_pc_pauses(struct vm *vm)
+{
+	struct vm_mig *m = &vm->mig;
+	uint32_t pc_pauses = atomic_load_explicit(&m->pc_pauses, memory_order_relaxed);
+	while (m->pc_pauses_sent < pc_pauses) {
+		m->pc_pauses_sent++;
+		vm_mig_status(vm, "postcopy-paused");
+	}
+}
+
 void
 vm_follow_outgoing(struct vm *vm)
 {
@@ -203,12 +216,7 @@ vm_follow_outgoing(struct vm *vm)
 			break;
 		}
 	}
-	/* A lost link that came back before the loop looked is still said. */
-	uint32_t pc_pauses = atomic_load_explicit(&m->pc_pauses, memory_order_relaxed);
-	while (m->pc_pauses_sent < pc_pauses) {
-		m->pc_pauses_sent++;
-		vm_mig_status(vm, "postcopy-paused");
-	}
+	vm_mig_pc_pauses(vm);
 	const char *st = m->cancel_requested ? "cancelling" : vm_phase_status(state);
 	if (st != NULL)
 		vm_mig_status(vm, st);
@@ -286,11 +294,7 @@ vm_on_wake(uv_async_t *a)
 	} else if (atomic_load_explicit(&m->receiving, memory_order_relaxed)) {
 		if (m->setup_ms == 0)
 			m->setup_ms = (tern_now_ns() - m->start_ns) / 1000000 + 1;
-		uint32_t pc_pauses = atomic_load_explicit(&m->pc_pauses, memory_order_relaxed);
-		while (m->pc_pauses_sent < pc_pauses) {
-			m->pc_pauses_sent++;
-			vm_mig_status(vm, "postcopy-paused");
-		}
+		vm_mig_pc_pauses(vm);
 		vm_mig_status(vm, m->cancel_requested ? "cancelling"
 		                  : atomic_load_explicit(&m->receiving, memory_order_relaxed) ==
 		                          VM_RECV_PC_PAUSED

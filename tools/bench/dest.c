@@ -117,13 +117,19 @@ dest_series(json_t *o, const char *key, const double *v, int n, int decimals)
 }
 
 /* CPU seconds per GiB of one side (user, sys), per run and medians. */
+/* One side's CPU per GiB, user and system, into o[key]; total gets their
+ * sums. */
 static void
-dest_cpu(json_t *o, const char *key, const double *user, const double *sys, int n)
+dest_cpu(json_t *o, const char *key, const double *user, const double *sys, int n, double *total)
 {
 	json_t *c = bench_set_obj(o, key);
 	dest_series(c, "user_s_per_gib", user, n, 3);
 	dest_series(c, "sys_s_per_gib", sys, n, 3);
+	for (int i = 0; i < n; i++)
+		total[i] = user[i] + sys[i];
 }
+
+static const char *const dest_sides[2] = {"source_cpu", "destination_cpu"};
 
 struct dest_row {
 	double copy_gbs, tern_gbs, ratio, copy_spread, tern_spread;
@@ -148,21 +154,16 @@ dest_cell_json(const struct dest_cell *c, json_t *cells, struct dest_row *row)
 	json_t *cp = bench_set_obj(o, "copy");
 	dest_series(cp, c->mode == DEST_READY ? "receive_bytes_per_s" : "whole_bytes_per_s", cr, n,
 	            0);
-	for (int i = 0; i < n; i++) {
-		const struct bench_copy *p = &c->cp[i];
-		a[i] = p->ok ? p->src_user_s / g : NAN;
-		b[i] = p->ok ? p->src_sys_s / g : NAN;
-		cpu_c[0][i] = a[i] + b[i];
-		t[i] = p->ok ? p->populate_s * 1e3 : NAN;
+	for (int side = 0; side < 2; side++) {
+		for (int i = 0; i < n; i++) {
+			const struct bench_copy *p = &c->cp[i];
+			a[i] = p->ok ? (side ? p->dst_user_s : p->src_user_s) / g : NAN;
+			b[i] = p->ok ? (side ? p->dst_sys_s : p->src_sys_s) / g : NAN;
+		}
+		dest_cpu(cp, dest_sides[side], a, b, n, cpu_c[side]);
 	}
-	dest_cpu(cp, "source_cpu", a, b, n);
-	for (int i = 0; i < n; i++) {
-		const struct bench_copy *p = &c->cp[i];
-		a[i] = p->ok ? p->dst_user_s / g : NAN;
-		b[i] = p->ok ? p->dst_sys_s / g : NAN;
-		cpu_c[1][i] = a[i] + b[i];
-	}
-	dest_cpu(cp, "destination_cpu", a, b, n);
+	for (int i = 0; i < n; i++)
+		t[i] = c->cp[i].ok ? c->cp[i].populate_s * 1e3 : NAN;
 	dest_series(cp, c->mode == DEST_READY ? "prepare_ms_off_clock" : "populate_ms", t, n, 0);
 	for (int i = 0; i < n; i++)
 		if (!c->cp[i].ok)
@@ -172,22 +173,15 @@ dest_cell_json(const struct dest_cell *c, json_t *cells, struct dest_row *row)
 	dest_series(tn, "whole_bytes_per_s", tr, n, 0);
 	bench_rates(c->tr, n, BENCH_RATE_TRANSFER, t);
 	dest_series(tn, "transfer_bytes_per_s", t, n, 0);
-	for (int i = 0; i < n; i++) {
-		const struct bench_result *r = &c->tr[i];
-		double gp = r->ok ? r->payload_bytes / (double)(1ull << 30) : NAN;
-		a[i] = r->src_cpu_user_ms / 1e3 / gp;
-		b[i] = r->src_cpu_sys_ms / 1e3 / gp;
-		cpu_t[0][i] = a[i] + b[i];
+	for (int side = 0; side < 2; side++) {
+		for (int i = 0; i < n; i++) {
+			const struct bench_result *r = &c->tr[i];
+			double gp = r->ok ? r->payload_bytes / (double)(1ull << 30) : NAN;
+			a[i] = (side ? r->dst_cpu_user_ms : r->src_cpu_user_ms) / 1e3 / gp;
+			b[i] = (side ? r->dst_cpu_sys_ms : r->src_cpu_sys_ms) / 1e3 / gp;
+		}
+		dest_cpu(tn, dest_sides[side], a, b, n, cpu_t[side]);
 	}
-	dest_cpu(tn, "source_cpu", a, b, n);
-	for (int i = 0; i < n; i++) {
-		const struct bench_result *r = &c->tr[i];
-		double gp = r->ok ? r->payload_bytes / (double)(1ull << 30) : NAN;
-		a[i] = r->dst_cpu_user_ms / 1e3 / gp;
-		b[i] = r->dst_cpu_sys_ms / 1e3 / gp;
-		cpu_t[1][i] = a[i] + b[i];
-	}
-	dest_cpu(tn, "destination_cpu", a, b, n);
 	for (int i = 0; i < n; i++)
 		a[i] = c->tr[i].ok ? bench_mem_own(&c->tr[i].src_mem, (double)c->size) / (1 << 20)
 		                   : NAN;
